@@ -1,0 +1,55 @@
+"""The one exception tree of NeuroNav.
+
+Every error a user can cause derives from :class:`NeuroNavError`; the CLI, the HTTP layer and the
+DICOM handlers each map it to an exit code / HTTP status / DICOM status in one place.
+
+::
+
+    NeuroNavError
+    ├── InputError                 bad input from the user; the message names the file and problem
+    │   ├── DicomReadError         a file that is not readable DICOM, or is truncated/inconsistent
+    │   ├── UnsafeInputError       hostile input: executable preamble, zip traversal, zip bomb, absurd size
+    │   ├── GeometryError          a series that cannot become one volume (missing slices, mixed orientation)
+    │   ├── NiftiReadError         a NIfTI file that cannot be read or has no usable geometry
+    │   └── NoUsableDataError      nothing usable was found in any of the inputs
+    └── ConfigError                invalid settings
+"""
+
+from __future__ import annotations
+
+
+class NeuroNavError(Exception):
+    """Base of every error NeuroNav raises on purpose."""
+
+
+class InputError(NeuroNavError):
+    """Bad input from the user. ``path`` names the offending file when there is one."""
+
+    def __init__(self, problem: str, path: str | None = None) -> None:
+        self.problem = problem
+        self.path = path
+        super().__init__(f"{path}: {problem}" if path else problem)
+
+
+class DicomReadError(InputError):
+    """A file that is not readable DICOM, or whose content is inconsistent."""
+
+
+class UnsafeInputError(InputError):
+    """Hostile or dangerous input (executable preamble, archive traversal, bomb, absurd size)."""
+
+
+class GeometryError(InputError):
+    """A series whose slices do not form one regular volume."""
+
+
+class NiftiReadError(InputError):
+    """A NIfTI file that cannot be read or lacks usable geometry."""
+
+
+class NoUsableDataError(InputError):
+    """None of the inputs held usable data."""
+
+
+class ConfigError(NeuroNavError):
+    """Invalid or unsafe settings."""
