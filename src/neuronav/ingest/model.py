@@ -117,6 +117,14 @@ class Instance:
     columns: int
     acquisition_number: int | None = None
     echo_number: int | None = None
+    # pixel layout, validated at scan time so that volume building can read pixels directly
+    transfer_syntax_uid: str = ""
+    bits_allocated: int = 16
+    pixel_representation: int = 0
+    samples_per_pixel: int = 1
+    pixel_offset: int | None = None  # byte offset of native pixel data in the file (fast path)
+    rescale_slope: float = 1.0
+    rescale_intercept: float = 0.0
 
 
 @dataclass

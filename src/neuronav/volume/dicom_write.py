@@ -16,11 +16,11 @@ import numpy as np
 import numpy.typing as npt
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import (
+    PYDICOM_IMPLEMENTATION_UID,
     UID,
     EnhancedMRImageStorage,
     ExplicitVRLittleEndian,
     MRImageStorage,
-    PYDICOM_IMPLEMENTATION_UID,
     generate_uid,
 )
 
@@ -60,9 +60,7 @@ def _to_stored(data: npt.NDArray[np.generic]) -> tuple[npt.NDArray[np.int16] | n
     return stored, slope, lo
 
 
-def _base_dataset(
-    sop_class: UID, transfer_syntax: UID, study: Mapping[str, Any], series: Mapping[str, Any]
-) -> Dataset:
+def _base_dataset(sop_class: UID, transfer_syntax: UID, study: Mapping[str, Any], series: Mapping[str, Any]) -> Dataset:
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = sop_class
     meta.TransferSyntaxUID = transfer_syntax

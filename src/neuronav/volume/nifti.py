@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -18,7 +19,7 @@ def load_nifti(path: str | Path) -> Volume:
 
     p = str(path)
     try:
-        img = nib.load(p)
+        img: Any = nib.load(p)
     except Exception as exc:  # nibabel raises many types for broken files
         raise NiftiReadError(f"not a readable NIfTI file ({exc})", p) from exc
     shape = tuple(int(s) for s in img.shape)

@@ -1,0 +1,312 @@
+"""Read and validate one DICOM file's header, without decoding its pixels.
+
+Every check that protects memory happens here, before any pixel is allocated: absurd dimensions,
+pixel data shorter than Rows × Columns × frames needs, truncated files, executable preambles.
+Problems raise :class:`~neuronav.errors.DicomReadError` or :class:`~neuronav.errors.UnsafeInputError`
+with a message a user understands; the caller turns them into skipped-file reasons.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+from pydicom.tag import Tag
+from pydicom.uid import UID
+
+from neuronav.errors import DicomReadError, UnsafeInputError
+from neuronav.ingest.limits import DEFAULT_LIMITS, Limits
+from neuronav.ingest.model import Instance, PatientIdentity, SeriesMetadata, Source
+
+PIXEL_DATA = Tag(0x7FE0, 0x0010)
+UNDEFINED_LENGTH = 0xFFFFFFFF
+# first bytes of executables that must never travel inside a DICOM preamble (PE/DICOM polyglots)
+EXECUTABLE_MAGIC = {
+    b"MZ": "a Windows executable (PE 'MZ' header)",
+    b"\x7fELF": "a Linux executable (ELF header)",
+    b"#!": "a script ('#!' line)",
+    b"\xca\xfe\xba\xbe": "a macOS universal executable",
+    b"\xcf\xfa\xed\xfe": "a macOS executable (Mach-O)",
+    b"\xce\xfa\xed\xfe": "a macOS executable (Mach-O)",
+    b"PK\x03\x04": "a zip archive",
+}
+NATIVE_LE = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1"}
+
+
+@dataclass(frozen=True)
+class Header:
+    """What the scan keeps of one file: the instance, and the dataset for series metadata."""
+
+    instance: Instance
+    dataset: Dataset
+
+
+def check_preamble(head: bytes, where: str) -> bool:
+    """Return True when ``head`` starts a Part-10 file; raise for executable preambles."""
+    if len(head) >= 132 and head[128:132] == b"DICM":
+        preamble = head[:128]
+        for magic, what in EXECUTABLE_MAGIC.items():
+            if preamble.startswith(magic):
+                raise UnsafeInputError(f"DICOM preamble holds {what}; file rejected", where)
+        return True
+    return False
+
+
+def looks_like_raw_dataset(head: bytes) -> bool:
+    """A DICOM dataset written without preamble: starts with a group 0x0002 or 0x0008 tag."""
+    return len(head) >= 8 and head[0:2] in (b"\x02\x00", b"\x08\x00") and head[3] == 0
+
+
+def read_header(source: Source, data: bytes | None, limits: Limits = DEFAULT_LIMITS) -> Header:
+    """Parse and validate the header of ``source`` (``data`` is its bytes when not a plain file)."""
+    where = str(source)
+    try:
+        if data is None:
+            with open(source.path, "rb") as fh:
+                head = fh.read(132)
+                size = fh.seek(0, io.SEEK_END)
+                fh.seek(0)
+                ds = _parse(fh, head, where)
+        else:
+            head = data[:132]
+            size = len(data)
+            ds = _parse(io.BytesIO(data), head, where)
+    except OSError as exc:
+        raise DicomReadError(f"cannot read file ({exc.strerror or exc})", where) from exc
+    return Header(_instance(ds, source, size, where, limits, data is None), ds)
+
+
+def _parse(fh: Any, head: bytes, where: str) -> Dataset:
+    part10 = check_preamble(head, where)
+    if not part10 and not looks_like_raw_dataset(head):
+        if where.lower().endswith((".nii", ".nii.gz")):
+            raise DicomReadError(
+                "NIfTI file, not DICOM: give NIfTI inputs to `neuronav analyze --t1/--t1c/--t2/--flair`", where
+            )
+        raise DicomReadError("not a DICOM file (no 'DICM' marker)", where)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ds = dcmread(fh, defer_size=512, force=not part10)
+            # touch the top-level elements now so that a truncated header fails here, not later
+            for _ in ds:
+                pass
+    except InvalidDicomError as exc:
+        raise DicomReadError(f"not a valid DICOM file ({exc})", where) from exc
+    except Exception as exc:  # pydicom raises many types on corrupt input
+        raise DicomReadError(f"corrupt or truncated DICOM header ({type(exc).__name__}: {exc})", where) from exc
+    return ds
+
+
+def _int(ds: Dataset, keyword: str, default: int | None = None) -> int | None:
+    try:
+        value = ds.get(keyword)
+        return default if value is None or value == "" else int(value)
+    except (TypeError, ValueError):
+        return default
+
+
+def _instance(ds: Dataset, source: Source, size: int, where: str, limits: Limits, on_disk: bool) -> Instance:
+    uids = {}
+    for kw in ("SOPInstanceUID", "SeriesInstanceUID", "StudyInstanceUID"):
+        value = str(ds.get(kw, "") or "").strip()
+        if not value:
+            raise DicomReadError(f"missing {kw}", where)
+        uids[kw] = value
+    if PIXEL_DATA not in ds:
+        sop = str(ds.get("SOPClassUID", ""))
+        name = UID(sop).name if sop else "unknown SOP class"
+        raise DicomReadError(f"no pixel data ({name}); not an image", where)
+
+    rows = _int(ds, "Rows")
+    columns = _int(ds, "Columns")
+    frames = _int(ds, "NumberOfFrames", 1) or 1
+    bits = _int(ds, "BitsAllocated")
+    spp = _int(ds, "SamplesPerPixel", 1) or 1
+    if rows is None or columns is None or bits is None:
+        raise DicomReadError("image without Rows, Columns or BitsAllocated", where)
+    if not (0 < rows <= limits.max_rows and 0 < columns <= limits.max_columns):
+        raise UnsafeInputError(f"absurd image dimensions {rows}×{columns}; refused before allocating", where)
+    if not 0 < frames <= limits.max_frames:
+        raise UnsafeInputError(f"absurd NumberOfFrames {frames}; refused before allocating", where)
+    if bits not in (1, 8, 16, 32, 64) or spp not in (1, 3):
+        raise DicomReadError(f"unsupported pixel format (BitsAllocated {bits}, SamplesPerPixel {spp})", where)
+    expected = math.ceil(rows * columns * frames * spp * bits / 8)
+    if expected > limits.max_pixel_bytes:
+        raise UnsafeInputError(f"decoded pixels would need {expected} bytes, over the cap", where)
+
+    ts = str(ds.file_meta.get("TransferSyntaxUID", "1.2.840.10008.1.2")) if hasattr(ds, "file_meta") else ""
+    elem = ds.get_item(PIXEL_DATA, keep_deferred=True)
+    length = getattr(elem, "length", None)
+    value_tell = getattr(elem, "value_tell", None)
+    pixel_offset: int | None = None
+    if length is None or length == UNDEFINED_LENGTH:
+        if ts in NATIVE_LE or ts == "1.2.840.10008.1.2.2":
+            raise DicomReadError("encapsulated pixel data in a native (uncompressed) transfer syntax", where)
+    else:
+        if value_tell is not None and ts != "1.2.840.10008.1.2.1.99" and value_tell + length > size:
+            raise DicomReadError(
+                f"file truncated: pixel data declares {length} bytes, only {max(size - value_tell, 0)} present",
+                where,
+            )
+        if length < expected:
+            raise DicomReadError(
+                f"pixel data holds {length} bytes but Rows×Columns×frames ({rows}×{columns}×{frames}, "
+                f"{bits} bits) needs {expected}",
+                where,
+            )
+        if on_disk and ts in NATIVE_LE and bits in (8, 16, 32) and spp == 1 and value_tell is not None:
+            pixel_offset = int(value_tell)
+
+    ipp = _floats(ds.get("ImagePositionPatient"), 3)
+    iop = _floats(ds.get("ImageOrientationPatient"), 6)
+    if iop is None and "SharedFunctionalGroupsSequence" in ds:
+        iop = _floats(_functional(ds, "PlaneOrientationSequence", "ImageOrientationPatient"), 6)
+    slope = _float_or(ds.get("RescaleSlope"), 1.0)
+    intercept = _float_or(ds.get("RescaleIntercept"), 0.0)
+    return Instance(
+        source=source,
+        sop_instance_uid=uids["SOPInstanceUID"],
+        series_instance_uid=uids["SeriesInstanceUID"],
+        study_instance_uid=uids["StudyInstanceUID"],
+        instance_number=_int(ds, "InstanceNumber"),
+        image_position=ipp,  # type: ignore[arg-type]
+        image_orientation=iop,  # type: ignore[arg-type]
+        number_of_frames=frames,
+        rows=rows,
+        columns=columns,
+        acquisition_number=_int(ds, "AcquisitionNumber"),
+        echo_number=_int(ds, "EchoNumbers"),
+        transfer_syntax_uid=ts,
+        bits_allocated=bits,
+        pixel_representation=_int(ds, "PixelRepresentation", 0) or 0,
+        samples_per_pixel=spp,
+        pixel_offset=pixel_offset,
+        rescale_slope=slope if slope != 0 else 1.0,
+        rescale_intercept=intercept,
+    )
+
+
+def _floats(value: Any, n: int) -> tuple[float, ...] | None:
+    if value is None:
+        return None
+    try:
+        out = tuple(float(v) for v in value)
+    except (TypeError, ValueError):
+        return None
+    if len(out) != n or not all(math.isfinite(v) for v in out):
+        return None
+    return out
+
+
+def _float_or(value: Any, default: float) -> float:
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        return default
+    return out if math.isfinite(out) else default
+
+
+def _float_opt(value: Any) -> float | None:
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        return None
+    return out if math.isfinite(out) else None
+
+
+def _functional(ds: Dataset, sequence: str, keyword: str) -> Any:
+    """Look up ``keyword`` in a functional group of an enhanced (multi-frame) object: shared first."""
+    for groups in ("SharedFunctionalGroupsSequence", "PerFrameFunctionalGroupsSequence"):
+        try:
+            item = ds[groups][0]
+            seq = item.get(sequence)
+            if seq and keyword in seq[0]:
+                return seq[0].get(keyword)
+        except (KeyError, IndexError, TypeError, AttributeError):
+            continue
+    return None
+
+
+def _text(ds: Dataset, keyword: str) -> str:
+    value = ds.get(keyword)
+    if value is None:
+        return ""
+    if isinstance(value, list | tuple) or type(value).__name__ == "MultiValue":
+        return "\\".join(str(v) for v in value)
+    return str(value).strip()
+
+
+def series_metadata(ds: Dataset) -> SeriesMetadata:
+    """Technical metadata of a series from one of its instances (classic or enhanced MR)."""
+
+    def num(keyword: str, sequence: str | None = None) -> float | None:
+        value = ds.get(keyword)
+        if value is None and sequence:
+            value = _functional(ds, sequence, keyword)
+        if isinstance(value, list | tuple) or type(value).__name__ == "MultiValue":
+            value = value[0] if len(value) else None
+        return _float_opt(value)
+
+    spacing = _floats(ds.get("PixelSpacing") or _functional(ds, "PixelMeasuresSequence", "PixelSpacing"), 2)
+    echo = num("EchoTime")
+    if echo is None:
+        echo = _float_opt(_functional(ds, "MREchoSequence", "EffectiveEchoTime"))
+    ti = num("InversionTime")
+    if ti is None:
+        tis = _functional(ds, "MRModifierSequence", "InversionTimes")
+        ti = _float_opt(tis[0]) if tis else None
+    return SeriesMetadata(
+        modality=_text(ds, "Modality"),
+        sop_class_uid=_text(ds, "SOPClassUID"),
+        manufacturer=_text(ds, "Manufacturer"),
+        manufacturer_model_name=_text(ds, "ManufacturerModelName"),
+        magnetic_field_strength=num("MagneticFieldStrength"),
+        study_date=_text(ds, "StudyDate"),
+        study_time=_text(ds, "StudyTime"),
+        series_date=_text(ds, "SeriesDate"),
+        study_description=_text(ds, "StudyDescription"),
+        series_description=_text(ds, "SeriesDescription"),
+        protocol_name=_text(ds, "ProtocolName"),
+        series_number=_int(ds, "SeriesNumber"),
+        image_type=tuple(str(v) for v in (ds.get("ImageType") or ())),
+        scanning_sequence=_text(ds, "ScanningSequence"),
+        sequence_variant=_text(ds, "SequenceVariant"),
+        scan_options=_text(ds, "ScanOptions"),
+        sequence_name=_text(ds, "SequenceName") or _text(ds, "PulseSequenceName"),
+        mr_acquisition_type=_text(ds, "MRAcquisitionType"),
+        slice_thickness=num("SliceThickness", "PixelMeasuresSequence"),
+        spacing_between_slices=num("SpacingBetweenSlices", "PixelMeasuresSequence"),
+        pixel_spacing=spacing,  # type: ignore[arg-type]
+        rows=_int(ds, "Rows"),
+        columns=_int(ds, "Columns"),
+        repetition_time=num("RepetitionTime", "MRTimingAndRelatedParametersSequence"),
+        echo_time=echo,
+        inversion_time=ti,
+        flip_angle=num("FlipAngle", "MRTimingAndRelatedParametersSequence"),
+        diffusion_b_value=num("DiffusionBValue", "MRDiffusionSequence"),
+        contrast_bolus_agent=_text(ds, "ContrastBolusAgent"),
+        contrast_bolus_route=_text(ds, "ContrastBolusRoute"),
+        body_part_examined=_text(ds, "BodyPartExamined"),
+        transfer_syntax_uid=str(ds.file_meta.get("TransferSyntaxUID", "")) if hasattr(ds, "file_meta") else "",
+    )
+
+
+def patient_identity(ds: Dataset) -> PatientIdentity:
+    return PatientIdentity(
+        patient_name=_text(ds, "PatientName"),
+        patient_id=_text(ds, "PatientID"),
+        patient_birth_date=_text(ds, "PatientBirthDate"),
+        patient_sex=_text(ds, "PatientSex"),
+        patient_age=_text(ds, "PatientAge"),
+        other_patient_ids=_text(ds, "OtherPatientIDs"),
+        institution_name=_text(ds, "InstitutionName"),
+        referring_physician_name=_text(ds, "ReferringPhysicianName"),
+        accession_number=_text(ds, "AccessionNumber"),
+    )

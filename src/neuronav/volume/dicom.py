@@ -1,0 +1,272 @@
+"""DICOM series → :class:`Volume` with exact geometry.
+
+Orientation comes from ImageOrientationPatient, slice order and spacing from the projections of
+ImagePositionPatient on the slice normal (never from SliceThickness), rescale slope/intercept are
+applied per slice, and enhanced multi-frame objects use their per-frame functional groups.
+Series that cannot form one regular volume (missing slices, uneven spacing, mixed orientations,
+repeated positions) raise :class:`GeometryError` saying exactly what is wrong.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from collections.abc import Sequence
+
+import numpy as np
+import numpy.typing as npt
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+
+from neuronav.errors import DicomReadError, GeometryError
+from neuronav.ingest.limits import DEFAULT_LIMITS, Limits
+from neuronav.ingest.model import Instance, Series
+from neuronav.ingest.sources import SourceReader
+from neuronav.volume.core import Volume, lps_to_ras
+
+ORIENTATION_TOLERANCE = 1e-3  # direction-cosine difference still called "the same orientation"
+SPACING_TOLERANCE = 0.01  # relative deviation of one gap from the median gap
+
+
+def _frame_geometry(
+    orientation: Sequence[float], positions: npt.NDArray[np.float64], where: str
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.intp], float]:
+    """Return (unit normal, order of slices along it, slice spacing); raise GeometryError."""
+    row = np.asarray(orientation[:3], dtype=np.float64)
+    col = np.asarray(orientation[3:], dtype=np.float64)
+    if abs(np.linalg.norm(row) - 1) > 0.01 or abs(np.linalg.norm(col) - 1) > 0.01 or abs(row @ col) > 0.01:
+        raise GeometryError("ImageOrientationPatient is not two orthogonal unit vectors", where)
+    normal = np.cross(row, col)
+    normal /= np.linalg.norm(normal)
+    dist = positions @ normal
+    order = np.argsort(dist, kind="stable")
+    if len(order) < 2:
+        return normal, order, 0.0
+    sorted_dist = dist[order]
+    gaps = np.diff(sorted_dist)
+    if np.any(gaps < 1e-3):
+        n = int(np.sum(gaps < 1e-3)) + 1
+        raise GeometryError(
+            f"{n} images share a slice position (several echoes, phases or acquisitions in one series); "
+            "cannot form one volume",
+            where,
+        )
+    spacing = float(np.median(gaps))
+    bad = np.abs(gaps - spacing) > max(SPACING_TOLERANCE * spacing, 1e-3)
+    if np.any(bad):
+        first = int(np.argmax(bad))
+        gap = float(gaps[first])
+        ratio = gap / spacing
+        if ratio > 1.5 and abs(ratio - round(ratio)) < 0.1:
+            missing = round(ratio) - 1
+            raise GeometryError(
+                f"missing slices: {missing} slice(s) missing between positions {sorted_dist[first]:.2f} and "
+                f"{sorted_dist[first + 1]:.2f} mm (gap {gap:.2f} mm, spacing {spacing:.2f} mm)",
+                where,
+            )
+        raise GeometryError(
+            f"non-uniform slice spacing: gaps from {float(gaps.min()):.3f} to {float(gaps.max()):.3f} mm "
+            f"(median {spacing:.3f} mm)",
+            where,
+        )
+    # positions must lie on the normal through the first slice (no in-plane shift between slices)
+    in_plane = positions[order] - positions[order[0]] - np.outer(sorted_dist - sorted_dist[0], normal)
+    if np.max(np.abs(in_plane)) > max(0.01 * spacing, 0.01):
+        raise GeometryError("slices are shifted within their plane (gantry tilt or sheared stack)", where)
+    return normal, order, spacing
+
+
+def _check_orientations(instances: Sequence[Instance], where: str) -> tuple[float, ...]:
+    orientations = [i.image_orientation for i in instances]
+    if any(o is None for o in orientations):
+        raise GeometryError("an image lacks ImageOrientationPatient", where)
+    ref = np.asarray(orientations[0])
+    for o in orientations[1:]:
+        if np.max(np.abs(np.asarray(o) - ref)) > ORIENTATION_TOLERANCE:
+            raise GeometryError(
+                "mixed orientations within one series (e.g. a 3-plane localizer); cannot form one volume", where
+            )
+    return tuple(float(v) for v in ref)
+
+
+def check_series_geometry(series: Series) -> str | None:
+    """Cheap check from header data only: None when the series can form a volume, else the problem."""
+    where = f"series {series.series_instance_uid}"
+    try:
+        if len(series.instances) == 1 and series.instances[0].number_of_frames > 1:
+            return None  # enhanced multi-frame: checked when the volume is built
+        orientation = _check_orientations(series.instances, where)
+        if any(i.image_position is None for i in series.instances):
+            raise GeometryError("an image lacks ImagePositionPatient", where)
+        if any(i.number_of_frames != 1 for i in series.instances):
+            raise GeometryError("several multi-frame objects in one series are not supported", where)
+        positions = np.asarray([i.image_position for i in series.instances], dtype=np.float64)
+        _frame_geometry(orientation, positions, where)
+        shapes = {(i.rows, i.columns) for i in series.instances}
+        if len(shapes) > 1:
+            raise GeometryError(f"images of different sizes in one series: {sorted(shapes)}", where)
+    except GeometryError as exc:
+        return exc.problem
+    return None
+
+
+def _affine(
+    orientation: Sequence[float],
+    pixel_spacing: Sequence[float],
+    origin: Sequence[float],
+    normal: npt.NDArray[np.float64],
+    slice_spacing: float,
+) -> npt.NDArray[np.float64]:
+    row = np.asarray(orientation[:3], dtype=np.float64)
+    col = np.asarray(orientation[3:], dtype=np.float64)
+    aff = np.eye(4)
+    aff[:3, 0] = row * float(pixel_spacing[1])  # i runs along a row: spacing between columns
+    aff[:3, 1] = col * float(pixel_spacing[0])  # j runs down a column: spacing between rows
+    aff[:3, 2] = normal * slice_spacing
+    aff[:3, 3] = np.asarray(origin, dtype=np.float64)
+    return lps_to_ras(aff)
+
+
+def _decode(ds: Dataset, where: str) -> npt.NDArray[np.generic]:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return np.asarray(ds.pixel_array)
+    except Exception as exc:  # decoders raise many types for corrupt streams
+        ts = ds.file_meta.get("TransferSyntaxUID", "?") if hasattr(ds, "file_meta") else "?"
+        raise DicomReadError(f"pixel data cannot be decoded (transfer syntax {ts}: {exc})", where) from exc
+
+
+def _native_dtype(inst: Instance) -> np.dtype[np.generic]:
+    kind = "i" if inst.pixel_representation == 1 else "u"
+    return np.dtype(f"<{kind}{inst.bits_allocated // 8}")
+
+
+def _read_slice(inst: Instance, reader: SourceReader) -> npt.NDArray[np.generic]:
+    """Pixels of one single-frame instance as [row, column]."""
+    where = str(inst.source)
+    if inst.pixel_offset is not None and inst.source.member is None:
+        dtype = _native_dtype(inst)
+        count = inst.rows * inst.columns
+        with open(inst.source.path, "rb") as fh:
+            fh.seek(inst.pixel_offset)
+            buf = fh.read(count * dtype.itemsize)
+        if len(buf) != count * dtype.itemsize:
+            raise DicomReadError("file changed or truncated since it was scanned", where)
+        return np.frombuffer(buf, dtype=dtype).reshape(inst.rows, inst.columns)
+    data = reader.read(inst.source)
+    ds = _dataset(data, where)
+    arr = _decode(ds, where)
+    if arr.shape != (inst.rows, inst.columns):
+        raise DicomReadError(f"decoded pixels have shape {arr.shape}, expected {(inst.rows, inst.columns)}", where)
+    return arr
+
+
+def _dataset(data: bytes, where: str) -> Dataset:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return dcmread(io.BytesIO(data), force=True)
+    except Exception as exc:
+        raise DicomReadError(f"cannot re-read file ({exc})", where) from exc
+
+
+def volume_from_series(series: Series, *, limits: Limits = DEFAULT_LIMITS) -> Volume:
+    """Build the volume of a series. Raises GeometryError / DicomReadError with a precise reason."""
+    where = f"series {series.series_instance_uid}"
+    if not series.instances:
+        raise GeometryError("series has no images", where)
+    with SourceReader(limits) as reader:
+        if len(series.instances) == 1 and series.instances[0].number_of_frames > 1:
+            return _multiframe_volume(series, reader, where)
+        problem = check_series_geometry(series)
+        if problem:
+            raise GeometryError(problem, where)
+        instances = series.instances
+        orientation = _check_orientations(instances, where)
+        positions = np.asarray([i.image_position for i in instances], dtype=np.float64)
+        normal, order, spacing = _frame_geometry(orientation, positions, where)
+        ordered = [instances[int(n)] for n in order]
+        pixel_spacing = series.metadata.pixel_spacing
+        if pixel_spacing is None or min(pixel_spacing) <= 0:
+            raise GeometryError("PixelSpacing missing or not positive", where)
+        if spacing == 0.0:
+            spacing = series.metadata.spacing_between_slices or series.metadata.slice_thickness or 1.0
+        slices = [_read_slice(inst, reader) for inst in ordered]
+        scaled = any(i.rescale_slope != 1.0 or i.rescale_intercept != 0.0 for i in ordered)
+        if scaled:
+            stack = np.empty((ordered[0].columns, ordered[0].rows, len(ordered)), dtype=np.float32)
+            for k, (inst, sl) in enumerate(zip(ordered, slices, strict=True)):
+                stack[:, :, k] = sl.T.astype(np.float32) * np.float32(inst.rescale_slope) + np.float32(
+                    inst.rescale_intercept
+                )
+        else:
+            stack = np.empty((ordered[0].columns, ordered[0].rows, len(ordered)), dtype=slices[0].dtype)
+            for k, sl in enumerate(slices):
+                stack[:, :, k] = sl.T
+        affine = _affine(orientation, pixel_spacing, ordered[0].image_position or (0, 0, 0), normal, spacing)
+        return Volume(
+            data=stack,
+            affine=affine,
+            source_uids=tuple(i.sop_instance_uid for i in ordered),
+            series_uid=series.series_instance_uid,
+        )
+
+
+def _multiframe_volume(series: Series, reader: SourceReader, where: str) -> Volume:
+    inst = series.instances[0]
+    ds = _dataset(reader.read(inst.source), str(inst.source))
+    shared = ds.get("SharedFunctionalGroupsSequence", [Dataset()])[0]
+    per_frame = ds.get("PerFrameFunctionalGroupsSequence")
+    if not per_frame or len(per_frame) != inst.number_of_frames:
+        raise GeometryError("enhanced multi-frame object without one functional group per frame", where)
+
+    def group(frame: Dataset, name: str) -> Dataset | None:
+        for holder in (frame, shared):
+            seq = holder.get(name)
+            if seq:
+                return seq[0]  # type: ignore[no-any-return]
+        return None
+
+    orientations, positions, slopes, intercepts = [], [], [], []
+    pixel_spacing = None
+    for frame in per_frame:
+        po, pp, pm = (
+            group(frame, "PlaneOrientationSequence"),
+            group(frame, "PlanePositionSequence"),
+            group(frame, "PixelMeasuresSequence"),
+        )
+        if po is None or pp is None or pm is None:
+            raise GeometryError("a frame lacks plane orientation, position or pixel measures", where)
+        orientations.append(tuple(float(v) for v in po.ImageOrientationPatient))
+        positions.append([float(v) for v in pp.ImagePositionPatient])
+        pixel_spacing = [float(v) for v in pm.PixelSpacing]
+        pvt = group(frame, "PixelValueTransformationSequence")
+        slopes.append(float(pvt.get("RescaleSlope", 1.0)) if pvt else 1.0)
+        intercepts.append(float(pvt.get("RescaleIntercept", 0.0)) if pvt else 0.0)
+    ref = np.asarray(orientations[0])
+    if any(np.max(np.abs(np.asarray(o) - ref)) > ORIENTATION_TOLERANCE for o in orientations):
+        raise GeometryError("mixed orientations within one multi-frame object", where)
+    normal, order, spacing = _frame_geometry(orientations[0], np.asarray(positions), where)
+    if spacing == 0.0:
+        spacing = series.metadata.spacing_between_slices or series.metadata.slice_thickness or 1.0
+    pixels = _decode(ds, str(inst.source))
+    if pixels.ndim == 2:
+        pixels = pixels[None]
+    if pixels.shape != (inst.number_of_frames, inst.rows, inst.columns):
+        raise DicomReadError(f"decoded pixels have shape {pixels.shape}", str(inst.source))
+    slope = np.asarray(slopes, dtype=np.float32)[order]
+    intercept = np.asarray(intercepts, dtype=np.float32)[order]
+    frames = pixels[order]
+    data: npt.NDArray[np.generic] = frames
+    if np.any(slope != 1) or np.any(intercept != 0):
+        data = frames.astype(np.float32) * slope[:, None, None] + intercept[:, None, None]
+    if pixel_spacing is None:
+        raise GeometryError("PixelSpacing missing", where)
+    affine = _affine(orientations[0], pixel_spacing, positions[int(order[0])], normal, spacing)
+    return Volume(
+        data=np.ascontiguousarray(np.transpose(data, (2, 1, 0))),
+        affine=affine,
+        source_uids=(inst.sop_instance_uid,),
+        series_uid=series.series_instance_uid,
+    )
