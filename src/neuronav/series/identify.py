@@ -23,6 +23,7 @@ from neuronav.series._rules import (
     Rule,
     Sequence,
     normalise,
+    shown,
 )
 
 S = Sequence
@@ -51,22 +52,28 @@ class _Evidence:
     sequence: Sequence
     weight: float
     reason: str
+    source: str = "physics"
     overrules: frozenset[Sequence] = field(default_factory=frozenset)
 
 
 def _agree(a: Sequence, b: Sequence) -> bool:
-    """Same sequence, or ADC (a map computed from a DWI) against DWI."""
+    """Same sequence, or ADC (a map computed from a DWI) and DWI."""
     return a == b or {a, b} == {S.ADC, S.DWI}
 
 
-def match_name(field_name: str, value: str, rules: tuple[Rule, ...] = NAME_RULES) -> _Evidence | None:
-    """The first rule matching ``value``, as evidence naming the field and the matched words."""
-    text = normalise(value) if rules is NAME_RULES else value.lower()
+def _uninformative(name: Sequence, phys: Sequence) -> bool:
+    """Physics that neither confirms nor contradicts the name: TR/TE of an EPI, a susceptibility scan or
+    a localizer do not map onto T1/T2 weighting, and a FLAIR whose TI is missing still times like a T2."""
+    return name in (S.DWI, S.ADC, S.SWI, S.OTHER) or (name, phys) == (S.FLAIR, S.T2)
+
+
+def _match(source: str, value: str, rules: tuple[Rule, ...], text: str) -> _Evidence | None:
+    """The first rule matching ``text`` (derived from ``value``), naming the field and the matched words."""
     for rule in rules:
         m = rule.pattern.search(text)
         if m:
-            reason = f"{field_name} {value!r} contains {m.group(0).strip()!r} ({rule.meaning})"
-            return _Evidence(rule.sequence, rule.weight, reason)
+            reason = f"{source} {value!r} contains {shown(m.group(0))!r} ({rule.meaning})"
+            return _Evidence(rule.sequence, rule.weight, reason, source)
     return None
 
 
@@ -75,8 +82,9 @@ def _image_type(meta: SeriesMetadata) -> _Evidence | None:
     for keys, seq, meaning in IMAGE_TYPE_RULES:
         hit = sorted(values & keys)
         if hit:
-            reason = f"ImageType {'\\'.join(meta.image_type)!r} contains {hit[0]!r} ({meaning})"
-            return _Evidence(seq, IMAGE_TYPE_WEIGHT, reason)
+            listed = "\\".join(meta.image_type)
+            reason = f"ImageType '{listed}' contains {', '.join(map(repr, hit))} ({meaning})"
+            return _Evidence(seq, IMAGE_TYPE_WEIGHT, reason, "ImageType")
     return None
 
 
@@ -88,19 +96,31 @@ def _physics(meta: SeriesMetadata) -> _Evidence | None:
     """What b-value and TI/TR/TE alone say; ``overrules`` lists the names this physics may contradict."""
     b, tr, te, ti = meta.diffusion_b_value, meta.repetition_time, meta.echo_time, meta.inversion_time
     if b is not None and b > 0:
-        return _Evidence(S.DWI, 0.7, f"b-value {b:g} s/mm²: diffusion-weighted", frozenset({S.T1, S.T2, S.OTHER}))
+        return _Evidence(S.DWI, 0.7, f"b-value {b:g} s/mm²: diffusion-weighted", overrules=frozenset({S.T1, S.T2}))
     if "EP" in meta.scanning_sequence.upper():
         return None  # echo-planar timing says little about T1/T2 weighting
     if ti is not None and ti > 0:
         if ti >= 1400 and tr is not None and tr >= 4000:
-            return _Evidence(S.FLAIR, 0.7, f"TI {_ms(ti)} with TR {_ms(tr)}: fluid-attenuated inversion recovery",
-                             frozenset({S.T2}))
+            return _Evidence(
+                S.FLAIR,
+                0.7,
+                f"TI {_ms(ti)} with TR {_ms(tr)}: fluid-attenuated inversion recovery",
+                overrules=frozenset({S.T2}),
+            )
         if 300 <= ti <= 1300 and te is not None and te < 30:
-            return _Evidence(S.T1, 0.65, f"TI {_ms(ti)} with TE {_ms(te)}: T1-weighted inversion recovery "
-                             "(MPRAGE / BRAVO / T1 FLAIR)", frozenset({S.FLAIR}))
+            return _Evidence(
+                S.T1,
+                0.65,
+                f"TI {_ms(ti)} with TE {_ms(te)}: T1-weighted inversion recovery (MPRAGE / BRAVO / T1 FLAIR)",
+                overrules=frozenset({S.FLAIR}),
+            )
         if ti <= 250:
-            return _Evidence(S.OTHER, 0.45, f"TI {_ms(ti)}: short-TI inversion recovery (STIR, fat suppressed)",
-                             frozenset({S.FLAIR}))
+            return _Evidence(
+                S.OTHER,
+                0.45,
+                f"TI {_ms(ti)}: short-TI inversion recovery (STIR, fat suppressed)",
+                overrules=frozenset({S.FLAIR}),
+            )
         return None
     if tr is None or te is None:
         return None
@@ -121,11 +141,11 @@ def _physics(meta: SeriesMetadata) -> _Evidence | None:
 def _from_names(meta: SeriesMetadata) -> tuple[_Evidence | None, float, list[str], bool]:
     """Name evidence: the deciding one, a confidence adjustment, extra reasons, and whether the
     ProtocolName is series-level (it matched a rule), so its contrast words count."""
-    desc = match_name("SeriesDescription", meta.series_description)
+    desc = _match("SeriesDescription", meta.series_description, NAME_RULES, normalise(meta.series_description))
     proto = None
     if meta.protocol_name.strip().lower() != meta.series_description.strip().lower():
-        proto = match_name("ProtocolName", meta.protocol_name)
-    seqname = match_name("SequenceName", meta.sequence_name, SEQUENCE_NAME_RULES)
+        proto = _match("ProtocolName", meta.protocol_name, NAME_RULES, normalise(meta.protocol_name))
+    seqname = _match("SequenceName", meta.sequence_name, SEQUENCE_NAME_RULES, meta.sequence_name.lower())
     candidates = [e for e in (_image_type(meta), desc, proto, seqname) if e is not None]
     if not candidates:
         return None, 0.0, [], False
@@ -135,9 +155,8 @@ def _from_names(meta: SeriesMetadata) -> tuple[_Evidence | None, float, list[str
             adjust += 0.05
             extra.append(other.reason)
         elif other is proto:
-            adjust -= 0.15
-            extra.append(f"{other.reason}, but {main.reason.split(' ', 1)[0]} says {main.sequence.value} "
-                         "and is taken as more specific")
+            adjust -= 0.15 if main is desc else 0.0
+            extra.append(f"{other.reason}, but {main.source} says {main.sequence.value} and is taken as more specific")
     return main, adjust, extra, proto is not None
 
 
@@ -146,10 +165,16 @@ def _contrast(meta: SeriesMetadata, use_protocol: bool) -> tuple[bool | None, li
     fields = [("SeriesDescription", meta.series_description)]
     if use_protocol:
         fields.append(("ProtocolName", meta.protocol_name))
-    post = [f"{f} {v!r} contains {m.group(0).strip()!r}: post-contrast"
-            for f, v in fields if (m := CONTRAST.search(normalise(v)))]
-    pre = [f"{f} {v!r} contains {m.group(0).strip()!r}: pre-contrast"
-           for f, v in fields if (m := PRE_CONTRAST.search(normalise(v)))]
+    post = [
+        f"{f} {v!r} contains {shown(m.group(0))!r}: post-contrast"
+        for f, v in fields
+        if (m := CONTRAST.search(normalise(v)))
+    ]
+    pre = [
+        f"{f} {v!r} contains {shown(m.group(0))!r}: pre-contrast"
+        for f, v in fields
+        if (m := PRE_CONTRAST.search(normalise(v)))
+    ]
     if post:
         return True, post
     if pre:
@@ -168,22 +193,20 @@ def identify_sequence(meta: SeriesMetadata) -> SequenceVerdict:
 
     name, adjust, reasons, proto_counts = _from_names(meta)
     phys = _physics(meta)
-    if name is None and phys is None:
-        return SequenceVerdict(S.OTHER, 0.3, (
-            "no SeriesDescription, ProtocolName, ImageType or timing that identifies the sequence",))
-
-    if name is None:
-        assert phys is not None
+    if name is None and phys is not None:
         seq, conf, reasons = phys.sequence, phys.weight, [phys.reason, "no identifying name: judged on physics alone"]
+    elif name is None:
+        return SequenceVerdict(
+            S.OTHER, 0.3, ("no SeriesDescription, ProtocolName, ImageType or timing that identifies the sequence",)
+        )
     elif phys is None:
         seq, conf, reasons = name.sequence, name.weight + adjust, [name.reason, *reasons]
-    elif _agree(name.sequence, phys.sequence):
+    elif _agree(name.sequence, phys.sequence) and name.sequence is not S.OTHER:  # two 'other's prove nothing
         seq, conf, reasons = name.sequence, name.weight + 0.15 + adjust, [name.reason, *reasons, phys.reason]
     elif name.sequence in phys.overrules:
         seq, conf = phys.sequence, 0.75
         reasons = [name.reason, *reasons, f"{phys.reason}; this overrules the name's {name.sequence.value}"]
-    elif name.sequence in (S.DWI, S.ADC, S.SWI, S.OTHER):
-        # TR/TE of an EPI, a susceptibility scan or a localizer do not map onto T1/T2 weighting.
+    elif _uninformative(name.sequence, phys.sequence):
         seq, conf, reasons = name.sequence, name.weight + adjust, [name.reason, *reasons]
     else:
         seq, conf = name.sequence, name.weight - 0.2 + adjust
@@ -199,8 +222,10 @@ def identify_sequence(meta: SeriesMetadata) -> SequenceVerdict:
                 reasons.append(f"ContrastBolusAgent {agent!r} present: post-contrast")
         elif meta.has_contrast and post is False:
             conf -= 0.15
-            reasons += [*words, f"ContrastBolusAgent {agent!r} is set, but the name says pre-contrast: "
-                        "the name is followed"]
+            reasons += [
+                *words,
+                f"ContrastBolusAgent {agent!r} is set, but the name says pre-contrast: the name is followed",
+            ]
         elif meta.has_contrast:
             seq = S.T1C
             reasons.append(f"ContrastBolusAgent {agent!r} present: post-contrast")
