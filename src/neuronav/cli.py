@@ -22,8 +22,8 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-out = Console()
-err = Console(stderr=True)
+out = Console(width=None if sys.stdout.isatty() else 200)
+err = Console(stderr=True, soft_wrap=True)
 
 
 def _fail(message: str, code: int = 1) -> typer.Exit:
@@ -114,7 +114,10 @@ def ingest(
                 spacing,
                 problem or "ok",
             )
-        out.print(table)
+        if rows:
+            out.print(table)
+        else:
+            out.print(table.title)
         _report_problems(inv.problems)
     if inv.n_instances == 0:
         raise _fail("no usable DICOM images found in the given paths")

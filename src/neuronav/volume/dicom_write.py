@@ -36,13 +36,12 @@ SliceOrder = Literal["ascending", "descending"]
 
 
 def _ds(value: float) -> str:
-    """A decimal string (DS) of at most 16 characters that round-trips to ~1e-6 mm."""
-    s = f"{value:.6f}".rstrip("0").rstrip(".")
-    if s in ("-0", ""):
-        s = "0"
-    if len(s) > 16:
-        s = f"{value:.9g}"
-    return s
+    """A decimal string (DS, at most 16 characters) with as many significant digits as fit."""
+    for digits in range(15, 5, -1):
+        text = f"{value:.{digits}g}"
+        if len(text) <= 16:
+            return "0" if text == "-0" else text
+    return f"{value:.6g}"
 
 
 def _to_stored(data: npt.NDArray[np.generic]) -> tuple[npt.NDArray[np.int16] | npt.NDArray[np.uint16], float, float]:
