@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import math
 import warnings
+import zlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -69,39 +70,129 @@ def read_header(source: Source, data: bytes | None, limits: Limits = DEFAULT_LIM
     try:
         if data is None:
             with open(source.path, "rb") as fh:
-                head = fh.read(132)
                 size = fh.seek(0, io.SEEK_END)
+                if size > limits.max_file_bytes:
+                    raise UnsafeInputError(f"file of {size} bytes is over the cap of {limits.max_file_bytes}", where)
                 fh.seek(0)
-                ds = _parse(fh, head, where)
+                head = fh.read(HEAD_BYTES)
+                fh.seek(0)
+                ds, dataset_size = _parse(fh, head, size, where, limits)
         else:
-            head = data[:132]
+            head = data[:HEAD_BYTES]
             size = len(data)
-            ds = _parse(io.BytesIO(data), head, where)
+            ds, dataset_size = _parse(io.BytesIO(data), head, size, where, limits)
     except OSError as exc:
         raise DicomReadError(f"cannot read file ({exc.strerror or exc})", where) from exc
-    return Header(_instance(ds, source, size, where, limits, data is None), ds)
+    return Header(_instance(ds, source, dataset_size, where, limits, data is None), ds)
 
 
-def _parse(fh: Any, head: bytes, where: str) -> Dataset:
+HEAD_BYTES = 4096  # enough for the preamble and the file meta information of any sane file
+DEFLATED = "1.2.840.10008.1.2.1.99"
+_EXPLICIT_VR_LENGTH_32 = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
+
+
+def _parse(fh: Any, head: bytes, size: int, where: str, limits: Limits) -> tuple[Dataset, int]:
+    """Parse the data set (pixel data deferred); return it and the size its offsets refer to."""
     part10 = check_preamble(head, where)
     if not part10 and not looks_like_raw_dataset(head):
+        if head.startswith(b"PK\x03\x04"):
+            raise DicomReadError("zip archive inside a zip archive; nested archives are not read", where)
         if where.lower().endswith((".nii", ".nii.gz")):
             raise DicomReadError(
                 "NIfTI file, not DICOM: give NIfTI inputs to `neuronav analyze --t1/--t1c/--t2/--flair`", where
             )
         raise DicomReadError("not a DICOM file (no 'DICM' marker)", where)
+    dataset_size = size
+    if part10 and DEFLATED.encode() in head:
+        meta = _meta_end(head)
+        if meta is not None and meta[1] == DEFLATED:
+            dataset_size = _inflated_size(fh, meta[0], where, limits)
+            fh.seek(0)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
             ds = dcmread(fh, defer_size=512, force=not part10)
-            # touch the top-level elements now so that a truncated header fails here, not later
-            for _ in ds:
-                pass
     except InvalidDicomError as exc:
         raise DicomReadError(f"not a valid DICOM file ({exc})", where) from exc
     except Exception as exc:  # pydicom raises many types on corrupt input
         raise DicomReadError(f"corrupt or truncated DICOM header ({type(exc).__name__}: {exc})", where) from exc
-    return ds
+    for warning in caught:
+        text = str(warning.message)
+        if "end of file" in text.lower():
+            raise DicomReadError(f"file truncated: {text.split(' in file ')[0]}", where)
+    if len(ds) == 0:
+        raise DicomReadError("file truncated or empty: no data set after the file header", where)
+    _check_complete(ds, dataset_size, where)
+    return ds, dataset_size
+
+
+def _meta_end(head: bytes) -> tuple[int, str] | None:
+    """(offset just after the file meta information, its TransferSyntaxUID) of a Part-10 file."""
+    pos, syntax = 132, ""
+    while pos + 8 <= len(head):
+        group, element = (
+            int.from_bytes(head[pos : pos + 2], "little"),
+            int.from_bytes(head[pos + 2 : pos + 4], "little"),
+        )
+        if group != 0x0002:
+            return pos, syntax
+        vr = head[pos + 4 : pos + 6]
+        if vr in _EXPLICIT_VR_LENGTH_32:
+            if pos + 12 > len(head):
+                return None
+            start, length = pos + 12, int.from_bytes(head[pos + 8 : pos + 12], "little")
+        else:
+            start, length = pos + 8, int.from_bytes(head[pos + 6 : pos + 8], "little")
+        if element == 0x0010:
+            syntax = head[start : start + length].rstrip(b"\x00 ").decode("ascii", "replace")
+        pos = start + length
+    return None
+
+
+def _inflated_size(fh: Any, start: int, where: str, limits: Limits) -> int:
+    """Inflate a deflated data set in bounded chunks, refusing deflate bombs; return its size."""
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    total = 0
+    chunk = 1024**2
+    fh.seek(start)
+    try:
+        while not inflater.eof and (compressed := fh.read(chunk)):
+            while compressed:
+                total += len(inflater.decompress(compressed, chunk))
+                if total > limits.max_inflated_bytes:
+                    raise UnsafeInputError(
+                        f"deflated data set inflates to more than {limits.max_inflated_bytes} bytes "
+                        "(deflate bomb?); refused",
+                        where,
+                    )
+                compressed = inflater.unconsumed_tail
+    except zlib.error as exc:
+        raise DicomReadError(f"corrupt deflated data set ({exc})", where) from exc
+    if not inflater.eof:
+        raise DicomReadError("file truncated: the deflated data set ends early", where)
+    return total
+
+
+def _check_complete(ds: Dataset, size: int, where: str) -> None:
+    """Raise when the last element read declares more bytes than the file holds (a truncated file)."""
+    last: tuple[int, int, Any] | None = None  # (end, value_tell, tag)
+    tags = list(ds.keys())  # iterating the Dataset itself would convert (and load) every element
+    for tag in tags:
+        elem = ds.get_item(tag, keep_deferred=True)  # never loads deferred values (pixel data)
+        tell = getattr(elem, "value_tell", None)
+        length = getattr(elem, "length", None)
+        if tell is None or length is None or length == UNDEFINED_LENGTH:
+            continue
+        if last is None or tell + length > last[0]:
+            last = (tell + length, tell, elem.tag)
+    if last is None or last[0] <= size:
+        return
+    end, tell, tag = last
+    if tag == PIXEL_DATA:
+        raise DicomReadError(
+            f"file truncated: pixel data declares {end - tell} bytes, only {max(size - tell, 0)} present", where
+        )
+    raise DicomReadError(f"file truncated: element {tag} ends at byte {end}, the data set holds only {size}", where)
 
 
 def _int(ds: Dataset, keyword: str, default: int | None = None) -> int | None:
@@ -150,7 +241,7 @@ def _instance(ds: Dataset, source: Source, size: int, where: str, limits: Limits
         if ts in NATIVE_LE or ts == "1.2.840.10008.1.2.2":
             raise DicomReadError("encapsulated pixel data in a native (uncompressed) transfer syntax", where)
     else:
-        if value_tell is not None and ts != "1.2.840.10008.1.2.1.99" and value_tell + length > size:
+        if value_tell is not None and value_tell + length > size:
             raise DicomReadError(
                 f"file truncated: pixel data declares {length} bytes, only {max(size - value_tell, 0)} present",
                 where,
@@ -221,6 +312,13 @@ def _float_opt(value: Any) -> float | None:
     return out if math.isfinite(out) else None
 
 
+def _first(value: Any) -> Any:
+    """The first of a multi-valued element's values; a single value (pydicom's VM 1) as is."""
+    if isinstance(value, list | tuple) or type(value).__name__ == "MultiValue":
+        return value[0] if len(value) else None
+    return value
+
+
 def _functional(ds: Dataset, sequence: str, keyword: str) -> Any:
     """Look up ``keyword`` in a functional group of an enhanced (multi-frame) object: shared first."""
     for groups in ("SharedFunctionalGroupsSequence", "PerFrameFunctionalGroupsSequence"):
@@ -250,9 +348,7 @@ def series_metadata(ds: Dataset) -> SeriesMetadata:
         value = ds.get(keyword)
         if value is None and sequence:
             value = _functional(ds, sequence, keyword)
-        if isinstance(value, list | tuple) or type(value).__name__ == "MultiValue":
-            value = value[0] if len(value) else None
-        return _float_opt(value)
+        return _float_opt(_first(value))
 
     spacing = _floats(ds.get("PixelSpacing") or _functional(ds, "PixelMeasuresSequence", "PixelSpacing"), 2)
     echo = num("EchoTime")
@@ -260,8 +356,7 @@ def series_metadata(ds: Dataset) -> SeriesMetadata:
         echo = _float_opt(_functional(ds, "MREchoSequence", "EffectiveEchoTime"))
     ti = num("InversionTime")
     if ti is None:
-        tis = _functional(ds, "MRModifierSequence", "InversionTimes")
-        ti = _float_opt(tis[0]) if tis else None
+        ti = _float_opt(_first(_functional(ds, "MRModifierSequence", "InversionTimes")))
     return SeriesMetadata(
         modality=_text(ds, "Modality"),
         sop_class_uid=_text(ds, "SOPClassUID"),
@@ -291,11 +386,20 @@ def series_metadata(ds: Dataset) -> SeriesMetadata:
         inversion_time=ti,
         flip_angle=num("FlipAngle", "MRTimingAndRelatedParametersSequence"),
         diffusion_b_value=num("DiffusionBValue", "MRDiffusionSequence"),
-        contrast_bolus_agent=_text(ds, "ContrastBolusAgent"),
+        contrast_bolus_agent=_text(ds, "ContrastBolusAgent") or _contrast_agent_code(ds),
         contrast_bolus_route=_text(ds, "ContrastBolusRoute"),
         body_part_examined=_text(ds, "BodyPartExamined"),
         transfer_syntax_uid=str(ds.file_meta.get("TransferSyntaxUID", "")) if hasattr(ds, "file_meta") else "",
     )
+
+
+def _contrast_agent_code(ds: Dataset) -> str:
+    """The agent of an enhanced object's Contrast/Bolus Agent Sequence (its code meaning), if any."""
+    try:
+        item = ds["ContrastBolusAgentSequence"][0]
+        return str(item.get("CodeMeaning", "") or item.get("CodeValue", "") or "").strip()
+    except (KeyError, IndexError, TypeError, AttributeError):
+        return ""
 
 
 def patient_identity(ds: Dataset) -> PatientIdentity:

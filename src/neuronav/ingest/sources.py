@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import stat
 import zipfile
+import zlib
 from collections.abc import Iterable, Iterator
 from pathlib import Path, PurePosixPath
 
@@ -52,6 +53,9 @@ def _walk(root: str, problems: list[Problem], limits: Limits) -> Iterator[Source
         problems.append(Problem(str(err.filename), f"cannot read folder ({err.strerror})"))
 
     for dirpath, dirnames, filenames in os.walk(root, onerror=onerror):
+        for name in [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]:
+            problems.append(Problem(os.path.join(dirpath, name), "symbolic link to a folder skipped", "warning"))
+            dirnames.remove(name)
         dirnames.sort()
         for name in sorted(filenames):
             if name in SKIP_NAMES or name.startswith("._"):
@@ -80,7 +84,7 @@ def _unsafe_member_reason(info: zipfile.ZipInfo) -> str | None:
     if ".." in PurePosixPath(norm).parts:
         return "entry path contains '..' (path traversal)"
     mode = info.external_attr >> 16
-    if info.create_system == 3 and stat.S_ISLNK(mode):
+    if stat.S_ISLNK(mode):  # Unix mode bits in the high word (set by Info-ZIP whatever create_system says)
         return "entry is a symbolic link"
     return None
 
@@ -166,6 +170,15 @@ class SourceReader:
         try:
             with zf.open(info) as fh:
                 data = fh.read(info.file_size + 1)  # zipfile never yields more than declared
-        except (zipfile.BadZipFile, EOFError, OSError, ValueError) as exc:
+        except zipfile.BadZipFile as exc:
+            if "CRC" in str(exc):
+                raise UnsafeInputError(
+                    f"zip entry does not match its header ({exc}): corrupt, or a lying size header (zip bomb?)",
+                    str(source),
+                ) from exc
             raise UnsafeInputError(f"corrupt zip entry ({exc})", str(source)) from exc
+        except (zlib.error, EOFError, OSError, ValueError, NotImplementedError, RuntimeError) as exc:
+            raise UnsafeInputError(f"corrupt or unreadable zip entry ({exc})", str(source)) from exc
+        if len(data) > info.file_size:  # cannot happen with zipfile today; kept as a guard
+            raise UnsafeInputError("zip entry inflates beyond its declared size (zip bomb?)", str(source))
         return data
