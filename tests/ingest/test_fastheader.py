@@ -121,3 +121,25 @@ def test_asks_for_more_bytes_when_the_buffer_ends_early(tmp_path: Path) -> None:
     with pytest.raises(NeedMoreBytesError):
         parse(data[:300], len(data))
     assert parse(data, len(data))[1] is not None
+
+
+@pytest.mark.parametrize("ts", [None, RLELossless, ImplicitVRLittleEndian])
+def test_scan_gives_the_same_inventory_with_and_without_the_fast_path(
+    tmp_path: Path, ts: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from neuronav.ingest import fastheader, scan
+
+    write_one(tmp_path, **({"transfer_syntax": ts} if ts else {}))
+    fast = scan([tmp_path])
+    calls: list[int] = []
+
+    def declined(buf: bytes, size: int) -> object:
+        calls.append(size)
+        raise fastheader.UnsupportedHeaderError("forced")
+
+    monkeypatch.setattr(fastheader, "parse", declined)
+    slow = scan([tmp_path])
+    assert calls, "the fast path was not tried"
+    assert not fast.problems and not slow.problems
+    assert [s.instances for s in fast.all_series] == [s.instances for s in slow.all_series]
+    assert [s.metadata for s in fast.all_series] == [s.metadata for s in slow.all_series]

@@ -142,7 +142,7 @@ def _element(buf: bytes, pos: int, explicit: bool, values: dict[str, Any] | None
         if is_seq or group == 0xFFFE:
             return _skip_undefined(buf, start, explicit)
         raise UnsupportedHeaderError("undefined length")
-    end = start + length
+    end: int = start + length
     if values is not None:
         wanted = WANTED.get(tag)
         if wanted is not None:

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import io
 import math
+import struct
 import warnings
 import zlib
-from dataclasses import dataclass
 from typing import Any
 
 from pydicom import dcmread
@@ -22,6 +22,7 @@ from pydicom.tag import Tag
 from pydicom.uid import UID
 
 from neuronav.errors import DicomReadError, UnsafeInputError
+from neuronav.ingest import fastheader
 from neuronav.ingest.limits import DEFAULT_LIMITS, Limits
 from neuronav.ingest.model import Instance, PatientIdentity, SeriesMetadata, Source
 
@@ -40,12 +41,26 @@ EXECUTABLE_MAGIC = {
 NATIVE_LE = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1"}
 
 
-@dataclass(frozen=True)
 class Header:
-    """What the scan keeps of one file: the instance, and the dataset for series metadata."""
+    """What the scan keeps of one file: the instance, and (read on demand) the full dataset.
 
-    instance: Instance
-    dataset: Dataset
+    The fast path reads only the attributes an inventory needs; the scan asks for the full dataset
+    once per new study or series, for the metadata.
+    """
+
+    def __init__(self, instance: Instance, dataset: Dataset | None, data: bytes | None = None) -> None:
+        self.instance = instance
+        self._dataset = dataset
+        self._data = data
+
+    @property
+    def dataset(self) -> Dataset:
+        if self._dataset is None:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                src: Any = io.BytesIO(self._data) if self._data is not None else self.instance.source.path
+                self._dataset = dcmread(src, stop_before_pixels=True)
+        return self._dataset
 
 
 def check_preamble(head: bytes, where: str) -> bool:
@@ -65,7 +80,11 @@ def looks_like_raw_dataset(head: bytes) -> bool:
 
 
 def read_header(source: Source, data: bytes | None, limits: Limits = DEFAULT_LIMITS) -> Header:
-    """Parse and validate the header of ``source`` (``data`` is its bytes when not a plain file)."""
+    """Parse and validate the header of ``source`` (``data`` is its bytes when not a plain file).
+
+    Little-endian Part-10 files take the fast path (:mod:`neuronav.ingest.fastheader`); everything
+    else, and every file the fast path declines, is parsed by pydicom with the same checks.
+    """
     where = str(source)
     try:
         if data is None:
@@ -74,16 +93,107 @@ def read_header(source: Source, data: bytes | None, limits: Limits = DEFAULT_LIM
                 if size > limits.max_file_bytes:
                     raise UnsafeInputError(f"file of {size} bytes is over the cap of {limits.max_file_bytes}", where)
                 fh.seek(0)
-                head = fh.read(HEAD_BYTES)
+                head = fh.read(FAST_BYTES)
+                fast = _fast(fh, head, size, source, where, limits)
+                if fast is not None:
+                    return fast
                 fh.seek(0)
-                ds, dataset_size = _parse(fh, head, size, where, limits)
+                ds, dataset_size = _parse(fh, head[:HEAD_BYTES], size, where, limits)
         else:
-            head = data[:HEAD_BYTES]
             size = len(data)
-            ds, dataset_size = _parse(io.BytesIO(data), head, size, where, limits)
+            fast = _fast(None, data, size, source, where, limits)
+            if fast is not None:
+                return Header(fast.instance, None, data)
+            ds, dataset_size = _parse(io.BytesIO(data), data[:HEAD_BYTES], size, where, limits)
     except OSError as exc:
         raise DicomReadError(f"cannot read file ({exc.strerror or exc})", where) from exc
-    return Header(_instance(ds, source, dataset_size, where, limits, data is None), ds)
+    return Header(_instance(_DatasetView(ds), source, dataset_size, where, limits, data is None), ds)
+
+
+FAST_BYTES = 64 * 1024  # first read; most headers end well before
+FAST_MAX_BYTES = 8 * 1024**2  # headers longer than this go to pydicom
+
+
+def _fast(fh: Any, buf: bytes, size: int, source: Source, where: str, limits: Limits) -> Header | None:
+    """The fast path; None when this file must go through pydicom."""
+    if not check_preamble(buf, where):
+        return None
+    while True:
+        try:
+            values, tell, length = fastheader.parse(buf, size)
+            break
+        except fastheader.NeedMoreBytesError:
+            if fh is None or len(buf) >= min(size, FAST_MAX_BYTES):
+                return None
+            fh.seek(0)
+            buf = fh.read(min(len(buf) * 8, FAST_MAX_BYTES))
+        except fastheader.UnsupportedHeaderError:
+            return None
+    frames = values.get("NumberOfFrames")
+    if tell is None or (frames not in (None, "", "1")) or not values.get("ImageOrientationPatient"):
+        return None  # no pixel data, multi-frame or no orientation: pydicom gives the full story
+    if length is None:
+        _check_fragments(fh, buf, tell, size, where)
+    view = _ValuesView(values, tell, length)
+    return Header(_instance(view, source, size, where, limits, fh is not None), None)
+
+
+def _check_fragments(fh: Any, buf: bytes, pos: int, size: int, where: str) -> None:
+    """Walk the item headers of encapsulated pixel data (no values read); raise when truncated."""
+    for _ in range(1_000_000):
+        if pos + 8 > size:
+            break
+        if fh is None:
+            head = buf[pos : pos + 8]
+        else:
+            fh.seek(pos)
+            head = fh.read(8)
+        group, element, length = struct.unpack("<HHI", head)
+        if (group, element) == (0xFFFE, 0xE0DD):
+            return
+        if (group, element) != (0xFFFE, 0xE000) or length == UNDEFINED_LENGTH:
+            raise DicomReadError("corrupt encapsulated pixel data (expected an item tag)", where)
+        pos += 8 + length
+    raise DicomReadError("file truncated: End of file reached before delimiter (FFFE,E0DD) found", where)
+
+
+class _ValuesView:
+    """The fast path's values with the interface ``_instance`` reads."""
+
+    def __init__(self, values: dict[str, Any], tell: int, length: int | None) -> None:
+        self.values = values
+        self.pixel_tell = tell
+        self.pixel_length = length
+        self.has_pixels = True
+        self.transfer_syntax = str(values.get("TransferSyntaxUID", ""))
+
+    def get(self, keyword: str) -> Any:
+        return self.values.get(keyword)
+
+    def functional(self, sequence: str, keyword: str) -> Any:
+        return None
+
+
+class _DatasetView:
+    """A pydicom dataset with the interface ``_instance`` reads."""
+
+    def __init__(self, ds: Dataset) -> None:
+        self.ds = ds
+        self.has_pixels = PIXEL_DATA in ds
+        elem = ds.get_item(PIXEL_DATA, keep_deferred=True) if self.has_pixels else None
+        length = getattr(elem, "length", None)
+        self.pixel_length = None if length == UNDEFINED_LENGTH else length
+        self.pixel_tell = getattr(elem, "value_tell", None)
+        meta = getattr(ds, "file_meta", None)
+        self.transfer_syntax = str(meta.get("TransferSyntaxUID", "1.2.840.10008.1.2")) if meta is not None else ""
+
+    def get(self, keyword: str) -> Any:
+        return self.ds.get(keyword)
+
+    def functional(self, sequence: str, keyword: str) -> Any:
+        if "SharedFunctionalGroupsSequence" not in self.ds:
+            return None
+        return _functional(self.ds, sequence, keyword)
 
 
 HEAD_BYTES = 4096  # enough for the preamble and the file meta information of any sane file
@@ -195,7 +305,7 @@ def _check_complete(ds: Dataset, size: int, where: str) -> None:
     raise DicomReadError(f"file truncated: element {tag} ends at byte {end}, the data set holds only {size}", where)
 
 
-def _int(ds: Dataset, keyword: str, default: int | None = None) -> int | None:
+def _int(ds: Any, keyword: str, default: int | None = None) -> int | None:
     try:
         value = ds.get(keyword)
         return default if value is None or value == "" else int(value)
@@ -203,23 +313,25 @@ def _int(ds: Dataset, keyword: str, default: int | None = None) -> int | None:
         return default
 
 
-def _instance(ds: Dataset, source: Source, size: int, where: str, limits: Limits, on_disk: bool) -> Instance:
+def _instance(
+    view: _ValuesView | _DatasetView, source: Source, size: int, where: str, limits: Limits, on_disk: bool
+) -> Instance:
     uids = {}
     for kw in ("SOPInstanceUID", "SeriesInstanceUID", "StudyInstanceUID"):
-        value = str(ds.get(kw, "") or "").strip()
+        value = str(view.get(kw) or "").strip()
         if not value:
             raise DicomReadError(f"missing {kw}", where)
         uids[kw] = value
-    if PIXEL_DATA not in ds:
-        sop = str(ds.get("SOPClassUID", ""))
+    if not view.has_pixels:
+        sop = str(view.get("SOPClassUID") or "")
         name = UID(sop).name if sop else "unknown SOP class"
         raise DicomReadError(f"no pixel data ({name}); not an image", where)
 
-    rows = _int(ds, "Rows")
-    columns = _int(ds, "Columns")
-    frames = _int(ds, "NumberOfFrames", 1) or 1
-    bits = _int(ds, "BitsAllocated")
-    spp = _int(ds, "SamplesPerPixel", 1) or 1
+    rows = _int(view, "Rows")
+    columns = _int(view, "Columns")
+    frames = _int(view, "NumberOfFrames", 1) or 1
+    bits = _int(view, "BitsAllocated")
+    spp = _int(view, "SamplesPerPixel", 1) or 1
     if rows is None or columns is None or bits is None:
         raise DicomReadError("image without Rows, Columns or BitsAllocated", where)
     if not (0 < rows <= limits.max_rows and 0 < columns <= limits.max_columns):
@@ -232,12 +344,11 @@ def _instance(ds: Dataset, source: Source, size: int, where: str, limits: Limits
     if expected > limits.max_pixel_bytes:
         raise UnsafeInputError(f"decoded pixels would need {expected} bytes, over the cap", where)
 
-    ts = str(ds.file_meta.get("TransferSyntaxUID", "1.2.840.10008.1.2")) if hasattr(ds, "file_meta") else ""
-    elem = ds.get_item(PIXEL_DATA, keep_deferred=True)
-    length = getattr(elem, "length", None)
-    value_tell = getattr(elem, "value_tell", None)
+    ts = view.transfer_syntax
+    length = view.pixel_length
+    value_tell = view.pixel_tell
     pixel_offset: int | None = None
-    if length is None or length == UNDEFINED_LENGTH:
+    if length is None:
         if ts in NATIVE_LE or ts == "1.2.840.10008.1.2.2":
             raise DicomReadError("encapsulated pixel data in a native (uncompressed) transfer syntax", where)
     else:
@@ -255,28 +366,28 @@ def _instance(ds: Dataset, source: Source, size: int, where: str, limits: Limits
         if on_disk and ts in NATIVE_LE and bits in (8, 16, 32) and spp == 1 and value_tell is not None:
             pixel_offset = int(value_tell)
 
-    ipp = _floats(ds.get("ImagePositionPatient"), 3)
-    iop = _floats(ds.get("ImageOrientationPatient"), 6)
-    if iop is None and "SharedFunctionalGroupsSequence" in ds:
-        iop = _floats(_functional(ds, "PlaneOrientationSequence", "ImageOrientationPatient"), 6)
-    slope = _float_or(ds.get("RescaleSlope"), 1.0)
-    intercept = _float_or(ds.get("RescaleIntercept"), 0.0)
+    ipp = _floats(view.get("ImagePositionPatient"), 3)
+    iop = _floats(view.get("ImageOrientationPatient"), 6)
+    if iop is None:
+        iop = _floats(view.functional("PlaneOrientationSequence", "ImageOrientationPatient"), 6)
+    slope = _float_or(_first(view.get("RescaleSlope")), 1.0)
+    intercept = _float_or(_first(view.get("RescaleIntercept")), 0.0)
     return Instance(
         source=source,
         sop_instance_uid=uids["SOPInstanceUID"],
         series_instance_uid=uids["SeriesInstanceUID"],
         study_instance_uid=uids["StudyInstanceUID"],
-        instance_number=_int(ds, "InstanceNumber"),
+        instance_number=_int(view, "InstanceNumber"),
         image_position=ipp,  # type: ignore[arg-type]
         image_orientation=iop,  # type: ignore[arg-type]
         number_of_frames=frames,
         rows=rows,
         columns=columns,
-        acquisition_number=_int(ds, "AcquisitionNumber"),
-        echo_number=_int(ds, "EchoNumbers"),
+        acquisition_number=_int(view, "AcquisitionNumber"),
+        echo_number=_int(view, "EchoNumbers"),
         transfer_syntax_uid=ts,
         bits_allocated=bits,
-        pixel_representation=_int(ds, "PixelRepresentation", 0) or 0,
+        pixel_representation=_int(view, "PixelRepresentation", 0) or 0,
         samples_per_pixel=spp,
         pixel_offset=pixel_offset,
         rescale_slope=slope if slope != 0 else 1.0,
