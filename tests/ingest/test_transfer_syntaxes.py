@@ -108,6 +108,7 @@ def test_big_endian_round_trip(tmp_path: Path) -> None:
     assert all(i.pixel_offset is None for i in series.instances)  # no little-endian fast path
     built = volume_from_series(series)
     np.testing.assert_array_equal(built.data, vol.data)
+    assert built.data.dtype.isnative  # later stages (and nibabel) get native byte order
     _same_geometry(built, vol)
 
 

@@ -131,7 +131,8 @@ def _decode(ds: Dataset, where: str) -> npt.NDArray[np.generic]:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return np.asarray(ds.pixel_array)
+            arr = np.asarray(ds.pixel_array)
+            return arr if arr.dtype.isnative else arr.astype(arr.dtype.newbyteorder("="))
     except Exception as exc:  # decoders raise many types for corrupt streams
         ts = ds.file_meta.get("TransferSyntaxUID", "?") if hasattr(ds, "file_meta") else "?"
         raise DicomReadError(f"pixel data cannot be decoded (transfer syntax {ts}: {exc})", where) from exc

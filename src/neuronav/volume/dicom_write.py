@@ -19,6 +19,7 @@ from pydicom.uid import (
     PYDICOM_IMPLEMENTATION_UID,
     UID,
     EnhancedMRImageStorage,
+    ExplicitVRBigEndian,
     ExplicitVRLittleEndian,
     MRImageStorage,
     generate_uid,
@@ -115,6 +116,8 @@ def write_dicom_series(
     slice_order: 'descending' writes the slices (and InstanceNumbers) in reverse k order, so a
             reader must sort by position, not by file or instance number.
     """
+    if transfer_syntax == ExplicitVRBigEndian:
+        raise ValueError("writing the retired big-endian transfer syntax is not supported")
     for required in ("StudyInstanceUID", "PatientID", "PatientName"):
         if required not in study:
             raise ValueError(f"study attributes lack {required}")
