@@ -8,7 +8,7 @@ PixelSpacing from the column norms; the patient coordinate system of DICOM is LP
 from __future__ import annotations
 
 import datetime as _dt
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -105,6 +105,7 @@ def write_dicom_series(
     multiframe: bool = False,
     transfer_syntax: UID = ExplicitVRLittleEndian,
     file_prefix: str = "IM",
+    uid_factory: Callable[[], str] | None = None,
 ) -> list[Path]:
     """Write ``volume`` as one MR series into ``out_dir``; return the files written.
 
@@ -113,6 +114,8 @@ def write_dicom_series(
     series: series-level attributes; must hold SeriesInstanceUID and SeriesNumber, and may hold
             SeriesDescription, ProtocolName, RepetitionTime, EchoTime, InversionTime, FlipAngle,
             ContrastBolusAgent, MagneticFieldStrength, Manufacturer, ….
+    uid_factory: makes each SOPInstanceUID (default: a random 2.25 UID); pass a deterministic one to
+            write reproducible files.
     slice_order: 'descending' writes the slices (and InstanceNumbers) in reverse k order, so a
             reader must sort by position, not by file or instance number.
     """
@@ -124,6 +127,7 @@ def write_dicom_series(
     for required in ("SeriesInstanceUID", "SeriesNumber"):
         if required not in series:
             raise ValueError(f"series attributes lack {required}")
+    make_uid = uid_factory or new_uid
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     aff = ras_to_lps(volume.affine)
@@ -144,7 +148,7 @@ def write_dicom_series(
 
     if multiframe:
         ds = _base_dataset(EnhancedMRImageStorage, transfer_syntax, study, series)
-        ds.SOPInstanceUID = new_uid()
+        ds.SOPInstanceUID = make_uid()
         ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
         ds.InstanceNumber = 1
         ds.ImageType = ["ORIGINAL", "PRIMARY", "M", "NONE"]
@@ -190,7 +194,7 @@ def write_dicom_series(
     written: list[Path] = []
     for n, k in enumerate(order):
         ds = _base_dataset(MRImageStorage, transfer_syntax, study, series)
-        ds.SOPInstanceUID = new_uid()
+        ds.SOPInstanceUID = make_uid()
         ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
         ds.ImageType = ["ORIGINAL", "PRIMARY", "M", "NONE"]
         ds.InstanceNumber = n + 1
