@@ -193,18 +193,19 @@ def volume_from_series(series: Series, *, limits: Limits = DEFAULT_LIMITS) -> Vo
             raise GeometryError("PixelSpacing missing or not positive", where)
         if spacing == 0.0:
             spacing = series.metadata.spacing_between_slices or series.metadata.slice_thickness or 1.0
-        slices = [_read_slice(inst, reader) for inst in ordered]
+        # frames are stacked as (k, row, column), contiguous; the volume is its [i, j, k] view, which
+        # is Fortran-contiguous: no strided copies here, and NIfTI (Fortran order) writes it as is
+        first = _read_slice(ordered[0], reader)
         scaled = any(i.rescale_slope != 1.0 or i.rescale_intercept != 0.0 for i in ordered)
-        if scaled:
-            stack = np.empty((ordered[0].columns, ordered[0].rows, len(ordered)), dtype=np.float32)
-            for k, (inst, sl) in enumerate(zip(ordered, slices, strict=True)):
-                stack[:, :, k] = sl.T.astype(np.float32) * np.float32(inst.rescale_slope) + np.float32(
-                    inst.rescale_intercept
-                )
-        else:
-            stack = np.empty((ordered[0].columns, ordered[0].rows, len(ordered)), dtype=slices[0].dtype)
-            for k, sl in enumerate(slices):
-                stack[:, :, k] = sl.T
+        frames = np.empty((len(ordered), first.shape[0], first.shape[1]), np.float32 if scaled else first.dtype)
+        for k, inst in enumerate(ordered):
+            sl = first if k == 0 else _read_slice(inst, reader)
+            if scaled:
+                np.multiply(sl, np.float32(inst.rescale_slope), out=frames[k], casting="unsafe")
+                frames[k] += np.float32(inst.rescale_intercept)
+            else:
+                frames[k] = sl
+        stack = frames.transpose(2, 1, 0)
         affine = _affine(orientation, pixel_spacing, ordered[0].image_position or (0, 0, 0), normal, spacing)
         return Volume(
             data=stack,
@@ -266,7 +267,7 @@ def _multiframe_volume(series: Series, reader: SourceReader, where: str) -> Volu
         raise GeometryError("PixelSpacing missing", where)
     affine = _affine(orientations[0], pixel_spacing, positions[int(order[0])], normal, spacing)
     return Volume(
-        data=np.ascontiguousarray(np.transpose(data, (2, 1, 0))),
+        data=np.transpose(data, (2, 1, 0)),
         affine=affine,
         source_uids=(inst.sop_instance_uid,),
         series_uid=series.series_instance_uid,
