@@ -32,8 +32,12 @@ if [ ! -x .venv/bin/python ]; then
 fi
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   echo "setup: installing Python packages into .venv (first run takes a few minutes)"
-  .venv/bin/python -m pip install -q --upgrade pip 2>&1 | grep -v '^WARNING: Location' || true
-  .venv/bin/python -m pip install -q -e ".[test]" 2>&1 | grep -v '^WARNING: Location' || true
-  .venv/bin/python -c "import neuronav, pydicom, nibabel, onnxruntime" 
+  # (pip's warnings about this machine's unused local package folders are filtered out)
+  .venv/bin/python -m pip install -q --upgrade pip 2> >(grep -v '^WARNING: Location' >&2)
+  if ! .venv/bin/python -m pip install -q -e ".[test,train]" 2> >(grep -v '^WARNING: Location' >&2); then
+    echo "setup: pip install failed" >&2
+    exit 1
+  fi
+  .venv/bin/python -c "import neuronav, pydicom, nibabel, onnxruntime, SimpleITK, torch"
   echo "$want" > "$stamp"
 fi

@@ -168,7 +168,7 @@ def _template_mask_on_grid() -> BoolArray:
     return out
 
 
-def _brain_mask(resampled: Mapping[str, F32Array]) -> BoolArray:
+def brain_mask_on_grid(resampled: Mapping[str, F32Array]) -> BoolArray:
     prior = _template_mask_on_grid()
     background = np.ones(prior.shape, dtype=bool)
     for arr in resampled.values():
@@ -185,7 +185,7 @@ def _brain_mask(resampled: Mapping[str, F32Array]) -> BoolArray:
     return filled & prior
 
 
-def _normalise(arr: F32Array, mask: BoolArray) -> F32Array:
+def normalise_channel(arr: F32Array, mask: BoolArray) -> F32Array:
     vals = arr[mask]
     if vals.size == 0:
         return np.zeros_like(arr)
@@ -309,7 +309,7 @@ def preprocess(
     # 4. brain mask
     step("brain mask", 0.7)
     t0 = time.perf_counter()
-    mask = _brain_mask(resampled)
+    mask = brain_mask_on_grid(resampled)
     timings["brain_mask"] = time.perf_counter() - t0
     dbg.grid("brain_mask", mask)
 
@@ -323,7 +323,7 @@ def preprocess(
         step("bias field", 0.75 + 0.2 * (i + 1) / len(names))
     timings["bias_field"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    channels = {n: _normalise(corrected[n], mask) for n in names}
+    channels = {n: normalise_channel(corrected[n], mask) for n in names}
     for n in names:
         dbg.grid(f"05_normalised_{n}", channels[n])
     timings["normalise"] = time.perf_counter() - t0

@@ -8,6 +8,7 @@ on each series' grid and ``truth.json``. The same seed gives the same study.
 """
 
 from neuronav.phantom._geometry import GEOMETRY_PROFILES, GeometryProfile, SeriesSpec
+from neuronav.phantom._render import SEQUENCES, add_rician_noise, apply_bias, bias_field, render
 from neuronav.phantom._study import (
     FORMATS,
     GENERATOR_VERSION,
@@ -15,7 +16,9 @@ from neuronav.phantom._study import (
     SCHEMA_VERSION,
     PhantomSeries,
     PhantomStudy,
+    Subject,
     generate_study,
+    simulate_subject,
 )
 
 __all__ = [
@@ -24,9 +27,16 @@ __all__ = [
     "GEOMETRY_PROFILES",
     "LESION_TYPES",
     "SCHEMA_VERSION",
+    "SEQUENCES",
     "GeometryProfile",
     "PhantomSeries",
     "PhantomStudy",
     "SeriesSpec",
+    "Subject",
+    "add_rician_noise",
+    "apply_bias",
+    "bias_field",
     "generate_study",
+    "render",
+    "simulate_subject",
 ]

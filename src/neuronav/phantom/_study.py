@@ -151,30 +151,27 @@ def _report(progress: ProgressFn | None, stage: str, fraction: float) -> None:
         progress(stage, min(max(fraction, 0.0), 1.0))
 
 
-def generate_study(
-    out_dir: str | Path,
-    *,
-    seed: int,
-    lesion: str = "glioma",
-    fmt: str = "dicom",
-    haemorrhage: bool | None = None,
-    profile: str = "clinical",
-    progress: ProgressFn | None = None,
-) -> PhantomStudy:
-    """Write a synthetic T1, T1c, T2 and FLAIR study and its ground truth into ``out_dir``.
+@dataclass(frozen=True)
+class Subject:
+    """A simulated head in template (MNI) space: lesions, deformed tissue, labels and contrast tables."""
 
-    Layout: ``dicom/<NN>_<name>/IM*.dcm`` (or ``nifti/<name>.nii.gz``), ``truth/<name>_labels.nii.gz``
-    (BraTS labels on each series' grid), ``truth/labels_1mm.nii.gz`` (the 1 mm label map the volumes
-    are counted on) and ``truth.json``. The same arguments always give the same voxels, metadata and
-    truth. Raises InputError for bad arguments or an output folder holding other files.
-    """
-    _validate(seed, lesion, fmt, profile, haemorrhage)
-    seed = int(seed)
-    out = Path(out_dir)
-    _prepare_out_dir(out)
-    geom: GeometryProfile = GEOMETRY_PROFILES[profile]
+    anatomy: Anatomy
+    lesion: str
+    shapes: list[LesionShape]
+    sources: list[MassSource]
+    tissue: tuple[npt.NDArray[np.float32], npt.NDArray[np.float32], npt.NDArray[np.float32]]
+    rasters: list[LesionRaster]
+    labels: npt.NDArray[np.uint8]
+    ids: npt.NDArray[Any]
+    contrast: Contrast
+    has_haemorrhage: bool
+    streams: tuple[np.random.Generator, ...]  # later stages draw from these: contrast, geometry, noise, metadata
 
-    _report(progress, "loading anatomy", 0.0)
+
+def simulate_subject(
+    seed: int, lesion: str, haemorrhage: bool | None = None, progress: ProgressFn | None = None
+) -> Subject:
+    """Lesions, mass effect and BraTS labels of one subject on the 1 mm template grid (no files)."""
     anatomy = load_anatomy()
     root = np.random.default_rng(seed)
     r_lesion, r_haem, r_contrast, r_geom, r_noise, r_meta = root.spawn(6)
@@ -199,6 +196,51 @@ def generate_study(
         rasterise(s, anatomy, tissue[1], haem_fraction if n == haem_index else None) for n, s in enumerate(shapes)
     ]
     world_labels, ids = _compose_labels(anatomy, rasters)
+    return Subject(
+        anatomy=anatomy,
+        lesion=lesion,
+        shapes=shapes,
+        sources=sources,
+        tissue=tissue,
+        rasters=rasters,
+        labels=world_labels,
+        ids=ids,
+        contrast=Contrast(r_contrast, lesion),
+        has_haemorrhage=has_haem,
+        streams=(r_contrast, r_geom, r_noise, r_meta),
+    )
+
+
+def generate_study(
+    out_dir: str | Path,
+    *,
+    seed: int,
+    lesion: str = "glioma",
+    fmt: str = "dicom",
+    haemorrhage: bool | None = None,
+    profile: str = "clinical",
+    progress: ProgressFn | None = None,
+) -> PhantomStudy:
+    """Write a synthetic T1, T1c, T2 and FLAIR study and its ground truth into ``out_dir``.
+
+    Layout: ``dicom/<NN>_<name>/IM*.dcm`` (or ``nifti/<name>.nii.gz``), ``truth/<name>_labels.nii.gz``
+    (BraTS labels on each series' grid), ``truth/labels_1mm.nii.gz`` (the 1 mm label map the volumes
+    are counted on) and ``truth.json``. The same arguments always give the same voxels, metadata and
+    truth. Raises InputError for bad arguments or an output folder holding other files.
+    """
+    _validate(seed, lesion, fmt, profile, haemorrhage)
+    seed = int(seed)
+    out = Path(out_dir)
+    _prepare_out_dir(out)
+    geom: GeometryProfile = GEOMETRY_PROFILES[profile]
+
+    _report(progress, "loading anatomy", 0.0)
+    subject = simulate_subject(seed, lesion, haemorrhage, progress)
+    anatomy, shapes, sources, tissue, rasters = (
+        subject.anatomy, subject.shapes, subject.sources, subject.tissue, subject.rasters
+    )
+    world_labels, ids, r_geom, r_noise, r_meta = subject.labels, subject.ids, *subject.streams[1:]
+    has_haem = subject.has_haemorrhage
 
     # Head pose in the scanner, and the scanner grids.
     centre = anatomy.head_centre
@@ -239,7 +281,7 @@ def generate_study(
         save_nifti(Volume(haem_map, world_affine), truth_dir / "haemorrhage_1mm.nii.gz")
         truth["haemorrhage"]["mask"] = "truth/haemorrhage_1mm.nii.gz"
 
-    contrast = Contrast(r_contrast, lesion)
+    contrast = subject.contrast
     vendor = str(r_meta.choice(VENDORS))
     uid_key = f"neuronav-phantom/{GENERATOR_VERSION}/{seed}/{lesion}/{has_haem}/{profile}"
     study_attrs = study_attributes(r_meta, seed, uid_key, vendor)
