@@ -163,33 +163,198 @@ def phantom(
     out.print(f"truth: {study.out_dir / 'truth.json'}  ({time.perf_counter() - started:.1f} s)", markup=False)
 
 
+def _progress_bar(title: str) -> Any:
+    """A rich progress bar on a terminal, else None (plain output for logs and pipes)."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    if not err.is_terminal:
+        return None
+    return Progress(
+        TextColumn(title + " {task.description}"),
+        BarColumn(),
+        TextColumn("{task.percentage:>3.0f}%"),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+    )
+
+
+@app.command()
+def analyze(
+    paths: Annotated[list[Path] | None, typer.Argument(help="DICOM files, folders or zips of ONE study")] = None,
+    out_dir: Annotated[Path, typer.Option("--out", help="output folder")] = Path("neuronav-output"),
+    t1: Annotated[Path | None, typer.Option("--t1", help="NIfTI T1")] = None,
+    t1c: Annotated[Path | None, typer.Option("--t1c", help="NIfTI T1 post-contrast")] = None,
+    t2: Annotated[Path | None, typer.Option("--t2", help="NIfTI T2")] = None,
+    flair: Annotated[Path | None, typer.Option("--flair", help="NIfTI FLAIR")] = None,
+    prior: Annotated[Path | None, typer.Option("--prior", help="folder of a prior analysis (findings.json)")] = None,
+    model: Annotated[str | None, typer.Option("--model", help="segmentation model NAME[@VERSION]")] = None,
+    debug_dir: Annotated[Path | None, typer.Option("--debug-dir", help="save every preprocessing step")] = None,
+) -> None:
+    """Analyse one study: findings.json, segmentation.nii.gz and probability.nii.gz in --out."""
+    from neuronav.analysis.inputs import from_nifti, from_paths
+    from neuronav.analysis.pipeline import analyze as run_analysis
+    from neuronav.analysis.pipeline import summary
+
+    nifti = {k: v for k, v in (("T1", t1), ("T1c", t1c), ("T2", t2), ("FLAIR", flair)) if v is not None}
+    if nifti and paths:
+        raise _fail("give DICOM paths or --t1/--t1c/--t2/--flair NIfTI files, not both")
+    if not nifti and not paths:
+        raise _fail("nothing to analyse: give DICOM paths or --t1/--t1c/--t2/--flair NIfTI files")
+    inputs = from_nifti(nifti) if nifti else from_paths(paths or [])
+    for note in inputs.notes:
+        err.print(f"warning: {note}", markup=False, highlight=False)
+    bar = _progress_bar("analysing")
+    if bar is None:
+        findings = run_analysis(inputs, out_dir, model=model, prior=prior, debug_dir=debug_dir)
+    else:
+        with bar:
+            task = bar.add_task("", total=1.0)
+            findings = run_analysis(
+                inputs,
+                out_dir,
+                model=model,
+                prior=prior,
+                debug_dir=debug_dir,
+                progress=lambda stage, f: bar.update(task, completed=f, description=stage),
+            )
+    out.print_json(json.dumps(summary(findings)))
+    out.print(f"findings: {out_dir / 'findings.json'}", markup=False, highlight=False)
+
+
+@app.command()
+def evaluate(
+    cases: Annotated[int, typer.Option(help="number of unseen phantom studies")] = 12,
+    seed: Annotated[int, typer.Option(help="first seed (evaluation seeds lie below 1,000,000)")] = 0,
+    work: Annotated[Path, typer.Option(help="working folder")] = Path("neuronav-evaluation"),
+    model: Annotated[str | None, typer.Option("--model", help="segmentation model NAME[@VERSION]")] = None,
+    keep: Annotated[bool, typer.Option(help="keep every generated study and analysis")] = False,
+    record: Annotated[bool, typer.Option("--record-in-cards", help="write the metrics into the model cards")] = False,
+) -> None:
+    """Dice, HD95, volume, detection, centroid, midline and classification metrics on unseen phantoms."""
+    from neuronav.analysis.evaluate import evaluate as run_evaluation
+
+    def report(done: int, total: int, r: Any) -> None:
+        err.print(
+            f"[{done}/{total}] seed {r.seed} {r.lesion:10s} {r.profile:8s} dice {r.dice} "
+            f"detected {r.detected} class {r.predicted_class} ({r.seconds:.1f} s)",
+            markup=False,
+            highlight=False,
+        )
+
+    summary = run_evaluation(cases, seed, work, model=model, keep=keep, progress=report)
+    printable = {k: v for k, v in summary.items() if k != "per_case"}
+    out.print_json(json.dumps(printable, default=str))
+    out.print(f"details: {work / 'evaluation.json'}", markup=False)
+    if record:
+        from neuronav.training.run import record_evaluation
+
+        command = f"neuronav evaluate --cases {cases} --seed {seed}" + (f" --model {model}" if model else "")
+        for folder in record_evaluation(summary, command):
+            out.print(f"card updated: {folder / 'card.json'}", markup=False)
+
+
+models_app = typer.Typer(help="List and register models.", no_args_is_help=False)
+app.add_typer(models_app, name="models")
+
+
+@models_app.callback(invoke_without_command=True)
+def models(
+    ctx: typer.Context,
+    verify: Annotated[bool, typer.Option("--verify", help="check every file's sha256 against its card")] = False,
+) -> None:
+    """List the installed models (shipped and registered), with their checksums and metrics."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from neuronav.analysis.registry import model_rows
+
+    rows = model_rows(verify=verify)
+    table = Table(title=f"{len(rows)} models (not for clinical use)")
+    if rows:
+        for col in rows[0]:
+            table.add_column(str(col))
+        for row in rows:
+            table.add_row(*[str(v) for v in row.values()])
+    out.print(table)
+
+
+@models_app.command("register")
+def models_register(
+    path: Annotated[Path, typer.Argument(help="an ONNX file, or a MONAI bundle folder / zip (TorchScript)")],
+    card: Annotated[Path, typer.Option("--card", help="model card JSON (must say 'not for clinical use')")],
+    output_transform: Annotated[str | None, typer.Option(help="softmax | brats_regions | none (MONAI bundles)")] = None,
+    overwrite: Annotated[bool, typer.Option(help="replace a registered model of the same name and version")] = False,
+) -> None:
+    """Register a site's own model (ONNX, or a MONAI bundle converted to ONNX) with its card."""
+    from neuronav.analysis.registry import register_model
+
+    transforms = ("softmax", "brats_regions", "none")
+    if output_transform is not None and output_transform not in transforms:
+        raise _fail(f"--output-transform must be one of {', '.join(transforms)}")
+    registered = register_model(path, card, output_transform=output_transform, overwrite=overwrite)  # type: ignore[arg-type]
+    out.print(
+        f"registered {registered.name}@{registered.version} ({registered.task}, sha256 {registered.sha256[:12]})",
+        markup=False,
+        highlight=False,
+    )
+
+
+@app.command()
+def train(
+    what: Annotated[str, typer.Argument(help="segmentation | heads")],
+    member: Annotated[str | None, typer.Option(help="segmentation ensemble member (seg-a, seg-b)")] = None,
+    cache: Annotated[Path, typer.Option(help="folder for the rendered training cases")] = Path(".cache/training"),
+    workers: Annotated[int, typer.Option(help="processes rendering training cases")] = 2,
+    steps: Annotated[int | None, typer.Option(help="override the number of training steps")] = None,
+    models_dir: Annotated[Path, typer.Option("--models-dir", help="where the model folders are written")] = Path(
+        "models"
+    ),
+) -> None:
+    """Reproduce a shipped model from its recipe (seeded, synthetic data; needs the train extra)."""
+    from neuronav.training.run import train_heads, train_segmentation_member
+
+    if what == "segmentation":
+        if member is None:
+            raise _fail("--member is required for segmentation (seg-a or seg-b)")
+        train_segmentation_member(
+            member,
+            cache,
+            models_dir,
+            workers=workers,
+            steps=steps,
+            log=lambda m: err.print(m, markup=False, highlight=False),
+        )
+    elif what == "heads":
+        train_heads(cache, models_dir, workers=workers, log=lambda m: err.print(m, markup=False, highlight=False))
+    else:
+        raise _fail(f"unknown model family {what!r}; use segmentation or heads")
+
+
 @app.command()
 def demo(
     out_dir: Annotated[Path, typer.Option("--out", help="output folder")] = Path("demo-output"),
     seed: Annotated[int, typer.Option(help="phantom seed")] = 42,
 ) -> None:
-    """The main job on a demo phantom study: generate it, ingest it, identify sequences, build volumes."""
-    from neuronav.convert import convert_inventory
+    """The main job on a demo phantom study: generate it, ingest it, analyse it, compare with the truth."""
+    from neuronav.analysis.inputs import from_inventory
+    from neuronav.analysis.pipeline import analyze as run_analysis
+    from neuronav.analysis.pipeline import summary
     from neuronav.phantom import generate_study
 
     out.print(f"[bold]NeuroNav {__version__}[/] — demo on a synthetic phantom study (not for clinical use)")
-    study = generate_study(out_dir / "phantom", seed=seed, lesion="glioma", fmt="dicom")
-    out.print(f"phantom study written: {sum(s.n_files for s in study.series)} DICOM files in {out_dir / 'phantom'}")
-    ingest([out_dir / "phantom" / "dicom"], as_json=False)
-    inv = _scan([out_dir / "phantom" / "dicom"])
-    written, problems = convert_inventory(inv, out_dir / "nifti")
-    _report_problems(problems)
-    out.print(f"{len(written)} volumes written to {out_dir / 'nifti'}")
+    study_dir = out_dir / "phantom"
+    study = generate_study(study_dir, seed=seed, lesion="glioma", fmt="dicom")
+    out.print(f"phantom study written: {sum(s.n_files for s in study.series)} DICOM files in {study_dir}")
+    ingest([study_dir / "dicom"], as_json=False)
+    inputs = from_inventory(_scan([study_dir / "dicom"]))
+    findings = run_analysis(inputs, out_dir / "analysis")
+    out.print_json(json.dumps(summary(findings)))
     truth = study.truth
     out.print(
-        f"ground truth: {truth.get('lesion_type')} lesion, whole tumour "
-        f"{truth.get('volumes_ml', {}).get('whole_tumour', 0):.1f} mL, "
-        f"midline shift {truth.get('midline_shift_mm', 0):.1f} mm (see {study.out_dir / 'truth.json'})"
+        f"ground truth: {truth['lesion_type']} lesion, whole tumour {truth['volumes_ml']['whole_tumour']:.1f} mL, "
+        f"midline shift {truth['midline_shift_mm']:.1f} mm (see {study_dir / 'truth.json'})"
     )
-    out.print(
-        "[yellow]The analysis engine (segmentation, measurements, report) is not built yet; "
-        "this demo stops at volumes.[/]"
-    )
+    out.print(f"findings, segmentation and heatmap: {out_dir / 'analysis'}", markup=False, highlight=False)
 
 
 def main() -> None:

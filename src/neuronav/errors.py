@@ -12,7 +12,10 @@ DICOM handlers each map it to an exit code / HTTP status / DICOM status in one p
     │   ├── GeometryError          a series that cannot become one volume (missing slices, mixed orientation)
     │   ├── NiftiReadError         a NIfTI file that cannot be read or has no usable geometry
     │   └── NoUsableDataError      nothing usable was found in any of the inputs
-    └── ConfigError                invalid settings
+    ├── ConfigError                invalid settings
+    └── ModelError                 (neuronav.analysis.registry) a model that cannot be found, read or trusted
+        ├── ModelNotFoundError, ModelCardError, ModelRegistrationError
+        └── ModelIntegrityError    the file's sha256 differs from its card
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Train one member of the segmentation ensemble, export it to ONNX and write its model card.
 
-Recipe (nnU-Net-like, scaled to a CPU): 3D U-Net on 64³ crops of the 2 mm working grid, two
+Recipe (nnU-Net-like, scaled to a CPU): 3D U-Net on 48³ crops of the 2 mm working grid, two
 thirds of the crops centred on tumour, cross-entropy + soft Dice, AdamW with polynomial decay,
 left-right flips, random per-channel intensity scale/shift and random dropping of sequences (so
 the network works with any subset of T1/T1c/T2/FLAIR). Checkpoints every ``checkpoint_every``
@@ -22,7 +22,6 @@ import numpy.typing as npt
 
 from neuronav.training.data import SEQUENCES, Case, load_case
 
-CROP = (64, 64, 64)
 N_CLASSES = 4
 INPUT_CHANNELS = len(SEQUENCES)
 
@@ -31,7 +30,8 @@ INPUT_CHANNELS = len(SEQUENCES)
 class TrainConfig:
     name: str
     seed: int
-    steps: int = 2000
+    steps: int = 1800
+    crop: int = 48
     base: int = 16
     batch: int = 2
     lr: float = 2e-3
@@ -66,10 +66,11 @@ class _Sampler:
         n = int(rng.integers(len(self.cases)))
         case = self.cases[n]
         shape = np.asarray(case.labels.shape)
+        crop = (self.cfg.crop,) * 3
         pool = self.fg[n] if len(self.fg[n]) and rng.uniform() < self.cfg.foreground_fraction else self.brain[n]
         centre = pool[int(rng.integers(len(pool)))] + rng.integers(-16, 17, 3)
-        lo = np.clip(centre - np.asarray(CROP) // 2, 0, shape - np.asarray(CROP))
-        sl = tuple(slice(int(a), int(a) + c) for a, c in zip(lo, CROP, strict=True))
+        lo = np.clip(centre - np.asarray(crop) // 2, 0, shape - np.asarray(crop))
+        sl = tuple(slice(int(a), int(a) + c) for a, c in zip(lo, crop, strict=True))
         img = case.images[(slice(None), *sl)].astype(np.float32)
         lab = case.labels[sl].astype(np.int64)
         if rng.uniform() < 0.5:  # left-right flip (axis 0 of the RAS working grid)

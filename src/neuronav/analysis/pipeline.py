@@ -1,0 +1,210 @@
+"""One study → findings: the analysis stages in order, each timed.
+
+inputs → preprocess → segmentation ensemble → labels on the reference grid → measurements
+       → detection and classification → findings.json, segmentation.nii.gz, probability.nii.gz
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from neuronav import __version__
+from neuronav.analysis.inputs import ANALYSED, StudyInputs
+from neuronav.errors import InputError
+from neuronav.findings import (
+    Change,
+    Classification,
+    Detection,
+    Findings,
+    Segmentation,
+    Study,
+)
+from neuronav.volume import Volume, save_nifti
+
+ProgressFn = Callable[[str, float], None]
+CLASS_NAMES = ("glioma", "meningioma", "metastasis")
+DETECTION_THRESHOLD = 0.5
+
+
+def analyze(
+    inputs: StudyInputs,
+    out_dir: Path,
+    *,
+    model: str | None = None,
+    prior: Path | None = None,
+    debug_dir: Path | None = None,
+    progress: ProgressFn | None = None,
+) -> Findings:
+    """Analyse one study; write findings.json, segmentation.nii.gz and probability.nii.gz into out_dir."""
+    from neuronav.analysis import measure
+    from neuronav.analysis.features import classification_features, detection_features
+    from neuronav.analysis.inference import segment
+    from neuronav.analysis.preprocess import preprocess
+    from neuronav.analysis.registry import resolve
+
+    def step(name: str, fraction: float) -> None:
+        if progress is not None:
+            progress(name, fraction)
+
+    timings: dict[str, float] = {}
+    prior_findings = _read_prior(prior) if prior is not None else None
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    step("preprocessing", 0.05)
+    t0 = time.perf_counter()
+    pre = preprocess(inputs.volumes, debug_dir=debug_dir)
+    timings["preprocess"] = time.perf_counter() - t0
+
+    step("segmentation", 0.5)
+    t0 = time.perf_counter()
+    seg_models = resolve(model, "segmentation")
+    seg = segment(pre.channels, seg_models)
+    timings["segmentation"] = time.perf_counter() - t0
+
+    step("labels on the reference grid", 0.65)
+    t0 = time.perf_counter()
+    ref = pre.reference_volume
+    ref_prob = np.stack([np.asarray(pre.to_reference(p, order=1), np.float32) for p in seg.probabilities])
+    ref_labels = np.asarray(np.argmax(ref_prob, axis=0), dtype=np.uint8)
+    heatmap = np.asarray(1.0 - ref_prob[0], dtype=np.float32)
+    del ref_prob
+    save_nifti(Volume(ref_labels, ref.affine), out_dir / "segmentation.nii.gz")
+    save_nifti(Volume(heatmap, ref.affine), out_dir / "probability.nii.gz")
+    timings["resample_and_write"] = time.perf_counter() - t0
+
+    step("measurements", 0.8)
+    t0 = time.perf_counter()
+    volumes = measure.tumour_volumes(ref_labels, ref.affine)
+    lesions = measure.lesions(ref_labels, ref.affine, pre.world_to_mni)
+    shift = measure.midline_shift(pre)
+    vents = measure.ventricles(pre, seg.labels)
+    haem = measure.haemorrhage(pre, seg.labels)
+    oedema = measure.oedema(volumes)
+    timings["measurements"] = time.perf_counter() - t0
+
+    step("detection and classification", 0.9)
+    t0 = time.perf_counter()
+    (detector,) = resolve(None, "detection")
+    (classifier,) = resolve(None, "classification")
+    det_x = detection_features(seg.tumour_probability, pre.brain_mask)[None]
+    p_tumour = float(detector.run({"features": det_x})["probabilities"][0, 1])
+    detected = p_tumour >= DETECTION_THRESHOLD
+    cls_x = classification_features(seg.labels, pre.brain_mask, pre.channels.get("T1c"))[None]
+    cls_p = classifier.run({"features": cls_x})["probabilities"][0]
+    probabilities = {name: round(float(p), 4) for name, p in zip(CLASS_NAMES, cls_p, strict=True)}
+    best = int(np.argmax(cls_p))
+    timings["detection_classification"] = time.perf_counter() - t0
+
+    used = [s for s in ANALYSED if s in pre.channels]
+    missing = [s for s in ANALYSED if s not in pre.channels]
+    detection_certainty = abs(p_tumour - 0.5) * 2.0
+    overall = detection_certainty * (1.0 - seg.uncertainty) * (0.7 + 0.3 * len(used) / len(ANALYSED))
+    if detected:
+        overall *= float(cls_p[best])
+    timings["total"] = sum(timings.values())
+    findings = Findings(
+        neuronav_version=__version__,
+        study=Study(
+            study_instance_uid=inputs.study_instance_uid,
+            study_date=inputs.study_date,
+            sequences_used=used,
+            sequences_missing=missing,
+            reference_sequence=pre.reference,
+            reference_series_uid=inputs.series_uids.get(pre.reference),
+            input_kind="dicom" if inputs.kind == "dicom" else "nifti",
+        ),
+        detection=Detection(
+            tumour_detected=detected,
+            probability=round(p_tumour, 4),
+            threshold=DETECTION_THRESHOLD,
+            produced_by=detector.produced_by(),
+        ),
+        classification=Classification(
+            label=CLASS_NAMES[best] if detected else None,  # type: ignore[arg-type]
+            probabilities=probabilities,
+            confidence=round(float(cls_p[best]), 4) if detected else 0.0,
+            produced_by=classifier.produced_by(),
+        ),
+        segmentation=Segmentation(
+            volumes=volumes,
+            lesions=lesions,
+            uncertainty=round(float(seg.uncertainty), 4),
+            produced_by=[m.produced_by() for m in seg_models],
+        ),
+        midline_shift=shift,
+        ventricles=vents,
+        oedema=oedema,
+        haemorrhage=haem,
+        overall_confidence=round(float(np.clip(overall, 0.0, 1.0)), 4),
+        timings_s={k: round(v, 3) for k, v in timings.items()},
+        change=_change(volumes.model_dump(), prior_findings) if prior_findings else None,
+    )
+    write_findings(findings, out_dir / "findings.json")
+    step("done", 1.0)
+    return findings
+
+
+def write_findings(findings: Findings, path: Path) -> Path:
+    tmp = path.with_name(f".{path.name}.partial")
+    tmp.write_text(findings.model_dump_json(indent=2) + "\n")
+    tmp.replace(path)
+    return path
+
+
+def _read_prior(prior: Path) -> Findings:
+    path = prior / "findings.json" if prior.is_dir() else prior
+    try:
+        return Findings.model_validate_json(path.read_text())
+    except FileNotFoundError as exc:
+        raise InputError("no findings.json of a prior analysis here", str(prior)) from exc
+    except ValueError as exc:
+        raise InputError(f"not a NeuroNav findings file ({str(exc).splitlines()[0]})", str(path)) from exc
+
+
+def _change(current: dict[str, Any], prior: Findings) -> Change:
+    """Volume change per region and a RANO-style volumetric category on the enhancing tumour."""
+    before = prior.segmentation.volumes.model_dump()
+    pct: dict[str, float | None] = {}
+    for key, now in current.items():
+        was = float(before[key])
+        pct[key] = None if was <= 0 else round(100.0 * (float(now) - was) / was, 1)
+    et_now, et_was = float(current["enhancing_ml"]), float(before["enhancing_ml"])
+    if et_was > 0 and et_now < 0.05:
+        category = "complete_response"
+    elif et_was <= 0:
+        category = "progression" if et_now >= 0.05 else "stable"
+    elif et_now >= 1.4 * et_was:
+        category = "progression"
+    elif et_now <= 0.35 * et_was:
+        category = "partial_response"
+    else:
+        category = "stable"
+    return Change(
+        prior_study=str(prior.study.study_instance_uid or ""),
+        prior_date=prior.study.study_date,
+        volume_change_percent=pct,
+        rano_category=category,  # type: ignore[arg-type]
+        rule="volumetric RANO on enhancing tumour: ≥ +40 % progression, ≤ −65 % partial response, "
+        "none left complete response (< 0.05 mL), else stable",
+    )
+
+
+def summary(findings: Findings) -> dict[str, Any]:
+    """A short, PHI-free dictionary for the CLI."""
+    s = findings.segmentation
+    return {
+        "tumour_detected": findings.detection.tumour_detected,
+        "probability": findings.detection.probability,
+        "classification": findings.classification.label,
+        "whole_tumour_ml": s.volumes.whole_tumour_ml,
+        "enhancing_ml": s.volumes.enhancing_ml,
+        "lesions": len(s.lesions),
+        "midline_shift_mm": findings.midline_shift.shift_mm,
+        "overall_confidence": findings.overall_confidence,
+        "seconds": findings.timings_s.get("total"),
+    }

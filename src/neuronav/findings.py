@@ -1,0 +1,147 @@
+"""The findings model: the one typed result of an analysis, the contract between the stages.
+
+Every output (JSON report, PDF, DICOM SEG/SR, FHIR, HL7, viewer) reads these numbers and nothing
+else, so they cannot disagree. Every AI-derived value carries ``produced_by``: the model or
+algorithm, its version and (for models) the sha256 of the file that computed it.
+Coordinates: ``*_ras_mm`` are scanner RAS millimetres of the reference series; ``*_mni_mm`` are
+MNI152 millimetres after the affine registration.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+SCHEMA_VERSION = "1.0"
+DISCLAIMER = (
+    "Research software, not for clinical use. AI-generated results are not a diagnosis and require "
+    "review by a qualified physician."
+)
+
+Vec3 = tuple[float, float, float]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ProducedBy(_Model):
+    name: str
+    version: str
+    kind: Literal["model", "algorithm"]
+    sha256: str | None = None  # of the model file, for kind == "model"
+
+
+class Location(_Model):
+    hemisphere: Literal["left", "right", "midline"]
+    lobe: str
+    region: str
+    atlas: str  # name and version of the atlas the region comes from
+
+
+class Lesion(_Model):
+    index: int  # 1-based, largest first
+    volume_ml: float
+    centroid_ras_mm: Vec3
+    centroid_mni_mm: Vec3
+    max_diameter_mm: float  # largest 3D extent
+    max_axial_diameter_mm: float  # longest in-plane diameter on the axial slice where it is largest
+    perpendicular_axial_diameter_mm: float  # longest diameter perpendicular to it on that slice
+    bidimensional_product_mm2: float
+    location: Location
+
+
+class Volumes(_Model):
+    necrotic_core_ml: float  # label 1
+    oedema_ml: float  # label 2
+    enhancing_ml: float  # label 3
+    whole_tumour_ml: float  # 1+2+3
+    tumour_core_ml: float  # 1+3
+
+
+class Segmentation(_Model):
+    volumes: Volumes
+    lesions: list[Lesion]
+    uncertainty: float = Field(ge=0.0, le=1.0)  # ensemble disagreement within the whole tumour
+    produced_by: list[ProducedBy]
+    label_file: str = "segmentation.nii.gz"
+    probability_file: str = "probability.nii.gz"
+
+
+class Detection(_Model):
+    tumour_detected: bool
+    probability: float = Field(ge=0.0, le=1.0)
+    threshold: float
+    produced_by: ProducedBy
+
+
+class Classification(_Model):
+    label: Literal["glioma", "meningioma", "metastasis"] | None  # None when no tumour was detected
+    probabilities: dict[str, float]
+    confidence: float = Field(ge=0.0, le=1.0)
+    produced_by: ProducedBy
+
+
+class MidlineShift(_Model):
+    shift_mm: float  # signed: positive = towards the patient's right
+    magnitude_mm: float
+    level: str  # where it was measured
+    produced_by: ProducedBy
+
+
+class Ventricles(_Model):
+    total_ml: float
+    left_ml: float
+    right_ml: float
+    asymmetry: float  # (left − right) / (left + right)
+    status: Literal["normal", "asymmetric", "compressed", "enlarged"]
+    produced_by: ProducedBy
+
+
+class Oedema(_Model):
+    present: bool
+    volume_ml: float
+
+
+class Haemorrhage(_Model):
+    suspected: bool
+    volume_ml: float
+    produced_by: ProducedBy
+
+
+class Change(_Model):
+    prior_study: str
+    prior_date: str
+    volume_change_percent: dict[str, float | None]  # per region; None when the prior value was 0
+    rano_category: Literal["progression", "stable", "partial_response", "complete_response"]
+    rule: str
+
+
+class Study(_Model):
+    study_instance_uid: str | None
+    study_date: str
+    sequences_used: list[str]
+    sequences_missing: list[str]
+    reference_sequence: str
+    reference_series_uid: str | None
+    input_kind: Literal["dicom", "nifti"]
+
+
+class Findings(_Model):
+    schema_version: str = SCHEMA_VERSION
+    created: datetime = Field(default_factory=lambda: datetime.now(UTC))
+    neuronav_version: str
+    study: Study
+    detection: Detection
+    classification: Classification
+    segmentation: Segmentation
+    midline_shift: MidlineShift
+    ventricles: Ventricles
+    oedema: Oedema
+    haemorrhage: Haemorrhage
+    overall_confidence: float = Field(ge=0.0, le=1.0)
+    timings_s: dict[str, float]
+    change: Change | None = None
+    disclaimer: str = DISCLAIMER
