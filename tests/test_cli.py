@@ -26,8 +26,14 @@ def run(*args: str | Path) -> subprocess.CompletedProcess[str]:
 @pytest.fixture(scope="module")
 def study_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("study")
-    study = {"StudyInstanceUID": new_uid(), "PatientID": "PID-777", "PatientName": PATIENT_NAME,
-             "PatientBirthDate": "19610203", "StudyDate": "20240105", "StudyDescription": "MRI BRAIN"}
+    study = {
+        "StudyInstanceUID": new_uid(),
+        "PatientID": "PID-777",
+        "PatientName": PATIENT_NAME,
+        "PatientBirthDate": "19610203",
+        "StudyDate": "20240105",
+        "StudyDescription": "MRI BRAIN",
+    }
     rng = np.random.default_rng(0)
     axial = np.diag([-0.9, -0.9, 5.0, 1.0])
     series = [
@@ -36,9 +42,12 @@ def study_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     ]
     for desc, extra, number in series:
         vol = Volume(rng.integers(0, 800, (40, 44, 10)).astype(np.int16), axial)
-        write_dicom_series(vol, root / desc, study=study,
-                           series={"SeriesInstanceUID": new_uid(), "SeriesNumber": number,
-                                   "SeriesDescription": desc, **extra})
+        write_dicom_series(
+            vol,
+            root / desc,
+            study=study,
+            series={"SeriesInstanceUID": new_uid(), "SeriesNumber": number, "SeriesDescription": desc, **extra},
+        )
     (root / "notes.txt").write_text("not dicom")
     return root
 
@@ -112,3 +121,18 @@ def test_partly_broken_input_still_succeeds(study_dir: Path, tmp_path: Path) -> 
     doc = json.loads(proc.stdout)
     assert doc["instances"] == 10
     assert any(p["source"].endswith("bad.dcm") for p in doc["problems"])
+
+
+def test_phantom_command_writes_study_and_truth(tmp_path: Path) -> None:
+    proc = run("phantom", "--out", tmp_path / "p", "--seed", "5", "--lesion", "meningioma", "--format", "nifti")
+    assert proc.returncode == 0, proc.stderr
+    truth = json.loads((tmp_path / "p" / "truth.json").read_text())
+    assert truth["lesion_type"] == "meningioma" and truth["seed"] == 5
+    assert sorted(p.name for p in (tmp_path / "p" / "nifti").glob("*.nii.gz")) == [
+        "FLAIR.nii.gz",
+        "T1.nii.gz",
+        "T1c.nii.gz",
+        "T2.nii.gz",
+    ]
+    bad = run("phantom", "--out", tmp_path / "q", "--lesion", "lymphoma")
+    assert bad.returncode != 0 and "lymphoma" in bad.stderr and "Traceback" not in bad.stderr
