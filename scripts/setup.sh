@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(dcm2niix dcmtk poppler-utils)
+APT_PACKAGES=(python3 python3-venv python3-pip dcm2niix dcmtk poppler-utils)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
@@ -27,8 +27,14 @@ PY=${PYTHON:-python3.11}
 command -v "$PY" >/dev/null 2>&1 || PY=python3
 stamp=.venv/.neuronav-setup
 want=$(cat pyproject.toml | sha256sum | cut -c1-16)
-if [ ! -x .venv/bin/python ]; then
+if ! "$PY" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' 2>/dev/null; then
+  echo "setup: NeuroNav needs Python 3.11 (found: $("$PY" --version 2>&1)); set PYTHON=/path/to/python3.11" >&2
+  exit 1
+fi
+if ! .venv/bin/python -m pip --version >/dev/null 2>&1; then
+  rm -rf .venv  # missing or half-made (e.g. created before python3-venv was installed)
   "$PY" -m venv .venv
+  rm -f "$stamp"
 fi
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   echo "setup: installing Python packages into .venv (first run takes a few minutes)"

@@ -11,6 +11,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from neuronav import __version__
 from neuronav.errors import NeuroNavError
@@ -70,10 +71,11 @@ def ingest(
     from neuronav.volume.dicom import check_series_geometry
 
     inv = _scan(paths)
-    rows = []
-    for study in inv.studies.values():
-        for s in sorted(study.series.values(), key=lambda s: s.metadata.series_number or 0):
-            rows.append((study, s, check_series_geometry(s)))
+    rows = [
+        (study, s, check_series_geometry(s))
+        for study in inv.studies.values()
+        for s in sorted(study.series.values(), key=lambda s: (s.metadata.series_number or 0, s.series_instance_uid))
+    ]
     if as_json:
         doc = {
             "files_seen": inv.files_seen,
@@ -85,7 +87,7 @@ def ingest(
                     "study_date": st.study_date,
                     "study_description": st.study_description,
                     "series": [
-                        dict(series_summary(s), volume_problem=check_series_geometry(s)) for s in st.series.values()
+                        dict(series_summary(s), volume_problem=problem) for study, s, problem in rows if study is st
                     ],
                 }
                 for st in inv.studies.values()
@@ -104,7 +106,7 @@ def ingest(
             m = s.metadata
             spacing = "×".join(f"{v:g}" for v in m.pixel_spacing) if m.pixel_spacing else "?"
             seq = s.sequence.sequence.value if s.sequence is not None else "?"
-            table.add_row(
+            cells = (
                 study.study_date,
                 str(m.series_number or ""),
                 m.series_description,
@@ -114,6 +116,7 @@ def ingest(
                 spacing,
                 problem or "ok",
             )
+            table.add_row(*(Text(c) for c in cells))  # DICOM text is data, never rich markup
         if rows:
             out.print(table)
         else:
@@ -128,13 +131,14 @@ def convert(
     paths: Annotated[list[Path], typer.Argument(help="files, folders (recursive) or zip archives")],
     out_dir: Annotated[Path, typer.Option("--out", help="output folder")],
     include_phi: Annotated[bool, typer.Option("--include-phi", help="write patient identity into sidecars")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="write into a non-empty output folder")] = False,
 ) -> None:
     """Write one NIfTI per series plus a JSON sidecar of its metadata (no PHI unless asked)."""
     from neuronav.convert import convert_inventory
 
     inv = _scan(paths)
     _report_problems(inv.problems)
-    written, problems = convert_inventory(inv, out_dir, include_phi=include_phi)
+    written, problems = convert_inventory(inv, out_dir, include_phi=include_phi, overwrite=overwrite)
     _report_problems(problems)
     for c in written:
         out.print(str(c.nifti), markup=False, highlight=False)
@@ -274,7 +278,7 @@ def models(
         for col in rows[0]:
             table.add_column(str(col))
         for row in rows:
-            table.add_row(*[str(v) for v in row.values()])
+            table.add_row(*(Text(str(v)) for v in row.values()))
     out.print(table)
 
 
@@ -344,7 +348,7 @@ def demo(
     out.print(f"[bold]NeuroNav {__version__}[/] — demo on a synthetic phantom study (not for clinical use)")
     study_dir = out_dir / "phantom"
     study = generate_study(study_dir, seed=seed, lesion="glioma", fmt="dicom")
-    out.print(f"phantom study written: {sum(s.n_files for s in study.series)} DICOM files in {study_dir}")
+    out.print(f"phantom study written: {sum(s.n_files for s in study.series)} DICOM files in {study_dir}", markup=False)
     ingest([study_dir / "dicom"], as_json=False)
     inputs = from_inventory(_scan([study_dir / "dicom"]))
     findings = run_analysis(inputs, out_dir / "analysis")
@@ -352,7 +356,8 @@ def demo(
     truth = study.truth
     out.print(
         f"ground truth: {truth['lesion_type']} lesion, whole tumour {truth['volumes_ml']['whole_tumour']:.1f} mL, "
-        f"midline shift {truth['midline_shift_mm']:.1f} mm (see {study_dir / 'truth.json'})"
+        f"midline shift {truth['midline_shift_mm']:.1f} mm (see {study_dir / 'truth.json'})",
+        markup=False,
     )
     out.print(f"findings, segmentation and heatmap: {out_dir / 'analysis'}", markup=False, highlight=False)
 
@@ -363,6 +368,15 @@ def main() -> None:
     except NeuroNavError as exc:
         err.print(f"error: {exc}", markup=False, highlight=False)
         sys.exit(2)
+    except OSError as exc:
+        where = f"{exc.filename}: " if exc.filename else ""
+        err.print(f"error: {where}{exc.strerror or exc}", markup=False, highlight=False)
+        sys.exit(2)
+    except Exception as exc:  # a bug: one line for the user, the type for the report
+        err.print(
+            f"error: unexpected failure ({type(exc).__name__}: {exc}); please report it", markup=False, highlight=False
+        )
+        sys.exit(3)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ import pydicom
 import pytest
 
 from neuronav.errors import InputError
-from neuronav.phantom import GEOMETRY_PROFILES, LESION_TYPES, PhantomStudy, generate_study
+from neuronav.phantom import GEOMETRY_PROFILES, PhantomStudy, generate_study
 from neuronav.phantom._anatomy import load_anatomy
 from neuronav.phantom._lesions import choose_shapes
 from tests.conftest import require_binary
@@ -365,10 +365,6 @@ def test_refuses_a_folder_with_other_files(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="not empty"):
         generate_study(tmp_path, seed=1, lesion="none")
     assert (tmp_path / "notes.txt").read_text() == "mine"
-
-
-def test_lesion_types_constant() -> None:
-    assert LESION_TYPES == ("glioma", "meningioma", "metastasis", "none")
 
 
 def test_progress_is_reported_in_order(tmp_path: Path) -> None:

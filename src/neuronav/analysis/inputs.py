@@ -72,14 +72,18 @@ def from_inventory(inv: Inventory) -> StudyInputs:
 
 def from_paths(paths: Sequence[str | Path]) -> StudyInputs:
     """DICOM files / folders / zips; NIfTI files are accepted when their names say the sequence."""
-    dicom, nifti = [], {}
+    dicom: list[str | Path] = []
+    nifti: dict[str, Path] = {}
     for p in paths:
         name = str(p)
         if name.lower().endswith((".nii", ".nii.gz")):
             verdict = sequence_from_filename(Path(name).name)
             if verdict.sequence == Seq.OTHER:
                 raise InputError("cannot tell the sequence from the file name; use --t1/--t1c/--t2/--flair", name)
-            nifti[verdict.sequence.value] = Path(name)
+            key = verdict.sequence.value
+            if key in nifti:
+                raise InputError(f"two {key} files given ({nifti[key].name} and {Path(name).name}); give one", name)
+            nifti[key] = Path(name)
         else:
             dicom.append(p)
     if nifti and dicom:

@@ -357,7 +357,9 @@ def _instance(
                 f"file truncated: pixel data declares {length} bytes, only {max(size - value_tell, 0)} present",
                 where,
             )
-        if length < expected:
+        # trailing padding shorter than one frame occurs in real files; a whole frame or more means
+        # Rows/Columns/NumberOfFrames do not describe the data
+        if length < expected or length - expected >= max(expected // frames, 2):
             raise DicomReadError(
                 f"pixel data holds {length} bytes but Rows×Columns×frames ({rows}×{columns}×{frames}, "
                 f"{bits} bits) needs {expected}",
@@ -366,12 +368,12 @@ def _instance(
         if on_disk and ts in NATIVE_LE and bits in (8, 16, 32) and spp == 1 and value_tell is not None:
             pixel_offset = int(value_tell)
 
-    ipp = _floats(view.get("ImagePositionPatient"), 3)
-    iop = _floats(view.get("ImageOrientationPatient"), 6)
+    ipp = float_tuple(view.get("ImagePositionPatient"), 3)
+    iop = float_tuple(view.get("ImageOrientationPatient"), 6)
     if iop is None:
-        iop = _floats(view.functional("PlaneOrientationSequence", "ImageOrientationPatient"), 6)
-    slope = _float_or(_first(view.get("RescaleSlope")), 1.0)
-    intercept = _float_or(_first(view.get("RescaleIntercept")), 0.0)
+        iop = float_tuple(view.functional("PlaneOrientationSequence", "ImageOrientationPatient"), 6)
+    slope = float_or(_first(view.get("RescaleSlope")), 1.0)
+    intercept = float_or(_first(view.get("RescaleIntercept")), 0.0)
     return Instance(
         source=source,
         sop_instance_uid=uids["SOPInstanceUID"],
@@ -395,7 +397,7 @@ def _instance(
     )
 
 
-def _floats(value: Any, n: int) -> tuple[float, ...] | None:
+def float_tuple(value: Any, n: int) -> tuple[float, ...] | None:
     if value is None:
         return None
     try:
@@ -407,7 +409,7 @@ def _floats(value: Any, n: int) -> tuple[float, ...] | None:
     return out
 
 
-def _float_or(value: Any, default: float) -> float:
+def float_or(value: Any, default: float) -> float:
     try:
         out = float(value)
     except (TypeError, ValueError):
@@ -461,7 +463,7 @@ def series_metadata(ds: Dataset) -> SeriesMetadata:
             value = _functional(ds, sequence, keyword)
         return _float_opt(_first(value))
 
-    spacing = _floats(ds.get("PixelSpacing") or _functional(ds, "PixelMeasuresSequence", "PixelSpacing"), 2)
+    spacing = float_tuple(ds.get("PixelSpacing") or _functional(ds, "PixelMeasuresSequence", "PixelSpacing"), 2)
     echo = num("EchoTime")
     if echo is None:
         echo = _float_opt(_functional(ds, "MREchoSequence", "EffectiveEchoTime"))

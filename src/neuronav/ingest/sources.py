@@ -24,6 +24,14 @@ ZIP_MAGIC = b"PK\x03\x04"
 SKIP_NAMES = {".DS_Store", "Thumbs.db", "desktop.ini"}
 
 
+def _is_regular(path: str) -> bool:
+    """A regular file (opening a FIFO or a device would block or read forever)."""
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:
+        return False
+
+
 def is_zip(path: str) -> bool:
     try:
         with open(path, "rb") as fh:
@@ -40,7 +48,7 @@ def iter_sources(
         path = os.fspath(raw)
         if os.path.isdir(path):
             yield from _walk(path, problems, limits)
-        elif os.path.isfile(path):
+        elif _is_regular(path):
             yield from _file_or_zip(path, problems, limits)
         elif os.path.lexists(path):
             problems.append(Problem(path, "not a regular file or folder"))
@@ -63,6 +71,9 @@ def _walk(root: str, problems: list[Problem], limits: Limits) -> Iterator[Source
             full = os.path.join(dirpath, name)
             if os.path.islink(full):
                 problems.append(Problem(full, "symbolic link skipped", "warning"))
+                continue
+            if not _is_regular(full):
+                problems.append(Problem(full, "not a regular file (device, pipe or socket); skipped"))
                 continue
             yield from _file_or_zip(full, problems, limits)
 

@@ -237,7 +237,11 @@ def generate_study(
     _report(progress, "loading anatomy", 0.0)
     subject = simulate_subject(seed, lesion, haemorrhage, progress)
     anatomy, shapes, sources, tissue, rasters = (
-        subject.anatomy, subject.shapes, subject.sources, subject.tissue, subject.rasters
+        subject.anatomy,
+        subject.shapes,
+        subject.sources,
+        subject.tissue,
+        subject.rasters,
     )
     world_labels, ids, r_geom, r_noise, r_meta = subject.labels, subject.ids, *subject.streams[1:]
     has_haem = subject.has_haemorrhage

@@ -21,6 +21,7 @@ from pydicom.dataset import Dataset
 from neuronav.errors import DicomReadError, GeometryError
 from neuronav.ingest.limits import DEFAULT_LIMITS, Limits
 from neuronav.ingest.model import Instance, Series
+from neuronav.ingest.reader import float_or, float_tuple
 from neuronav.ingest.sources import SourceReader
 from neuronav.volume.core import Volume, lps_to_ras
 
@@ -230,22 +231,32 @@ def _multiframe_volume(series: Series, reader: SourceReader, where: str) -> Volu
                 return seq[0]  # type: ignore[no-any-return]
         return None
 
-    orientations, positions, slopes, intercepts = [], [], [], []
-    pixel_spacing = None
-    for frame in per_frame:
+    orientations: list[tuple[float, ...]] = []
+    positions: list[tuple[float, ...]] = []
+    slopes, intercepts = [], []
+    pixel_spacing: tuple[float, ...] | None = None
+    for n, frame in enumerate(per_frame, start=1):
         po, pp, pm = (
             group(frame, "PlaneOrientationSequence"),
             group(frame, "PlanePositionSequence"),
             group(frame, "PixelMeasuresSequence"),
         )
-        if po is None or pp is None or pm is None:
-            raise GeometryError("a frame lacks plane orientation, position or pixel measures", where)
-        orientations.append(tuple(float(v) for v in po.ImageOrientationPatient))
-        positions.append([float(v) for v in pp.ImagePositionPatient])
-        pixel_spacing = [float(v) for v in pm.PixelSpacing]
+        iop = float_tuple(po.get("ImageOrientationPatient") if po else None, 6)
+        ipp = float_tuple(pp.get("ImagePositionPatient") if pp else None, 3)
+        spacing_n = float_tuple(pm.get("PixelSpacing") if pm else None, 2)
+        if iop is None or ipp is None or spacing_n is None or min(spacing_n) <= 0:
+            raise GeometryError(
+                f"frame {n} lacks a valid ImageOrientationPatient, ImagePositionPatient or PixelSpacing", where
+            )
+        if pixel_spacing is not None and np.max(np.abs(np.subtract(spacing_n, pixel_spacing))) > 1e-4:
+            raise GeometryError("frames with different PixelSpacing in one multi-frame object", where)
+        orientations.append(iop)
+        positions.append(ipp)
+        pixel_spacing = spacing_n
         pvt = group(frame, "PixelValueTransformationSequence")
-        slopes.append(float(pvt.get("RescaleSlope", 1.0)) if pvt else 1.0)
-        intercepts.append(float(pvt.get("RescaleIntercept", 0.0)) if pvt else 0.0)
+        slope = float_or(pvt.get("RescaleSlope") if pvt else None, 1.0)
+        slopes.append(slope if slope != 0 else 1.0)
+        intercepts.append(float_or(pvt.get("RescaleIntercept") if pvt else None, 0.0))
     ref = np.asarray(orientations[0])
     if any(np.max(np.abs(np.asarray(o) - ref)) > ORIENTATION_TOLERANCE for o in orientations):
         raise GeometryError("mixed orientations within one multi-frame object", where)
@@ -257,12 +268,12 @@ def _multiframe_volume(series: Series, reader: SourceReader, where: str) -> Volu
         pixels = pixels[None]
     if pixels.shape != (inst.number_of_frames, inst.rows, inst.columns):
         raise DicomReadError(f"decoded pixels have shape {pixels.shape}", str(inst.source))
-    slope = np.asarray(slopes, dtype=np.float32)[order]
-    intercept = np.asarray(intercepts, dtype=np.float32)[order]
+    slope_k = np.asarray(slopes, dtype=np.float32)[order]
+    intercept_k = np.asarray(intercepts, dtype=np.float32)[order]
     frames = pixels[order]
     data: npt.NDArray[np.generic] = frames
-    if np.any(slope != 1) or np.any(intercept != 0):
-        data = frames.astype(np.float32) * slope[:, None, None] + intercept[:, None, None]
+    if np.any(slope_k != 1) or np.any(intercept_k != 0):
+        data = frames.astype(np.float32) * slope_k[:, None, None] + intercept_k[:, None, None]
     if pixel_spacing is None:
         raise GeometryError("PixelSpacing missing", where)
     affine = _affine(orientations[0], pixel_spacing, positions[int(order[0])], normal, spacing)
