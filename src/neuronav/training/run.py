@@ -142,16 +142,29 @@ def _head_data(cache: Path, workers: int, log: Log) -> tuple[np.ndarray, np.ndar
     return np.asarray(det_x), np.asarray(det_y), np.asarray(cls_x), np.asarray(cls_y)
 
 
-def _cv_accuracy(x: np.ndarray, y: np.ndarray, k: int, folds: int = 5) -> float:
+def _cross_validated(x: np.ndarray, y: np.ndarray, k: int, folds: int = 5) -> dict[str, float]:
+    """Accuracy, Brier score and expected calibration error of out-of-fold probabilities."""
     from neuronav.training.linear import fit
 
     idx = np.arange(len(y))
-    correct = 0
+    proba = np.zeros((len(y), k))
     for f in range(folds):
         test = idx % folds == f
-        m = fit(x[~test], y[~test], k)
-        correct += int((m.predict_proba(x[test]).argmax(axis=1) == y[test]).sum())
-    return correct / len(y)
+        proba[test] = fit(x[~test], y[~test], k).predict_proba(x[test])
+    onehot = np.eye(k)[y]
+    confidence, predicted = proba.max(axis=1), proba.argmax(axis=1)
+    ece = 0.0
+    for lo in np.linspace(0.0, 1.0, 10, endpoint=False):
+        in_bin = (confidence > lo) & (confidence <= lo + 0.1)
+        if in_bin.any():
+            ece += in_bin.mean() * abs(
+                float((predicted[in_bin] == y[in_bin]).mean()) - float(confidence[in_bin].mean())
+            )
+    return {
+        "cross_validated_accuracy_5fold": round(float((predicted == y).mean()), 4),
+        "cross_validated_brier": round(float(((proba - onehot) ** 2).sum(axis=1).mean()), 4),
+        "cross_validated_ece_10bins": round(float(ece), 4),
+    }
 
 
 def train_heads(cache: Path, models_dir: Path, *, workers: int = 2, log: Log = print) -> list[Path]:
@@ -165,9 +178,9 @@ def train_heads(cache: Path, models_dir: Path, *, workers: int = 2, log: Log = p
     ):
         k = len(names)
         model = fit(x, y, k)
-        acc = _cv_accuracy(x, y, k)
+        cv = _cross_validated(x, y, k)
         onnx_file = export_onnx(model, cache / "runs" / f"{task}.onnx")
-        log(f"{task}: 5-fold cross-validated accuracy {acc:.3f} on {len(y)} cases")
+        log(f"{task}: {cv} on {len(y)} cases")
         card = {
             "name": f"tumour-{task}",
             "version": recipes.HEADS_VERSION,
@@ -200,7 +213,7 @@ def train_heads(cache: Path, models_dir: Path, *, workers: int = 2, log: Log = p
                 "n_cases": len(y),
                 "reproduce": "neuronav train heads",
             },
-            "metrics": {"cross_validated_accuracy_5fold": round(acc, 4)},
+            "metrics": cv,
             "intended_use": f"Research: tumour {task} from NeuroNav's segmentation features.",
             "limitations": "Trained on synthetic phantoms only; probabilities calibrated on phantoms, not patients.",
             "clinical_use": CLINICAL,

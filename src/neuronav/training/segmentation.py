@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -206,15 +207,19 @@ def export_onnx(model: Any, path: Path) -> Path:
     model.eval()
     dummy = torch.zeros((1, INPUT_CHANNELS, *WORKING_GRID.shape))
     tmp = path.with_name(path.name + ".partial")
-    torch.onnx.export(
-        _WithSoftmax(model),
-        (dummy,),
-        str(tmp),
-        input_names=["image"],
-        output_names=["probabilities"],
-        opset_version=17,
-        dynamo=False,
-    )
+    with warnings.catch_warnings():
+        # the exporter's notes on instance norm (always per-input statistics here) and on its legacy path
+        warnings.simplefilter("ignore", UserWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(
+            _WithSoftmax(model),
+            (dummy,),
+            str(tmp),
+            input_names=["image"],
+            output_names=["probabilities"],
+            opset_version=17,
+            dynamo=False,
+        )
     tmp.replace(path)
     return path
 
