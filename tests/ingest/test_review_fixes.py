@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from neuronav.convert import convert_inventory
@@ -96,3 +97,19 @@ def test_two_nifti_files_for_one_sequence_are_refused(tmp_path: Path) -> None:
 
     with pytest.raises(InputError, match="two T1c files"):
         from_paths([tmp_path / "a_t1ce.nii.gz", tmp_path / "b_t1ce.nii.gz"])
+
+
+def test_signed_12_bit_pixels_are_sign_extended_like_pydicom(tmp_path: Path) -> None:
+    vol = make_volume(high=2000)
+    data = vol.data.astype(np.int16) - 1000  # negative values
+    files, _ = write_series(tmp_path / "s", type(vol)(data, vol.affine))
+
+    def to_12_bit(ds: object) -> None:
+        arr = ds.pixel_array.astype(np.int16)  # type: ignore[attr-defined]
+        ds.BitsStored, ds.HighBit = 12, 11  # type: ignore[attr-defined]
+        ds.PixelData = (arr.view(np.uint16) & 0x0FFF).tobytes()  # two's complement in 12 bits  # type: ignore[attr-defined]
+
+    for f in files:
+        edit(f, to_12_bit)
+    built = volume_from_series(scan([tmp_path]).all_series[0])
+    np.testing.assert_array_equal(built.data, data)

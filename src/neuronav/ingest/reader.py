@@ -365,7 +365,17 @@ def _instance(
                 f"{bits} bits) needs {expected}",
                 where,
             )
-        if on_disk and ts in NATIVE_LE and bits in (8, 16, 32) and spp == 1 and value_tell is not None:
+        signed = (_int(view, "PixelRepresentation", 0) or 0) == 1
+        stored = _int(view, "BitsStored", bits) or bits
+        # signed values stored in fewer bits than allocated need sign extension: pydicom's decoder does it
+        if (
+            on_disk
+            and ts in NATIVE_LE
+            and bits in (8, 16, 32)
+            and spp == 1
+            and value_tell is not None
+            and not (signed and stored < bits)
+        ):
             pixel_offset = int(value_tell)
 
     ipp = float_tuple(view.get("ImagePositionPatient"), 3)
