@@ -273,12 +273,13 @@ def models(
     from neuronav.analysis.registry import model_rows
 
     rows = model_rows(verify=verify)
+    if not rows:
+        raise _fail("no models installed (the shipped ones live in models/; see models/README.md)")
     table = Table(title=f"{len(rows)} models (not for clinical use)")
-    if rows:
-        for col in rows[0]:
-            table.add_column(str(col))
-        for row in rows:
-            table.add_row(*(Text(str(v)) for v in row.values()))
+    for col in rows[0]:
+        table.add_column(str(col))
+    for row in rows:
+        table.add_row(*(Text(str(v)) for v in row.values()))
     out.print(table)
 
 

@@ -186,3 +186,17 @@ def test_a_member_that_uses_none_of_the_given_sequences_is_refused(models_dir: P
     assert segment(channels(FLAIR=1.0), [m]).probabilities.shape == (4, *SHAPE)
     with pytest.raises(ModelError, match="none of the sequences"):
         segment(channels(T1=1.0), [m])
+
+
+def test_confine_to_head_clears_tumour_outside_the_widened_brain_mask() -> None:
+    from neuronav.analysis.inference import confine_to_head
+
+    mask = np.zeros((20, 20, 20), bool)
+    mask[5:15, 5:15, 5:15] = True
+    prob = np.zeros((4, 20, 20, 20), np.float32)
+    prob[2] = 1.0  # "oedema" everywhere
+    confined, labels, tumour = confine_to_head(prob, mask)
+    assert labels[10, 10, 10] == 2 and labels[3, 10, 10] == 2  # inside, and within 6 mm of the mask
+    assert labels[0, 0, 0] == 0 and tumour[0, 0, 0] == 0.0
+    np.testing.assert_allclose(confined.sum(axis=0), 1.0)
+    assert prob[2, 0, 0, 0] == 1.0  # the input is left alone

@@ -141,3 +141,19 @@ def segment(channels: Mapping[str, npt.NDArray[np.floating]], models: Sequence[L
         label_names={int(k): v for k, v in labels.items()},
         sequences_used=[s for s in SEQUENCES if s in channels],
     )
+
+
+def confine_to_head(
+    probabilities: npt.NDArray[np.float32], brain_mask: npt.NDArray[np.bool_]
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.uint8], npt.NDArray[np.float32]]:
+    """Tumour lies inside the skull: beyond the brain mask widened by 6 mm (3 voxels; room for
+    extra-axial, dural-based lesions) everything is background. Returns (probabilities, labels,
+    tumour probability) on the working grid; used identically at training and inference time."""
+    from scipy import ndimage as ndi
+
+    allowed = ndi.binary_dilation(brain_mask, iterations=3)
+    prob = np.array(probabilities, dtype=np.float32, copy=True)
+    prob[1:, ~allowed] = 0.0
+    prob[0, ~allowed] = 1.0
+    labels = np.asarray(np.argmax(prob, axis=0), dtype=np.uint8)
+    return prob, labels, np.asarray(1.0 - prob[0], dtype=np.float32)

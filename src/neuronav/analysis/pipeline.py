@@ -43,7 +43,7 @@ def analyze(
     """Analyse one study; write findings.json, segmentation.nii.gz and probability.nii.gz into out_dir."""
     from neuronav.analysis import measure
     from neuronav.analysis.features import classification_features, detection_features
-    from neuronav.analysis.inference import segment
+    from neuronav.analysis.inference import confine_to_head, segment
     from neuronav.analysis.preprocess import preprocess
     from neuronav.analysis.registry import resolve
 
@@ -66,10 +66,12 @@ def analyze(
     seg = segment(pre.channels, seg_models)
     timings["segmentation"] = time.perf_counter() - t0
 
+    grid_prob, grid_labels, tumour_probability = confine_to_head(seg.probabilities, pre.brain_mask)
+
     step("labels on the reference grid", 0.65)
     t0 = time.perf_counter()
     ref = pre.reference_volume
-    ref_prob = np.stack([np.asarray(pre.to_reference(p, order=1), np.float32) for p in seg.probabilities])
+    ref_prob = np.stack([np.asarray(pre.to_reference(p, order=1), np.float32) for p in grid_prob])
     ref_labels = np.asarray(np.argmax(ref_prob, axis=0), dtype=np.uint8)
     heatmap = np.asarray(1.0 - ref_prob[0], dtype=np.float32)
     del ref_prob
@@ -82,8 +84,8 @@ def analyze(
     volumes = measure.tumour_volumes(ref_labels, ref.affine)
     lesions = measure.lesions(ref_labels, ref.affine, pre.world_to_mni)
     shift = measure.midline_shift(pre)
-    vents = measure.ventricles(pre, seg.labels)
-    haem = measure.haemorrhage(pre, seg.labels)
+    vents = measure.ventricles(pre, grid_labels)
+    haem = measure.haemorrhage(pre, grid_labels)
     oedema = measure.oedema(volumes)
     timings["measurements"] = time.perf_counter() - t0
 
@@ -91,10 +93,10 @@ def analyze(
     t0 = time.perf_counter()
     (detector,) = resolve(None, "detection")
     (classifier,) = resolve(None, "classification")
-    det_x = detection_features(seg.tumour_probability, pre.brain_mask)[None]
+    det_x = detection_features(tumour_probability, pre.brain_mask)[None]
     p_tumour = float(detector.run({"features": det_x})["probabilities"][0, 1])
     detected = p_tumour >= DETECTION_THRESHOLD
-    cls_x = classification_features(seg.labels, pre.brain_mask, pre.channels.get("T1c"))[None]
+    cls_x = classification_features(grid_labels, pre.brain_mask, pre.channels.get("T1c"))[None]
     cls_p = classifier.run({"features": cls_x})["probabilities"][0]
     probabilities = {name: round(float(p), 4) for name, p in zip(CLASS_NAMES, cls_p, strict=True)}
     best = int(np.argmax(cls_p))

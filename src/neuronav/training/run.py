@@ -122,7 +122,7 @@ def train_segmentation_member(
 
 def _head_data(cache: Path, workers: int, log: Log) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     from neuronav.analysis.features import classification_features, detection_features
-    from neuronav.analysis.inference import segment
+    from neuronav.analysis.inference import confine_to_head, segment
     from neuronav.analysis.registry import resolve
 
     files = build_cache(cache, recipes.HEAD_SEEDS, workers=workers, progress=_progress(log, "head cases"))
@@ -132,10 +132,11 @@ def _head_data(cache: Path, workers: int, log: Log) -> tuple[np.ndarray, np.ndar
         case = load_case(path)
         channels = {s: case.images[i].astype(np.float32) for i, s in enumerate(SEQUENCES)}
         seg = segment(channels, models)
-        det_x.append(detection_features(seg.tumour_probability, case.brain_mask))
+        _, labels, tumour_probability = confine_to_head(seg.probabilities, case.brain_mask)
+        det_x.append(detection_features(tumour_probability, case.brain_mask))
         det_y.append(int(case.lesion != "none"))
         if case.lesion != "none":
-            cls_x.append(classification_features(seg.labels, case.brain_mask, channels["T1c"]))
+            cls_x.append(classification_features(labels, case.brain_mask, channels["T1c"]))
             cls_y.append(("glioma", "meningioma", "metastasis").index(case.lesion))
         if (n + 1) % 20 == 0:
             log(f"heads: segmented {n + 1}/{len(files)} cases")
