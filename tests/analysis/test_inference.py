@@ -124,7 +124,7 @@ def test_working_grid_model(models_dir: Path) -> None:
     out = segment({"FLAIR": flair}, [m])
     assert out.labels.shape == WORKING_GRID.shape
     assert int((out.labels == 3).sum()) == 1000
-    with pytest.raises(ModelError, match="shape"):
+    with pytest.raises(ModelError, match="larger than the grid"):
         segment({"FLAIR": np.zeros((96, 112, 95), np.float32)}, [m])
 
 
@@ -200,3 +200,29 @@ def test_confine_to_head_clears_tumour_outside_the_widened_brain_mask() -> None:
     assert labels[0, 0, 0] == 0 and tumour[0, 0, 0] == 0.0
     np.testing.assert_allclose(confined.sum(axis=0), 1.0)
     assert prob[2, 0, 0, 0] == 1.0  # the input is left alone
+
+
+def test_windowed_model_tiles_the_grid_and_matches_a_whole_grid_model(models_dir: Path) -> None:
+    from neuronav.analysis.grid import WORKING_GRID
+
+    whole = member(models_dir, "whole", weight=np.eye(4), shape=(1, 4, *WORKING_GRID.shape))
+    windowed = member(models_dir, "windowed", weight=np.eye(4), shape=(1, 4, 64, 64, 64))
+    rng = np.random.default_rng(0)
+    flair = rng.normal(size=WORKING_GRID.shape).astype(np.float32)
+    a = segment({"FLAIR": flair}, [whole])
+    b = segment({"FLAIR": flair}, [windowed])  # a voxelwise model: windows must not change anything
+    np.testing.assert_allclose(a.probabilities, b.probabilities, atol=1e-5)
+
+
+def test_sliding_window_covers_every_voxel_once_averaged() -> None:
+    from neuronav.analysis.inference import sliding_window
+
+    calls: list[tuple[int, ...]] = []
+
+    def predict(x: np.ndarray) -> np.ndarray:
+        calls.append(x.shape)
+        return np.ones((1, 2, *x.shape[2:]), np.float32)
+
+    out = sliding_window(predict, np.zeros((1, 1, 96, 112, 96), np.float32), (64, 64, 64), 2)
+    assert len(calls) == 2 * 3 * 2 and all(c == (1, 1, 64, 64, 64) for c in calls)
+    np.testing.assert_allclose(out, 1.0)

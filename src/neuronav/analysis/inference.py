@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -68,16 +68,56 @@ def _input_tensor(channels: Mapping[str, npt.NDArray[np.floating]], order: Seque
     return x
 
 
+def _starts(size: int, patch: int) -> list[int]:
+    step = max(patch // 2, 1)
+    starts = list(range(0, size - patch + 1, step))
+    if starts[-1] != size - patch:
+        starts.append(size - patch)
+    return starts
+
+
+def sliding_window(
+    predict: Callable[[F32Array], F32Array], x: F32Array, patch: Sequence[int], n_labels: int
+) -> F32Array:
+    """Average ``predict`` over windows of ``patch`` (half-overlapping) that tile ``x`` (1, C, X, Y, Z).
+
+    The networks are trained on crops; instance normalisation makes their output depend on the
+    size of the field they see, so inference looks through windows of the training size (as nnU-Net
+    does) instead of the whole grid at once. Returns (n_labels, X, Y, Z) probabilities.
+    """
+    spatial = x.shape[2:]
+    if tuple(patch) == tuple(spatial):
+        return np.asarray(predict(x)[0], dtype=np.float32)
+    if any(p > s for p, s in zip(patch, spatial, strict=True)):
+        raise ModelError(f"the model's input window {tuple(patch)} is larger than the grid {tuple(spatial)}")
+    total = np.zeros((n_labels, *spatial), dtype=np.float32)
+    count = np.zeros(spatial, dtype=np.float32)
+    for i in _starts(spatial[0], patch[0]):
+        for j in _starts(spatial[1], patch[1]):
+            for k in _starts(spatial[2], patch[2]):
+                window = (slice(i, i + patch[0]), slice(j, j + patch[1]), slice(k, k + patch[2]))
+                total[(slice(None), *window)] += predict(np.ascontiguousarray(x[(slice(None), slice(None), *window)]))[
+                    0
+                ]
+                count[window] += 1.0
+    return np.asarray(total / count, dtype=np.float32)
+
+
 def _member_probabilities(model: LoadedModel, channels: Mapping[str, npt.NDArray[np.floating]]) -> F32Array:
     card = model.card
     x = _input_tensor(channels, card.channels)
-    outputs = model.run({card.inputs[0].name: x})
-    name = "probabilities" if "probabilities" in outputs else card.outputs[0].name
-    p = np.asarray(outputs[name], dtype=np.float32)
-    expected = (1, len(card.labels), *x.shape[2:])
-    if p.shape != expected:
-        raise ModelError(f"{card.spec}: output {name!r} has shape {p.shape}, expected {expected}")
-    p = p[0]
+    name = "probabilities" if any(o.name == "probabilities" for o in card.outputs) else card.outputs[0].name
+    declared = card.inputs[0].shape[2:]
+    patch = [int(d) if isinstance(d, int) else int(s) for d, s in zip(declared, x.shape[2:], strict=True)]
+
+    def predict(window: F32Array) -> F32Array:
+        p = np.asarray(model.run({card.inputs[0].name: window})[name], dtype=np.float32)
+        expected = (1, len(card.labels), *window.shape[2:])
+        if p.shape != expected:
+            raise ModelError(f"{card.spec}: output {name!r} has shape {p.shape}, expected {expected}")
+        return p
+
+    p = sliding_window(predict, x, patch, len(card.labels))
     sums = p.sum(axis=0, dtype=np.float64)
     if float(p.min()) < -_SUM_TOLERANCE or float(np.max(np.abs(sums - 1.0))) > _SUM_TOLERANCE:
         raise ModelError(f"{card.spec}: output {name!r} is not a probability distribution over the labels (softmax)")

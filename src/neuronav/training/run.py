@@ -12,7 +12,6 @@ from typing import Any
 import numpy as np
 
 from neuronav.analysis.features import CLASSIFICATION_FEATURES, DETECTION_FEATURES
-from neuronav.analysis.grid import WORKING_GRID
 from neuronav.errors import InputError
 from neuronav.training import recipes
 from neuronav.training.data import SEQUENCES, build_cache, load_case
@@ -70,7 +69,7 @@ def train_segmentation_member(
     )
     n_train = len(recipes.TRAIN_SEEDS)
     record = train(cfg, files[:n_train], files[n_train:], cache / "runs", log=log)
-    shape = [1, len(SEQUENCES), *WORKING_GRID.shape]
+    shape = [1, len(SEQUENCES), cfg.window, cfg.window, cfg.window]
     card = {
         "name": member,
         "version": recipes.SEGMENTATION_VERSION,
@@ -84,13 +83,14 @@ def train_segmentation_member(
                 "name": "image",
                 "shape": shape,
                 "dtype": "float32",
-                "description": "channels T1, T1c, T2, FLAIR (missing sequences as zeros)",
+                "description": f"a {cfg.window}³ window of the working grid, channels T1, T1c, T2, FLAIR (missing "
+                "sequences as zeros); inference averages half-overlapping windows over the grid",
             }
         ],
         "outputs": [
             {
                 "name": "probabilities",
-                "shape": [1, 4, *WORKING_GRID.shape],
+                "shape": [1, 4, cfg.window, cfg.window, cfg.window],
                 "dtype": "float32",
                 "description": "softmax over the BraTS labels",
             }

@@ -33,6 +33,7 @@ class TrainConfig:
     seed: int
     steps: int = 1800
     crop: int = 48
+    window: int = 64  # inference window (sliding, half-overlapping) of the exported network
     base: int = 16
     batch: int = 2
     lr: float = 2e-3
@@ -158,11 +159,11 @@ def train(
             )
             tmp.replace(ckpt_path)
         if done % cfg.validate_every == 0 and done != cfg.steps:
-            log(f"{cfg.name}: validation at step {done}: {validate(model, val_files)}")
+            log(f"{cfg.name}: validation at step {done}: {validate(model, val_files, cfg.window)}")
             model.train()
-    metrics = validate(model, val_files)
+    metrics = validate(model, val_files, cfg.window)
     log(f"{cfg.name}: final validation {metrics}")
-    onnx_path = export_onnx(model, out_dir / f"{cfg.name}.onnx")
+    onnx_path = export_onnx(model, out_dir / f"{cfg.name}.onnx", cfg.window)
     return {
         "config": cfg.__dict__,
         "validation": metrics,
@@ -173,28 +174,33 @@ def train(
     }
 
 
-def validate(model: Any, files: list[Path]) -> dict[str, float]:
-    """Mean Dice on whole working-grid volumes of held-out cases (tumour cases only for the regions)."""
+def validate(model: Any, files: list[Path], window: int = 64) -> dict[str, float]:
+    """Mean Dice on held-out cases (tumour cases only), predicted exactly as inference does:
+    half-overlapping windows of the exported size, confined to the head."""
     import torch
+
+    from neuronav.analysis.inference import confine_to_head, sliding_window
 
     model.eval()
     scores: list[dict[str, float]] = []
-    with torch.no_grad():
-        for p in files:
-            case = load_case(p)
-            if not (case.labels > 0).any():
-                continue
-            logits = model(torch.from_numpy(case.images.astype(np.float32))[None])
-            pred = logits.argmax(dim=1)[0].numpy()
-            scores.append(dice_scores(pred, case.labels))
+
+    def predict(x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        with torch.no_grad():
+            return np.asarray(torch.softmax(model(torch.from_numpy(x)), dim=1).numpy(), dtype=np.float32)
+
+    for p in files:
+        case = load_case(p)
+        if not (case.labels > 0).any():
+            continue
+        probs = sliding_window(predict, case.images.astype(np.float32)[None], (window,) * 3, N_CLASSES)
+        _, pred, _ = confine_to_head(probs, case.brain_mask)
+        scores.append(dice_scores(pred, case.labels))
     return {k: round(float(np.mean([s[k] for s in scores])), 4) for k in ("whole_tumour", "tumour_core", "enhancing")}
 
 
-def export_onnx(model: Any, path: Path) -> Path:
-    """Export with softmax included: input 'image' (1, 4, 96, 112, 96) → output 'probabilities'."""
+def export_onnx(model: Any, path: Path, window: int = 64) -> Path:
+    """Export with softmax included: input 'image' (1, 4, window³) → output 'probabilities'."""
     import torch
-
-    from neuronav.analysis.grid import WORKING_GRID
 
     class _WithSoftmax(torch.nn.Module):
         def __init__(self, net: Any) -> None:
@@ -205,7 +211,7 @@ def export_onnx(model: Any, path: Path) -> Path:
             return torch.softmax(self.net(x), dim=1)
 
     model.eval()
-    dummy = torch.zeros((1, INPUT_CHANNELS, *WORKING_GRID.shape))
+    dummy = torch.zeros((1, INPUT_CHANNELS, window, window, window))
     tmp = path.with_name(path.name + ".partial")
     with warnings.catch_warnings():
         # the exporter's notes on instance norm (always per-input statistics here) and on its legacy path
