@@ -134,12 +134,12 @@ def run_normal_brains(work: Path, *, model: str | None = None) -> list[dict[str,
     anat = Path(os.path.dirname(nib.__file__)) / "tests" / "data" / "anatomical.nii"
     if anat.exists():
         cases.append(("nibabel tests/data/anatomical.nii", load_nifti(anat)))
-    out = []
+    out: list[dict[str, Any]] = []
     for n, (name, vol) in enumerate(cases):
         try:
             f = analyze(StudyInputs(volumes={"T1c": vol}, kind="nifti"), work / f"normal-{n}", model=model)
         except InputError as exc:
-            out.append({"name": name, "refused": exc.problem, "detected": False})
+            out.append({"name": name, "refused": exc.problem, "detected": None})
             continue
         out.append(
             {
@@ -166,9 +166,12 @@ def summarise(results: list[CaseResult], normals: list[dict[str, Any]]) -> dict[
     out["sensitivity_lesions_ge_1ml"] = (
         round(sum(r.detected for r in detectable) / len(detectable), 4) if detectable else None
     )
-    neg_total = len(negatives) + len(normals)
-    neg_correct = sum(not r.detected for r in negatives) + sum(not n["detected"] for n in normals)
+    analysed = [n for n in normals if n["detected"] is not None]
+    neg_total = len(negatives) + len(analysed)
+    neg_correct = sum(not r.detected for r in negatives) + sum(not n["detected"] for n in analysed)
+    # a refused study (e.g. partial brain coverage) is neither a true nor a false negative: listed apart
     out["specificity_incl_real_normals"] = round(neg_correct / neg_total, 4) if neg_total else None
+    out["normal_brains_refused"] = [n["name"] for n in normals if n["detected"] is None]
     ve = [r.volume_error for r in tumour if r.volume_error is not None]
     out["volume_error_median"] = round(float(np.median(ve)), 4) if ve else None
     ce = [r.centroid_error_mm for r in tumour if r.centroid_error_mm is not None]

@@ -54,6 +54,9 @@ _MIN_FOV_MM = 60.0  # along at least two axes
 _MIN_FOV_ANY_MM = 30.0
 _MIN_INTERIOR_MI = 0.08  # |Mattes MI| in the template brain interior; non-head objects stay below 0.03
 _BACKGROUND_FRACTION = 0.10
+# a study must image most of the brain: on a partial field of view the networks see cut edges they
+# were never trained on, and a tumour outside it would be missed
+MIN_BRAIN_COVERAGE = 0.6
 
 
 @dataclass(eq=False)
@@ -312,6 +315,13 @@ def preprocess(
     mask = brain_mask_on_grid(resampled)
     timings["brain_mask"] = time.perf_counter() - t0
     dbg.grid("brain_mask", mask)
+    coverage = float(mask.sum()) / float(_template_mask_on_grid().sum())
+    metrics["brain_coverage"] = coverage
+    if coverage < MIN_BRAIN_COVERAGE:
+        raise InputError(
+            f"the images cover only {100 * coverage:.0f} % of the brain; tumour detection needs a whole-brain "
+            f"acquisition (at least {100 * MIN_BRAIN_COVERAGE:.0f} %)"
+        )
 
     # 5. bias field, 6. normalisation
     step("bias field", 0.75)

@@ -111,11 +111,12 @@ def train(
     cases = [load_case(p) for p in train_files]
     log(f"{cfg.name}: {len(cases)} training cases loaded in {time.perf_counter() - t_load:.0f} s")
     sampler = _Sampler(cases, cfg)
-    model = UNet3D(INPUT_CHANNELS, N_CLASSES, base=cfg.base)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")  # faster on a GPU when present
+    model = UNet3D(INPUT_CHANNELS, N_CLASSES, base=cfg.base).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     step0, history = 0, []
     if ckpt_path.exists():
-        state = torch.load(ckpt_path, weights_only=False)
+        state = torch.load(ckpt_path, weights_only=False, map_location=device)
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["opt"])
         sampler.rng.bit_generator.state = state["rng"]
@@ -127,7 +128,7 @@ def train(
         for group in opt.param_groups:
             group["lr"] = cfg.lr * (1 - step / cfg.steps) ** 0.9
         x, y = sampler.batch()
-        xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+        xt, yt = torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)
         logits = model(xt)
         ce = torch.nn.functional.cross_entropy(logits, yt)
         prob = torch.softmax(logits, dim=1)
@@ -186,7 +187,9 @@ def validate(model: Any, files: list[Path], window: int = 64) -> dict[str, float
 
     def predict(x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
         with torch.no_grad():
-            return np.asarray(torch.softmax(model(torch.from_numpy(x)), dim=1).numpy(), dtype=np.float32)
+            device = next(model.parameters()).device
+            out = torch.softmax(model(torch.from_numpy(x).to(device)), dim=1)
+            return np.asarray(out.cpu().numpy(), dtype=np.float32)
 
     for p in files:
         case = load_case(p)
@@ -210,7 +213,7 @@ def export_onnx(model: Any, path: Path, window: int = 64) -> Path:
         def forward(self, x: Any) -> Any:
             return torch.softmax(self.net(x), dim=1)
 
-    model.eval()
+    model = model.to("cpu").eval()  # the shipped file is exported from the CPU copy
     dummy = torch.zeros((1, INPUT_CHANNELS, window, window, window))
     tmp = path.with_name(path.name + ".partial")
     with warnings.catch_warnings():
