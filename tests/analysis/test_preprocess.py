@@ -215,9 +215,16 @@ def test_real_brain_nibabel_anatomical() -> None:
     path = os.path.join(os.path.dirname(nib.__file__), "tests", "data", "anatomical.nii")
     img = nib.load(path)
     vol = Volume(data=np.asarray(img.dataobj, dtype=np.float32), affine=img.affine)
-    res = preprocess({"T1": vol, "T2": vol})
+    from neuronav.analysis import registration as reg
+
+    canon = vol.canonical()
+    res = reg.register_to_mni(reg.make_reg_image(canon.data, canon.affine))
+    world_to_mni = np.linalg.inv(res.mni_to_world)
     ijk = np.array(vol.shape) / 2.0 - 0.5
     centre = vol.index_to_ras(ijk)
-    assert np.linalg.norm(_apply(res.world_to_mni, centre[None])[0] - centre) < 5.0
+    assert np.linalg.norm(_apply(world_to_mni, centre[None])[0] - centre) < 5.0
     # the FOV centre lies in the deep brain, near the MNI brain centre (0, -18, 18)
-    assert np.linalg.norm(_apply(res.world_to_mni, centre[None])[0] - [0, -18, 18]) < 25.0
+    assert np.linalg.norm(_apply(world_to_mni, centre[None])[0] - [0, -18, 18]) < 25.0
+    # registration works, but the crop images too little of the brain to be analysed
+    with pytest.raises(InputError, match="of the brain"):
+        preprocess({"T1": vol, "T2": vol})
