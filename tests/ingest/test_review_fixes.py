@@ -113,3 +113,15 @@ def test_signed_12_bit_pixels_are_sign_extended_like_pydicom(tmp_path: Path) -> 
         edit(f, to_12_bit)
     built = volume_from_series(scan([tmp_path]).all_series[0])
     np.testing.assert_array_equal(built.data, data)
+
+
+def test_slices_with_different_pixel_spacing_are_not_stacked(tmp_path: Path) -> None:
+    files, _ = write_series(tmp_path / "s")
+
+    def zoom(ds: object) -> None:
+        ds.PixelSpacing = [0.5, 0.5]  # type: ignore[attr-defined]
+
+    edit(files[2], zoom)
+    series = scan([tmp_path]).all_series[0]
+    with pytest.raises(GeometryError, match="different PixelSpacing"):
+        volume_from_series(series)

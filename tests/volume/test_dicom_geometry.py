@@ -142,3 +142,22 @@ def test_slices_sorted_by_position_not_by_file_or_instance_number(tmp_path: Path
     mine = ours(tmp_path / "dcm")
     np.testing.assert_array_equal(mine.canonical().data, truth.canonical().data)
     np.testing.assert_allclose(mine.affine, truth.affine, atol=1e-4)
+
+
+@pytest.mark.dcm2niix
+def test_slice_spacing_comes_from_positions_not_slice_thickness(tmp_path: Path) -> None:
+    """5 mm slices with a 1 mm gap (6 mm apart): the volume must be 6 mm apart, like dcm2niix."""
+    from pydicom import dcmread
+
+    truth = Volume(make_image((40, 44, 10), seed=9), make_affine("oblique", (0.9, 0.9, 6.0)))
+    write(truth, tmp_path / "dcm")
+    for f in (tmp_path / "dcm").glob("*.dcm"):
+        ds = dcmread(f)
+        ds.SliceThickness = "5"
+        ds.SpacingBetweenSlices = "5"  # wrong on purpose: positions say 6
+        ds.save_as(f)
+    mine = ours(tmp_path / "dcm")
+    assert mine.spacing[2] == pytest.approx(6.0, abs=1e-4)
+    ref = nib.as_closest_canonical(dcm2niix_volume(tmp_path / "dcm", tmp_path / "nii"))
+    np.testing.assert_allclose(mine.canonical().affine, ref.affine, atol=1e-3)
+    np.testing.assert_allclose(mine.affine, truth.affine, atol=1e-3)

@@ -41,6 +41,7 @@ WANTED: dict[int, tuple[str, str]] = {
     0x00280100: ("BitsAllocated", "us"),
     0x00280101: ("BitsStored", "us"),
     0x00280103: ("PixelRepresentation", "us"),
+    0x00280030: ("PixelSpacing", "ds"),
     0x00281052: ("RescaleIntercept", "ds"),
     0x00281053: ("RescaleSlope", "ds"),
 }

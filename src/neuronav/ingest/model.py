@@ -125,6 +125,7 @@ class Instance:
     pixel_offset: int | None = None  # byte offset of native pixel data in the file (fast path)
     rescale_slope: float = 1.0
     rescale_intercept: float = 0.0
+    pixel_spacing: tuple[float, float] | None = None
 
 
 @dataclass

@@ -404,6 +404,7 @@ def _instance(
         pixel_offset=pixel_offset,
         rescale_slope=slope if slope != 0 else 1.0,
         rescale_intercept=intercept,
+        pixel_spacing=float_tuple(view.get("PixelSpacing"), 2),  # type: ignore[arg-type]
     )
 
 

@@ -106,6 +106,9 @@ def check_series_geometry(series: Series) -> str | None:
         shapes = {(i.rows, i.columns) for i in series.instances}
         if len(shapes) > 1:
             raise GeometryError(f"images of different sizes in one series: {sorted(shapes)}", where)
+        spacings = {tuple(round(v, 4) for v in i.pixel_spacing) for i in series.instances if i.pixel_spacing}
+        if len(spacings) > 1:
+            raise GeometryError(f"images with different PixelSpacing in one series: {sorted(spacings)}", where)
     except GeometryError as exc:
         return exc.problem
     return None
