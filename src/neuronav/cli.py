@@ -67,10 +67,16 @@ def ingest(
     as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
 ) -> None:
     """Print the study / series inventory of DICOM files, folders or zip archives."""
+    inv = _scan(paths)
+    _print_inventory(inv, as_json)
+    if inv.n_instances == 0:
+        raise _fail("no usable DICOM images found in the given paths")
+
+
+def _print_inventory(inv: Any, as_json: bool) -> None:
     from neuronav.convert import series_summary
     from neuronav.volume.dicom import check_series_geometry
 
-    inv = _scan(paths)
     rows = [
         (study, s, check_series_geometry(s))
         for study in inv.studies.values()
@@ -122,8 +128,6 @@ def ingest(
         else:
             out.print(table.title)
         _report_problems(inv.problems)
-    if inv.n_instances == 0:
-        raise _fail("no usable DICOM images found in the given paths")
 
 
 @app.command()
@@ -350,8 +354,9 @@ def demo(
     study_dir = out_dir / "phantom"
     study = generate_study(study_dir, seed=seed, lesion="glioma", fmt="dicom")
     out.print(f"phantom study written: {sum(s.n_files for s in study.series)} DICOM files in {study_dir}", markup=False)
-    ingest([study_dir / "dicom"], as_json=False)
-    inputs = from_inventory(_scan([study_dir / "dicom"]))
+    inv = _scan([study_dir / "dicom"])
+    _print_inventory(inv, as_json=False)
+    inputs = from_inventory(inv)
     findings = run_analysis(inputs, out_dir / "analysis")
     out.print_json(json.dumps(summary(findings)))
     truth = study.truth

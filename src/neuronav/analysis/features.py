@@ -13,6 +13,8 @@ import numpy as np
 import numpy.typing as npt
 from scipy import ndimage as ndi
 
+from neuronav.analysis.grid import WORKING_GRID
+
 DETECTION_FEATURES = (
     "log_tumour_ml",
     "max_tumour_probability",
@@ -32,7 +34,7 @@ CLASSIFICATION_FEATURES = (
     "rim_ratio",
     "t1c_enhancing_contrast",
 )
-VOXEL_ML = 0.008  # 2 mm working grid
+VOXEL_ML = float(abs(np.linalg.det(WORKING_GRID.affine[:3, :3]))) / 1000.0  # mL per working-grid voxel
 
 
 def detection_features(
@@ -65,7 +67,7 @@ def classification_features(
         sizes = np.bincount(lab.ravel())[1:] * VOXEL_ML
         n_lesions = int((sizes >= 0.1).sum())
     # depth: distance (mm) from each core voxel to the outside of the brain mask
-    depth = ndi.distance_transform_edt(brain_mask) * 2.0
+    depth = ndi.distance_transform_edt(brain_mask) * WORKING_GRID.spacing[0]
     region = core if n_core else whole
     if region.any():
         d = depth[region]

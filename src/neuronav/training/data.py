@@ -12,7 +12,7 @@ random axis, misregistration, and the lesion type, size, shape and position from
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -141,8 +141,3 @@ def _write_case(args: tuple[Path, int]) -> None:
 def load_case(path: Path) -> Case:
     with np.load(path) as z:
         return Case(z["images"], z["labels"], z["mask"], str(z["lesion"]), int(z["seed"]))
-
-
-def iter_cases(paths: list[Path]) -> Iterator[Case]:
-    for p in paths:
-        yield load_case(p)

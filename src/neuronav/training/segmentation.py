@@ -9,8 +9,6 @@ steps; an interrupted run resumes where it stopped. Deterministic for a given se
 
 from __future__ import annotations
 
-import hashlib
-import json
 import time
 import warnings
 from collections.abc import Callable
@@ -231,11 +229,3 @@ def export_onnx(model: Any, path: Path, window: int = 64) -> Path:
         )
     tmp.replace(path)
     return path
-
-
-def sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def write_record(path: Path, record: dict[str, Any]) -> None:
-    path.write_text(json.dumps(record, indent=2, default=str) + "\n")
