@@ -13,6 +13,8 @@ DICOM handlers each map it to an exit code / HTTP status / DICOM status in one p
     │   ├── NiftiReadError         a NIfTI file that cannot be read or has no usable geometry
     │   └── NoUsableDataError      nothing usable was found in any of the inputs
     ├── ConfigError                invalid settings
+    ├── ReportError                a report that cannot be built or written (missing source images, bad format)
+    │   └── LifecycleError         a review/sign/amend step not allowed (wrong status or role, bad edit)
     └── ModelError                 (neuronav.analysis.registry) a model that cannot be found, read or trusted
         ├── ModelNotFoundError, ModelCardError, ModelRegistrationError
         └── ModelIntegrityError    the file's sha256 differs from its card
@@ -56,3 +58,11 @@ class NoUsableDataError(InputError):
 
 class ConfigError(NeuroNavError):
     """Invalid or unsafe settings."""
+
+
+class ReportError(NeuroNavError):
+    """A report or export that cannot be produced (unknown format, missing source images, invalid content)."""
+
+
+class LifecycleError(ReportError):
+    """A lifecycle step that is not allowed: wrong status, wrong role, an edit that does not apply."""

@@ -14,7 +14,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "1.1"  # 1.1: Study.patient_pseudonym, Change.prior_volumes_ml (both optional)
 DISCLAIMER = (
     "Research software, not for clinical use. AI-generated results are not a diagnosis and require "
     "review by a qualified physician."
@@ -115,6 +115,7 @@ class Change(_Model):
     prior_study: str
     prior_date: str
     volume_change_percent: dict[str, float | None]  # per region; None when the prior value was 0
+    prior_volumes_ml: dict[str, float] = Field(default_factory=dict)  # the prior's volumes, same keys
     rano_category: Literal["progression", "stable", "partial_response", "complete_response"]
     rule: str
 
@@ -127,6 +128,7 @@ class Study(_Model):
     reference_sequence: str
     reference_series_uid: str | None
     input_kind: Literal["dicom", "nifti"]
+    patient_pseudonym: str | None = None  # keyed HMAC of the patient id (neuronav.pseudonym); never the id
 
 
 class Findings(_Model):

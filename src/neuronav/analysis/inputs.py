@@ -8,6 +8,7 @@ from pathlib import Path
 
 from neuronav.errors import InputError, NeuroNavError
 from neuronav.ingest import Inventory, Series, scan
+from neuronav.pseudonym import pseudonymise
 from neuronav.series import Sequence as Seq
 from neuronav.series import identify_inventory, sequence_from_filename
 from neuronav.volume import Volume, load_nifti
@@ -23,6 +24,8 @@ class StudyInputs:
     study_instance_uid: str | None = None
     study_date: str = ""
     series_uids: dict[str, str] = field(default_factory=dict)
+    patient_pseudonym: str | None = None  # keyed HMAC of the PatientID (neuronav.pseudonym), never the id
+    series: dict[str, Series] = field(default_factory=dict)  # the DICOM series analysed, per sequence
     notes: list[str] = field(default_factory=list)  # series skipped and why (no PHI)
 
 
@@ -48,7 +51,11 @@ def from_inventory(inv: Inventory) -> StudyInputs:
             f"not an MR study (modality {', '.join(sorted(modalities)) or 'unknown'}); NeuroNav analyses brain MRI"
         )
     out = StudyInputs(
-        volumes={}, kind="dicom", study_instance_uid=study.study_instance_uid, study_date=study.study_date
+        volumes={},
+        kind="dicom",
+        study_instance_uid=study.study_instance_uid,
+        study_date=study.study_date,
+        patient_pseudonym=pseudonymise(study.patient.patient_id) if study.patient.patient_id.strip() else None,
     )
     for name in ANALYSED:
         candidates = [s for s in study.series.values() if s.sequence is not None and s.sequence.sequence.value == name]
@@ -59,6 +66,7 @@ def from_inventory(inv: Inventory) -> StudyInputs:
                 out.notes.append(f"{name} series {series.metadata.series_number}: {getattr(exc, 'problem', exc)}")
                 continue
             out.series_uids[name] = series.series_instance_uid
+            out.series[name] = series
             break
     found = sorted({s.sequence.sequence.value for s in study.series.values() if s.sequence is not None})
     if not any(k in out.volumes for k in ("T1c", "FLAIR", "T2")):

@@ -29,6 +29,17 @@ from neuronav.volume import Volume, save_nifti
 ProgressFn = Callable[[str, float], None]
 CLASS_NAMES = ("glioma", "meningioma", "metastasis")
 DETECTION_THRESHOLD = 0.5
+REFERENCE_IMAGE = "reference.nii.gz"  # the reference series itself, on the grid of segmentation.nii.gz
+
+
+def _compact(data: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+    """int16 when the image holds whole numbers in range (as MR pixel data does), else float32."""
+    arr = np.asarray(data)
+    if arr.size and np.all(np.isfinite(arr)):
+        lo, hi = float(arr.min()), float(arr.max())
+        if lo >= -32768 and hi <= 32767 and np.array_equal(arr, np.round(arr)):
+            return arr.astype(np.int16)
+    return arr.astype(np.float32)
 
 
 def analyze(
@@ -40,7 +51,7 @@ def analyze(
     debug_dir: Path | None = None,
     progress: ProgressFn | None = None,
 ) -> Findings:
-    """Analyse one study; write findings.json, segmentation.nii.gz and probability.nii.gz into out_dir."""
+    """Analyse one study; write findings.json, segmentation.nii.gz, probability.nii.gz and reference.nii.gz."""
     from neuronav.analysis import measure
     from neuronav.analysis.features import classification_features, detection_features
     from neuronav.analysis.inference import confine_to_head, segment
@@ -73,10 +84,11 @@ def analyze(
     ref = pre.reference_volume
     ref_prob = np.stack([np.asarray(pre.to_reference(p, order=1), np.float32) for p in grid_prob])
     ref_labels = np.asarray(np.argmax(ref_prob, axis=0), dtype=np.uint8)
-    heatmap = np.asarray(1.0 - ref_prob[0], dtype=np.float32)
+    heatmap = np.asarray(ref_prob[1:].sum(axis=0), dtype=np.float32)  # 0 outside the analysed grid
     del ref_prob
     save_nifti(Volume(ref_labels, ref.affine), out_dir / "segmentation.nii.gz")
     save_nifti(Volume(heatmap, ref.affine), out_dir / "probability.nii.gz")
+    save_nifti(Volume(_compact(ref.data), ref.affine), out_dir / REFERENCE_IMAGE)  # for key images and viewers
     timings["resample_and_write"] = time.perf_counter() - t0
 
     step("measurements", 0.8)
@@ -119,6 +131,7 @@ def analyze(
             reference_sequence=pre.reference,
             reference_series_uid=inputs.series_uids.get(pre.reference),
             input_kind="dicom" if inputs.kind == "dicom" else "nifti",
+            patient_pseudonym=inputs.patient_pseudonym,
         ),
         detection=Detection(
             tumour_detected=detected,
@@ -190,6 +203,7 @@ def _change(current: dict[str, Any], prior: Findings) -> Change:
         prior_study=str(prior.study.study_instance_uid or ""),
         prior_date=prior.study.study_date,
         volume_change_percent=pct,
+        prior_volumes_ml={k: float(v) for k, v in before.items()},
         rano_category=category,  # type: ignore[arg-type]
         rule="volumetric RANO on enhancing tumour: ≥ +40 % progression, ≤ −65 % partial response, "
         "none left complete response (< 0.05 mL), else stable",

@@ -1,0 +1,195 @@
+"""Key images: slices of the reference image with the segmentation or the heatmap laid over it.
+
+Display conventions (radiological): axial and coronal views show the patient's right on the image
+left; axial anterior up; coronal and sagittal superior up; sagittal anterior on the left. Pixels are
+square in millimetres whatever the voxel size (a 5 mm slice stack is stretched to its true height).
+
+Label colours follow the usual BraTS pictures: 1 necrotic core red, 2 oedema green, 3 enhancing
+yellow. The heatmap is the tumour probability (1 − background probability of the ensemble).
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import numpy.typing as npt
+
+from neuronav.errors import ReportError
+
+Plane = Literal["axial", "coronal", "sagittal"]
+PLANES: tuple[Plane, ...] = ("axial", "coronal", "sagittal")
+U8 = npt.NDArray[np.uint8]
+F32 = npt.NDArray[np.float32]
+
+LABEL_COLOURS: dict[int, tuple[int, int, int]] = {1: (230, 40, 40), 2: (40, 200, 80), 3: (255, 225, 30)}
+LABEL_NAMES: dict[int, str] = {1: "necrotic core", 2: "oedema", 3: "enhancing"}
+OVERLAY_ALPHA = 0.45
+HEATMAP_FLOOR = 0.1  # probabilities below this are not coloured
+
+
+@dataclass(frozen=True)
+class AnalysisImages:
+    """The reference image, labels and heatmap of one analysis, reoriented to RAS+ (i→R, j→A, k→S)."""
+
+    reference: F32
+    labels: U8
+    heatmap: F32
+    affine: npt.NDArray[np.float64]  # voxel → RAS mm of the reoriented arrays
+
+    @property
+    def spacing(self) -> tuple[float, float, float]:
+        n = np.linalg.norm(self.affine[:3, :3], axis=0)
+        return (float(n[0]), float(n[1]), float(n[2]))
+
+    def index_of(self, ras_mm: npt.ArrayLike) -> tuple[int, int, int]:
+        ijk = np.linalg.solve(self.affine[:3, :3], np.asarray(ras_mm, dtype=np.float64) - self.affine[:3, 3])
+        idx = np.clip(np.rint(ijk).astype(int), 0, np.asarray(self.labels.shape) - 1)
+        return (int(idx[0]), int(idx[1]), int(idx[2]))
+
+
+def load_analysis_images(
+    analysis_dir: Path,
+    *,
+    segmentation: str = "segmentation.nii.gz",
+    heatmap: str = "probability.nii.gz",
+    reference: str = "reference.nii.gz",
+) -> AnalysisImages:
+    """Read the three images an analysis wrote; ReportError naming the file when one is missing or unfit."""
+    import nibabel as nib
+
+    loaded = []
+    for name in (reference, segmentation, heatmap):
+        path = analysis_dir / name
+        if not path.is_file():
+            raise ReportError(f"{path}: missing; key images need the analysis folder of findings.json")
+        try:
+            img = nib.as_closest_canonical(nib.load(str(path)))
+        except Exception as exc:  # nibabel raises many types for broken files
+            raise ReportError(f"{path}: not a readable NIfTI image ({exc})") from exc
+        loaded.append(img)
+    ref, seg, heat = loaded
+    if not (ref.shape[:3] == seg.shape[:3] == heat.shape[:3]) or not np.allclose(ref.affine, seg.affine, atol=1e-3):
+        raise ReportError(f"{analysis_dir}: reference, segmentation and heatmap are not on the same grid")
+    return AnalysisImages(
+        reference=np.asarray(ref.dataobj, dtype=np.float32).reshape(ref.shape[:3]),
+        labels=np.asarray(seg.dataobj, dtype=np.uint8).reshape(seg.shape[:3]),
+        heatmap=np.asarray(heat.dataobj, dtype=np.float32).reshape(heat.shape[:3]),
+        affine=np.asarray(ref.affine, dtype=np.float64),
+    )
+
+
+def window(image: npt.ArrayLike, lo_pct: float = 1.0, hi_pct: float = 99.5) -> U8:
+    """Grey levels 0–255 between two percentiles of the non-zero voxels (a robust window/level)."""
+    arr = np.asarray(image, dtype=np.float32)
+    nz = arr[arr > 0]
+    if nz.size == 0:
+        return np.zeros(arr.shape, np.uint8)
+    lo, hi = np.percentile(nz, [lo_pct, hi_pct])
+    scaled = (arr - lo) / max(float(hi - lo), 1e-6)
+    return np.asarray(np.clip(scaled * 255.0, 0, 255), dtype=np.uint8)
+
+
+def overlay_rgb(grey: U8, labels: npt.NDArray[np.integer], alpha: float = OVERLAY_ALPHA) -> U8:
+    """RGB (…, 3) of a grey image with the BraTS labels blended in their colours."""
+    rgb = np.repeat(np.asarray(grey, np.float32)[..., None], 3, axis=-1)
+    for value, colour in LABEL_COLOURS.items():
+        mask = labels == value
+        if mask.any():
+            rgb[mask] = (1.0 - alpha) * rgb[mask] + alpha * np.asarray(colour, np.float32)
+    return np.asarray(np.clip(rgb, 0, 255), dtype=np.uint8)
+
+
+def _hot(p: F32) -> F32:
+    """A black-red-yellow-white colour map of values in [0, 1]: (…, 3) in 0–255."""
+    r = np.clip(p * 3.0, 0, 1)
+    g = np.clip(p * 3.0 - 1.0, 0, 1)
+    b = np.clip(p * 3.0 - 2.0, 0, 1)
+    return np.stack([r, g, b], axis=-1).astype(np.float32) * 255.0
+
+
+def heatmap_rgb(grey: U8, probability: npt.ArrayLike, alpha: float = 0.6) -> U8:
+    p = np.clip(np.asarray(probability, np.float32), 0.0, 1.0)
+    rgb = np.repeat(np.asarray(grey, np.float32)[..., None], 3, axis=-1)
+    shown = p >= HEATMAP_FLOOR
+    a = (alpha * p)[..., None]
+    blended = (1.0 - a) * rgb + a * _hot(p)
+    rgb[shown] = blended[shown]
+    return np.asarray(np.clip(rgb, 0, 255), dtype=np.uint8)
+
+
+def _plane(volume: npt.NDArray[np.generic], plane: Plane, index: int) -> npt.NDArray[np.generic]:
+    """A 2D slice of a RAS+ volume as displayed (rows top→bottom, columns left→right).
+
+    Axial [i, j] at k: rows anterior→posterior, columns patient right→left. Coronal [i, k] at j:
+    rows superior→inferior, columns right→left. Sagittal [j, k] at i: rows superior→inferior,
+    columns anterior→posterior.
+    """
+    if plane == "axial":
+        sl = volume[:, :, index]
+    elif plane == "coronal":
+        sl = volume[:, index, :]
+    else:
+        sl = volume[index, :, :]
+    return np.asarray(sl.T[::-1, ::-1])
+
+
+def _pixel_mm(images: AnalysisImages, plane: Plane) -> tuple[float, float]:
+    """(row height, column width) in mm of a displayed slice."""
+    si, sj, sk = images.spacing
+    return {"axial": (sj, si), "coronal": (sk, si), "sagittal": (sk, sj)}[plane]
+
+
+def slice_rgb(images: AnalysisImages, plane: Plane, index: int, *, mode: Literal["labels", "heatmap", "plain"]) -> U8:
+    grey = window(_plane(images.reference, plane, index))
+    if mode == "labels":
+        return overlay_rgb(grey, np.asarray(_plane(images.labels, plane, index), dtype=np.uint8))
+    if mode == "heatmap":
+        return heatmap_rgb(grey, _plane(images.heatmap, plane, index))
+    return np.repeat(grey[..., None], 3, axis=-1)
+
+
+def to_png(rgb: U8, pixel_mm: tuple[float, float] = (1.0, 1.0), *, size_px: int = 360) -> bytes:
+    """PNG bytes with square-millimetre pixels, the longer side ``size_px`` pixels."""
+    from PIL import Image
+
+    h_mm, w_mm = rgb.shape[0] * pixel_mm[0], rgb.shape[1] * pixel_mm[1]
+    scale = size_px / max(h_mm, w_mm)
+    size = (max(1, round(w_mm * scale)), max(1, round(h_mm * scale)))
+    img = Image.fromarray(np.ascontiguousarray(rgb), "RGB").resize(size, Image.Resampling.NEAREST)
+    buf = io.BytesIO()
+    img.save(buf, format="PNG", compress_level=1)
+    return buf.getvalue()
+
+
+@dataclass(frozen=True)
+class KeyImage:
+    name: str  # "axial", "coronal", "sagittal", "heatmap"
+    caption: str
+    png: bytes
+
+
+def key_images(images: AnalysisImages, centre_ras_mm: npt.ArrayLike, *, size_px: int = 360) -> list[KeyImage]:
+    """Axial, coronal and sagittal slices through ``centre_ras_mm`` with the labels, and the axial heatmap."""
+    i, j, k = images.index_of(centre_ras_mm)
+    c = np.asarray(centre_ras_mm, dtype=float)
+    where = f"through RAS ({c[0]:.0f}, {c[1]:.0f}, {c[2]:.0f}) mm"
+    out = [
+        KeyImage(
+            plane,
+            f"{plane.capitalize()} {where}, segmentation overlay",
+            to_png(slice_rgb(images, plane, idx, mode="labels"), _pixel_mm(images, plane), size_px=size_px),
+        )
+        for plane, idx in zip(PLANES, (k, j, i), strict=True)
+    ]
+    out.append(
+        KeyImage(
+            "heatmap",
+            f"Axial {where}, tumour probability heatmap",
+            to_png(slice_rgb(images, "axial", k, mode="heatmap"), _pixel_mm(images, "axial"), size_px=size_px),
+        )
+    )
+    return out

@@ -1,0 +1,204 @@
+"""Report lifecycle: preliminary (AI) → reviewed → final (signed) → amended; versions kept.
+
+Library level: ``who`` and ``role`` are given by the caller (the service puts this behind its
+authentication). Only a radiologist edits, signs and amends. A signature hashes the canonical JSON
+of the report without its signature block (:func:`content_sha256`); :func:`verify_signature` checks
+it. :class:`ReportStore` keeps every version as its own file and never overwrites one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from neuronav.errors import LifecycleError, ReportError
+from neuronav.findings import Findings
+from neuronav.report.build import derive
+from neuronav.report.model import REPORT_ID_PATTERN, Edit, Report, Signature
+
+SIGNING_ROLES = frozenset({"radiologist"})
+EDITABLE_TEXT = frozenset({"/narrative/findings_text", "/narrative/impression", "/narrative/radiologist_comment"})
+
+
+def canonical_json(report: Report) -> bytes:
+    """Sorted-key, compact UTF-8 JSON of the report without its signature block."""
+    data = report.model_dump(mode="json", exclude={"signature"})
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def content_sha256(report: Report) -> str:
+    return hashlib.sha256(canonical_json(report)).hexdigest()
+
+
+def verify_signature(report: Report) -> bool:
+    """True when the report is signed and its content is unchanged since the signature."""
+    return report.signature is not None and report.signature.content_sha256 == content_sha256(report)
+
+
+def _require_role(role: str, action: str) -> None:
+    if role not in SIGNING_ROLES:
+        raise LifecycleError(f"a {role or 'user without a role'} cannot {action} a report; only a radiologist can")
+
+
+def _resolve(doc: Any, parts: list[str], path: str) -> tuple[Any, str | int]:
+    for part in parts[:-1]:
+        if isinstance(doc, list):
+            if not part.isdigit() or int(part) >= len(doc):
+                raise LifecycleError(f"no such field in the findings: {path}")
+            doc = doc[int(part)]
+        elif isinstance(doc, dict) and part in doc:
+            doc = doc[part]
+        else:
+            raise LifecycleError(f"no such field in the findings: {path}")
+    last = parts[-1]
+    if isinstance(doc, list):
+        if not last.isdigit() or int(last) >= len(doc):
+            raise LifecycleError(f"no such field in the findings: {path}")
+        return doc, int(last)
+    if not isinstance(doc, dict) or last not in doc:
+        raise LifecycleError(f"no such field in the findings: {path}")
+    return doc, last
+
+
+def edit(report: Report, changes: dict[str, Any], *, who: str, role: str, when: datetime | None = None) -> Report:
+    """Apply a radiologist's edits; each is recorded (who, when, old, new) and the status becomes reviewed.
+
+    ``changes`` maps a JSON pointer to the new value: ``/narrative/impression`` (and the other
+    narrative texts) or any field under ``/findings/`` (then every derived section, measurements and
+    recommendations included, is recomputed from the edited findings).
+    """
+    _require_role(role, "edit")
+    if report.status == "final":
+        raise LifecycleError(f"report {report.report_id} v{report.version} is final; amend it to change it")
+    if not changes:
+        raise LifecycleError("no edits given")
+    when = when or datetime.now(UTC)
+    data = report.model_dump(mode="json")
+    findings_data = data["findings"]
+    edits = list(report.edits)
+    findings_changed = narrative_changed = False
+    for path, new in changes.items():
+        if path in EDITABLE_TEXT:
+            if not isinstance(new, str):
+                raise LifecycleError(f"{path} must be text")
+            key = path.rsplit("/", 1)[1]
+            old = data["narrative"][key]
+            data["narrative"][key] = new
+            narrative_changed = True
+        elif path.startswith("/findings/"):
+            parts = path[len("/findings/") :].split("/")
+            if parts[0] in ("schema_version", "created", "neuronav_version", "disclaimer", "timings_s"):
+                raise LifecycleError(f"{path} is provenance and cannot be edited")
+            parent, key_or_index = _resolve(findings_data, parts, path)
+            old = parent[key_or_index]
+            parent[key_or_index] = new
+            findings_changed = True
+        else:
+            raise LifecycleError(
+                f"{path} cannot be edited; edit the narrative ({', '.join(sorted(EDITABLE_TEXT))}) or /findings/…"
+            )
+        edits.append(Edit(who=who, role=role, when=when, path=path, old=old, new=new))
+    try:
+        findings = Findings.model_validate(findings_data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = "/".join(str(p) for p in first["loc"])
+        raise LifecycleError(f"the edited findings are not valid at /findings/{where}: {first['msg']}") from exc
+    base = Report.model_validate({**data, "edits": [], "signature": None})
+    if findings_changed:
+        base = derive(
+            base,
+            findings,
+            keep_narrative=narrative_changed or any(e.path.startswith("/narrative") for e in report.edits),
+        )
+    status = "amended" if report.status == "amended" else "reviewed"
+    return base.model_copy(update={"edits": edits, "status": status, "signature": None})
+
+
+def sign(report: Report, *, who: str, role: str, when: datetime | None = None) -> Report:
+    """Sign: status final (or stays amended for an amendment); the content hash is recorded."""
+    _require_role(role, "sign")
+    if report.signature is not None:
+        raise LifecycleError(f"report {report.report_id} v{report.version} is already signed; amend it to change it")
+    status = "amended" if report.status == "amended" else "final"
+    signed = report.model_copy(update={"status": status})
+    signature = Signature(signed_by=who, role=role, signed_at=when or datetime.now(UTC), content_sha256="")
+    signature = signature.model_copy(update={"content_sha256": content_sha256(signed)})
+    return signed.model_copy(update={"signature": signature})
+
+
+def amend(report: Report, *, who: str, role: str, reason: str, when: datetime | None = None) -> Report:
+    """A new, unsigned version of a signed report (status amended); edit it, then sign it."""
+    _require_role(role, "amend")
+    if report.signature is None:
+        raise LifecycleError(f"report {report.report_id} v{report.version} is not signed yet; edit it instead")
+    if not reason.strip():
+        raise LifecycleError("an amendment needs a reason")
+    return report.model_copy(
+        update={
+            "version": report.version + 1,
+            "status": "amended",
+            "supersedes_version": report.version,
+            "amendment_reason": reason.strip(),
+            "created": when or datetime.now(UTC),
+            "edits": [],
+            "signature": None,
+        }
+    )
+
+
+class ReportStore:
+    """Every version of every report, one JSON file each: ``root/<report_id>/v<version>.json``.
+
+    A version once saved is never overwritten; the newest file of a report is its current state.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def _dir(self, report_id: str) -> Path:
+        import re
+
+        if not re.match(REPORT_ID_PATTERN, report_id):
+            raise ReportError(f"not a report id: {report_id!r}")
+        return self.root / report_id
+
+    def save(self, report: Report) -> Path:
+        from neuronav.report.json_report import report_json
+
+        folder = self._dir(report.report_id)
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"v{report.version}.json"
+        payload = report_json(report)
+        tmp = folder / f".v{report.version}.json.partial"
+        tmp.write_bytes(payload)
+        try:
+            os.link(tmp, path)  # fails if the version exists: versions are never overwritten
+        except FileExistsError as exc:
+            raise LifecycleError(f"version {report.version} of {report.report_id} is already stored") from exc
+        finally:
+            tmp.unlink(missing_ok=True)
+        return path
+
+    def versions(self, report_id: str) -> list[int]:
+        folder = self._dir(report_id)
+        found = sorted(int(p.stem[1:]) for p in folder.glob("v*.json") if p.stem[1:].isdigit())
+        if not found:
+            raise ReportError(f"no report {report_id} in {self.root}")
+        return found
+
+    def load(self, report_id: str, version: int | None = None) -> Report:
+        version = version or self.versions(report_id)[-1]
+        path = self._dir(report_id) / f"v{version}.json"
+        try:
+            return Report.model_validate_json(path.read_bytes())
+        except FileNotFoundError as exc:
+            raise ReportError(f"no version {version} of report {report_id}") from exc
+        except ValidationError as exc:
+            raise ReportError(f"{path}: not a valid NeuroNav report ({exc.errors()[0]['msg']})") from exc

@@ -1,0 +1,243 @@
+"""The report document: what a radiologist reviews and signs, derived from one :class:`Findings`.
+
+Every output (JSON, PDF, DICOM SEG/SR/PDF/SC, FHIR, HL7 v2) is written from a :class:`Report`, and
+every number in a report comes from its ``findings`` through :mod:`neuronav.report.build`; the
+``measurements`` table is the one list of numbers that the SR, the FHIR Observations and the HL7
+OBX segments are written from, so they cannot disagree.
+
+Lifecycle (:mod:`neuronav.report.lifecycle`): ``preliminary`` (as the AI wrote it) → ``reviewed``
+(edited by a radiologist, each edit recorded) → ``final`` (signed; the signed content is hashed) →
+``amended`` (a new version of a final report; earlier versions are kept).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from neuronav.findings import Change, Findings, ProducedBy
+
+REPORT_SCHEMA_VERSION = "1.0"
+REPORT_ID_PATTERN = r"^NN-\d{8}-[0-9a-f]{8}$"
+Status = Literal["preliminary", "reviewed", "final", "amended"]
+Urgency = Literal["routine", "soon", "urgent"]
+
+DISCLAIMERS: tuple[str, ...] = (
+    "Research software, not for clinical use.",
+    "AI-generated results are not a diagnosis.",
+    "All findings require review and confirmation by a qualified physician.",
+)
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Code(_Model):
+    """A coded concept: ``scheme`` is the DICOM coding scheme designator (SCT, LN, RADLEX, DCM, UCUM)."""
+
+    value: str
+    scheme: str
+    meaning: str
+
+
+class ModelInfo(_Model):
+    name: str
+    version: str
+    kind: Literal["model", "algorithm"]
+    sha256: str | None = None
+
+
+class StudyInfo(_Model):
+    upload_date: str  # ISO date-time the study reached NeuroNav (the analysis start when unknown)
+    scan_type: str  # e.g. "MRI Brain (T1, T1c, T2, FLAIR)"
+    patient_pseudonym: str | None  # keyed HMAC of the patient id; never the id itself
+    study_instance_uid: str | None
+    study_date: str
+    reference_series_uid: str | None
+    reference_sequence: str
+    sequences_used: list[str]
+    sequences_missing: list[str]
+    input_kind: Literal["dicom", "nifti"]
+    models: list[ModelInfo]
+    processing_time_s: float
+    overall_confidence: float = Field(ge=0.0, le=1.0)
+
+
+class PrimaryDetection(_Model):
+    detected: bool
+    probability: float
+    threshold: float
+    location: str | None  # "left frontal lobe (Frontal_Sup_2_L)" of the largest lesion
+    size_mm: float | None  # largest 3D diameter of the largest lesion
+    volume_ml: float  # whole tumour
+    lesion_count: int
+    classification: str | None
+    classification_confidence: float | None
+    class_probabilities: dict[str, float]
+
+
+class SecondaryFindings(_Model):
+    oedema_present: bool
+    oedema_ml: float
+    midline_shift_mm: float  # signed, positive towards the patient's right
+    midline_shift_level: str
+    ventricular_status: str
+    ventricles_ml: float
+    ventricular_asymmetry: float
+    haemorrhage_suspected: bool
+    haemorrhage_ml: float
+
+
+class ReviewItem(_Model):
+    structure: str
+    statement: str
+
+
+class AIFindings(_Model):
+    primary_detection: PrimaryDetection
+    secondary_findings: SecondaryFindings
+    anatomical_review: list[ReviewItem]
+
+
+class Measurement(_Model):
+    """One number of the report. ``key`` is stable (used as SR/FHIR/HL7 identifier)."""
+
+    key: str  # e.g. "whole_tumour_volume", "lesion1_max_diameter"
+    label: str  # human text, e.g. "Whole tumour volume"
+    value: float
+    unit: str  # UCUM: "mL", "mm", "mm2", "%", "1"
+    concept: Code  # what is measured (LOINC / SNOMED CT / RadLex / DCM)
+    finding_site: Code | None = None  # where (structure, lesion sub-region)
+    lesion_index: int | None = None  # 1-based lesion number when per-lesion
+    laterality: Literal["left", "right", "midline"] | None = None
+    source: str  # JSON pointer into the findings: "/segmentation/volumes/whole_tumour_ml"
+    produced_by: list[ModelInfo]
+
+
+class KeySlices(_Model):
+    """Voxel indices on the reference grid (segmentation.nii.gz) through the largest lesion's centroid
+    (the brain centre when there is no lesion); ``centre_ras_mm`` is the same point in RAS mm."""
+
+    sagittal_i: int
+    coronal_j: int
+    axial_k: int
+    centre_ras_mm: tuple[float, float, float]
+    through: Literal["lesion centroid", "image centre"]
+
+
+class SliceAnnotation(_Model):
+    plane: Literal["axial", "coronal", "sagittal"]
+    index: int
+    text: str
+
+
+class VisualData(_Model):
+    segmentation_file: str
+    heatmap_file: str
+    reference_image_file: str | None
+    key_slices: KeySlices | None  # None when the images were not available when the report was built
+    coordinates_3d: list[dict[str, Any]]  # per lesion: index, centroid_ras_mm, centroid_mni_mm
+    slice_annotations: list[SliceAnnotation]
+
+
+class ChangeRow(_Model):
+    key: str
+    label: str
+    prior_ml: float | None
+    current_ml: float
+    change_percent: float | None
+
+
+class ChangeVersusPrior(_Model):
+    prior_study: str
+    prior_date: str
+    rano_category: str
+    rule: str
+    rows: list[ChangeRow]
+
+
+class Recommendation(_Model):
+    rule_id: str
+    text: str
+    urgency: Urgency
+    rests_on: list[str]  # "<finding pointer> = <value>", e.g. "/midline_shift/magnitude_mm = 6.1"
+    label: str = "AI-generated suggestion"
+
+
+class Edit(_Model):
+    who: str
+    role: str
+    when: datetime
+    path: str  # JSON pointer into the report ("/narrative/impression") or findings ("/findings/...")
+    old: Any
+    new: Any
+
+
+class Signature(_Model):
+    signed_by: str
+    role: str
+    signed_at: datetime
+    content_sha256: str  # sha256 of the canonical JSON of the report without its signature
+
+
+class Narrative(_Model):
+    """Text the radiologist may rewrite; generated from the findings in the preliminary report."""
+
+    findings_text: str
+    impression: str
+    radiologist_comment: str = ""
+
+
+class Report(_Model):
+    schema_version: str = REPORT_SCHEMA_VERSION
+    report_id: str = Field(pattern=REPORT_ID_PATTERN)
+    version: int = Field(ge=1)
+    status: Status
+    created: datetime
+    supersedes_version: int | None = None  # for amendments: the version this one replaces
+    amendment_reason: str | None = None
+    study_info: StudyInfo
+    ai_findings: AIFindings
+    measurements: list[Measurement]
+    visual_data: VisualData
+    change_versus_prior: ChangeVersusPrior | None
+    recommendations: list[Recommendation]
+    narrative: Narrative
+    disclaimers: list[str]
+    edits: list[Edit] = Field(default_factory=list)
+    signature: Signature | None = None
+    findings: Findings  # the (possibly radiologist-edited) findings every section above is derived from
+
+
+def model_info(p: ProducedBy) -> ModelInfo:
+    return ModelInfo(name=p.name, version=p.version, kind=p.kind, sha256=p.sha256)
+
+
+__all__ = [
+    "DISCLAIMERS",
+    "REPORT_SCHEMA_VERSION",
+    "AIFindings",
+    "Change",
+    "ChangeRow",
+    "ChangeVersusPrior",
+    "Code",
+    "Edit",
+    "KeySlices",
+    "Measurement",
+    "ModelInfo",
+    "Narrative",
+    "PrimaryDetection",
+    "Recommendation",
+    "Report",
+    "ReviewItem",
+    "SecondaryFindings",
+    "Signature",
+    "SliceAnnotation",
+    "Status",
+    "StudyInfo",
+    "VisualData",
+    "model_info",
+]

@@ -1,0 +1,163 @@
+"""Write a report in any set of formats: the one place that knows which writer makes which file.
+
+========  ===========================  =========================================================
+format    file                         written by
+========  ===========================  =========================================================
+json      report.json                  :mod:`.json_report` (validated against the published schema)
+pdf       report.pdf                   :mod:`.pdf` (reportlab; key images from the analysis folder)
+seg       seg.dcm                      :mod:`.dicom_seg` (highdicom Segmentation)
+sr        sr.dcm                       :mod:`.dicom_sr` (highdicom Comprehensive 3D SR, TID 1500)
+epdf      report-pdf.dcm               :mod:`.dicom_pdf` (Encapsulated PDF of the PDF report)
+sc        sc/IM0001.dcm …              :mod:`.dicom_sc` (Secondary Capture, overlay burnt in)
+fhir      fhir-r4b.json                :mod:`.fhir` (Bundle, FHIR R4B)
+fhir-r5   fhir-r5.json                 :mod:`.fhir` (Bundle, FHIR R5)
+hl7       report.hl7                   :mod:`.hl7v2` (ORU^R01, HL7 v2.5, ER7)
+========  ===========================  =========================================================
+
+DICOM formats need the source series of the analysis (``source``); the PDF and SC need the analysis
+folder's images. Every file is written under a temporary name and renamed when complete.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from neuronav.errors import ReportError
+from neuronav.report.model import Report
+from neuronav.report.sources import SourceSeries
+
+FORMATS = ("json", "pdf", "seg", "sr", "epdf", "sc", "fhir", "fhir-r5", "hl7")
+DICOM_FORMATS = frozenset({"seg", "sr", "epdf", "sc"})
+Paper = Literal["A4", "Letter"]
+
+
+def parse_formats(text: str) -> list[str]:
+    """``"json,pdf"`` → ["json", "pdf"]; ``all`` = every format; ReportError for an unknown one."""
+    wanted = [t.strip().lower() for t in text.split(",") if t.strip()]
+    if not wanted:
+        raise ReportError(f"no format given; choose from {', '.join(FORMATS)} or all")
+    if "all" in wanted:
+        return list(FORMATS)
+    unknown = [w for w in wanted if w not in FORMATS]
+    if unknown:
+        raise ReportError(f"unknown format {', '.join(unknown)}; choose from {', '.join(FORMATS)} or all")
+    return [f for f in FORMATS if f in wanted]  # canonical order: pdf before what embeds it
+
+
+@dataclass
+class Written:
+    files: dict[str, list[Path]] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def _atomic(path: Path, data: bytes) -> Path:
+    tmp = path.with_name(f".{path.name}.partial")
+    tmp.write_bytes(data)
+    tmp.replace(path)
+    return path
+
+
+def _dicom_bytes(ds: object) -> bytes:
+    from io import BytesIO
+
+    buf = BytesIO()
+    ds.save_as(buf, enforce_file_format=True)  # type: ignore[attr-defined]
+    return buf.getvalue()
+
+
+def write_outputs(
+    report: Report,
+    formats: Iterable[str],
+    out_dir: Path,
+    *,
+    analysis_dir: Path | None = None,
+    source: SourceSeries | None = None,
+    paper: Paper = "A4",
+) -> Written:
+    """Write ``report`` in each of ``formats`` into ``out_dir``; return the files and seconds per format."""
+    formats = list(formats)
+    if DICOM_FORMATS & set(formats) and source is None:
+        raise ReportError(
+            f"{', '.join(sorted(DICOM_FORMATS & set(formats)))} need the source DICOM series of the analysis "
+            "(neuronav report … --dicom STUDY)"
+        )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = Written()
+    images = None
+    if analysis_dir is not None and {"pdf", "epdf", "sc", "hl7"} & set(formats):
+        from neuronav.report.figures import load_analysis_images
+
+        images = load_analysis_images(analysis_dir)
+    pdf_bytes: bytes | None = None
+    seg_ds = None
+
+    def pdf() -> bytes:
+        nonlocal pdf_bytes
+        if pdf_bytes is None:
+            from neuronav.report.pdf import render_pdf
+
+            pdf_bytes = render_pdf(report, images, paper=paper)
+        return pdf_bytes
+
+    for fmt in formats:
+        t0 = time.perf_counter()
+        paths: list[Path]
+        if fmt == "json":
+            from neuronav.report.json_report import report_json
+
+            paths = [_atomic(out_dir / "report.json", report_json(report))]
+        elif fmt == "pdf":
+            paths = [_atomic(out_dir / "report.pdf", pdf())]
+        elif fmt == "seg":
+            from neuronav.report.dicom_seg import make_seg
+
+            if analysis_dir is None:
+                raise ReportError("DICOM SEG needs the analysis folder (segmentation.nii.gz)")
+            assert source is not None
+            seg_ds = make_seg(report, analysis_dir, source)
+            paths = [_atomic(out_dir / "seg.dcm", _dicom_bytes(seg_ds))]
+        elif fmt == "sr":
+            from neuronav.report.dicom_sr import make_sr
+
+            assert source is not None
+            paths = [_atomic(out_dir / "sr.dcm", _dicom_bytes(make_sr(report, source, seg=seg_ds)))]
+        elif fmt == "epdf":
+            from neuronav.report.dicom_pdf import make_encapsulated_pdf
+
+            assert source is not None
+            paths = [_atomic(out_dir / "report-pdf.dcm", _dicom_bytes(make_encapsulated_pdf(report, pdf(), source)))]
+        elif fmt == "sc":
+            from neuronav.report.dicom_sc import make_secondary_captures
+
+            if images is None:
+                raise ReportError("Secondary Capture images need the analysis folder (reference and segmentation)")
+            assert source is not None
+            sc_dir = out_dir / "sc"
+            sc_dir.mkdir(exist_ok=True)
+            paths = [
+                _atomic(sc_dir / f"IM{n:04d}.dcm", _dicom_bytes(ds))
+                for n, ds in enumerate(make_secondary_captures(report, images, source), start=1)
+            ]
+        elif fmt in ("fhir", "fhir-r5"):
+            import json
+
+            from neuronav.report.fhir import make_bundle
+
+            version: Literal["R4B", "R5"] = "R5" if fmt == "fhir-r5" else "R4B"
+            bundle = make_bundle(report, version=version, pdf=pdf())
+            name = "fhir-r5.json" if version == "R5" else "fhir-r4b.json"
+            paths = [_atomic(out_dir / name, (json.dumps(bundle, indent=2, ensure_ascii=False) + "\n").encode())]
+        elif fmt == "hl7":
+            from neuronav.report.hl7v2 import make_oru
+
+            message = make_oru(report, pdf=pdf())
+            paths = [_atomic(out_dir / "report.hl7", message.encode("utf-8"))]
+        else:
+            raise ReportError(f"unknown format {fmt!r}; choose from {', '.join(FORMATS)}")
+        written.files[fmt] = paths
+        written.seconds[fmt] = time.perf_counter() - t0
+    return written
