@@ -198,8 +198,20 @@ def analyze(
     prior: Annotated[Path | None, typer.Option("--prior", help="folder of a prior analysis (findings.json)")] = None,
     model: Annotated[str | None, typer.Option("--model", help="segmentation model NAME[@VERSION]")] = None,
     debug_dir: Annotated[Path | None, typer.Option("--debug-dir", help="save every preprocessing step")] = None,
+    formats: Annotated[
+        str | None,
+        typer.Option("--formats", help="also write the report: json,pdf,seg,sr,epdf,sc,fhir,fhir-r5,hl7 or all"),
+    ] = None,
+    paper: Annotated[str, typer.Option(help="PDF paper size: A4 or Letter")] = "A4",
 ) -> None:
-    """Analyse one study: findings.json, segmentation.nii.gz and probability.nii.gz in --out."""
+    """Analyse one study: findings.json, segmentation.nii.gz, probability.nii.gz, reference.nii.gz in --out."""
+    from datetime import UTC, datetime
+
+    from neuronav.report.outputs import parse_formats
+
+    wanted = parse_formats(formats) if formats else []
+    paper_size = _paper(paper)
+    received = datetime.now(UTC)
     from neuronav.analysis.inputs import from_nifti, from_paths
     from neuronav.analysis.pipeline import analyze as run_analysis
     from neuronav.analysis.pipeline import summary
@@ -228,6 +240,52 @@ def analyze(
             )
     out.print_json(json.dumps(summary(findings)))
     out.print(f"findings: {out_dir / 'findings.json'}", markup=False, highlight=False)
+    if wanted:
+        from neuronav.report.build import build_report
+        from neuronav.report.export import export
+
+        report = build_report(findings, analysis_dir=out_dir, received=received)
+        series = inputs.series.get(findings.study.reference_sequence)
+        written = export(report, wanted, out_dir, analysis_dir=out_dir, series=series, paper=paper_size)
+        _print_written(report, written)
+
+
+def _paper(text: str) -> Any:
+    sizes = {"a4": "A4", "letter": "Letter"}
+    if text.lower() not in sizes:
+        raise _fail(f"unknown paper size {text!r}; use A4 or Letter")
+    return sizes[text.lower()]
+
+
+def _print_written(report: Any, written: Any) -> None:
+    out.print(f"report {report.report_id} v{report.version} ({report.status}):", markup=False, highlight=False)
+    for fmt, paths in written.files.items():
+        shown = str(paths[0]) if len(paths) == 1 else f"{len(paths)} files in {paths[0].parent}"
+        out.print(f"  {fmt:8s} {shown}  ({written.seconds[fmt] * 1000:.0f} ms)", markup=False, highlight=False)
+
+
+@app.command()
+def report(
+    source: Annotated[Path, typer.Argument(help="analysis folder, its findings.json, or a report JSON")],
+    formats: Annotated[
+        str, typer.Option("--format", "--formats", help="json,pdf,seg,sr,epdf,sc,fhir,fhir-r5,hl7 or all")
+    ] = "json,pdf",
+    out_dir: Annotated[Path | None, typer.Option("--out", help="output folder (default: beside the input)")] = None,
+    dicom: Annotated[
+        list[Path] | None, typer.Option("--dicom", help="the source DICOM study (for seg, sr, epdf, sc)")
+    ] = None,
+    paper: Annotated[str, typer.Option(help="PDF paper size: A4 or Letter")] = "A4",
+) -> None:
+    """Write the report of an analysis (or re-export a stored, possibly signed, report) in the given formats."""
+    from neuronav.report.export import export, load_for_export
+    from neuronav.report.outputs import parse_formats
+
+    wanted = parse_formats(formats)
+    paper_size = _paper(paper)
+    rep, analysis_dir = load_for_export(source)
+    target = out_dir or (source if source.is_dir() else source.parent)
+    written = export(rep, wanted, target, analysis_dir=analysis_dir, dicom=dicom or [], paper=paper_size)
+    _print_written(rep, written)
 
 
 @app.command()

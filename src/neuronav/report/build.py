@@ -359,9 +359,13 @@ def narrative(f: Findings) -> Narrative:
     p, s = _primary(f), _secondary(f)
     parts: list[str] = []
     if p.detected:
+        where = (
+            f"in the {p.location}, largest diameter {p.size_mm:.0f} mm"
+            if p.location is not None and p.size_mm is not None
+            else "without a measurable lesion in the segmentation"
+        )
         parts.append(
-            f"A lesion is detected (probability {p.probability:.2f}) in the {p.location}, "
-            f"largest diameter {p.size_mm:.0f} mm, whole tumour volume {p.volume_ml:.1f} mL "
+            f"A lesion is detected (probability {p.probability:.2f}) {where}, whole tumour volume {p.volume_ml:.1f} mL "
             f"(enhancing {f.segmentation.volumes.enhancing_ml:.1f} mL, necrotic core "
             f"{f.segmentation.volumes.necrotic_core_ml:.1f} mL). Pattern most consistent with "
             f"{p.classification} (confidence {p.classification_confidence:.2f})."
@@ -381,7 +385,9 @@ def narrative(f: Findings) -> Narrative:
             f"{f.change.rano_category.replace('_', ' ')}."
         )
     if p.detected:
-        impression = f"Intracranial mass, {p.location}, most consistent with {p.classification} (AI)."
+        impression = (
+            f"Intracranial mass{', ' + p.location if p.location else ''}, most consistent with {p.classification} (AI)."
+        )
         if f.midline_shift.magnitude_mm >= 5.0:
             impression += f" Mass effect with {f.midline_shift.magnitude_mm:.1f} mm midline shift."
     else:

@@ -9,6 +9,7 @@ against the published file when it is written.
 from __future__ import annotations
 
 import json
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,8 @@ def generate_schema() -> dict[str, Any]:
 
 @lru_cache(maxsize=4)
 def published_schema(version: str = REPORT_SCHEMA_VERSION) -> dict[str, Any]:
+    if not re.fullmatch(r"\d{1,3}\.\d{1,3}", version):
+        raise ReportError(f"not a report schema version: {version[:20]!r}")
     path = schema_path(version)
     try:
         data: dict[str, Any] = json.loads(path.read_text())

@@ -1,0 +1,80 @@
+"""Entry points for the CLI and the service: a findings file, analysis folder or report file → outputs.
+
+* :func:`load_for_export` reads what the user points at: an analysis folder, its ``findings.json``
+  (a new preliminary report is built) or a stored report JSON (exported as it is: its version,
+  status and signature travel into every output).
+* :func:`export` finds the source DICOM series when a DICOM format is asked for and writes the files.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from neuronav.errors import InputError, ReportError
+from neuronav.findings import Findings
+from neuronav.ingest import Series
+from neuronav.report.build import build_report
+from neuronav.report.model import Report
+from neuronav.report.outputs import DICOM_FORMATS, Paper, Written, write_outputs
+from neuronav.report.sources import find_reference_series, load_source_series
+
+
+def _first_error(exc: ValidationError) -> str:
+    e = exc.errors()[0]
+    return f"{'/'.join(str(p) for p in e['loc'])}: {e['msg']}"
+
+
+def load_for_export(path: Path, *, received: datetime | None = None) -> tuple[Report, Path | None]:
+    """(report, analysis folder or None) from an analysis folder, a findings.json or a report JSON."""
+    file = path / "findings.json" if path.is_dir() else path
+    try:
+        raw = file.read_bytes()
+    except FileNotFoundError as exc:
+        raise InputError(
+            "no such file (give an analysis folder, its findings.json or a report JSON)", str(file)
+        ) from exc
+    try:
+        data = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(f"not JSON ({exc})", str(file)) from exc
+    folder = file.parent
+    analysis_dir = folder if (folder / "segmentation.nii.gz").is_file() else None
+    if isinstance(data, dict) and "report_id" in data:
+        try:
+            return Report.model_validate(data), analysis_dir
+        except ValidationError as exc:
+            raise InputError(f"not a valid NeuroNav report ({_first_error(exc)})", str(file)) from exc
+    try:
+        findings = Findings.model_validate(data)
+    except ValidationError as exc:
+        raise InputError(f"not a NeuroNav findings or report file ({_first_error(exc)})", str(file)) from exc
+    return build_report(findings, analysis_dir=analysis_dir, received=received), analysis_dir
+
+
+def export(
+    report: Report,
+    formats: Sequence[str],
+    out_dir: Path,
+    *,
+    analysis_dir: Path | None,
+    dicom: Sequence[Path] = (),
+    series: Series | None = None,
+    paper: Paper = "A4",
+) -> Written:
+    """Write ``formats``; DICOM formats need ``series`` (the analysed reference series) or ``dicom`` paths."""
+    source = None
+    if DICOM_FORMATS & set(formats):
+        if series is None:
+            if not dicom:
+                raise ReportError(
+                    f"{', '.join(sorted(DICOM_FORMATS & set(formats)))}: give the source DICOM study with --dicom "
+                    "(these objects join the patient's study in PACS)"
+                )
+            series = find_reference_series(list(dicom), report.findings)
+        source = load_source_series(series)
+    return write_outputs(report, formats, out_dir, analysis_dir=analysis_dir, source=source, paper=paper)

@@ -1,0 +1,129 @@
+"""Report lifecycle: preliminary → reviewed → final (signed, hashed) → amended; versions kept."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from neuronav.errors import LifecycleError, ReportError
+from neuronav.report.build import build_report
+from neuronav.report.lifecycle import ReportStore, amend, content_sha256, edit, sign, verify_signature
+from neuronav.report.model import Report
+from tests.analysis.findings_factory import make_findings
+
+WHEN = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def prelim() -> Report:
+    return build_report(make_findings(enhancing_ml=10.0, whole_tumour_ml=30.0))
+
+
+def test_edit_records_who_when_and_values(prelim: Report) -> None:
+    r = edit(prelim, {"/narrative/impression": "Left frontal glioma."}, who="Dr A", role="radiologist", when=WHEN)
+    assert r.status == "reviewed"
+    assert r.narrative.impression == "Left frontal glioma."
+    (e,) = r.edits
+    assert (e.who, e.role, e.when, e.path, e.new) == (
+        "Dr A",
+        "radiologist",
+        WHEN,
+        "/narrative/impression",
+        r.narrative.impression,
+    )
+    assert e.old == prelim.narrative.impression
+
+
+def test_editing_findings_recomputes_every_derived_section(prelim: Report) -> None:
+    r = edit(prelim, {"/findings/segmentation/volumes/whole_tumour_ml": 42.5}, who="Dr A", role="radiologist")
+    assert r.findings.segmentation.volumes.whole_tumour_ml == 42.5
+    assert r.ai_findings.primary_detection.volume_ml == 42.5
+    assert {m.key: m.value for m in r.measurements}["whole_tumour_volume"] == 42.5
+    assert "42.5 mL" in r.narrative.findings_text  # generated text follows while nobody rewrote it
+
+
+def test_radiologist_text_survives_later_findings_edits(prelim: Report) -> None:
+    r = edit(prelim, {"/narrative/findings_text": "My own words."}, who="Dr A", role="radiologist")
+    r = edit(r, {"/findings/midline_shift/magnitude_mm": 7.0}, who="Dr A", role="radiologist")
+    assert r.narrative.findings_text == "My own words."
+    assert len(r.edits) == 2
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"/findings/segmentation/volumes/whole_tumour_ml": "lots"}, "not valid"),
+        ({"/findings/nope": 1}, "no such field"),
+        ({"/findings/created": "2020-01-01"}, "provenance"),
+        ({"/status": "final"}, "cannot be edited"),
+        ({"/narrative/impression": 3}, "must be text"),
+        ({}, "no edits"),
+    ],
+)
+def test_bad_edits_are_refused(prelim: Report, changes: dict[str, object], message: str) -> None:
+    with pytest.raises(LifecycleError, match=message):
+        edit(prelim, changes, who="Dr A", role="radiologist")
+
+
+@pytest.mark.parametrize("role", ["technician", "neurologist", "admin", ""])
+def test_only_a_radiologist_edits_signs_or_amends(prelim: Report, role: str) -> None:
+    with pytest.raises(LifecycleError, match="only a radiologist"):
+        edit(prelim, {"/narrative/impression": "x"}, who="X", role=role)
+    with pytest.raises(LifecycleError, match="only a radiologist"):
+        sign(prelim, who="X", role=role)
+    signed = sign(prelim, who="Dr A", role="radiologist")
+    with pytest.raises(LifecycleError, match="only a radiologist"):
+        amend(signed, who="X", role=role, reason="r")
+
+
+def test_signature_hashes_the_content(prelim: Report) -> None:
+    final = sign(prelim, who="Dr A", role="radiologist", when=WHEN)
+    assert final.status == "final" and final.signature is not None
+    assert final.signature.content_sha256 == content_sha256(final)
+    assert verify_signature(final)
+    tampered = final.model_copy(update={"narrative": final.narrative.model_copy(update={"impression": "changed"})})
+    assert not verify_signature(tampered)
+    assert not verify_signature(prelim)
+    with pytest.raises(LifecycleError, match="final"):
+        edit(final, {"/narrative/impression": "x"}, who="Dr A", role="radiologist")
+    with pytest.raises(LifecycleError, match="already signed"):
+        sign(final, who="Dr A", role="radiologist")
+
+
+def test_amendment_is_a_new_signed_version(prelim: Report) -> None:
+    v1 = sign(prelim, who="Dr A", role="radiologist")
+    with pytest.raises(LifecycleError, match="reason"):
+        amend(v1, who="Dr B", role="radiologist", reason="  ")
+    with pytest.raises(LifecycleError, match="not signed"):
+        amend(prelim, who="Dr B", role="radiologist", reason="typo")
+    draft = amend(v1, who="Dr B", role="radiologist", reason="laterality corrected")
+    assert (draft.version, draft.status, draft.supersedes_version, draft.signature) == (2, "amended", 1, None)
+    draft = edit(draft, {"/narrative/impression": "Right frontal glioma."}, who="Dr B", role="radiologist")
+    assert draft.status == "amended"
+    v2 = sign(draft, who="Dr B", role="radiologist")
+    assert v2.status == "amended" and verify_signature(v2) and v2.report_id == v1.report_id
+    assert v2.amendment_reason == "laterality corrected"
+
+
+def test_store_keeps_every_version_and_never_overwrites(prelim: Report, tmp_path: Path) -> None:
+    store = ReportStore(tmp_path)
+    v1 = sign(prelim, who="Dr A", role="radiologist")
+    store.save(v1)
+    with pytest.raises(LifecycleError, match="already stored"):
+        store.save(v1)
+    v2 = sign(amend(v1, who="Dr A", role="radiologist", reason="r"), who="Dr A", role="radiologist")
+    store.save(v2)
+    assert store.versions(v1.report_id) == [1, 2]
+    assert store.load(v1.report_id) == v2
+    assert store.load(v1.report_id, 1) == v1
+    assert verify_signature(store.load(v1.report_id, 1))  # the hash survives the JSON round trip
+    stored = json.loads((tmp_path / v1.report_id / "v1.json").read_text())
+    assert stored["status"] == "final" and stored["version"] == 1
+    assert not list(tmp_path.rglob("*.partial"))
+    with pytest.raises(ReportError, match="no version 7"):
+        store.load(v1.report_id, 7)
+    with pytest.raises(ReportError, match="not a report id"):
+        store.load("../../etc/passwd")
