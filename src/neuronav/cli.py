@@ -424,6 +424,14 @@ def demo(
         markup=False,
     )
     out.print(f"findings, segmentation and heatmap: {out_dir / 'analysis'}", markup=False, highlight=False)
+    from neuronav.report.build import build_report
+    from neuronav.report.export import export
+    from neuronav.report.outputs import FORMATS
+
+    report = build_report(findings, analysis_dir=out_dir / "analysis")
+    series = inputs.series.get(findings.study.reference_sequence)
+    written = export(report, FORMATS, out_dir / "report", analysis_dir=out_dir / "analysis", series=series)
+    _print_written(report, written)
 
 
 def main() -> None:

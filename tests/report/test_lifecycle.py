@@ -127,3 +127,11 @@ def test_store_keeps_every_version_and_never_overwrites(prelim: Report, tmp_path
         store.load(v1.report_id, 7)
     with pytest.raises(ReportError, match="not a report id"):
         store.load("../../etc/passwd")
+
+
+def test_lesion_text_in_visual_data_follows_edited_findings(report: Report) -> None:
+    r = edit(report, {"/findings/segmentation/lesions/0/volume_ml": 99.5}, who="Dr A", role="radiologist")
+    assert r.visual_data.key_slices == report.visual_data.key_slices
+    assert all("99.5 mL" in a.text for a in r.visual_data.slice_annotations)
+    assert r.visual_data.slice_annotations
+    assert {m.key: m.value for m in r.measurements}["lesion1_volume"] == 99.5

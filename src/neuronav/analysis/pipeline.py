@@ -87,7 +87,8 @@ def analyze(
     heatmap = np.asarray(ref_prob[1:].sum(axis=0), dtype=np.float32)  # 0 outside the analysed grid
     del ref_prob
     save_nifti(Volume(ref_labels, ref.affine), out_dir / "segmentation.nii.gz")
-    save_nifti(Volume(heatmap, ref.affine), out_dir / "probability.nii.gz")
+    heat_u8 = np.asarray(np.rint(np.clip(heatmap, 0.0, 1.0) * 255.0), dtype=np.uint8)
+    save_nifti(Volume(heat_u8, ref.affine), out_dir / "probability.nii.gz", slope=1.0 / 255.0)
     save_nifti(Volume(_compact(ref.data), ref.affine), out_dir / REFERENCE_IMAGE)  # for key images and viewers
     timings["resample_and_write"] = time.perf_counter() - t0
 

@@ -324,33 +324,40 @@ def key_slices(f: Findings, segmentation: Path | None) -> KeySlices | None:
     )
 
 
+def _annotations(f: Findings, ks: KeySlices | None) -> list[SliceAnnotation]:
+    if ks is None or ks.through != "lesion centroid" or not f.segmentation.lesions:
+        return []
+    big = f.segmentation.lesions[0]
+    text = f"Lesion 1: {big.volume_ml:.1f} mL, {big.max_diameter_mm:.0f} mm, {location_text(big)}"
+    return [
+        SliceAnnotation(plane="axial", index=ks.axial_k, text=text),
+        SliceAnnotation(plane="coronal", index=ks.coronal_j, text=text),
+        SliceAnnotation(plane="sagittal", index=ks.sagittal_i, text=text),
+    ]
+
+
+def _coordinates(f: Findings) -> list[dict[str, Any]]:
+    return [
+        {
+            "lesion": les.index,
+            "centroid_ras_mm": list(les.centroid_ras_mm),
+            "centroid_mni_mm": list(les.centroid_mni_mm),
+        }
+        for les in f.segmentation.lesions[:MAX_LESIONS_MEASURED]
+    ]
+
+
 def _visual(f: Findings, analysis_dir: Path | None) -> VisualData:
     seg_path = analysis_dir / f.segmentation.label_file if analysis_dir else None
     ref = analysis_dir / REFERENCE_IMAGE if analysis_dir else None
     ks = key_slices(f, seg_path)
-    notes: list[SliceAnnotation] = []
-    if ks is not None and ks.through == "lesion centroid":
-        big = f.segmentation.lesions[0]
-        text = f"Lesion 1: {big.volume_ml:.1f} mL, {big.max_diameter_mm:.0f} mm, {location_text(big)}"
-        notes = [
-            SliceAnnotation(plane="axial", index=ks.axial_k, text=text),
-            SliceAnnotation(plane="coronal", index=ks.coronal_j, text=text),
-            SliceAnnotation(plane="sagittal", index=ks.sagittal_i, text=text),
-        ]
     return VisualData(
         segmentation_file=f.segmentation.label_file,
         heatmap_file=f.segmentation.probability_file,
         reference_image_file=REFERENCE_IMAGE if (ref is not None and ref.is_file()) else None,
         key_slices=ks,
-        coordinates_3d=[
-            {
-                "lesion": les.index,
-                "centroid_ras_mm": list(les.centroid_ras_mm),
-                "centroid_mni_mm": list(les.centroid_mni_mm),
-            }
-            for les in f.segmentation.lesions[:MAX_LESIONS_MEASURED]
-        ],
-        slice_annotations=notes,
+        coordinates_3d=_coordinates(f),
+        slice_annotations=_annotations(f, ks),
     )
 
 
@@ -397,7 +404,12 @@ def narrative(f: Findings) -> Narrative:
 
 def derive(report: Report, findings: Findings, *, keep_narrative: bool) -> Report:
     """The report with every derived section recomputed from (edited) findings."""
-    analysis_ks = report.visual_data
+    visual = report.visual_data.model_copy(  # the images stay; the text about the lesions follows the findings
+        update={
+            "coordinates_3d": _coordinates(findings),
+            "slice_annotations": _annotations(findings, report.visual_data.key_slices),
+        }
+    )
     return report.model_copy(
         update={
             "findings": findings,
@@ -408,7 +420,7 @@ def derive(report: Report, findings: Findings, *, keep_narrative: bool) -> Repor
                 anatomical_review=_anatomical_review(findings),
             ),
             "measurements": measurements(findings),
-            "visual_data": analysis_ks,
+            "visual_data": visual,
             "change_versus_prior": _change(findings),
             "recommendations": recommendations(findings),
             "narrative": report.narrative if keep_narrative else narrative(findings),

@@ -103,20 +103,14 @@ def overlay_rgb(grey: U8, labels: npt.NDArray[np.integer], alpha: float = OVERLA
     return np.asarray(np.clip(rgb, 0, 255), dtype=np.uint8)
 
 
-def _hot(p: F32) -> F32:
-    """A black-red-yellow-white colour map of values in [0, 1]: (…, 3) in 0–255."""
-    r = np.clip(p * 3.0, 0, 1)
-    g = np.clip(p * 3.0 - 1.0, 0, 1)
-    b = np.clip(p * 3.0 - 2.0, 0, 1)
-    return np.stack([r, g, b], axis=-1).astype(np.float32) * 255.0
-
-
-def heatmap_rgb(grey: U8, probability: npt.ArrayLike, alpha: float = 0.6) -> U8:
+def heatmap_rgb(grey: U8, probability: npt.ArrayLike) -> U8:
+    """Tumour probability over the grey image: yellow (low) to red (high), more opaque as it rises."""
     p = np.clip(np.asarray(probability, np.float32), 0.0, 1.0)
     rgb = np.repeat(np.asarray(grey, np.float32)[..., None], 3, axis=-1)
     shown = p >= HEATMAP_FLOOR
-    a = (alpha * p)[..., None]
-    blended = (1.0 - a) * rgb + a * _hot(p)
+    colour = np.stack([np.full_like(p, 255.0), 255.0 * (1.0 - p), np.zeros_like(p)], axis=-1)
+    a = (0.35 + 0.45 * p)[..., None]
+    blended = (1.0 - a) * rgb + a * colour
     rgb[shown] = blended[shown]
     return np.asarray(np.clip(rgb, 0, 255), dtype=np.uint8)
 

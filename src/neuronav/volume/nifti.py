@@ -39,13 +39,19 @@ def load_nifti(path: str | Path) -> Volume:
     return Volume(data=data, affine=affine, meta={"source_path": p})
 
 
-def save_nifti(volume: Volume, path: str | Path) -> Path:
-    """Write a Volume as NIfTI-1 (gzip when the name ends in .gz) with sform and qform set."""
+def save_nifti(volume: Volume, path: str | Path, *, slope: float | None = None) -> Path:
+    """Write a Volume as NIfTI-1 (gzip when the name ends in .gz) with sform and qform set.
+
+    ``slope``: the stored integers are scaled by it when read (e.g. a probability map stored as uint8
+    with slope 1/255, a quarter of float32's size and read back as floats by any NIfTI reader).
+    """
     import nibabel as nib
 
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     img = nib.Nifti1Image(volume.data, volume.affine)
+    if slope is not None:
+        img.header.set_slope_inter(slope, 0.0)
     img.set_sform(volume.affine, code=1)
     img.set_qform(volume.affine, code=1)
     img.header.set_xyzt_units("mm")
