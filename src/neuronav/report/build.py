@@ -84,7 +84,7 @@ def measurements(f: Findings) -> list[Measurement]:
         Measurement(
             key=key,
             label=label,
-            value=round(float(vols[field]), 2),
+            value=float(vols[field]),
             unit="mL",
             concept=codes.VOLUME,
             finding_site=site,
@@ -108,7 +108,7 @@ def measurements(f: Findings) -> list[Measurement]:
                 Measurement(
                     key=f"lesion{i}_{key}",
                     label=f"Lesion {i} {label}",
-                    value=round(float(getattr(lesion, attr)), 2),
+                    value=float(getattr(lesion, attr)),
                     unit=unit,
                     concept=concept,
                     finding_site=codes.NEOPLASM,
@@ -123,7 +123,7 @@ def measurements(f: Findings) -> list[Measurement]:
         Measurement(
             key="midline_shift",
             label="Midline shift (signed, + towards the patient's right)",
-            value=round(ms.shift_mm, 2),
+            value=float(ms.shift_mm),
             unit="mm",
             concept=codes.MIDLINE_SHIFT,
             finding_site=codes.BRAIN,
@@ -133,7 +133,7 @@ def measurements(f: Findings) -> list[Measurement]:
         Measurement(
             key="lateral_ventricles_volume",
             label="Lateral ventricles volume",
-            value=round(v.total_ml, 2),
+            value=float(v.total_ml),
             unit="mL",
             concept=codes.VOLUME,
             finding_site=codes.LATERAL_VENTRICLE,
@@ -143,7 +143,7 @@ def measurements(f: Findings) -> list[Measurement]:
         Measurement(
             key="left_lateral_ventricle_volume",
             label="Left lateral ventricle volume",
-            value=round(v.left_ml, 2),
+            value=float(v.left_ml),
             unit="mL",
             concept=codes.VOLUME,
             finding_site=codes.LATERAL_VENTRICLE,
@@ -154,7 +154,7 @@ def measurements(f: Findings) -> list[Measurement]:
         Measurement(
             key="right_lateral_ventricle_volume",
             label="Right lateral ventricle volume",
-            value=round(v.right_ml, 2),
+            value=float(v.right_ml),
             unit="mL",
             concept=codes.VOLUME,
             finding_site=codes.LATERAL_VENTRICLE,
@@ -165,7 +165,7 @@ def measurements(f: Findings) -> list[Measurement]:
         Measurement(
             key="ventricle_asymmetry",
             label="Ventricular asymmetry index (L − R) / (L + R)",
-            value=round(v.asymmetry, 3),
+            value=float(v.asymmetry),
             unit="1",
             concept=codes.ASYMMETRY,
             finding_site=codes.LATERAL_VENTRICLE,
@@ -175,7 +175,7 @@ def measurements(f: Findings) -> list[Measurement]:
         Measurement(
             key="haemorrhage_volume",
             label="Suspected haemorrhage volume",
-            value=round(h.volume_ml, 2),
+            value=float(h.volume_ml),
             unit="mL",
             concept=codes.VOLUME,
             finding_site=codes.HAEMORRHAGE,
@@ -185,7 +185,7 @@ def measurements(f: Findings) -> list[Measurement]:
         Measurement(
             key="tumour_probability",
             label="Tumour probability",
-            value=round(f.detection.probability, 4),
+            value=float(f.detection.probability),
             unit="1",
             concept=codes.PROBABILITY,
             finding_site=codes.BRAIN,
@@ -198,7 +198,7 @@ def measurements(f: Findings) -> list[Measurement]:
             Measurement(
                 key="classification_confidence",
                 label=f"Classification confidence ({f.classification.label})",
-                value=round(f.classification.confidence, 4),
+                value=float(f.classification.confidence),
                 unit="1",
                 concept=codes.CONFIDENCE,
                 finding_site=codes.NEOPLASM,

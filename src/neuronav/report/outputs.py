@@ -88,7 +88,7 @@ def write_outputs(
     out_dir.mkdir(parents=True, exist_ok=True)
     written = Written()
     images = None
-    if analysis_dir is not None and {"pdf", "epdf", "sc", "hl7"} & set(formats):
+    if analysis_dir is not None and {"pdf", "epdf", "sc", "hl7", "fhir", "fhir-r5"} & set(formats):
         from neuronav.report.figures import load_analysis_images
 
         images = load_analysis_images(analysis_dir)
