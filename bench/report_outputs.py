@@ -65,8 +65,6 @@ def main() -> int:
     parser.add_argument("--work", type=Path, default=None, help="keep the study and analysis here")
     args = parser.parse_args()
 
-    from neuronav.report.pdf import render_pdf
-
     from neuronav.analysis.inputs import from_paths
     from neuronav.analysis.pipeline import analyze
     from neuronav.findings import Findings
@@ -75,6 +73,7 @@ def main() -> int:
     from neuronav.report.export import export
     from neuronav.report.figures import key_images, load_analysis_images
     from neuronav.report.outputs import FORMATS
+    from neuronav.report.pdf import render_pdf
 
     work = args.work or Path(tempfile.mkdtemp(prefix="nn-bench-report-"))
     study, analysis = work / "study", work / "analysis"

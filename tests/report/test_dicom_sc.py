@@ -113,7 +113,9 @@ def test_the_grey_image_is_the_source_slice_windowed_once_for_the_series(analyse
     levels: list[tuple[float, int]] = []
     for k in (40, 96, 150):
         rgb = made.datasets[k].pixel_array
-        source = analysed.source.datasets[k].pixel_array.astype(float)
+        uid = analysed.source.datasets[k].SOPInstanceUID  # the source keeps headers only: read the pixels
+        inst = next(i for i in analysed.series.instances if i.sop_instance_uid == uid)
+        source = pydicom.dcmread(inst.source.path).pixel_array.astype(float)
         keep = ~coloured(rgb)
         keep[rows, cols] = False
         levels += zip(source[keep].tolist(), rgb[..., 0][keep].tolist(), strict=True)
@@ -138,7 +140,7 @@ def test_the_warning_is_burnt_into_every_image_and_names_the_status(analysed: An
 
 def test_highdicom_reads_the_series_as_a_volume_on_the_source_geometry(analysed: Analysed, made: Made) -> None:
     overlay = hd.get_volume_from_series(made.datasets, dtype=np.uint8)
-    original = hd.get_volume_from_series(analysed.source.datasets)
+    original = hd.get_volume_from_series([pydicom.dcmread(i.source.path) for i in analysed.series.instances])
     assert overlay.spatial_shape == original.spatial_shape and overlay.shape[-1] == 3
     np.testing.assert_allclose(overlay.affine, original.affine, atol=1e-4)
     assert hd.imread(io.BytesIO(write(made.datasets[0]))).get_frame(1).shape == (240, 240, 3)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import io
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -59,27 +59,49 @@ def load_analysis_images(
     reference: str = "reference.nii.gz",
 ) -> AnalysisImages:
     """Read the three images an analysis wrote; ReportError naming the file when one is missing or unfit."""
-    import nibabel as nib
-
-    loaded = []
+    arrays: list[npt.NDArray[np.generic]] = []
+    affines: list[npt.NDArray[np.float64]] = []
     for name in (reference, segmentation, heatmap):
         path = analysis_dir / name
         if not path.is_file():
             raise ReportError(f"{path}: missing; key images need the analysis folder of findings.json")
         try:
-            img = nib.as_closest_canonical(nib.load(str(path)))
+            arr, aff = _read_ras(path)
         except Exception as exc:  # nibabel raises many types for broken files
             raise ReportError(f"{path}: not a readable NIfTI image ({exc})") from exc
-        loaded.append(img)
-    ref, seg, heat = loaded
-    if not (ref.shape[:3] == seg.shape[:3] == heat.shape[:3]) or not np.allclose(ref.affine, seg.affine, atol=1e-3):
+        arrays.append(arr)
+        affines.append(aff)
+    ref, seg, heat = arrays
+    if not (ref.shape == seg.shape == heat.shape) or not np.allclose(affines[0], affines[1], atol=1e-3):
         raise ReportError(f"{analysis_dir}: reference, segmentation and heatmap are not on the same grid")
     return AnalysisImages(
-        reference=np.asarray(ref.dataobj, dtype=np.float32).reshape(ref.shape[:3]),
-        labels=np.asarray(seg.dataobj, dtype=np.uint8).reshape(seg.shape[:3]),
-        heatmap=np.asarray(heat.dataobj, dtype=np.float32).reshape(heat.shape[:3]),
-        affine=np.asarray(ref.affine, dtype=np.float64),
+        reference=np.asarray(ref, dtype=np.float32),
+        labels=np.asarray(seg, dtype=np.uint8),
+        heatmap=np.asarray(heat, dtype=np.float32),
+        affine=affines[0],
     )
+
+
+def _read_ras(path: Path) -> tuple[npt.NDArray[np.generic], npt.NDArray[np.float64]]:
+    """A NIfTI volume reoriented to RAS+ by axis swaps and flips (views, no resampling), and its affine.
+
+    Integer data stored with a scale factor (the uint8 heatmap) is scaled to float32 here rather
+    than by nibabel, which would make a float64 copy of the whole volume.
+    """
+    import nibabel as nib
+
+    img: Any = nib.load(str(path))
+    if len(img.shape) != 3:
+        raise ReportError(f"{path}: expected a 3D image, got shape {img.shape}")
+    proxy = img.dataobj
+    slope, inter = float(getattr(proxy, "slope", 1.0)), float(getattr(proxy, "inter", 0.0))
+    raw = np.asanyarray(proxy.get_unscaled() if hasattr(proxy, "get_unscaled") else proxy)
+    if slope != 1.0 or inter != 0.0:
+        raw = raw.astype(np.float32) * np.float32(slope) + np.float32(inter)
+    ornt = nib.orientations.io_orientation(img.affine)
+    data = nib.orientations.apply_orientation(raw, ornt)
+    affine = np.asarray(img.affine @ nib.orientations.inv_ornt_aff(ornt, img.shape), dtype=np.float64)
+    return data, affine
 
 
 def window(image: npt.ArrayLike, lo_pct: float = 1.0, hi_pct: float = 99.5) -> U8:

@@ -20,13 +20,19 @@ folder's images. Every file is written under a temporary name and renamed when c
 
 from __future__ import annotations
 
+import io
+import os
+import shutil
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from neuronav.errors import ReportError
+from pydicom.dataset import Dataset
+
+from neuronav.errors import NeuroNavError, ReportError
+from neuronav.report.figures import AnalysisImages, load_analysis_images
 from neuronav.report.model import Report
 from neuronav.report.sources import SourceSeries
 
@@ -61,12 +67,35 @@ def _atomic(path: Path, data: bytes) -> Path:
     return path
 
 
-def _dicom_bytes(ds: object) -> bytes:
-    from io import BytesIO
+def _dicom_bytes(ds: Dataset) -> bytes:
+    """A DICOM file (preamble, file meta, data set) in memory.
 
-    buf = BytesIO()
-    ds.save_as(buf, enforce_file_format=True)  # type: ignore[attr-defined]
-    return buf.getvalue()
+    Native little-endian syntaxes are written directly (pydicom's ``save_as`` validates and copies
+    the file meta of every one of a few hundred Secondary Capture images); others go through save_as.
+    """
+    from pydicom.filebase import DicomBytesIO
+    from pydicom.filewriter import write_dataset, write_file_meta_info
+    from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+
+    syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    if syntax not in (ExplicitVRLittleEndian, ImplicitVRLittleEndian):
+        buf = io.BytesIO()
+        ds.save_as(buf, enforce_file_format=True)
+        return buf.getvalue()
+    from pydicom import config
+
+    fp = DicomBytesIO()
+    fp.write(b"\0" * 128 + b"DICM")
+    write_file_meta_info(fp, ds.file_meta, enforce_standard=True)
+    fp.is_little_endian = True
+    fp.is_implicit_VR = syntax == ImplicitVRLittleEndian
+    mode = config.settings.writing_validation_mode
+    config.settings.writing_validation_mode = config.IGNORE  # values were validated when they were set
+    try:
+        write_dataset(fp, ds)
+    finally:
+        config.settings.writing_validation_mode = mode
+    return fp.getvalue()
 
 
 def write_outputs(
@@ -89,11 +118,16 @@ def write_outputs(
     written = Written()
     images = None
     if analysis_dir is not None and {"pdf", "epdf", "sc", "hl7", "fhir", "fhir-r5"} & set(formats):
-        from neuronav.report.figures import load_analysis_images
-
         images = load_analysis_images(analysis_dir)
     pdf_bytes: bytes | None = None
     seg_ds = None
+    background: _Child | None = None
+    if "sc" in formats:
+        if images is None:
+            raise ReportError("Secondary Capture images need the analysis folder (reference and segmentation)")
+        if _can_fork():  # the largest output, made on the second core while this process makes the others
+            sc_images, sc_source = images, source
+            background = _Child(lambda: len(_write_sc(report, sc_images, sc_source, out_dir)))
 
     def pdf() -> bytes:
         nonlocal pdf_bytes
@@ -131,17 +165,9 @@ def write_outputs(
             assert source is not None
             paths = [_atomic(out_dir / "report-pdf.dcm", _dicom_bytes(make_encapsulated_pdf(report, pdf(), source)))]
         elif fmt == "sc":
-            from neuronav.report.dicom_sc import make_secondary_captures
-
-            if images is None:
-                raise ReportError("Secondary Capture images need the analysis folder (reference and segmentation)")
-            assert source is not None
-            sc_dir = out_dir / "sc"
-            sc_dir.mkdir(exist_ok=True)
-            paths = [
-                _atomic(sc_dir / f"IM{n:04d}.dcm", _dicom_bytes(ds))
-                for n, ds in enumerate(make_secondary_captures(report, images, source), start=1)
-            ]
+            if background is not None:
+                continue  # written by the child process started above
+            paths = _write_sc(report, images, source, out_dir)
         elif fmt in ("fhir", "fhir-r5"):
             import json
 
@@ -160,4 +186,82 @@ def write_outputs(
             raise ReportError(f"unknown format {fmt!r}; choose from {', '.join(FORMATS)}")
         written.files[fmt] = paths
         written.seconds[fmt] = time.perf_counter() - t0
+    if background is not None:
+        seconds = background.result()
+        written.files["sc"] = sorted((out_dir / "sc").glob("IM*.dcm"))
+        written.seconds["sc"] = seconds
     return written
+
+
+def _write_sc(report: Report, images: AnalysisImages | None, source: SourceSeries | None, out_dir: Path) -> list[Path]:
+    """The Secondary Capture series into ``out_dir/sc`` (replacing an earlier one only once complete)."""
+    from neuronav.report.dicom_sc import make_secondary_captures
+
+    assert images is not None and source is not None
+    tmp, final, old = out_dir / ".sc.partial", out_dir / "sc", out_dir / ".sc.old"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        for n, ds in enumerate(make_secondary_captures(report, images, source), start=1):
+            (tmp / f"IM{n:04d}.dcm").write_bytes(_dicom_bytes(ds))
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+    if final.exists():
+        final.rename(old)
+    tmp.rename(final)
+    shutil.rmtree(old, ignore_errors=True)
+    return sorted(final.glob("IM*.dcm"))
+
+
+def _can_fork() -> bool:
+    """A forked helper is used when there is a second core and this process may have children
+    (Celery's prefork workers and other daemonic processes may not)."""
+    import multiprocessing
+
+    return (
+        hasattr(os, "fork")
+        and len(os.sched_getaffinity(0)) > 1
+        and not multiprocessing.current_process().daemon
+        and os.environ.get("NEURONAV_REPORT_SERIAL", "") != "1"
+    )
+
+
+class _Child:
+    """Run ``work`` in a forked process (its inputs are inherited, not pickled); :meth:`result` waits."""
+
+    def __init__(self, work: Callable[[], int]) -> None:
+        import multiprocessing
+
+        ctx = multiprocessing.get_context("fork")
+        self._recv, send = ctx.Pipe(duplex=False)
+
+        def run() -> None:
+            t0 = time.perf_counter()
+            try:
+                work()
+                send.send(("ok", time.perf_counter() - t0))
+            except NeuroNavError as exc:
+                send.send(("error", str(exc)))
+            except Exception as exc:  # reported to the parent as a failure, with its type
+                send.send(("error", f"Secondary Capture writer failed ({type(exc).__name__}: {exc})"))
+
+        self._proc = ctx.Process(target=run, name="neuronav-sc", daemon=True)
+        self._proc.start()
+        send.close()
+
+    def result(self) -> float:
+        try:
+            status, value = self._recv.recv()
+        except EOFError:
+            self._proc.join()
+            raise ReportError(
+                f"the Secondary Capture writer stopped without a result (exit code {self._proc.exitcode})"
+            ) from None
+        finally:
+            self._recv.close()
+        self._proc.join()
+        if status != "ok":
+            raise ReportError(str(value))
+        return float(value)

@@ -53,7 +53,7 @@ def load_source_series(series: Series) -> SourceSeries:
     with SourceReader() as reader:
         for uid in volume.source_uids:
             inst = by_uid[uid]
-            datasets.append(pydicom.dcmread(BytesIO(reader.read(inst.source)), force=False))
+            datasets.append(pydicom.dcmread(BytesIO(reader.read(inst.source)), force=False, stop_before_pixels=True))
     return SourceSeries(datasets=datasets, affine=volume.affine, series_instance_uid=series.series_instance_uid)
 
 
