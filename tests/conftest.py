@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import tempfile
 
 import pytest
+
+# Tests never touch the user's data folder (settings, generated dev secrets, pseudonym key).
+os.environ.setdefault("NEURONAV_DATA_DIR", tempfile.mkdtemp(prefix="neuronav-test-data-"))
 
 
 def require_binary(name: str) -> str:

@@ -1,0 +1,129 @@
+"""One typed Settings object, read from the environment (prefix ``NEURONAV_``) or a ``.env`` file.
+
+Defaults are the embedded set-up a new user gets with no configuration: SQLite and a storage folder
+under the data folder, the in-process worker, development mode. Outside development mode
+(``NEURONAV_ENV=production``) every secret must be set to a real value: missing, short or
+placeholder secrets are refused with :class:`~neuronav.errors.ConfigError` naming the variable.
+
+==========================  =================================================================
+NEURONAV_ENV                development (default) | production
+NEURONAV_DATA_DIR           data folder (default ~/.local/share/neuronav)
+NEURONAV_DATABASE_URL       SQLAlchemy URL (default sqlite:///<data>/neuronav.db); postgresql+psycopg://…
+NEURONAV_BROKER_URL         Celery broker (redis://…); empty = in-process worker
+NEURONAV_STORAGE_DIR        encrypted object store (default <data>/storage)
+NEURONAV_MASTER_KEY         64 hex digits: wraps the data keys of stored objects
+NEURONAV_SECRET_KEY         signs session tokens and CSRF tokens (≥ 32 characters)
+NEURONAV_PSEUDONYM_KEY      keyed HMAC of patient ids (≥ 32 bytes; see neuronav.pseudonym)
+NEURONAV_MAX_UPLOAD_BYTES   upload size cap (default 2 GiB)
+==========================  =================================================================
+
+In development mode, missing secrets are generated once and kept in ``<data>/secrets.json``
+(mode 0600), so a restart keeps sessions and stored data readable.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from neuronav.errors import ConfigError
+
+PLACEHOLDERS = frozenset({"", "changeme", "change-me", "changethis", "secret", "password", "placeholder", "xxx"})
+GENERATED_SECRETS = ("master_key", "secret_key", "pseudonym_key")
+
+
+def default_data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "neuronav"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="NEURONAV_", env_file=".env", extra="ignore")
+
+    env: Literal["development", "production"] = "development"
+    data_dir: Path = Field(default_factory=default_data_dir)
+    database_url: str = ""
+    broker_url: str = ""
+    storage_dir: Path | None = None
+    master_key: str = ""
+    secret_key: str = ""
+    pseudonym_key: str = ""
+    max_upload_bytes: int = 2 * 1024**3
+    access_token_minutes: int = 15
+    session_hours: int = 8
+
+    @property
+    def development(self) -> bool:
+        return self.env == "development"
+
+    @property
+    def database(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'neuronav.db'}"
+
+    @property
+    def storage(self) -> Path:
+        return self.storage_dir or self.data_dir / "storage"
+
+    def master_key_bytes(self) -> bytes:
+        try:
+            key = bytes.fromhex(self.master_key)
+        except ValueError as exc:
+            raise ConfigError("NEURONAV_MASTER_KEY must be 64 hex digits (a 256-bit key)") from exc
+        if len(key) != 32:
+            raise ConfigError("NEURONAV_MASTER_KEY must be 64 hex digits (a 256-bit key)")
+        return key
+
+
+def _check_secret(name: str, value: str, minimum: int) -> None:
+    if value.strip().lower() in PLACEHOLDERS or len(value) < minimum:
+        raise ConfigError(
+            f"NEURONAV_{name.upper()} is missing or a placeholder; set a real secret of at least {minimum} characters"
+        )
+
+
+def _dev_secrets(settings: Settings) -> dict[str, str]:
+    """Secrets generated once for development mode, kept in <data>/secrets.json (0600)."""
+    path = settings.data_dir / "secrets.json"
+    if path.exists():
+        data: dict[str, str] = json.loads(path.read_text())
+    else:
+        data = {}
+    missing = [name for name in GENERATED_SECRETS if not data.get(name)]
+    if missing:
+        for name in missing:
+            data[name] = secrets.token_hex(32)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(".secrets.json.partial")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            json.dump(data, fh)
+        tmp.replace(path)
+    return data
+
+
+def load_settings() -> Settings:
+    """Settings from the environment; secrets checked (production) or generated (development)."""
+    settings = Settings()
+    if settings.development:
+        generated = _dev_secrets(settings)
+        updates = {name: generated[name] for name in GENERATED_SECRETS if not getattr(settings, name)}
+        settings = settings.model_copy(update=updates)
+    else:
+        _check_secret("master_key", settings.master_key, 64)
+        _check_secret("secret_key", settings.secret_key, 32)
+        _check_secret("pseudonym_key", settings.pseudonym_key, 32)
+    settings.master_key_bytes()
+    return settings
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings (call ``get_settings.cache_clear()`` in tests after changing the environment)."""
+    return load_settings()
