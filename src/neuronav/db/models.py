@@ -1,0 +1,206 @@
+"""The tables of the service. Patient data (PHI) columns hold ciphertext (see ``*_enc``); the audit
+log is append-only and hash-chained (:mod:`neuronav.audit`).
+
+::
+
+    users ──< sessions
+      │
+      ├──< studies ──< stored_objects          (uploaded files and results, encrypted at rest)
+      │        ├──< analyses                   (jobs: queued / running / done / failed)
+      │        ├──< reports ──< report_versions (every version kept, never overwritten)
+      │        └──< annotations                (measurements and notes of the viewer)
+      └──< audit_events                        (who, role, when, from where, what, outcome; chained)
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Index, Integer, MetaData, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+ROLES = ("technician", "radiologist", "neurologist", "admin")
+ACCOUNT_STATES = ("pending", "active", "disabled")
+STUDY_STATES = ("received", "queued", "running", "done", "failed")
+JOB_STATES = ("queued", "running", "done", "failed")
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+    type_annotation_map = {datetime: DateTime(timezone=True), dict[str, Any]: JSON}  # noqa: RUF012 (SQLAlchemy API)
+
+
+class User(Base):
+    __tablename__ = "users"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    email: Mapped[str] = mapped_column(String(254), unique=True)  # lower-cased
+    display_name: Mapped[str] = mapped_column(String(200))
+    role: Mapped[str] = mapped_column(String(20))
+    state: Mapped[str] = mapped_column(String(20), default="pending")
+    password_hash: Mapped[str] = mapped_column(String(200))
+    licence_number: Mapped[str | None] = mapped_column(String(100))
+    verified_by: Mapped[str | None] = mapped_column(ForeignKey("users.id"))
+    verified_at: Mapped[datetime | None]
+    totp_secret_enc: Mapped[str | None] = mapped_column(Text)  # encrypted (column-bound AES-GCM)
+    totp_last_step: Mapped[int | None] = mapped_column(BigInteger)
+    throttle: Mapped[dict[str, Any]] = mapped_column(default=dict)  # failed-login state (neuronav.security)
+    password_changed_at: Mapped[datetime] = mapped_column(default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    sessions: Mapped[list[Session]] = relationship(back_populates="user", cascade="all, delete-orphan")
+
+
+class Session(Base):
+    __tablename__ = "sessions"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    token_digest: Mapped[str] = mapped_column(String(64), unique=True)  # sha256 of the opaque token
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime]
+    revoked_at: Mapped[datetime | None]
+    client: Mapped[str | None] = mapped_column(String(100))  # address the session was opened from
+    mfa: Mapped[bool] = mapped_column(Boolean, default=False)
+
+    user: Mapped[User] = relationship(back_populates="sessions")
+
+
+class Study(Base):
+    __tablename__ = "studies"
+    __table_args__ = (Index("ix_studies_uploaded_at", "uploaded_at"), Index("ix_studies_state", "state"))
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    content_sha256: Mapped[str] = mapped_column(String(64), index=True)  # of the uploaded content (idempotency)
+    study_uid_digest: Mapped[str | None] = mapped_column(String(64), index=True)  # keyed HMAC of StudyInstanceUID
+    patient_pseudonym: Mapped[str | None] = mapped_column(String(40), index=True)
+    patient_name_enc: Mapped[str | None] = mapped_column(Text)
+    patient_id_enc: Mapped[str | None] = mapped_column(Text)
+    patient_birth_date_enc: Mapped[str | None] = mapped_column(Text)
+    study_uid_enc: Mapped[str | None] = mapped_column(Text)
+    study_date: Mapped[str | None] = mapped_column(String(8))
+    description: Mapped[str | None] = mapped_column(String(200))
+    sequences: Mapped[dict[str, Any]] = mapped_column(default=dict)  # sequence → series info (no PHI)
+    n_files: Mapped[int] = mapped_column(Integer, default=0)
+    size_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    state: Mapped[str] = mapped_column(String(20), default="received")
+    flagged: Mapped[bool] = mapped_column(Boolean, default=False)  # a tumour was detected
+    uploaded_by: Mapped[str] = mapped_column(ForeignKey("users.id"), index=True)
+    uploaded_at: Mapped[datetime] = mapped_column(default=utcnow)
+    prior_study_id: Mapped[str | None] = mapped_column(ForeignKey("studies.id"))
+
+    objects: Mapped[list[StoredObject]] = relationship(back_populates="study", cascade="all, delete-orphan")
+    analyses: Mapped[list[Analysis]] = relationship(back_populates="study", cascade="all, delete-orphan")
+
+
+class StoredObject(Base):
+    __tablename__ = "stored_objects"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)  # server-generated storage key
+    study_id: Mapped[str | None] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"), index=True)
+    kind: Mapped[str] = mapped_column(String(40))  # upload, findings, segmentation, report-pdf, …
+    name: Mapped[str | None] = mapped_column(String(200))  # a display name; never used as a path
+    sha256: Mapped[str] = mapped_column(String(64))
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    study: Mapped[Study | None] = relationship(back_populates="objects")
+
+
+class Analysis(Base):
+    __tablename__ = "analyses"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    study_id: Mapped[str] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"), index=True)
+    cache_key: Mapped[str] = mapped_column(String(64), index=True)  # sha256(content, model versions)
+    model: Mapped[str] = mapped_column(String(100))
+    state: Mapped[str] = mapped_column(String(20), default="queued")
+    progress: Mapped[float] = mapped_column(Float, default=0.0)
+    stage: Mapped[str | None] = mapped_column(String(100))
+    error: Mapped[str | None] = mapped_column(Text)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    requested_by: Mapped[str | None] = mapped_column(ForeignKey("users.id"))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+    seconds: Mapped[float | None] = mapped_column(Float)
+    result: Mapped[dict[str, Any]] = mapped_column(default=dict)  # summary + stored object keys
+
+    study: Mapped[Study] = relationship(back_populates="analyses")
+
+
+class Report(Base):
+    __tablename__ = "reports"
+
+    id: Mapped[str] = mapped_column(String(20), primary_key=True)  # NN-YYYYMMDD-xxxxxxxx
+    study_id: Mapped[str] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"), index=True)
+    analysis_id: Mapped[str] = mapped_column(ForeignKey("analyses.id", ondelete="CASCADE"))
+    version: Mapped[int] = mapped_column(Integer, default=1)  # the current (newest) version
+    status: Mapped[str] = mapped_column(String(20), default="preliminary")
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    versions: Mapped[list[ReportVersion]] = relationship(
+        back_populates="report", cascade="all, delete-orphan", order_by="ReportVersion.version"
+    )
+
+
+class ReportVersion(Base):
+    __tablename__ = "report_versions"
+
+    report_id: Mapped[str] = mapped_column(ForeignKey("reports.id", ondelete="CASCADE"), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer, primary_key=True)
+    status: Mapped[str] = mapped_column(String(20))
+    document_enc: Mapped[str] = mapped_column(Text)  # the report JSON, encrypted (it names the patient's findings)
+    content_sha256: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    created_by: Mapped[str | None] = mapped_column(ForeignKey("users.id"))
+
+    report: Mapped[Report] = relationship(back_populates="versions")
+
+
+class Annotation(Base):
+    __tablename__ = "annotations"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    study_id: Mapped[str] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"), index=True)
+    author_id: Mapped[str] = mapped_column(ForeignKey("users.id"))
+    kind: Mapped[str] = mapped_column(String(20))  # distance | roi | text
+    geometry: Mapped[dict[str, Any]] = mapped_column(default=dict)  # RAS mm points, plane, values
+    text: Mapped[str | None] = mapped_column(Text)
+    include_in_report: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class AuditEvent(Base):
+    __tablename__ = "audit_events"
+
+    seq: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+    actor_id: Mapped[str | None] = mapped_column(String(32), index=True)
+    actor_role: Mapped[str | None] = mapped_column(String(20))
+    client: Mapped[str | None] = mapped_column(String(100))
+    action: Mapped[str] = mapped_column(String(60), index=True)  # login, study.upload, report.sign, …
+    target_type: Mapped[str | None] = mapped_column(String(40))
+    target_id: Mapped[str | None] = mapped_column(String(64))
+    outcome: Mapped[str] = mapped_column(String(20))  # success | failure | denied
+    detail: Mapped[dict[str, Any]] = mapped_column(default=dict)  # never PHI
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64), unique=True)
