@@ -13,6 +13,11 @@ DICOM handlers each map it to an exit code / HTTP status / DICOM status in one p
     │   ├── NiftiReadError         a NIfTI file that cannot be read or has no usable geometry
     │   └── NoUsableDataError      nothing usable was found in any of the inputs
     ├── ConfigError                invalid settings
+    ├── SecurityError              (neuronav.security.errors) authentication and authorisation
+    │   ├── AuthError → InvalidToken, SecondFactorRequired, AccountLocked     HTTP 401 / 429
+    │   ├── PermissionDenied → CsrfError                                     HTTP 403
+    │   ├── AccountStateError                                                HTTP 409
+    │   └── PasswordPolicyError                                              HTTP 422
     ├── ReportError                a report that cannot be built or written (missing source images, bad format)
     │   └── LifecycleError         a review/sign/amend step not allowed (wrong status or role, bad edit)
     └── ModelError                 (neuronav.analysis.registry) a model that cannot be found, read or trusted

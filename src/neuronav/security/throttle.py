@@ -1,0 +1,182 @@
+"""Login throttling and soft lockout: pure logic over a small state record and an injected clock.
+
+Two counters guard sign-in, each a :class:`ThrottleState` the database stores (one row per key):
+
+* per **account**, keyed by the normalised login name as typed (:func:`login_key`) — *whether or not
+  such an account exists*, so a lockout appears for unknown names exactly as for real ones and
+  reveals nothing. 5 failures within 15 minutes (counted from the first) lock the name for 15
+  minutes; each further lockout before a success doubles it (30, 60, … capped at 24 h). The
+  escalation is forgotten after 24 h without failures. A success resets everything.
+* per **client address**: 20 failures within 15 minutes lock the address for 15 minutes (not
+  escalating). A success does *not* reset it, so an attacker holding one account cannot launder
+  an address's failures.
+
+The lockout is *soft*: it ends by itself (no admin needed) and refuses even a correct password
+while it lasts. Flow for the service::
+
+    decision = check_all(account_state, address_state, now=now)
+    if not decision.allowed: raise AccountLocked(decision.message, decision.retry_after_s)
+    ... verify password (and TOTP) ...
+    on failure: record_failure(account_state, ACCOUNT_POLICY), record_failure(address_state, ADDRESS_POLICY)
+    on success: record_success(account_state, ACCOUNT_POLICY)    # address state left as it is
+
+Every refusal shows the same :data:`LOCKED_MESSAGE` text (with the wait); ``reason`` says for the
+audit log whether the account or the address tripped.
+"""
+
+from __future__ import annotations
+
+import math
+import unicodedata
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from typing import Literal
+
+from neuronav.security._time import aware, now_utc
+
+LOCKED_MESSAGE = "Too many failed sign-in attempts. Try again in {wait}."
+
+
+@dataclass(frozen=True)
+class ThrottlePolicy:
+    """Limits for one kind of key."""
+
+    scope: Literal["account", "address"]
+    max_failures: int
+    window: timedelta
+    lockout: timedelta
+    escalate: bool  # double the lockout for each repeat
+    max_lockout: timedelta
+    forget_after: timedelta  # escalation forgotten after this long without failures
+    reset_on_success: bool
+
+
+ACCOUNT_POLICY = ThrottlePolicy(
+    scope="account",
+    max_failures=5,
+    window=timedelta(minutes=15),
+    lockout=timedelta(minutes=15),
+    escalate=True,
+    max_lockout=timedelta(hours=24),
+    forget_after=timedelta(hours=24),
+    reset_on_success=True,
+)
+
+ADDRESS_POLICY = ThrottlePolicy(
+    scope="address",
+    max_failures=20,
+    window=timedelta(minutes=15),
+    lockout=timedelta(minutes=15),
+    escalate=False,
+    max_lockout=timedelta(minutes=15),
+    forget_after=timedelta(hours=24),
+    reset_on_success=False,
+)
+
+
+@dataclass(frozen=True)
+class ThrottleState:
+    """The stored record of one key. A new key starts from ``ThrottleState()``."""
+
+    failures: int = 0  # failures in the current window
+    window_start: datetime | None = None  # first failure of the current window
+    locked_until: datetime | None = None
+    lockouts: int = 0  # lockouts since the last success (escalation)
+    last_failure: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Decision:
+    """Whether a sign-in attempt may proceed; when not, how long to wait and a message safe to show."""
+
+    allowed: bool
+    retry_after_s: int = 0
+    reason: str = ""  # for the audit log: "account locked" / "address locked"
+    message: str = ""  # for the user: identical whether or not the account exists
+
+
+ALLOWED = Decision(allowed=True)
+
+
+def login_key(login: str) -> str:
+    """The account-throttle key of a typed login name: NFKC, case-folded, trimmed."""
+    return unicodedata.normalize("NFKC", login).strip().casefold()
+
+
+def _wait_text(seconds: int) -> str:
+    if seconds < 60:
+        return f"{seconds} second{'s' if seconds != 1 else ''}"
+    minutes = math.ceil(seconds / 60)
+    if minutes < 120:
+        return f"{minutes} minutes"
+    return f"{math.ceil(minutes / 60)} hours"
+
+
+def _locked(seconds: int, reason: str) -> Decision:
+    seconds = max(1, seconds)
+    return Decision(False, seconds, reason, LOCKED_MESSAGE.format(wait=_wait_text(seconds)))
+
+
+def check(state: ThrottleState, policy: ThrottlePolicy, *, now: datetime | None = None) -> Decision:
+    """Allowed, or locked with the seconds left (rounded up)."""
+    t = now_utc(now)
+    until = aware(state.locked_until)
+    if until is not None and t < until:
+        return _locked(math.ceil((until - t).total_seconds()), f"{policy.scope} locked")
+    return ALLOWED
+
+
+def check_all(account: ThrottleState, address: ThrottleState, *, now: datetime | None = None) -> Decision:
+    """The stricter of the account and address decisions (the longer wait)."""
+    decisions = [check(account, ACCOUNT_POLICY, now=now), check(address, ADDRESS_POLICY, now=now)]
+    refused = [d for d in decisions if not d.allowed]
+    return max(refused, key=lambda d: d.retry_after_s) if refused else ALLOWED
+
+
+def lockout_duration(policy: ThrottlePolicy, lockouts_before: int) -> timedelta:
+    """How long the next lockout lasts after ``lockouts_before`` earlier ones (escalating, capped)."""
+    if not policy.escalate:
+        return policy.lockout
+    factor = 1 << min(lockouts_before, 32)
+    return min(policy.lockout * factor, policy.max_lockout)
+
+
+def record_failure(state: ThrottleState, policy: ThrottlePolicy, *, now: datetime | None = None) -> ThrottleState:
+    """The state after one failed attempt; locks the key when the window's limit is reached."""
+    t = now_utc(now)
+    last = aware(state.last_failure)
+    lockouts = state.lockouts
+    if last is not None and t - last >= policy.forget_after:
+        lockouts = 0
+    start = aware(state.window_start)
+    failures = state.failures
+    if start is None or t - start >= policy.window:
+        start, failures = t, 0
+    failures += 1
+    if failures >= policy.max_failures:
+        until = t + lockout_duration(policy, lockouts)
+        return ThrottleState(failures=0, window_start=None, locked_until=until, lockouts=lockouts + 1, last_failure=t)
+    return replace(state, failures=failures, window_start=start, lockouts=lockouts, last_failure=t)
+
+
+def record_success(state: ThrottleState, policy: ThrottlePolicy, *, now: datetime | None = None) -> ThrottleState:
+    """The state after a successful sign-in: cleared for accounts, unchanged for addresses."""
+    now_utc(now)
+    return ThrottleState() if policy.reset_on_success else state
+
+
+__all__ = [
+    "ACCOUNT_POLICY",
+    "ADDRESS_POLICY",
+    "ALLOWED",
+    "LOCKED_MESSAGE",
+    "Decision",
+    "ThrottlePolicy",
+    "ThrottleState",
+    "check",
+    "check_all",
+    "lockout_duration",
+    "login_key",
+    "record_failure",
+    "record_success",
+]
