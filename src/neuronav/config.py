@@ -12,6 +12,7 @@ NEURONAV_DATABASE_URL       SQLAlchemy URL (default sqlite:///<data>/neuronav.db
 NEURONAV_BROKER_URL         Celery broker (redis://…); empty = in-process worker
 NEURONAV_STORAGE_DIR        encrypted object store (default <data>/storage)
 NEURONAV_MASTER_KEY         64 hex digits: wraps the data keys of stored objects
+NEURONAV_OLD_MASTER_KEYS    earlier master keys (comma-separated), only while `neuronav keys rotate` runs
 NEURONAV_SECRET_KEY         signs session tokens and CSRF tokens (≥ 32 characters)
 NEURONAV_PSEUDONYM_KEY      keyed HMAC of patient ids (≥ 32 bytes; see neuronav.pseudonym)
 NEURONAV_MAX_UPLOAD_BYTES   upload size cap (default 2 GiB)
@@ -53,6 +54,7 @@ class Settings(BaseSettings):
     broker_url: str = ""
     storage_dir: Path | None = None
     master_key: str = ""
+    old_master_keys: str = ""
     secret_key: str = ""
     pseudonym_key: str = ""
     max_upload_bytes: int = 2 * 1024**3
