@@ -262,6 +262,8 @@ def _print_written(report: Any, written: Any) -> None:
     for fmt, paths in written.files.items():
         shown = str(paths[0]) if len(paths) == 1 else f"{len(paths)} files in {paths[0].parent}"
         out.print(f"  {fmt:8s} {shown}  ({written.seconds[fmt] * 1000:.0f} ms)", markup=False, highlight=False)
+    for fmt, note in written.notes.items():
+        out.print(f"  {fmt:8s} {note}", markup=False, highlight=False)
 
 
 @app.command()
@@ -275,15 +277,17 @@ def report(
         list[Path] | None, typer.Option("--dicom", help="the source DICOM study (for seg, sr, epdf, sc)")
     ] = None,
     paper: Annotated[str, typer.Option(help="PDF paper size: A4 or Letter")] = "A4",
+    overwrite: Annotated[bool, typer.Option(help="replace another report already in the output folder")] = False,
 ) -> None:
     """Write the report of an analysis (or re-export a stored, possibly signed, report) in the given formats."""
-    from neuronav.report.export import export, load_for_export
+    from neuronav.report.export import check_target, export, load_for_export
     from neuronav.report.outputs import parse_formats
 
     wanted = parse_formats(formats)
     paper_size = _paper(paper)
     rep, analysis_dir = load_for_export(source)
     target = out_dir or (source if source.is_dir() else source.parent)
+    check_target(rep, target, overwrite=overwrite)
     written = export(rep, wanted, target, analysis_dir=analysis_dir, dicom=dicom or [], paper=paper_size)
     _print_written(rep, written)
 

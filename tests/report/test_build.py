@@ -98,8 +98,11 @@ def test_haemorrhage_and_missing_sequences_are_cited() -> None:
     haem = f.haemorrhage.model_copy(update={"suspected": True, "volume_ml": 1.5})
     study = f.study.model_copy(update={"sequences_missing": ["T1", "T2"]})
     recs = {r.rule_id: r for r in recommendations(f.model_copy(update={"haemorrhage": haem, "study": study}))}
-    assert recs["R-HAEMORRHAGE"].urgency == "urgent"
+    assert recs["R-HAEMORRHAGE"].urgency == "soon"  # a small suspected bleed inside a tumour
     assert "/haemorrhage/volume_ml = 1.5" in recs["R-HAEMORRHAGE"].rests_on
+    big = f.haemorrhage.model_copy(update={"suspected": True, "volume_ml": 6.0})
+    (urgent,) = [r for r in recommendations(f.model_copy(update={"haemorrhage": big})) if r.rule_id == "R-HAEMORRHAGE"]
+    assert urgent.urgency == "urgent"
     assert "T1, T2" in recs["R-INCOMPLETE-PROTOCOL"].text
 
 

@@ -94,3 +94,43 @@ def test_not_a_findings_file(tmp_path: Path) -> None:
     bad.write_text('{"hello": 1}')
     proc = run("report", bad)
     assert proc.returncode == 2 and "not a NeuroNav findings or report file" in proc.stderr
+
+
+def test_nothing_segmented_skips_the_seg_and_writes_the_rest(
+    analysed: Analysed, report: Report, tmp_path: Path
+) -> None:
+    from neuronav.report.lifecycle import edit
+    from neuronav.report.outputs import write_outputs
+
+    empty = edit(report, {"/findings/segmentation/volumes/whole_tumour_ml": 0.0}, who="Dr A", role="radiologist")
+    written = write_outputs(
+        empty, ["json", "seg", "sr", "hl7"], tmp_path, analysis_dir=analysed.analysis_dir, source=analysed.source
+    )
+    assert "seg" not in written.files and "nothing was segmented" in written.notes["seg"]
+    assert {"json", "sr", "hl7"} <= set(written.files)
+    assert not (tmp_path / "seg.dcm").exists()
+
+
+def test_a_report_changed_after_signing_is_not_exported(report: Report, tmp_path: Path) -> None:
+    signed = sign(report, who="Dr Test", role="radiologist")
+    data = json.loads(signed.model_dump_json())
+    data["narrative"]["impression"] = "quietly changed"
+    path = tmp_path / "tampered.json"
+    path.write_text(json.dumps(data))
+    proc = run("report", path, "--format", "pdf", "--out", tmp_path / "out")
+    assert proc.returncode == 2 and "changed after it was signed" in proc.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_another_report_in_the_folder_is_not_replaced_silently(report: Report, tmp_path: Path) -> None:
+    signed = sign(report, who="Dr Test", role="radiologist")
+    (tmp_path / "report.json").write_text(signed.model_dump_json())
+    other = report.model_copy(update={"report_id": "NN-20260101-00000000"})
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "other.json").write_text(other.model_dump_json())
+    proc = run("report", src / "other.json", "--format", "json", "--out", tmp_path)
+    assert proc.returncode == 2 and "already holds report" in proc.stderr and "--overwrite" in proc.stderr
+    assert Report.model_validate_json((tmp_path / "report.json").read_text()) == signed
+    proc = run("report", src / "other.json", "--format", "json", "--out", tmp_path, "--overwrite")
+    assert proc.returncode == 0, proc.stderr

@@ -108,12 +108,18 @@ def test_amendment_is_a_new_signed_version(prelim: Report) -> None:
     assert v2.amendment_reason == "laterality corrected"
 
 
-def test_store_keeps_every_version_and_never_overwrites(prelim: Report, tmp_path: Path) -> None:
+def test_store_keeps_every_stage_and_never_replaces_a_signed_version(prelim: Report, tmp_path: Path) -> None:
     store = ReportStore(tmp_path)
-    v1 = sign(prelim, who="Dr A", role="radiologist")
+    store.save(prelim)  # preliminary, then reviewed, then final: one version, the draft replaced each time
+    reviewed = edit(prelim, {"/narrative/impression": "Glioma."}, who="Dr A", role="radiologist")
+    store.save(reviewed)
+    assert store.load(prelim.report_id).status == "reviewed"
+    v1 = sign(reviewed, who="Dr A", role="radiologist")
     store.save(v1)
-    with pytest.raises(LifecycleError, match="already stored"):
+    with pytest.raises(LifecycleError, match="signed and stored"):
         store.save(v1)
+    with pytest.raises(LifecycleError, match="signed and stored"):
+        store.save(reviewed)
     v2 = sign(amend(v1, who="Dr A", role="radiologist", reason="r"), who="Dr A", role="radiologist")
     store.save(v2)
     assert store.versions(v1.report_id) == [1, 2]
@@ -135,3 +141,29 @@ def test_lesion_text_in_visual_data_follows_edited_findings(report: Report) -> N
     assert all("99.5 mL" in a.text for a in r.visual_data.slice_annotations)
     assert r.visual_data.slice_annotations
     assert {m.key: m.value for m in r.measurements}["lesion1_volume"] == 99.5
+
+
+def test_a_signed_amendment_cannot_be_edited(prelim: Report) -> None:
+    v2 = sign(
+        amend(sign(prelim, who="Dr A", role="radiologist"), who="Dr A", role="radiologist", reason="r"),
+        who="Dr A",
+        role="radiologist",
+    )
+    with pytest.raises(LifecycleError, match="signed"):
+        edit(v2, {"/narrative/impression": "x"}, who="Dr A", role="radiologist")
+
+
+def test_midline_shift_and_its_magnitude_stay_one_measurement(prelim: Report) -> None:
+    r = edit(prelim, {"/findings/midline_shift/shift_mm": -7.2}, who="Dr A", role="radiologist")
+    assert r.findings.midline_shift.magnitude_mm == 7.2
+    assert any(x.rule_id == "R-MASS-EFFECT" and x.urgency == "urgent" for x in r.recommendations)
+    assert "7.2 mm" in next(i.statement for i in r.ai_findings.anatomical_review if i.structure == "Midline")
+    r = edit(r, {"/findings/midline_shift/magnitude_mm": 3.0}, who="Dr A", role="radiologist")
+    assert r.findings.midline_shift.shift_mm == -3.0
+
+
+def test_only_the_rewritten_narrative_field_is_kept(prelim: Report) -> None:
+    r = edit(prelim, {"/narrative/impression": "My impression."}, who="Dr A", role="radiologist")
+    r = edit(r, {"/findings/segmentation/volumes/whole_tumour_ml": 55.5}, who="Dr A", role="radiologist")
+    assert r.narrative.impression == "My impression."
+    assert "55.5 mL" in r.narrative.findings_text  # not rewritten by hand: follows the findings

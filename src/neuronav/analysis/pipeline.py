@@ -118,7 +118,10 @@ def analyze(
     used = [s for s in ANALYSED if s in pre.channels]
     missing = [s for s in ANALYSED if s not in pre.channels]
     detection_certainty = abs(p_tumour - 0.5) * 2.0
-    overall = detection_certainty * (1.0 - seg.uncertainty) * (0.7 + 0.3 * len(used) / len(ANALYSED))
+    # ensemble disagreement counts only when a tumour is called (on a normal brain it is measured on a
+    # few scattered voxels and says nothing about the "no tumour" answer)
+    seg_agreement = (1.0 - seg.uncertainty) if detected else 1.0
+    overall = detection_certainty * seg_agreement * (0.7 + 0.3 * len(used) / len(ANALYSED))
     if detected:
         overall *= float(cls_p[best])
     timings["total"] = sum(timings.values())

@@ -222,7 +222,7 @@ def _primary(f: Findings) -> PrimaryDetection:
         lesion_count=len(f.segmentation.lesions),
         classification=f.classification.label if detected else None,
         classification_confidence=f.classification.confidence if detected else None,
-        class_probabilities=dict(f.classification.probabilities),
+        class_probabilities=dict(f.classification.probabilities) if detected else {},
     )
 
 
@@ -270,7 +270,7 @@ def _anatomical_review(f: Findings) -> list[ReviewItem]:
             structure="Haemorrhage",
             statement=f"Suspected, {f.haemorrhage.volume_ml:.1f} mL within the tumour core."
             if f.haemorrhage.suspected
-            else "None suspected within the tumour.",
+            else ("None suspected within the tumour." if lesions else "None suspected."),
         ),
         ReviewItem(structure="Skull base and extracranial", statement="Not assessed by NeuroNav."),
     ]
@@ -366,13 +366,19 @@ def narrative(f: Findings) -> Narrative:
     p, s = _primary(f), _secondary(f)
     parts: list[str] = []
     if p.detected:
+        n = p.lesion_count
         where = (
-            f"in the {p.location}, largest diameter {p.size_mm:.0f} mm"
+            (
+                f"in the {p.location}, largest diameter {p.size_mm:.0f} mm"
+                if n == 1
+                else f"{n} lesions; the largest in the {p.location}, largest diameter {p.size_mm:.0f} mm"
+            )
             if p.location is not None and p.size_mm is not None
             else "without a measurable lesion in the segmentation"
         )
         parts.append(
-            f"A lesion is detected (probability {p.probability:.2f}) {where}, whole tumour volume {p.volume_ml:.1f} mL "
+            f"Tumour detected (probability {p.probability:.2f}) {where}; whole tumour volume, all lesions, "
+            f"{p.volume_ml:.1f} mL "
             f"(enhancing {f.segmentation.volumes.enhancing_ml:.1f} mL, necrotic core "
             f"{f.segmentation.volumes.necrotic_core_ml:.1f} mL). Pattern most consistent with "
             f"{p.classification} (confidence {p.classification_confidence:.2f})."
@@ -392,8 +398,9 @@ def narrative(f: Findings) -> Narrative:
             f"{f.change.rano_category.replace('_', ' ')}."
         )
     if p.detected:
+        several = f"{p.lesion_count} intracranial lesions, the largest" if p.lesion_count > 1 else "Intracranial mass"
         impression = (
-            f"Intracranial mass{', ' + p.location if p.location else ''}, most consistent with {p.classification} (AI)."
+            f"{several}{', ' + p.location if p.location else ''}, most consistent with {p.classification} (AI)."
         )
         if f.midline_shift.magnitude_mm >= 5.0:
             impression += f" Mass effect with {f.midline_shift.magnitude_mm:.1f} mm midline shift."

@@ -19,6 +19,7 @@ from neuronav.errors import InputError, ReportError
 from neuronav.findings import Findings
 from neuronav.ingest import Series
 from neuronav.report.build import build_report
+from neuronav.report.lifecycle import verify_signature
 from neuronav.report.model import Report
 from neuronav.report.outputs import DICOM_FORMATS, Paper, Written, write_outputs
 from neuronav.report.sources import find_reference_series, load_source_series
@@ -46,14 +47,38 @@ def load_for_export(path: Path, *, received: datetime | None = None) -> tuple[Re
     analysis_dir = folder if (folder / "segmentation.nii.gz").is_file() else None
     if isinstance(data, dict) and "report_id" in data:
         try:
-            return Report.model_validate(data), analysis_dir
+            report = Report.model_validate(data)
         except ValidationError as exc:
             raise InputError(f"not a valid NeuroNav report ({_first_error(exc)})", str(file)) from exc
+        if report.signature is not None and not verify_signature(report):
+            raise InputError(
+                f"report {report.report_id} v{report.version} was changed after it was signed "
+                "(its content no longer matches the signature); it is not exported",
+                str(file),
+            )
+        return report, analysis_dir
     try:
         findings = Findings.model_validate(data)
     except ValidationError as exc:
         raise InputError(f"not a NeuroNav findings or report file ({_first_error(exc)})", str(file)) from exc
     return build_report(findings, analysis_dir=analysis_dir, received=received), analysis_dir
+
+
+def check_target(report: Report, out_dir: Path, *, overwrite: bool) -> None:
+    """Refuse to replace another report (or a signed one) in ``out_dir`` unless ``overwrite``."""
+    existing = out_dir / "report.json"
+    if overwrite or not existing.is_file():
+        return
+    try:
+        old = Report.model_validate_json(existing.read_bytes())
+    except (ValidationError, ValueError):
+        return  # not a report of ours: replaced like any output file
+    same = (old.report_id, old.version, old.status) == (report.report_id, report.version, report.status)
+    if not same:
+        raise ReportError(
+            f"{out_dir} already holds report {old.report_id} v{old.version} ({old.status}); "
+            "write elsewhere with --out DIR, or replace it with --overwrite"
+        )
 
 
 def export(

@@ -66,6 +66,19 @@ def _resolve(doc: Any, parts: list[str], path: str) -> tuple[Any, str | int]:
     return doc, last
 
 
+def _keep_shift_consistent(shift: dict[str, Any], edited: str) -> None:
+    """The signed shift and its magnitude are one measurement: editing either sets the other."""
+    try:
+        value = float(shift[edited])
+    except (TypeError, ValueError):
+        return  # reported by the validation of the edited findings
+    if edited == "shift_mm":
+        shift["magnitude_mm"] = abs(value)
+    else:
+        sign = -1.0 if float(shift.get("shift_mm") or 0.0) < 0 else 1.0
+        shift["shift_mm"] = sign * abs(value)
+
+
 def edit(report: Report, changes: dict[str, Any], *, who: str, role: str, when: datetime | None = None) -> Report:
     """Apply a radiologist's edits; each is recorded (who, when, old, new) and the status becomes reviewed.
 
@@ -74,15 +87,17 @@ def edit(report: Report, changes: dict[str, Any], *, who: str, role: str, when: 
     recommendations included, is recomputed from the edited findings).
     """
     _require_role(role, "edit")
-    if report.status == "final":
-        raise LifecycleError(f"report {report.report_id} v{report.version} is final; amend it to change it")
+    if report.signature is not None:
+        raise LifecycleError(
+            f"report {report.report_id} v{report.version} is signed ({report.status}); amend it to change it"
+        )
     if not changes:
         raise LifecycleError("no edits given")
     when = when or datetime.now(UTC)
     data = report.model_dump(mode="json")
     findings_data = data["findings"]
     edits = list(report.edits)
-    findings_changed = narrative_changed = False
+    findings_changed = False
     for path, new in changes.items():
         if path in EDITABLE_TEXT:
             if not isinstance(new, str):
@@ -90,7 +105,6 @@ def edit(report: Report, changes: dict[str, Any], *, who: str, role: str, when: 
             key = path.rsplit("/", 1)[1]
             old = data["narrative"][key]
             data["narrative"][key] = new
-            narrative_changed = True
         elif path.startswith("/findings/"):
             parts = path[len("/findings/") :].split("/")
             if parts[0] in ("schema_version", "created", "neuronav_version", "disclaimer", "timings_s"):
@@ -99,6 +113,10 @@ def edit(report: Report, changes: dict[str, Any], *, who: str, role: str, when: 
             old = parent[key_or_index]
             parent[key_or_index] = new
             findings_changed = True
+            if parts[0] == "midline_shift" and key_or_index in ("shift_mm", "magnitude_mm"):
+                _keep_shift_consistent(findings_data["midline_shift"], str(key_or_index))
+            if parts[0] == "midline_shift" and key_or_index in ("shift_mm", "magnitude_mm"):
+                _keep_shift_consistent(findings_data["midline_shift"], str(key_or_index))
         else:
             raise LifecycleError(
                 f"{path} cannot be edited; edit the narrative ({', '.join(sorted(EDITABLE_TEXT))}) or /findings/…"
@@ -112,11 +130,10 @@ def edit(report: Report, changes: dict[str, Any], *, who: str, role: str, when: 
         raise LifecycleError(f"the edited findings are not valid at /findings/{where}: {first['msg']}") from exc
     base = Report.model_validate({**data, "edits": [], "signature": None})
     if findings_changed:
-        base = derive(
-            base,
-            findings,
-            keep_narrative=narrative_changed or any(e.path.startswith("/narrative") for e in report.edits),
-        )
+        rewritten = {e.path.rsplit("/", 1)[1] for e in edits if e.path in EDITABLE_TEXT}
+        base = derive(base, findings, keep_narrative=False)
+        kept = {key: data["narrative"][key] for key in rewritten}  # the radiologist's words stay; the rest follows
+        base = base.model_copy(update={"narrative": base.narrative.model_copy(update=kept)})
     status = "amended" if report.status == "amended" else "reviewed"
     return base.model_copy(update={"edits": edits, "status": status, "signature": None})
 
@@ -156,7 +173,8 @@ def amend(report: Report, *, who: str, role: str, reason: str, when: datetime | 
 class ReportStore:
     """Every version of every report, one JSON file each: ``root/<report_id>/v<version>.json``.
 
-    A version once saved is never overwritten; the newest file of a report is its current state.
+    An unsigned version is a draft and its file is replaced as it is edited; a signed version is never
+    replaced (changing it takes an amendment: a new version). The newest file is the current state.
     """
 
     def __init__(self, root: Path) -> None:
@@ -179,9 +197,15 @@ class ReportStore:
         tmp = folder / f".v{report.version}.json.partial"
         tmp.write_bytes(payload)
         try:
-            os.link(tmp, path)  # fails if the version exists: versions are never overwritten
-        except FileExistsError as exc:
-            raise LifecycleError(f"version {report.version} of {report.report_id} is already stored") from exc
+            try:
+                os.link(tmp, path)  # fails if the version exists
+            except FileExistsError:
+                stored = Report.model_validate_json(path.read_bytes())
+                if stored.signature is not None:
+                    raise LifecycleError(
+                        f"version {report.version} of {report.report_id} is signed and stored; it is never replaced"
+                    ) from None
+                os.replace(tmp, path)  # an unsigned version is a draft: its newer state replaces it
         finally:
             tmp.unlink(missing_ok=True)
         return path

@@ -58,6 +58,7 @@ def parse_formats(text: str) -> list[str]:
 class Written:
     files: dict[str, list[Path]] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
+    notes: dict[str, str] = field(default_factory=dict)  # formats not written, and why
 
 
 def _atomic(path: Path, data: bytes) -> Path:
@@ -114,13 +115,14 @@ def write_outputs(
             f"{', '.join(sorted(DICOM_FORMATS & set(formats)))} need the source DICOM series of the analysis "
             "(neuronav report … --dicom STUDY)"
         )
+    if "seg" in formats and analysis_dir is None:
+        raise ReportError("DICOM SEG needs the analysis folder (segmentation.nii.gz)")
     out_dir.mkdir(parents=True, exist_ok=True)
     written = Written()
     images = None
     if analysis_dir is not None and {"pdf", "epdf", "sc", "hl7", "fhir", "fhir-r5"} & set(formats):
         images = load_analysis_images(analysis_dir)
     pdf_bytes: bytes | None = None
-    seg_ds = None
     background: _Child | None = None
     if "sc" in formats:
         if images is None:
@@ -137,6 +139,32 @@ def write_outputs(
             pdf_bytes = render_pdf(report, images, paper=paper)
         return pdf_bytes
 
+    try:
+        _write_each(report, formats, out_dir, written, analysis_dir, source, images, pdf, background)
+    except BaseException:
+        if background is not None:
+            background.cancel()
+            shutil.rmtree(out_dir / ".sc.partial", ignore_errors=True)
+        raise
+    if background is not None:
+        seconds = background.result()
+        written.files["sc"] = sorted((out_dir / "sc").glob("IM*.dcm"))
+        written.seconds["sc"] = seconds
+    return written
+
+
+def _write_each(
+    report: Report,
+    formats: list[str],
+    out_dir: Path,
+    written: Written,
+    analysis_dir: Path | None,
+    source: SourceSeries | None,
+    images: AnalysisImages | None,
+    pdf: Callable[[], bytes],
+    background: _Child | None,
+) -> None:
+    seg_ds = None
     for fmt in formats:
         t0 = time.perf_counter()
         paths: list[Path]
@@ -149,9 +177,10 @@ def write_outputs(
         elif fmt == "seg":
             from neuronav.report.dicom_seg import make_seg
 
-            if analysis_dir is None:
-                raise ReportError("DICOM SEG needs the analysis folder (segmentation.nii.gz)")
-            assert source is not None
+            assert source is not None and analysis_dir is not None
+            if report.findings.segmentation.volumes.whole_tumour_ml <= 0.0:
+                written.notes["seg"] = "not written: nothing was segmented (a DICOM SEG needs at least one segment)"
+                continue
             seg_ds = make_seg(report, analysis_dir, source)
             paths = [_atomic(out_dir / "seg.dcm", _dicom_bytes(seg_ds))]
         elif fmt == "sr":
@@ -186,11 +215,6 @@ def write_outputs(
             raise ReportError(f"unknown format {fmt!r}; choose from {', '.join(FORMATS)}")
         written.files[fmt] = paths
         written.seconds[fmt] = time.perf_counter() - t0
-    if background is not None:
-        seconds = background.result()
-        written.files["sc"] = sorted((out_dir / "sc").glob("IM*.dcm"))
-        written.seconds["sc"] = seconds
-    return written
 
 
 def _write_sc(report: Report, images: AnalysisImages | None, source: SourceSeries | None, out_dir: Path) -> list[Path]:
@@ -250,6 +274,13 @@ class _Child:
         self._proc = ctx.Process(target=run, name="neuronav-sc", daemon=True)
         self._proc.start()
         send.close()
+
+    def cancel(self) -> None:
+        """Stop the child (the parent failed): nothing it made is kept."""
+        if self._proc.is_alive():
+            self._proc.terminate()
+        self._proc.join()
+        self._recv.close()
 
     def result(self) -> float:
         try:

@@ -343,7 +343,7 @@ def _key_images(r: Report, images: AnalysisImages | None, width: float) -> list[
     )
     heat = _p(
         f"Heatmap: tumour probability of the model ensemble, shown from {HEATMAP_FLOOR:.1f} upwards "
-        "(dark red → yellow → white = higher).",
+        "(yellow = lower → red = higher).",
         "small",
     )
     return [KeepTogether([head, intro, Spacer(1, 4), grid, _legend(width), Spacer(1, 2), heat])]

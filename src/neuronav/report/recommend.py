@@ -15,6 +15,7 @@ MIDLINE_SHIFT_URGENT_MM = 5.0
 LARGE_LESION_ML = 30.0
 LARGE_DIAMETER_MM = 40.0
 LOW_CONFIDENCE = 0.5
+HAEMORRHAGE_URGENT_ML = 5.0  # smaller suspected bleeds inside a tumour: "soon", not "urgent"
 
 Rule = Callable[[Findings], Recommendation | None]
 
@@ -51,9 +52,9 @@ def haemorrhage(f: Findings) -> Recommendation | None:
         return None
     return _rec(
         "R-HAEMORRHAGE",
-        "urgent",
+        "urgent" if f.haemorrhage.volume_ml >= HAEMORRHAGE_URGENT_ML else "soon",
         f"Suspected intratumoural haemorrhage ({f.haemorrhage.volume_ml:.1f} mL): confirm on SWI or CT and "
-        "correlate clinically without delay.",
+        "correlate clinically.",
         ("/haemorrhage/suspected", True),
         ("/haemorrhage/volume_ml", f.haemorrhage.volume_ml),
     )

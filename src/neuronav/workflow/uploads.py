@@ -1,0 +1,180 @@
+"""Upload → validated, encrypted, indexed study. Nothing is stored unless the whole upload is valid.
+
+1. Each uploaded file (DICOM files or zip archives) is streamed into a private temporary folder
+   (0700, inside the data folder) under a server-generated name, counting bytes against the cap.
+2. The folder is scanned with :func:`neuronav.ingest.scan` (all the hostile-input checks: zip
+   traversal and bombs, truncated files, absurd sizes). It must hold exactly one MR study with at
+   least one T1c, FLAIR or T2 series (:func:`neuronav.analysis.inputs.from_inventory`).
+3. Only then are the files encrypted into the object store and the Study row written, in one
+   transaction; on any error the objects already stored are deleted again. The temporary folder
+   is always removed.
+
+Idempotent: the content hash is the SHA-256 of the sorted per-instance SOPInstanceUID and pixel-file
+digests, so the same study uploaded twice (as files or as a zip) is one study; the second upload
+returns the first (``created=False``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from neuronav.config import Settings
+from neuronav.db.models import StoredObject, Study
+from neuronav.errors import InputError, NeuroNavError
+from neuronav.storage import encrypt_field
+from neuronav.storage.errors import UploadTooLargeError
+from neuronav.storage.store import ObjectStore
+
+COPY_CHUNK = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Upload:
+    name: str  # the client's file name: shown, never used as a path
+    stream: BinaryIO
+
+
+@dataclass(frozen=True)
+class Received:
+    study: Study
+    created: bool
+
+
+def private_tmp(settings: Settings) -> Path:
+    root = settings.data_dir / "tmp"
+    root.mkdir(parents=True, exist_ok=True)
+    os.chmod(root, 0o700)
+    return Path(tempfile.mkdtemp(prefix="upload-", dir=root))
+
+
+def _spool(uploads: Iterable[Upload], folder: Path, cap: int) -> list[tuple[str, Path]]:
+    total = 0
+    spooled: list[tuple[str, Path]] = []
+    for n, up in enumerate(uploads):
+        lower = up.name.lower()
+        suffix = ".zip" if lower.endswith(".zip") else ".dcm"
+        path = folder / f"{n:05d}-{uuid.uuid4().hex[:8]}{suffix}"
+        with open(path, "wb") as out:
+            while chunk := up.stream.read(COPY_CHUNK):
+                total += len(chunk)
+                if total > cap:
+                    raise UploadTooLargeError(f"upload larger than the limit of {cap} bytes")
+                out.write(chunk)
+        spooled.append((up.name[:200], path))
+    if not spooled:
+        raise InputError("no files in the upload")
+    return spooled
+
+
+def content_digest(inventory: object) -> str:
+    """SHA-256 over the sorted SOPInstanceUIDs with their series: the same images → the same digest."""
+    from neuronav.ingest import Inventory
+
+    assert isinstance(inventory, Inventory)
+    h = hashlib.sha256()
+    for uid in sorted(
+        f"{s.series_instance_uid}/{i.sop_instance_uid}" for s in inventory.all_series for i in s.instances
+    ):
+        h.update(uid.encode("ascii", "replace") + b"\n")
+    return h.hexdigest()
+
+
+def receive_upload(
+    db: Session, store: ObjectStore, settings: Settings, *, user_id: str, uploads: Iterable[Upload]
+) -> Received:
+    """Validate and store one study; raise InputError (naming the problem) and store nothing when invalid."""
+    from neuronav.analysis.inputs import from_inventory
+    from neuronav.ingest import scan
+    from neuronav.pseudonym import pseudonymise
+
+    folder = private_tmp(settings)
+    stored: list[str] = []
+    try:
+        spooled = _spool(uploads, folder, settings.max_upload_bytes)
+        inventory = scan([folder])
+        try:
+            inputs = from_inventory(inventory)
+        except NeuroNavError as exc:
+            message = str(exc)
+            for name, path in spooled:  # the client's file names, never the server's paths
+                message = message.replace(str(path), name)
+            raise InputError(f"not an analysable brain MRI study: {message.replace(str(folder) + '/', '')}") from exc
+        study_info = next(iter(inventory.studies.values()))
+        digest = content_digest(inventory)
+        existing = db.scalars(select(Study).where(Study.content_sha256 == digest)).first()
+        if existing is not None:
+            return Received(existing, created=False)
+        key = store.field_key()
+        patient = study_info.patient
+
+        def enc(value: str, column: str) -> str | None:
+            return encrypt_field(value, key, column) if value else None
+
+        sequences = {
+            name: {
+                "series_uid_digest": hashlib.sha256(s.series_instance_uid.encode()).hexdigest()[:16],
+                "images": len(s.instances),
+                "description": s.metadata.series_description[:64],
+            }
+            for name, s in inputs.series.items()
+        }
+        study = Study(
+            content_sha256=digest,
+            study_uid_digest=pseudonymise(study_info.study_instance_uid)[4:],
+            patient_pseudonym=inputs.patient_pseudonym,
+            patient_name_enc=enc(patient.patient_name, "studies.patient_name"),
+            patient_id_enc=enc(patient.patient_id, "studies.patient_id"),
+            patient_birth_date_enc=enc(patient.patient_birth_date, "studies.patient_birth_date"),
+            study_uid_enc=enc(study_info.study_instance_uid, "studies.study_uid"),
+            study_date=(study_info.study_date or "")[:8] or None,
+            description=(study_info.study_description or "")[:200] or None,
+            sequences=sequences,
+            n_files=inventory.n_instances,
+            size_bytes=sum(p.stat().st_size for _, p in spooled),
+            uploaded_by=user_id,
+        )
+        db.add(study)
+        db.flush()
+        for name, path in spooled:
+            with open(path, "rb") as fh:
+                obj = store.put(fh, kind="upload")
+            stored.append(obj.key)
+            db.add(
+                StoredObject(
+                    key=obj.key, study_id=study.id, kind="upload", name=name, sha256=obj.sha256, size_bytes=obj.size
+                )
+            )
+        db.flush()
+        return Received(study, created=True)
+    except BaseException:
+        for key_ in stored:
+            store.delete(key_, missing_ok=True)
+        raise
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def restore_upload(db: Session, store: ObjectStore, study_id: str, folder: Path) -> Path:
+    """Decrypt a study's uploaded files into ``folder`` (a private temporary folder) for analysis."""
+    objects = db.scalars(
+        select(StoredObject).where(StoredObject.study_id == study_id, StoredObject.kind == "upload")
+    ).all()
+    if not objects:
+        raise InputError(f"study {study_id} has no stored upload")
+    for n, obj in enumerate(sorted(objects, key=lambda o: o.created_at)):
+        suffix = ".zip" if (obj.name or "").lower().endswith(".zip") else ".dcm"
+        with store.open(obj.key) as reader, open(folder / f"{n:05d}{suffix}", "wb") as out:
+            for chunk in reader:
+                out.write(chunk)
+    return folder
