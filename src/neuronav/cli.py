@@ -438,6 +438,193 @@ def demo(
     _print_written(report, written)
 
 
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port")] = 8000,
+    demo: Annotated[bool, typer.Option(help="create demo users and an analysed phantom study first")] = False,
+) -> None:
+    """Run the NeuroNav service (embedded defaults: SQLite, local encrypted storage, in-process worker)."""
+    import uvicorn
+
+    from neuronav.config import get_settings
+    from neuronav.service.app import create_app
+
+    settings = get_settings()
+    if demo:
+        from neuronav.service.ops import demo_setup
+
+        err.print("demo: creating users and analysing a phantom study (about 30 s the first time)…")
+        accounts, study_id = demo_setup(settings)
+        for acc in accounts:
+            line = f"demo {acc.role:12s} {acc.email}  one-time password: {acc.password}"
+            if acc.totp_secret:
+                line += f"  TOTP secret: {acc.totp_secret}"
+            out.print(line, markup=False, highlight=False)
+        if not accounts:
+            out.print("demo users exist already (their passwords were shown when they were made)", markup=False)
+        out.print(f"demo study {study_id} analysed", markup=False, highlight=False)
+    from neuronav.workflow.jobs import requeue_stale
+
+    requeue_stale(settings)
+    where = f"http://{host}:{port}"
+    out.print(
+        f"NeuroNav {__version__} on {where} (API docs {where}/docs) — database "
+        f"{settings.database.split('://', 1)[0]}, worker {'Celery' if settings.broker_url else 'embedded'}",
+        markup=False,
+        highlight=False,
+    )
+    uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
+
+
+@app.command()
+def worker(
+    concurrency: Annotated[int, typer.Option(help="jobs at once (each analysis uses the whole machine)")] = 1,
+) -> None:
+    """A Celery worker for analysis jobs (NEURONAV_BROKER_URL, same database and storage as the server)."""
+    from neuronav.config import get_settings
+
+    if not get_settings().broker_url:
+        raise _fail("NEURONAV_BROKER_URL is not set: the server runs jobs itself (embedded worker)")
+    from neuronav.workflow.celery_app import app as celery_app
+
+    celery_app.worker_main(["worker", f"--concurrency={concurrency}", "--loglevel=INFO", "-Q", "neuronav-analysis"])
+
+
+users_app = typer.Typer(help="Accounts from the command line (the first administrator).", no_args_is_help=True)
+app.add_typer(users_app, name="users")
+
+
+@users_app.command("create")
+def users_create(
+    email: Annotated[str, typer.Argument(help="e-mail address (the login)")],
+    role: Annotated[str, typer.Option(help="technician | radiologist | neurologist | admin")],
+    name: Annotated[str, typer.Option("--name", help="display name")],
+    licence: Annotated[str | None, typer.Option(help="professional licence number")] = None,
+) -> None:
+    """Create an active account with a one-time password (and a TOTP secret for an admin)."""
+    from neuronav.config import get_settings
+    from neuronav.security import totp
+    from neuronav.service.bootstrap import create_user
+    from neuronav.service.ops import one_time_password
+
+    password = one_time_password()
+    secret = totp.new_secret() if role == "admin" else None
+    create_user(
+        get_settings(), email, password, role, display_name=name, active=True, licence=licence, totp_secret=secret
+    )
+    out.print(
+        f"{email} ({role}) one-time password: {password}" + (f"  TOTP secret: {secret}" if secret else ""),
+        markup=False,
+        highlight=False,
+    )
+
+
+keys_app = typer.Typer(help="Master keys of the encrypted storage.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+
+
+@keys_app.command("rotate")
+def keys_rotate() -> None:
+    """Re-wrap every object's data key under the active NEURONAV_MASTER_KEY (old keys in NEURONAV_OLD_MASTER_KEYS)."""
+    from neuronav.config import get_settings
+    from neuronav.storage.store import ObjectStore
+
+    result = ObjectStore.from_settings(get_settings()).rotate()
+    out.print(str(result), markup=False, highlight=False)
+
+
+@keys_app.command("retire")
+def keys_retire(master_id: Annotated[str, typer.Argument(help="the id of the old master key (mk-…)")]) -> None:
+    """Retire an old master key (refused while any object still uses it)."""
+    from neuronav.config import get_settings
+    from neuronav.storage.store import ObjectStore
+
+    ObjectStore.from_settings(get_settings()).retire(master_id)
+    out.print(f"retired {master_id}", markup=False, highlight=False)
+
+
+@keys_app.command("status")
+def keys_status() -> None:
+    """Which master keys the stored objects use."""
+    from neuronav.config import get_settings
+    from neuronav.storage.store import ObjectStore
+
+    for key_id, count in sorted(ObjectStore.from_settings(get_settings()).keys_in_use().items()):
+        out.print(f"{key_id}  {count} objects", markup=False, highlight=False)
+
+
+@app.command()
+def verify() -> None:
+    """Decrypt and hash every stored object; list corrupted or missing ones (exit 1 when any)."""
+    from neuronav.config import get_settings
+    from neuronav.service.ops import verify_storage
+
+    problems = verify_storage(get_settings())
+    for p in problems:
+        out.print(p, markup=False, highlight=False)
+    if problems:
+        raise _fail(f"{len(problems)} stored objects are corrupted or missing")
+    out.print("every stored object verified", markup=False)
+
+
+@app.command()
+def backup(target: Annotated[Path, typer.Argument(help="a new, empty folder")]) -> None:
+    """Back up the database and the (still encrypted) storage; the master key is NOT included."""
+    from neuronav.config import get_settings
+    from neuronav.service.ops import backup as run_backup
+
+    manifest = run_backup(get_settings(), target)
+    out.print(
+        f"backup of {len(manifest['files'])} files in {target}; keep NEURONAV_MASTER_KEY apart from it",
+        markup=False,
+        highlight=False,
+    )
+
+
+@app.command()
+def restore(source: Annotated[Path, typer.Argument(help="a folder made by neuronav backup")]) -> None:
+    """Restore a backup (verified against its manifest first, every object verified after)."""
+    from neuronav.config import get_settings
+    from neuronav.service.ops import restore as run_restore
+
+    n = run_restore(get_settings(), source)
+    out.print(f"restored; {n} stored objects verified", markup=False, highlight=False)
+
+
+audit_app = typer.Typer(help="The audit trail.", no_args_is_help=True)
+app.add_typer(audit_app, name="audit")
+
+
+@audit_app.command("verify")
+def audit_verify() -> None:
+    """Check the hash chain; name the first altered, deleted or reordered event (exit 1)."""
+    from neuronav import audit as audit_log
+    from neuronav.config import get_settings
+    from neuronav.db.session import migrate, session_scope
+
+    settings = get_settings()
+    migrate(settings.database)
+    with session_scope(settings.database) as db:
+        problem = audit_log.verify(db)
+    if problem is not None:
+        raise _fail(str(problem))
+    out.print("audit trail intact", markup=False)
+
+
+@app.command()
+def deid(
+    paths: Annotated[list[Path], typer.Argument(help="DICOM files, folders or zips")],
+    out_dir: Annotated[Path, typer.Option("--out", help="output folder")],
+) -> None:
+    """De-identify DICOM (PS3.15 Basic Profile, retain longitudinal dates (shifted) and patient characteristics)."""
+    from neuronav.deid import Deidentifier
+    from neuronav.pseudonym import pseudonym_key
+
+    result = Deidentifier(pseudonym_key()).files(paths, out_dir)
+    out.print_json(json.dumps(result.summary()))
+
+
 def main() -> None:
     try:
         app()

@@ -236,6 +236,14 @@ def requeue_stale(settings: Settings, *, older_than: timedelta = timedelta(hours
     return ids
 
 
+def private_tmp_root(settings: Settings) -> Path:
+    """The private (0700) temporary folder inside the data folder, for decrypted files in transit."""
+    root = settings.data_dir / "tmp"
+    root.mkdir(parents=True, exist_ok=True)
+    root.chmod(0o700)
+    return root
+
+
 def result_path(settings: Settings, db: Session, analysis: Analysis, name: str, folder: Path) -> Path:
     """Decrypt one stored result file of ``analysis`` into ``folder``."""
     key = (analysis.result.get("objects") or {}).get(name)

@@ -4,11 +4,14 @@ replaced — changing it takes an amendment, which is a new row."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from neuronav.config import Settings
+from neuronav.db.models import Analysis, ReportVersion, utcnow
 from neuronav.db.models import Report as ReportRow
-from neuronav.db.models import ReportVersion, utcnow
 from neuronav.errors import LifecycleError, ReportError
 from neuronav.report.json_report import report_json
 from neuronav.report.model import Report
@@ -70,3 +73,38 @@ def for_study(db: Session, study_id: str) -> ReportRow | None:
     return db.scalars(
         select(ReportRow).where(ReportRow.study_id == study_id).order_by(ReportRow.updated_at.desc())
     ).first()
+
+
+def export(db: Session, settings: Settings, report: Report, analysis: Analysis, fmt: str, folder: Path) -> list[Path]:
+    """Write one format of ``report`` into ``folder`` from the stored (encrypted) analysis and upload."""
+    from neuronav.analysis.inputs import from_paths
+    from neuronav.report.outputs import DICOM_FORMATS, parse_formats
+    from neuronav.report.sources import load_source_series
+    from neuronav.workflow.jobs import RESULT_FILES, result_path
+    from neuronav.workflow.uploads import restore_upload
+
+    (wanted,) = parse_formats(fmt) if "," not in fmt and fmt != "all" else (None,)
+    if wanted is None:
+        raise ReportError("export one format at a time")
+    analysis_dir = folder / "analysis"
+    analysis_dir.mkdir()
+    for name in RESULT_FILES:
+        result_path(settings, db, analysis, name, analysis_dir)
+    source = None
+    if wanted in DICOM_FORMATS:
+        upload = folder / "upload"
+        upload.mkdir()
+        from neuronav.workflow.jobs import store_for
+
+        restore_upload(db, store_for(settings), analysis.study_id, upload)
+        inputs = from_paths([upload])
+        series = inputs.series.get(report.findings.study.reference_sequence)
+        if series is None:
+            raise ReportError("the reference series of the analysis is no longer in the stored upload")
+        source = load_source_series(series)
+    from neuronav.report.outputs import write_outputs
+
+    written = write_outputs(report, [wanted], folder / "out", analysis_dir=analysis_dir, source=source)
+    if wanted not in written.files:
+        raise ReportError(written.notes.get(wanted, f"{wanted} was not written"))
+    return written.files[wanted]

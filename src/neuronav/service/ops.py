@@ -1,0 +1,264 @@
+"""Operations behind the CLI: demo set-up, storage verification, key rotation, backup and restore.
+
+Backup (``neuronav backup DIR``): a consistent copy of the database (SQLite: the online backup API;
+PostgreSQL: every table as JSON lines, read in one repeatable-read transaction) and of the object
+store as it lies on disk (still encrypted: the master key is NOT in the backup and must be kept
+apart), with ``manifest.json`` listing every file with its SHA-256. Restore verifies the manifest,
+then replaces the database and the storage folder, then verifies every stored object.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+import shutil
+import sqlite3
+import string
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from neuronav.config import Settings
+from neuronav.errors import InputError, NeuroNavError
+
+BACKUP_FORMAT = 1
+
+
+def one_time_password() -> str:
+    alphabet = string.ascii_letters + string.digits
+    return "-".join("".join(secrets.choice(alphabet) for _ in range(5)) for _ in range(4))
+
+
+@dataclass(frozen=True)
+class DemoAccount:
+    email: str
+    role: str
+    password: str
+    totp_secret: str | None = None
+
+
+def demo_setup(settings: Settings, *, seed: int = 42) -> tuple[list[DemoAccount], str]:
+    """Demo admin and radiologist (one-time passwords) and a phantom study uploaded and analysed."""
+    from sqlalchemy import select
+
+    from neuronav.db.models import Study, User
+    from neuronav.db.session import migrate, session_scope
+    from neuronav.phantom import generate_study
+    from neuronav.security import totp
+    from neuronav.service.bootstrap import create_user
+    from neuronav.workflow import jobs
+    from neuronav.workflow.uploads import Upload, receive_upload
+
+    migrate(settings.database)
+    accounts: list[DemoAccount] = []
+    with session_scope(settings.database) as db:
+        existing = set(db.scalars(select(User.email)))
+    for role in ("admin", "radiologist", "technician", "neurologist"):
+        email = f"demo-{role}@neuronav.local"
+        if email in existing:
+            continue
+        password = one_time_password()
+        secret = totp.new_secret() if role == "admin" else None
+        create_user(
+            settings,
+            email,
+            password,
+            role,
+            display_name=f"Demo {role.capitalize()}",
+            active=True,
+            licence=None if role in ("admin", "technician") else f"DEMO-{role[:3].upper()}-0001",
+            totp_secret=secret,
+        )
+        accounts.append(DemoAccount(email, role, password, secret))
+    store = jobs.store_for(settings)
+    work = settings.data_dir / "demo-phantom"
+    if not (work / "truth.json").is_file():
+        shutil.rmtree(work, ignore_errors=True)
+        generate_study(work, seed=seed, lesion="glioma", fmt="dicom")
+    files = sorted(p for p in (work / "dicom").rglob("*") if p.is_file())
+    with session_scope(settings.database) as db:
+        tech = db.scalars(select(User).where(User.email == "demo-technician@neuronav.local")).one()
+        handles = [open(p, "rb") for p in files]  # noqa: SIM115 (closed below)
+        try:
+            received = receive_upload(
+                db,
+                store,
+                settings,
+                user_id=tech.id,
+                uploads=[Upload(p.name, h) for p, h in zip(files, handles, strict=True)],
+            )
+        finally:
+            for h in handles:
+                h.close()
+        study = db.get(Study, received.study.id)
+        assert study is not None
+        analysis, queued = jobs.start_analysis(db, settings, study, user_id=tech.id)
+        study_id, analysis_id = study.id, analysis.id
+    if queued or analysis.state != "done":
+        jobs.run_analysis(analysis_id, settings)
+    return accounts, study_id
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def backup(settings: Settings, target: Path) -> dict[str, Any]:
+    """Write a backup into ``target`` (which must not exist or be empty); return its manifest."""
+    from neuronav.db.session import migrate
+
+    if target.exists() and any(target.iterdir()):
+        raise InputError("the backup folder is not empty; give a new folder", str(target))
+    migrate(settings.database)
+    tmp = target.with_name(f".{target.name}.partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    url = settings.database
+    if url.startswith("sqlite"):
+        src = sqlite3.connect(url.split("///", 1)[1])
+        dst = sqlite3.connect(tmp / "database.sqlite")
+        with dst:
+            src.backup(dst)
+        src.close()
+        dst.close()
+        db_kind = "sqlite"
+    else:
+        _dump_tables(url, tmp / "database.jsonl")
+        db_kind = "jsonl"
+    storage = settings.storage
+    if storage.exists():
+        shutil.copytree(storage, tmp / "storage", ignore=shutil.ignore_patterns("tmp", ".lock"))
+    files = {str(p.relative_to(tmp)): _sha256(p) for p in sorted(tmp.rglob("*")) if p.is_file()}
+    manifest = {"format": BACKUP_FORMAT, "created": datetime.now(UTC).isoformat(), "database": db_kind, "files": files}
+    (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
+    if target.exists():
+        target.rmdir()
+    tmp.rename(target)
+    return manifest
+
+
+def _dump_tables(url: str, path: Path) -> None:
+    from sqlalchemy import select
+
+    from neuronav.db.models import Base
+    from neuronav.db.session import make_engine
+
+    engine = make_engine(url)
+    with engine.connect() as conn, open(path, "w") as out:
+        conn.exec_driver_sql("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        for table in Base.metadata.sorted_tables:
+            for row in conn.execute(select(table)).mappings():
+                out.write(json.dumps({"table": table.name, "row": dict(row)}, default=str) + "\n")
+    engine.dispose()
+
+
+def _load_tables(url: str, path: Path) -> None:
+    from sqlalchemy import DateTime
+
+    from neuronav.db.models import Base
+    from neuronav.db.session import make_engine, migrate
+
+    migrate(url)
+    engine = make_engine(url)
+    tables = {t.name: t for t in Base.metadata.sorted_tables}
+    with engine.begin() as conn:
+        for table in reversed(Base.metadata.sorted_tables):
+            conn.execute(table.delete())
+        rows: dict[str, list[dict[str, Any]]] = {}
+        for line in path.read_text().splitlines():
+            item = json.loads(line)
+            table = tables[item["table"]]
+            row = item["row"]
+            for col in table.columns:
+                if isinstance(col.type, DateTime) and row.get(col.name):
+                    row[col.name] = datetime.fromisoformat(row[col.name])
+            rows.setdefault(table.name, []).append(row)
+        for table in Base.metadata.sorted_tables:
+            if rows.get(table.name):
+                conn.execute(table.insert(), rows[table.name])
+    engine.dispose()
+
+
+def restore(settings: Settings, source: Path) -> int:
+    """Restore a backup over the current database and storage; returns the number of objects verified."""
+    from neuronav.storage.store import ObjectStore
+
+    manifest_path = source / "manifest.json"
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError) as exc:
+        raise InputError("not a NeuroNav backup (manifest.json missing or unreadable)", str(source)) from exc
+    if manifest.get("format") != BACKUP_FORMAT:
+        raise InputError(f"backup format {manifest.get('format')} is not supported", str(source))
+    for rel, digest in manifest["files"].items():
+        path = source / rel
+        if not path.is_file() or _sha256(path) != digest:
+            raise InputError(
+                f"backup file {rel} is missing or corrupted (sha256 differs); nothing was restored", str(source)
+            )
+    url = settings.database
+    if manifest["database"] == "sqlite":
+        if not url.startswith("sqlite"):
+            _sqlite_to(url, source / "database.sqlite")
+        else:
+            target = Path(url.split("///", 1)[1])
+            target.parent.mkdir(parents=True, exist_ok=True)
+            src = sqlite3.connect(source / "database.sqlite")
+            dst = sqlite3.connect(target)
+            with dst:
+                src.backup(dst)
+            src.close()
+            dst.close()
+    else:
+        _load_tables(url, source / "database.jsonl")
+    storage = settings.storage
+    staged = storage.with_name(f".{storage.name}.restoring")
+    shutil.rmtree(staged, ignore_errors=True)
+    if (source / "storage").exists():
+        shutil.copytree(source / "storage", staged)
+    else:
+        staged.mkdir(parents=True)
+    old = storage.with_name(f".{storage.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    if storage.exists():
+        storage.rename(old)
+    staged.rename(storage)
+    shutil.rmtree(old, ignore_errors=True)
+    store = ObjectStore.from_settings(settings)
+    problems = store.verify_all()
+    if problems:
+        raise NeuroNavError(f"restored, but {len(problems)} stored objects fail verification: {problems[0]}")
+    return len(list(store.iter_keys()))
+
+
+def _sqlite_to(url: str, sqlite_file: Path) -> None:
+    raise InputError(
+        "restoring a SQLite backup into PostgreSQL is not supported; restore into SQLite", str(sqlite_file)
+    )
+
+
+def verify_storage(settings: Settings) -> list[str]:
+    """Every stored object decrypted and hashed; plus objects the database names that are missing."""
+    from sqlalchemy import select
+
+    from neuronav.db.models import StoredObject
+    from neuronav.db.session import migrate, session_scope
+    from neuronav.storage.store import ObjectStore
+
+    migrate(settings.database)
+    store = ObjectStore.from_settings(settings)
+    problems = [str(p) for p in store.verify_all()]
+    with session_scope(settings.database) as db:
+        for key in db.scalars(select(StoredObject.key)):
+            if not store.exists(key):
+                problems.append(f"{key}: named in the database but missing from storage")
+    return problems
+
+
+__all__ = ["backup", "demo_setup", "one_time_password", "restore", "verify_storage"]
