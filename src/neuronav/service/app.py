@@ -1,0 +1,372 @@
+"""The FastAPI application: :func:`create_app`.
+
+* Start-up (lifespan): ``migrate(settings.database)``, then one :class:`ObjectStore` for the process,
+  swept of interrupted writes; ``app.state`` holds ``settings``, ``store``, ``metrics``,
+  ``breakglass`` (open break-glass grants) and ``login_throttles``.
+* Routers: every one in :data:`neuronav.service.routes.ROUTERS`.
+* Errors are mapped to HTTP here and nowhere else (:func:`error_status`); every error body is
+  ``{"detail": "...", "error": "<ExceptionClass>"}``::
+
+      AccountLocked 429 (+ Retry-After) · other AuthError 401 · PermissionDenied 403 ·
+      AccountStateError 409 · PasswordPolicyError 422 (+ "problems") · UploadTooLargeError 413 ·
+      InputError 400 · ObjectNotFoundError / NotFoundError 404 · LifecycleError 409 · ReportError 400 ·
+      ConfigError, StorageError, ModelError 500 · any other NeuroNavError 400 ·
+      anything unexpected 500 with a generic message and an ``error_id``
+
+  A 500 is logged with its error id, the exception's class and the stack frames, never the
+  exception's message (it could quote patient data).
+* Middleware (outermost first): metrics, security headers (CSP ``default-src 'self'``,
+  ``frame-ancestors 'none'``, nosniff, no referrer; ``Cache-Control: no-store`` on the API; HSTS
+  outside development), the request size guard (``Content-Length`` above
+  ``settings.max_upload_bytes`` → 413 before the body is read; a body without a length is counted
+  as it streams), and the catch-all for unexpected errors.
+
+Run it with ``uvicorn.run(create_app(settings), host=..., port=..., proxy_headers=True,
+forwarded_allow_ips=...)`` in **one** worker process (break-glass grants and the address throttle
+live in the process).
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import sys
+import time
+import traceback
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.datastructures import Headers, MutableHeaders
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware import Middleware
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from neuronav import __version__
+from neuronav.config import Settings, get_settings
+from neuronav.db.session import migrate
+from neuronav.errors import ConfigError, InputError, LifecycleError, NeuroNavError, ReportError
+from neuronav.security.errors import (
+    AccountLocked,
+    AccountStateError,
+    AuthError,
+    PasswordPolicyError,
+    PermissionDenied,
+)
+from neuronav.service.deps import BreakGlassRegistry, NotFoundError, route_path
+from neuronav.service.routes import ROUTERS
+from neuronav.service.routes.auth import LoginThrottles
+from neuronav.service.routes.health import Metrics
+from neuronav.storage.errors import ObjectNotFoundError, StorageError, UploadTooLargeError
+from neuronav.storage.store import ObjectStore
+
+log = logging.getLogger("neuronav.service")
+
+DESCRIPTION = """\
+NeuroNav analyses brain MRI studies with AI: tumour detection, segmentation, classification,
+measurements and structured reports. **Research software, not for clinical use.**
+
+Authenticate with `POST /api/auth/login`: send the access token as `Authorization: Bearer <token>`,
+or (browsers) rely on the HttpOnly session cookie and send `X-CSRF-Token` on unsafe requests.
+Errors answer `{"detail": "...", "error": "<ExceptionClass>"}`.
+"""
+
+TAGS: list[dict[str, Any]] = [
+    {"name": "auth", "description": "Registration, sign-in and sign-out, sessions, passwords, the TOTP second factor."},
+    {"name": "users", "description": "User administration: verify professionals, roles, disable and enable."},
+    {"name": "admin", "description": "Break-glass: time-limited, reasoned, audited read access for administrators."},
+    {"name": "audit", "description": "The hash-chained audit log: search, verify, export as FHIR AuditEvents."},
+    {"name": "studies", "description": "Upload MRI studies (DICOM, NIfTI) and follow their processing."},
+    {"name": "analyses", "description": "AI analyses of a study: segmentation, detection, measurements."},
+    {"name": "reports", "description": "Structured reports: review, sign, amend, export (PDF, DICOM, FHIR, HL7)."},
+    {"name": "health", "description": "Liveness, readiness and Prometheus metrics."},
+]
+
+CSP = "default-src 'self'; frame-ancestors 'none'; base-uri 'self'; form-action 'self'; object-src 'none'"
+# The interactive API pages (/docs, /redoc) load FastAPI's Swagger UI / ReDoc from its CDN and run an
+# inline start-up script: only those pages get this wider policy.
+DOCS_CSP = (
+    "default-src 'self'; script-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; "
+    "style-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net https://fonts.googleapis.com; "
+    "img-src 'self' data: https://fastapi.tiangolo.com https://cdn.redoc.ly; "
+    "font-src 'self' https://fonts.gstatic.com; "
+    "worker-src 'self' blob:; frame-ancestors 'none'; base-uri 'self'; object-src 'none'"
+)
+DOCS_PATHS = ("/docs", "/redoc")
+GENERIC_500 = "An internal error occurred. Quote error id {error_id} to the administrator."
+
+
+# -- the one place errors become HTTP ------------------------------------------------------------
+
+
+def _model_error(exc: BaseException) -> bool:
+    registry = sys.modules.get("neuronav.analysis.registry")  # never imported just to check
+    model_error = getattr(registry, "ModelError", None)
+    return isinstance(model_error, type) and isinstance(exc, model_error)
+
+
+def error_status(exc: BaseException) -> int:
+    """The HTTP status of an exception (500 for anything that is not a NeuroNavError)."""
+    if not isinstance(exc, NeuroNavError):
+        return 500
+    table: tuple[tuple[type[BaseException] | tuple[type[BaseException], ...], int], ...] = (
+        (AccountLocked, 429),
+        (AuthError, 401),
+        (PermissionDenied, 403),
+        (AccountStateError, 409),
+        (PasswordPolicyError, 422),
+        (UploadTooLargeError, 413),
+        (InputError, 400),
+        ((ObjectNotFoundError, NotFoundError), 404),
+        (LifecycleError, 409),
+        (ReportError, 400),
+        ((ConfigError, StorageError), 500),
+    )
+    for kind, status in table:
+        if isinstance(exc, kind):
+            return status
+    return 500 if _model_error(exc) else 400
+
+
+def _log_internal(exc: BaseException, error_id: str, method: str, route: str) -> None:
+    frames = "".join(traceback.format_tb(exc.__traceback__))
+    causes: list[str] = []
+    cause = exc.__cause__ or exc.__context__
+    while cause is not None and len(causes) < 5:
+        causes.append(type(cause).__name__)
+        cause = cause.__cause__ or cause.__context__
+    # our own errors carry messages without patient data; anything else may quote input: class only
+    what = f"{type(exc).__name__}: {exc}" if isinstance(exc, NeuroNavError) else type(exc).__name__
+    log.error(
+        "error %s on %s %s: %s (caused by: %s)\n%s",
+        error_id,
+        method,
+        route,
+        what,
+        ", ".join(causes) or "-",
+        frames,
+    )
+
+
+def error_response(exc: BaseException, scope: Scope) -> JSONResponse:
+    """The JSON response of an exception (the only mapping of errors to HTTP)."""
+    status = error_status(exc)
+    headers: dict[str, str] = {}
+    if status >= 500:
+        error_id = secrets.token_hex(8)
+        _log_internal(exc, error_id, str(scope.get("method", "")), route_path(scope))
+        name = type(exc).__name__ if isinstance(exc, NeuroNavError) else "InternalError"
+        body: dict[str, Any] = {"detail": GENERIC_500.format(error_id=error_id), "error": name, "error_id": error_id}
+        return JSONResponse(body, status_code=status)
+    body = {"detail": str(exc), "error": type(exc).__name__}
+    if isinstance(exc, AccountLocked):
+        headers["Retry-After"] = str(max(1, exc.retry_after_s))
+    elif isinstance(exc, AuthError):
+        headers["WWW-Authenticate"] = "Bearer"
+    if isinstance(exc, PasswordPolicyError):
+        body["problems"] = list(exc.problems)
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+async def _neuronav_error(request: Request, exc: Exception) -> JSONResponse:
+    return error_response(exc, request.scope)
+
+
+_HTTP_ERROR_NAMES = {404: "NotFound", 405: "MethodNotAllowed", 413: "UploadTooLargeError"}
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    body = {"detail": exc.detail, "error": _HTTP_ERROR_NAMES.get(exc.status_code, "HTTPException")}
+    return JSONResponse(body, status_code=exc.status_code, headers=dict(exc.headers or {}))
+
+
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    # only where and what: pydantic's "input" and "ctx" could echo a password or patient data
+    problems = [
+        {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")} for e in exc.errors()
+    ]
+    return JSONResponse({"detail": problems, "error": "RequestValidationError"}, status_code=422)
+
+
+# -- middleware ----------------------------------------------------------------------------------
+
+
+class MetricsMiddleware:
+    """Counts every request and its duration by method, route template and status."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = 500
+
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            self.metrics.observe(scope["method"], route_path(scope), status, time.perf_counter() - start)
+
+
+class SecurityHeadersMiddleware:
+    """Adds the security headers to every response (a header the route set itself is kept)."""
+
+    def __init__(self, app: ASGIApp, production: bool) -> None:
+        self.app = app
+        self.production = production
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path: str = scope.get("path", "")
+        docs = path.startswith(DOCS_PATHS)
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                headers.setdefault("Content-Security-Policy", DOCS_CSP if docs else CSP)
+                headers.setdefault("X-Content-Type-Options", "nosniff")
+                headers.setdefault("Referrer-Policy", "no-referrer")
+                headers.setdefault("X-Frame-Options", "DENY")
+                headers.setdefault("Cross-Origin-Opener-Policy", "same-origin")
+                if path.startswith("/api/"):
+                    headers.setdefault("Cache-Control", "no-store")
+                if self.production:
+                    headers.setdefault("Strict-Transport-Security", "max-age=31536000; includeSubDomains")
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+class BodySizeMiddleware:
+    """413 for a declared ``Content-Length`` over the limit, before any of the body is read; a body
+    sent without a length is counted as it streams and refused when it passes the limit."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    def _too_large(self) -> str:
+        return f"The request is larger than the limit of {self.max_bytes} bytes."
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = Headers(scope=scope).get("content-length")
+        if declared is not None:
+            try:
+                length = int(declared)
+                if length < 0:
+                    raise ValueError(declared)
+            except ValueError:
+                response = JSONResponse({"detail": "Invalid Content-Length header.", "error": "InputError"}, 400)
+                await response(scope, receive, send)
+                return
+            if length > self.max_bytes:
+                body = {"detail": self._too_large(), "error": "UploadTooLargeError"}
+                await JSONResponse(body, 413, headers={"Connection": "close"})(scope, receive, send)
+                return
+        received = 0
+
+        async def counted_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise StarletteHTTPException(413, self._too_large())
+            return message
+
+        await self.app(scope, counted_receive, send)
+
+
+class UnexpectedErrorMiddleware:
+    """The catch-all: an exception no handler mapped becomes a generic 500 with an error id (logged
+    without its message). Inside the other middleware, so the 500 still gets headers and is counted."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception as exc:
+            response = error_response(exc, scope)  # logs it with its error id
+            if not started:
+                await response(scope, receive, send)
+
+
+# -- the app -------------------------------------------------------------------------------------
+
+
+@asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings: Settings = app.state.settings
+    migrate(settings.database)
+    store = ObjectStore.from_settings(settings)
+    swept = store.sweep()
+    if swept:
+        log.info("storage: removed %d leftovers of interrupted writes", len(swept))
+    app.state.store = store
+    log.info("NeuroNav service %s ready", __version__)
+    yield
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """The NeuroNav HTTP service for ``settings`` (default: :func:`neuronav.config.get_settings`)."""
+    settings = settings or get_settings()
+    metrics = Metrics()
+    app = FastAPI(
+        title="NeuroNav",
+        version=__version__,
+        summary="AI analysis of brain MRI (research software, not for clinical use)",
+        description=DESCRIPTION,
+        openapi_tags=TAGS,
+        lifespan=_lifespan,
+        middleware=[
+            Middleware(MetricsMiddleware, metrics=metrics),
+            Middleware(SecurityHeadersMiddleware, production=not settings.development),
+            Middleware(BodySizeMiddleware, max_bytes=settings.max_upload_bytes),
+            Middleware(UnexpectedErrorMiddleware),
+        ],
+    )
+    app.state.settings = settings
+    app.state.metrics = metrics
+    app.state.breakglass = BreakGlassRegistry()
+    app.state.login_throttles = LoginThrottles()
+    app.add_exception_handler(NeuroNavError, _neuronav_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    for router in ROUTERS:
+        app.include_router(router)
+    return app
+
+
+__all__ = ["create_app", "error_response", "error_status"]

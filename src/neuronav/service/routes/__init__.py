@@ -1,0 +1,24 @@
+"""The routers of the service, in the order :func:`neuronav.service.app.create_app` includes them.
+
+To add a router: import its module on the import line and append ``<module>.router,`` to
+:data:`ROUTERS` (one line each). Every route needs a docstring (its OpenAPI description) and an
+entry in the route x role table of ``tests/service/test_admin.py``.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from neuronav.service.routes import admin, audit, auth, health, reports, studies, users
+
+ROUTERS: list[APIRouter] = [
+    health.router,
+    auth.router,
+    users.router,
+    admin.router,
+    audit.router,
+    studies.router,
+    reports.router,
+]
+
+__all__ = ["ROUTERS"]
