@@ -132,9 +132,12 @@ def main() -> int:
         t_peer,
         "ours ≤ 3 s",
     )
+    missed = [name for name, t, goal in (("PDF", t_pdf, 1.0), ("all outputs", t_all, 3.0)) if t > goal]
+    for name in missed:
+        print(f"TARGET MISSED: {name}")
     for fmt, seconds in written.seconds.items():
         print(f"    {fmt:8s} {seconds * 1000:8.1f} ms  {len(written.files[fmt])} file(s)")
-    return 0
+    return 1 if missed else 0
 
 
 if __name__ == "__main__":

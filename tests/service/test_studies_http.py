@@ -1,0 +1,144 @@
+"""Over HTTP: a technician uploads, the embedded worker analyses, a radiologist reads, exports, signs;
+a neurologist reads the signed report; each role sees only what it may; bad uploads are refused whole."""
+
+from __future__ import annotations
+
+import io
+import time
+import zipfile
+from pathlib import Path
+
+import pydicom
+import pytest
+from fastapi.testclient import TestClient
+
+from neuronav.config import Settings
+from neuronav.phantom import generate_study
+from tests.service.conftest import Person, audit_events
+
+
+@pytest.fixture
+def settings(settings: Settings) -> Settings:
+    """The service settings with room for a whole phantom study (the shared ones cap uploads at 100 kB)."""
+    return settings.model_copy(update={"max_upload_bytes": 200 * 1024 * 1024})
+
+
+@pytest.fixture(scope="module")
+def study_zip(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    root = tmp_path_factory.mktemp("phantom")
+    generate_study(root / "s", seed=303, lesion="metastasis", fmt="dicom", profile="clinical")
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as zf:
+        for f in sorted((root / "s" / "dicom").rglob("*")):
+            if f.is_file():
+                zf.write(f, f.relative_to(root / "s"))
+    return buf.getvalue()
+
+
+def wait_done(client: TestClient, analysis_id: str, headers: dict[str, str], timeout: float = 240) -> dict[str, object]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        body: dict[str, object] = client.get(f"/api/analyses/{analysis_id}", headers=headers).json()
+        if body["state"] in ("done", "failed"):
+            return body
+        time.sleep(1)
+    raise AssertionError("analysis did not finish")
+
+
+@pytest.mark.slow
+def test_upload_analyse_read_export_sign(
+    client: TestClient, staff: dict[str, Person], settings: Settings, study_zip: bytes, tmp_path: Path
+) -> None:
+    tech, rad, neuro, admin = staff["technician"], staff["radiologist"], staff["neurologist"], staff["admin"]
+    r = client.post(
+        "/api/studies", headers=tech.headers, files=[("files", ("study.zip", study_zip, "application/zip"))]
+    )
+    assert r.status_code == 201, r.text
+    up = r.json()
+    assert up["created"] and up["analysis_queued"]
+    study_id, analysis_id = up["study"]["id"], up["study"]["analysis"]["id"]
+    again = client.post(
+        "/api/studies", headers=tech.headers, files=[("files", ("copy.zip", study_zip, "application/zip"))]
+    )
+    assert again.status_code == 201 and not again.json()["created"] and again.json()["study"]["id"] == study_id
+
+    status = wait_done(client, analysis_id, tech.headers)  # the uploader follows the progress
+    assert status["state"] == "done", status
+    assert client.get(f"/api/studies/{study_id}", headers=tech.headers).json().get("patient_name") is None
+
+    listing = client.get("/api/studies", headers=rad.headers).json()
+    assert listing["total"] == 1 and listing["items"][0]["flagged"] is True
+    detail = client.get(f"/api/studies/{study_id}", headers=rad.headers).json()
+    first = pydicom.dcmread(
+        io.BytesIO(zipfile.ZipFile(io.BytesIO(study_zip)).read(zipfile.ZipFile(io.BytesIO(study_zip)).namelist()[0]))
+    )
+    assert detail["patient_name"] == str(first.PatientName)
+    report_id = detail["report_id"]
+    assert detail["report_status"] == "preliminary"
+
+    assert client.get(f"/api/reports/{report_id}", headers=neuro.headers).status_code == 403  # not signed yet
+    assert client.get(f"/api/reports/{report_id}", headers=tech.headers).status_code == 403
+    assert client.get(f"/api/studies/{study_id}", headers=admin.headers).status_code == 403  # no break-glass
+
+    pdf = client.get(f"/api/reports/{report_id}/export/pdf", headers=rad.headers)
+    assert pdf.status_code == 200 and pdf.content.startswith(b"%PDF")
+    sr = client.get(f"/api/reports/{report_id}/export/sr", headers=rad.headers)
+    assert sr.status_code == 200
+    ds = pydicom.dcmread(io.BytesIO(sr.content))
+    assert ds.PatientID == first.PatientID and ds.StudyInstanceUID == first.StudyInstanceUID
+
+    edited = client.post(
+        f"/api/reports/{report_id}/edit",
+        headers=rad.headers,
+        json={"changes": {"/narrative/impression": "Solitary metastasis."}},
+    )
+    assert edited.status_code == 200 and edited.json()["status"] == "reviewed"
+    assert client.post(f"/api/reports/{report_id}/sign", headers=tech.headers).status_code == 403
+    signed = client.post(f"/api/reports/{report_id}/sign", headers=rad.headers).json()
+    assert signed["status"] == "final" and signed["signature"]["content_sha256"]
+    again_edit = client.post(
+        f"/api/reports/{report_id}/edit", headers=rad.headers, json={"changes": {"/narrative/impression": "x"}}
+    )
+    assert again_edit.status_code == 409 or again_edit.status_code == 400
+
+    final = client.get(f"/api/reports/{report_id}", headers=neuro.headers)
+    assert final.status_code == 200 and final.json()["narrative"]["impression"] == "Solitary metastasis."
+    amended = client.post(f"/api/reports/{report_id}/amend", headers=rad.headers, json={"reason": "size corrected"})
+    assert amended.json()["version"] == 2
+    versions = client.get(f"/api/reports/{report_id}/versions", headers=rad.headers).json()
+    assert [(v["version"], v["signed"]) for v in versions] == [(1, True), (2, False)]
+    v1 = client.get(f"/api/reports/{report_id}?version=1", headers=rad.headers).json()
+    assert v1["status"] == "final"
+
+    actions = {e.action for e in audit_events(settings)}
+    assert {"study.upload", "study.read", "report.export", "report.edit", "report.sign", "report.amend"} <= actions
+
+
+@pytest.mark.parametrize(
+    ("files", "status", "message"),
+    [
+        ([("files", ("notes.txt", b"hello", "text/plain"))], 400, "no DICOM images found"),
+        ([("files", ("bomb.zip", b"PK\x03\x04garbage", "application/zip"))], 400, "bomb.zip"),
+    ],
+)
+def test_bad_uploads_are_refused_and_nothing_is_stored(
+    client: TestClient,
+    staff: dict[str, Person],
+    settings: Settings,
+    files: list[tuple[str, tuple[str, bytes, str]]],
+    status: int,
+    message: str,
+) -> None:
+    r = client.post("/api/studies", headers=staff["technician"].headers, files=files)
+    assert r.status_code == status and message in r.json()["detail"], r.text
+    assert client.get("/api/studies", headers=staff["radiologist"].headers).json()["total"] == 0
+    assert client.get("/healthz").status_code == 200  # still serving
+
+
+def test_an_upload_needs_multipart(client: TestClient, staff: dict[str, Person]) -> None:
+    r = client.post(
+        "/api/studies",
+        headers=staff["technician"].headers,
+        content=b"\x00" * 10,
+    )
+    assert 400 <= r.status_code < 500
