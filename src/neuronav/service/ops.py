@@ -4,7 +4,8 @@ Backup (``neuronav backup DIR``): a consistent copy of the database (SQLite: the
 PostgreSQL: every table as JSON lines, read in one repeatable-read transaction) and of the object
 store as it lies on disk (still encrypted: the master key is NOT in the backup and must be kept
 apart), with ``manifest.json`` listing every file with its SHA-256. Restore verifies the manifest,
-then replaces the database and the storage folder, then verifies every stored object.
+then replaces the database and the storage folder, then verifies every stored object. Stop the
+service (and workers) before restoring.
 """
 
 from __future__ import annotations
@@ -209,12 +210,17 @@ def restore(settings: Settings, source: Path) -> int:
         else:
             target = Path(url.split("///", 1)[1])
             target.parent.mkdir(parents=True, exist_ok=True)
+            staged_db = target.with_name(f".{target.name}.restoring")
+            staged_db.unlink(missing_ok=True)
             src = sqlite3.connect(source / "database.sqlite")
-            dst = sqlite3.connect(target)
+            dst = sqlite3.connect(staged_db)
             with dst:
                 src.backup(dst)
             src.close()
             dst.close()
+            for sidecar in ("-wal", "-shm"):  # a write-ahead log of the old database must not replay
+                target.with_name(target.name + sidecar).unlink(missing_ok=True)
+            staged_db.replace(target)
     else:
         _load_tables(url, source / "database.jsonl")
     storage = settings.storage

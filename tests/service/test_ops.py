@@ -1,0 +1,127 @@
+"""Operations from the command line: verify finds corrupted objects, keys rotate, backup and restore."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from neuronav.config import get_settings
+from neuronav.db.session import migrate
+from neuronav.storage.store import ObjectStore
+
+
+def cli(env: dict[str, str], *args: str | Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "neuronav.cli", *map(str, args)], capture_output=True, text=True, env=env, check=False
+    )
+
+
+@pytest.fixture
+def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    monkeypatch.setenv("NEURONAV_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("NEURONAV_MASTER_KEY", "11" * 32)
+    monkeypatch.delenv("NEURONAV_DATABASE_URL", raising=False)
+    get_settings.cache_clear()
+    migrate(get_settings().database)
+    return {**os.environ}
+
+
+def store() -> ObjectStore:
+    get_settings.cache_clear()
+    return ObjectStore.from_settings(get_settings())
+
+
+def test_verify_names_a_corrupted_object(env: dict[str, str]) -> None:
+    good, bad = store().put(b"a" * 5000, kind="upload"), store().put(b"b" * 5000, kind="upload")
+    assert cli(env, "verify").returncode == 0
+    data = store().object_paths(bad.key).data
+    raw = bytearray(data.read_bytes())
+    raw[-20] ^= 0xFF
+    data.write_bytes(bytes(raw))
+    proc = cli(env, "verify")
+    assert proc.returncode != 0 and bad.key in proc.stdout and good.key not in proc.stdout
+
+
+def test_keys_rotate_then_retire(env: dict[str, str]) -> None:
+    obj = store().put(b"secret scan" * 100, kind="upload")
+    old_id = next(iter(store().keys_in_use()))
+    env2 = {**env, "NEURONAV_MASTER_KEY": "22" * 32, "NEURONAV_OLD_MASTER_KEYS": "11" * 32}
+    assert cli(env2, "keys", "retire", old_id).returncode != 0  # still in use
+    proc = cli(env2, "keys", "rotate")
+    assert proc.returncode == 0, proc.stderr
+    proc = cli(env2, "keys", "retire", old_id)
+    assert proc.returncode == 0, proc.stderr
+    env3 = {**env, "NEURONAV_MASTER_KEY": "22" * 32}  # the old key is gone from the environment
+    assert cli(env3, "verify").returncode == 0
+    assert old_id not in cli(env3, "keys", "status").stdout
+    assert obj.key in {
+        k for k in ObjectStore.from_settings(get_settings().model_copy(update={"master_key": "22" * 32})).iter_keys()
+    }
+
+
+def test_backup_and_restore_round_trip(env: dict[str, str], tmp_path: Path) -> None:
+    from sqlalchemy import select
+
+    from neuronav import audit
+    from neuronav.db.models import AuditEvent
+    from neuronav.db.session import session_scope
+
+    obj = store().put(b"scan bytes" * 1000, kind="upload")
+    with session_scope(get_settings().database) as db:
+        audit.record(db, "study.upload", target_id="s1")
+    proc = cli(env, "backup", tmp_path / "bk")
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "bk" / "manifest.json").is_file()
+    assert "11" * 32 not in "".join(p.read_text(errors="ignore") for p in (tmp_path / "bk").rglob("*") if p.is_file())
+    # disaster: storage and database lost
+    import shutil
+
+    shutil.rmtree(tmp_path / "data" / "storage")
+    (tmp_path / "data" / "neuronav.db").unlink()
+    proc = cli(env, "restore", tmp_path / "bk")
+    assert proc.returncode == 0, proc.stderr
+    assert store().read_bytes(obj.key) == b"scan bytes" * 1000
+    with session_scope(get_settings().database) as db:
+        assert [e.action for e in db.scalars(select(AuditEvent))] == ["study.upload"]
+    assert cli(env, "audit", "verify").returncode == 0
+    # a corrupted backup is refused before anything is replaced
+    victim = next(p for p in (tmp_path / "bk" / "storage").rglob("*.dat"))
+    victim.write_bytes(b"x" + victim.read_bytes()[1:])
+    proc = cli(env, "restore", tmp_path / "bk")
+    assert proc.returncode != 0 and "corrupted" in proc.stderr
+    assert store().read_bytes(obj.key) == b"scan bytes" * 1000
+    assert cli(env, "backup", tmp_path / "bk").returncode != 0  # not empty
+
+
+@pytest.mark.postgres
+def test_backup_and_restore_on_postgresql(
+    env: dict[str, str], tmp_path: Path, postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sqlalchemy import delete, select
+
+    from neuronav import audit
+    from neuronav.db.models import AuditEvent, User
+    from neuronav.db.session import session_scope
+
+    monkeypatch.setenv("NEURONAV_DATABASE_URL", postgres_url)
+    get_settings.cache_clear()
+    url = get_settings().database
+    migrate(url)
+    with session_scope(url) as db:
+        db.add(User(email="r@x.org", display_name="R", role="radiologist", password_hash="h", throttle={"n": 1}))
+        audit.record(db, "user.create", target_id="r")
+    envpg = {**env, "NEURONAV_DATABASE_URL": postgres_url}
+    assert cli(envpg, "backup", tmp_path / "bk").returncode == 0
+    with session_scope(url) as db:
+        db.execute(delete(AuditEvent))
+        db.execute(delete(User))
+    proc = cli(envpg, "restore", tmp_path / "bk")
+    assert proc.returncode == 0, proc.stderr
+    with session_scope(url) as db:
+        user = db.scalars(select(User)).one()
+        assert user.email == "r@x.org" and user.throttle == {"n": 1} and user.created_at.tzinfo is not None
+    assert cli(envpg, "audit", "verify").returncode == 0
