@@ -86,7 +86,11 @@ class Session(Base):
 
 class Study(Base):
     __tablename__ = "studies"
-    __table_args__ = (Index("ix_studies_uploaded_at", "uploaded_at"), Index("ix_studies_state", "state"))
+    __table_args__ = (
+        Index("ix_studies_uploaded_at", "uploaded_at"),
+        Index("ix_studies_state", "state"),
+        Index("ix_studies_worklist", "flagged", "uploaded_at"),  # the worklist order: flagged first, newest first
+    )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     content_sha256: Mapped[str] = mapped_column(String(64), index=True)  # of the uploaded content (idempotency)

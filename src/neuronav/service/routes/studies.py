@@ -19,6 +19,7 @@ from sqlalchemy import func, or_, select
 from starlette.background import BackgroundTask
 
 from neuronav.db.models import Analysis, Study
+from neuronav.db.models import Report as ReportRow
 from neuronav.errors import InputError
 from neuronav.security.permissions import Permission, StudyObject
 from neuronav.service.deps import (
@@ -117,8 +118,17 @@ def _latest(db: DbDep, study_id: str) -> Analysis | None:
     ).first()
 
 
-def _study_out(db: DbDep, s: Study, *, with_status: bool = True) -> StudyOut:
-    rep = reports.for_study(db, s.id)
+def _study_out(
+    db: DbDep,
+    s: Study,
+    *,
+    with_status: bool = True,
+    preloaded: tuple[dict[str, Analysis], dict[str, ReportRow]] | None = None,
+) -> StudyOut:
+    if preloaded is not None:
+        latest, rep = preloaded[0].get(s.id), preloaded[1].get(s.id)
+    else:
+        latest, rep = _latest(db, s.id), reports.for_study(db, s.id)
     return StudyOut(
         id=s.id,
         state=s.state,
@@ -129,7 +139,7 @@ def _study_out(db: DbDep, s: Study, *, with_status: bool = True) -> StudyOut:
         description=s.description,
         sequences=sorted(s.sequences),
         n_files=s.n_files,
-        analysis=_analysis_out(_latest(db, s.id)) if with_status else None,
+        analysis=_analysis_out(latest) if with_status else None,
         report_id=rep.id if rep else None,
         report_status=rep.status if rep else None,
     )
@@ -213,10 +223,19 @@ def list_studies(
         query = query.where(or_(Study.patient_pseudonym.ilike(like), Study.description.ilike(like)))
     if since is not None:
         query = query.where(Study.uploaded_at >= since)
-    total = db.scalar(select(func.count()).select_from(query.subquery())) or 0
+    total = db.scalar(query.with_only_columns(func.count(Study.id)).order_by(None)) or 0
     rows = db.scalars(query.order_by(Study.flagged.desc(), Study.uploaded_at.desc()).limit(limit).offset(offset)).all()
+    ids = [s.id for s in rows]
+    latest: dict[str, Analysis] = {}
+    for a in db.scalars(select(Analysis).where(Analysis.study_id.in_(ids)).order_by(Analysis.created_at.desc())):
+        latest.setdefault(a.study_id, a)  # one query for the page, not one per study
+    reps: dict[str, ReportRow] = {}
+    for r in db.scalars(select(ReportRow).where(ReportRow.study_id.in_(ids)).order_by(ReportRow.updated_at.desc())):
+        reps.setdefault(r.study_id, r)
     audit_event(db, user, "study.list", detail={"count": len(rows), "offset": offset})
-    return StudyPage(items=[_study_out(db, s) for s in rows], total=total, limit=limit, offset=offset)
+    return StudyPage(
+        items=[_study_out(db, s, preloaded=(latest, reps)) for s in rows], total=total, limit=limit, offset=offset
+    )
 
 
 @router.get("/api/studies/{study_id}", response_model=StudyDetail | StudyOut)
