@@ -28,15 +28,15 @@ import highdicom as hd
 import pydicom
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
-from pydicom.uid import EncapsulatedPDFStorage, ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import EncapsulatedPDFStorage, ExplicitVRLittleEndian
 
 from neuronav import __version__
 from neuronav.errors import ReportError
+from neuronav.report._dicom_common import MANUFACTURER, new_uid, status_text
 from neuronav.report.codes import IMAGING_REPORT, REPORT_CODE
 from neuronav.report.model import Code, Report
 from neuronav.report.sources import SourceSeries
 
-MANUFACTURER = "NeuroNav"
 CHARACTER_SET = "ISO_IR 192"  # UTF-8: any name copied from the source and any text of ours encodes
 PDF_SERIES_NUMBER = 9003  # after SEG 9001 and SR 9002: the AI series sort after the acquired ones
 PDF_MIME = "application/pdf"
@@ -80,11 +80,6 @@ _TYPE2: tuple[str, ...] = (  # written empty when the source lacks them
 SOFTWARE_VERSIONS = 0x00181020  # set by tag: highdicom declares the attribute as one string
 
 
-def new_uid() -> str:
-    """A globally unique UID under the 2.25 root (PS3.5 B.2), as the rest of NeuroNav makes them."""
-    return str(generate_uid(prefix=None))
-
-
 def copy_patient_study(source: Dataset, target: Dataset) -> None:
     """Put the patient and study of ``source`` on ``target``: its elements copied, type 2 ones empty if absent."""
     for keyword in PATIENT_STUDY_KEYWORDS:
@@ -103,11 +98,6 @@ def software_versions(report: Report) -> list[str]:
     versions = [f"NeuroNav {__version__}"]
     versions += [f"{m.name} {m.version}"[:64] for m in report.study_info.models]
     return versions
-
-
-def status_label(report: Report) -> str:
-    """``PRELIMINARY v1``: the lifecycle status and version a reader must see with every output."""
-    return f"{report.status.upper()} v{report.version}"
 
 
 def dicom_date_time(when: datetime) -> tuple[str, str, str | None]:
@@ -150,7 +140,7 @@ def make_encapsulated_pdf(report: Report, pdf: bytes, source: SourceSeries) -> p
         raise ReportError("the source series has no images; the Encapsulated PDF cannot join its study")
     first = source.first
     date, time, tz = dicom_date_time(report.created)
-    label = status_label(report)
+    label = status_text(report)
     ds = hd.SOPClass(
         study_instance_uid=str(first.StudyInstanceUID),
         series_instance_uid=new_uid(),

@@ -45,15 +45,13 @@ from pydicom.sequence import Sequence as PydicomSequence
 from pydicom.uid import UID
 
 from neuronav.errors import ReportError
+from neuronav.report._dicom_common import MANUFACTURER, new_uid, status_text
 from neuronav.report.dicom_pdf import (
     CHARACTER_SET,
-    MANUFACTURER,
     SOFTWARE_VERSIONS,
     copy_patient_study,
     dicom_date_time,
-    new_uid,
     software_versions,
-    status_label,
 )
 from neuronav.report.figures import LABEL_NAMES, OVERLAY_ALPHA, AnalysisImages, overlay_rgb
 from neuronav.report.model import Report
@@ -79,7 +77,7 @@ _GEOMETRY: tuple[str, ...] = (
 
 def annotation_lines(report: Report) -> list[str]:
     """The text burnt into every image (ASCII, so any font has the glyphs)."""
-    return ["NeuroNav AI - not for clinical use", status_label(report)]
+    return ["NeuroNav AI - not for clinical use", status_text(report)]
 
 
 def annotation_mask(lines: Sequence[str], max_width: int) -> U8:
@@ -261,7 +259,7 @@ def make_secondary_captures(report: Report, images: AnalysisImages, source: Sour
     pixels = _overlay_pixels(images, source)
     _burn_in(pixels, annotation_mask(annotation_lines(report), columns - TEXT_ORIGIN[1]))
 
-    label = status_label(report)
+    label = status_text(report)
     date, time, tz = dicom_date_time(report.created)
     colours = ", ".join(f"{v} {name}" for v, name in LABEL_NAMES.items())
     template = hd.sc.SCImage(
