@@ -26,6 +26,7 @@ def test_migrations_leave_no_model_change_unmigrated(db_url: str) -> None:
     migrate(db_url)
     engine = make_engine(db_url)
     with engine.connect() as conn:
+
         def include(obj: object, name: str | None, type_: str, reflected: bool, compare_to: object) -> bool:
             return not (type_ == "index" and (name or "").endswith("_trgm"))  # PostgreSQL-only, migration-made
 
