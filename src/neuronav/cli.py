@@ -222,6 +222,13 @@ def analyze(
     if not nifti and not paths:
         raise _fail("nothing to analyse: give DICOM paths or --t1/--t1c/--t2/--flair NIfTI files")
     inputs = from_nifti(nifti) if nifti else from_paths(paths or [])
+    from neuronav.report.outputs import DICOM_FORMATS
+
+    if inputs.kind != "dicom" and DICOM_FORMATS & set(wanted):
+        raise _fail(
+            f"{', '.join(sorted(DICOM_FORMATS & set(wanted)))} need DICOM input (they join the source study in "
+            "PACS); these inputs are NIfTI: drop those formats or analyse the DICOM study"
+        )
     for note in inputs.notes:
         err.print(f"warning: {note}", markup=False, highlight=False)
     bar = _progress_bar("analysing")

@@ -134,3 +134,14 @@ def test_another_report_in_the_folder_is_not_replaced_silently(report: Report, t
     assert Report.model_validate_json((tmp_path / "report.json").read_text()) == signed
     proc = run("report", src / "other.json", "--format", "json", "--out", tmp_path, "--overwrite")
     assert proc.returncode == 0, proc.stderr
+
+
+def test_dicom_formats_of_a_nifti_analysis_are_refused_before_analysing(tmp_path: Path) -> None:
+    from neuronav.phantom import generate_study
+
+    generate_study(tmp_path / "s", seed=9, lesion="none", fmt="nifti", profile="clinical")
+    proc = run(
+        "analyze", "--t1c", tmp_path / "s" / "nifti" / "T1c.nii.gz", "--out", tmp_path / "out", "--formats", "seg,pdf"
+    )
+    assert proc.returncode != 0 and "need DICOM input" in proc.stderr
+    assert not (tmp_path / "out").exists()  # refused before any work
