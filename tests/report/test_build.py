@@ -139,3 +139,16 @@ def test_key_slices_through_the_lesion_centroid(analysed, report) -> None:  # ty
     assert np.linalg.norm(voxel - centroid) <= np.linalg.norm(seg.affine[:3, :3], axis=0).max()
     assert report.visual_data.reference_image_file == "reference.nii.gz"
     assert report.study_info.patient_pseudonym and report.study_info.patient_pseudonym.startswith("NNP-")
+
+
+def test_satellite_fragments_are_counted_not_called_lesions() -> None:
+    f = with_lesion(make_findings(whole_tumour_ml=31.0))
+    big = f.segmentation.lesions[0]
+    frag = big.model_copy(update={"index": 2, "volume_ml": 0.3, "max_diameter_mm": 6.0})
+    second = big.model_copy(update={"index": 3, "volume_ml": 2.5, "max_diameter_mm": 14.0})
+    r = build_report(f.model_copy(update={"segmentation": f.segmentation.model_copy(update={"lesions": [big, frag]})}))
+    assert r.narrative.impression.startswith("Intracranial mass")
+    assert "1 further separate component(s), 0 of them ≥ 1 mL" in r.narrative.findings_text
+    seg = f.segmentation.model_copy(update={"lesions": [big, second, frag]})
+    r = build_report(f.model_copy(update={"segmentation": seg}))
+    assert r.narrative.impression.startswith("2 intracranial lesions ≥ 1 mL")

@@ -37,6 +37,7 @@ from neuronav.report.model import (
 )
 from neuronav.report.recommend import recommendations
 
+SIZEABLE_LESION_ML = 1.0  # components below this (satellite fragments) are counted, not called lesions in the text
 MAX_LESIONS_MEASURED = 5  # per-lesion rows for the largest lesions; the rest are counted in the text
 
 VOLUME_ROWS: tuple[tuple[str, str, str, Code], ...] = (
@@ -367,17 +368,19 @@ def narrative(f: Findings) -> Narrative:
     parts: list[str] = []
     if p.detected:
         n = p.lesion_count
+        sizeable = sum(1 for les in f.segmentation.lesions if les.volume_ml >= SIZEABLE_LESION_ML)
+        others = (
+            f"; {n - 1} further separate component(s), {max(sizeable - 1, 0)} of them ≥ {SIZEABLE_LESION_ML:g} mL"
+            if n > 1
+            else ""
+        )
         where = (
-            (
-                f"in the {p.location}, largest diameter {p.size_mm:.0f} mm"
-                if n == 1
-                else f"{n} lesions; the largest in the {p.location}, largest diameter {p.size_mm:.0f} mm"
-            )
+            f"in the {p.location}, largest diameter {p.size_mm:.0f} mm{others}"
             if p.location is not None and p.size_mm is not None
             else "without a measurable lesion in the segmentation"
         )
         parts.append(
-            f"Tumour detected (probability {p.probability:.2f}) {where}; whole tumour volume, all lesions, "
+            f"Tumour detected (probability {p.probability:.2f}) {where}; whole tumour volume, all components, "
             f"{p.volume_ml:.1f} mL "
             f"(enhancing {f.segmentation.volumes.enhancing_ml:.1f} mL, necrotic core "
             f"{f.segmentation.volumes.necrotic_core_ml:.1f} mL). Pattern most consistent with "
@@ -398,7 +401,12 @@ def narrative(f: Findings) -> Narrative:
             f"{f.change.rano_category.replace('_', ' ')}."
         )
     if p.detected:
-        several = f"{p.lesion_count} intracranial lesions, the largest" if p.lesion_count > 1 else "Intracranial mass"
+        sizeable = sum(1 for les in f.segmentation.lesions if les.volume_ml >= SIZEABLE_LESION_ML)
+        several = (
+            f"{sizeable} intracranial lesions ≥ {SIZEABLE_LESION_ML:g} mL, the largest"
+            if sizeable > 1
+            else "Intracranial mass"
+        )
         impression = (
             f"{several}{', ' + p.location if p.location else ''}, most consistent with {p.classification} (AI)."
         )
