@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import uuid
+from collections.abc import Iterator
 
 import pytest
 
@@ -18,3 +20,35 @@ def require_binary(name: str) -> str:
     if path is None:
         pytest.fail(f"{name} is not installed; run scripts/setup.sh (CI installs it)")
     return path
+
+
+POSTGRES_SERVER = os.environ.get("NEURONAV_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432")
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A fresh database on the real PostgreSQL server, dropped afterwards.
+
+    Fails (never skips) when the server is not reachable: CI runs these tests against the PostgreSQL
+    the machine starts on 127.0.0.1:5432 (NEURONAV_TEST_POSTGRES_URL overrides the server address).
+    """
+    import psycopg
+
+    from neuronav.db.session import session_factory
+
+    name = f"neuronav_test_{uuid.uuid4().hex[:12]}"
+    admin = POSTGRES_SERVER.replace("postgresql+psycopg://", "postgresql://") + "/postgres"
+    try:
+        conn = psycopg.connect(admin, autocommit=True, connect_timeout=5)
+    except psycopg.OperationalError as exc:
+        pytest.fail(f"PostgreSQL is not reachable at {POSTGRES_SERVER} ({exc}); CI starts it on 127.0.0.1:5432")
+    with conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = f"{POSTGRES_SERVER}/{name}"
+    try:
+        yield url
+    finally:
+        session_factory(url).kw["bind"].dispose()  # close pooled connections before the drop
+        session_factory.cache_clear()
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

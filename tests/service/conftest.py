@@ -1,13 +1,12 @@
 """Service fixtures: settings in a temporary data folder, the app, a TestClient, and people of every role.
 
 ``database_url`` is a fresh SQLite file; a test module overrides it (``params`` with the
-``postgres`` mark) to run on a fresh PostgreSQL database as well, made the way ``tests/db/conftest.py``
-makes them (it fails, never skips, when the server is not reachable).
+``postgres`` mark) to run on a fresh PostgreSQL database as well, made by ``postgres_url`` in ``tests/conftest.py``
+(it (it fails, never skips, when the server is not reachable).
 """
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -30,37 +29,11 @@ from neuronav.service.bootstrap import create_user
 PASSWORD = "quiet river stone lantern"
 NEW_PASSWORD = "amber meadow copper kettle"
 ROLES = ("technician", "radiologist", "neurologist", "admin")
-POSTGRES_SERVER = os.environ.get("NEURONAV_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432")
 
 
 @pytest.fixture
 def database_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'service.db'}"
-
-
-@pytest.fixture
-def postgres_url() -> Iterator[str]:
-    """A fresh PostgreSQL database, dropped afterwards (as in tests/db/conftest.py)."""
-    import psycopg
-
-    from neuronav.db.session import session_factory
-
-    name = f"neuronav_svc_{uuid.uuid4().hex[:12]}"
-    admin = POSTGRES_SERVER.replace("postgresql+psycopg://", "postgresql://") + "/postgres"
-    try:
-        conn = psycopg.connect(admin, autocommit=True, connect_timeout=5)
-    except psycopg.OperationalError as exc:
-        pytest.fail(f"PostgreSQL is not reachable at {POSTGRES_SERVER} ({exc}); CI starts it on 127.0.0.1:5432")
-    with conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    url = f"{POSTGRES_SERVER}/{name}"
-    try:
-        yield url
-    finally:
-        session_factory(url).kw["bind"].dispose()
-        session_factory.cache_clear()
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture

@@ -693,7 +693,12 @@ def _ensembles(models: Sequence[RegisteredModel], task: str) -> dict[tuple[str, 
 
 
 def resolve(spec: str | None, task: str) -> list[LoadedModel]:
-    """The models to run for ``task``.
+    """The models to run for ``task``, loaded (see :func:`select_models` for which)."""
+    return [load_registered(m) for m in select_models(spec, task)]
+
+
+def select_models(spec: str | None, task: str) -> list[RegisteredModel]:
+    """The models to run for ``task``, from their cards only (nothing is loaded or hashed).
 
     - ``None``: the newest shipped ensemble release of the task (by version, then creation date),
       else the newest shipped model of the task;
@@ -717,7 +722,7 @@ def resolve(spec: str | None, task: str) -> list[LoadedModel]:
                     f"{_not_found_message('default', models, task)}"
                 )
             members = [max(singles, key=lambda m: (version_key(m.card.version), m.card.created))]
-        return [load_registered(m) for m in sorted(members, key=lambda m: m.card.name)]
+        return sorted(members, key=lambda m: m.card.name)
 
     name, _, version = spec.partition("@")
     if not name or (version == "" and "@" in spec):
@@ -728,11 +733,11 @@ def resolve(spec: str | None, task: str) -> list[LoadedModel]:
         chosen = max(direct, key=lambda m: version_key(m.card.version))
         if chosen.card.task != task:
             raise ModelNotFoundError(f"{chosen.card.spec} is a {chosen.card.task} model, not a {task} model")
-        return [load_registered(chosen)]
+        return [chosen]
     groups = {k: v for k, v in _ensembles(models, task).items() if k[0] == name and (ver is None or k[1] == ver)}
     if groups:
         best = max(groups, key=lambda k: version_key(k[1]))
-        return [load_registered(m) for m in sorted(groups[best], key=lambda m: m.card.name)]
+        return sorted(groups[best], key=lambda m: m.card.name)
     raise ModelNotFoundError(_not_found_message(spec, models, task))
 
 

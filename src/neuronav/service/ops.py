@@ -206,7 +206,9 @@ def restore(settings: Settings, source: Path) -> int:
     url = settings.database
     if manifest["database"] == "sqlite":
         if not url.startswith("sqlite"):
-            _sqlite_to(url, source / "database.sqlite")
+            raise InputError(
+                "a SQLite backup restores into SQLite only; NEURONAV_DATABASE_URL is not SQLite", str(source)
+            )
         else:
             target = Path(url.split("///", 1)[1])
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -241,12 +243,6 @@ def restore(settings: Settings, source: Path) -> int:
     if problems:
         raise NeuroNavError(f"restored, but {len(problems)} stored objects fail verification: {problems[0]}")
     return len(list(store.iter_keys()))
-
-
-def _sqlite_to(url: str, sqlite_file: Path) -> None:
-    raise InputError(
-        "restoring a SQLite backup into PostgreSQL is not supported; restore into SQLite", str(sqlite_file)
-    )
 
 
 def verify_storage(settings: Settings) -> list[str]:

@@ -46,14 +46,15 @@ _stores: dict[str, ObjectStore] = {}
 
 
 def model_versions() -> str:
-    """Names and versions of every model an analysis uses (part of the cache key)."""
-    from neuronav.analysis.registry import resolve
+    """Names, versions and checksums of every model an analysis uses (part of the cache key; from the
+    cards only: nothing is loaded in the web process)."""
+    from neuronav.analysis.registry import select_models
 
-    parts = [f"{m.card.name}@{m.card.version}:{m.card.sha256[:12]}" for m in resolve(None, "segmentation")]
-    parts += [
-        f"{m.card.name}@{m.card.version}" for kind in ("detection", "classification") for m in resolve(None, kind)
-    ]
-    return ",".join(parts)
+    return ",".join(
+        f"{m.card.name}@{m.card.version}:{m.card.sha256[:12]}"
+        for task in ("segmentation", "detection", "classification")
+        for m in select_models(None, task)
+    )
 
 
 def cache_key(study: Study) -> str:
@@ -234,14 +235,6 @@ def requeue_stale(settings: Settings, *, older_than: timedelta = timedelta(hours
     for analysis_id in ids:
         dispatch(settings, analysis_id)
     return ids
-
-
-def private_tmp_root(settings: Settings) -> Path:
-    """The private (0700) temporary folder inside the data folder, for decrypted files in transit."""
-    root = settings.data_dir / "tmp"
-    root.mkdir(parents=True, exist_ok=True)
-    root.chmod(0o700)
-    return root
 
 
 def result_path(settings: Settings, db: Session, analysis: Analysis, name: str, folder: Path) -> Path:

@@ -83,9 +83,10 @@ def export(db: Session, settings: Settings, report: Report, analysis: Analysis, 
     from neuronav.workflow.jobs import RESULT_FILES, result_path
     from neuronav.workflow.uploads import restore_upload
 
-    (wanted,) = parse_formats(fmt) if "," not in fmt and fmt != "all" else (None,)
-    if wanted is None:
+    formats = parse_formats(fmt)
+    if len(formats) != 1:
         raise ReportError("export one format at a time")
+    (wanted,) = formats
     analysis_dir = folder / "analysis"
     analysis_dir.mkdir()
     for name in RESULT_FILES:

@@ -51,11 +51,17 @@ class Received:
     created: bool
 
 
-def private_tmp(settings: Settings) -> Path:
+def private_tmp_root(settings: Settings) -> Path:
+    """The private (0700) temporary folder inside the data folder, for decrypted files in transit."""
     root = settings.data_dir / "tmp"
     root.mkdir(parents=True, exist_ok=True)
     os.chmod(root, 0o700)
-    return Path(tempfile.mkdtemp(prefix="upload-", dir=root))
+    return root
+
+
+def private_tmp(settings: Settings, prefix: str = "upload-") -> Path:
+    """A new private temporary folder (the caller removes it)."""
+    return Path(tempfile.mkdtemp(prefix=prefix, dir=private_tmp_root(settings)))
 
 
 def _spool(uploads: Iterable[Upload], folder: Path, cap: int) -> list[tuple[str, Path]]:

@@ -6,9 +6,7 @@ reports), store the new state (:mod:`neuronav.workflow.reports`) and audit it.""
 from __future__ import annotations
 
 import shutil
-import tempfile
 import zipfile
-from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends
@@ -34,7 +32,8 @@ from neuronav.service.deps import (
     authorize_object,
     requires,
 )
-from neuronav.workflow import jobs, reports
+from neuronav.workflow import reports
+from neuronav.workflow.uploads import private_tmp
 
 router = APIRouter(prefix="/api/reports", tags=["reports"])
 MEDIA = {
@@ -136,7 +135,7 @@ def export_report(
     row = _row(db, report_id)
     analysis = db.get(Analysis, row.analysis_id)
     assert analysis is not None
-    folder = Path(tempfile.mkdtemp(prefix="export-", dir=jobs.private_tmp_root(settings)))
+    folder = private_tmp(settings, "export-")
     try:
         files = reports.export(db, settings, report, analysis, fmt, folder)
         media, name = MEDIA[fmt]

@@ -7,7 +7,6 @@ uploaded; reading patient identity needs ``study:read`` and is audited.
 
 from __future__ import annotations
 
-import tempfile
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -21,6 +20,7 @@ from starlette.background import BackgroundTask
 from neuronav.db.models import Analysis, Study
 from neuronav.db.models import Report as ReportRow
 from neuronav.errors import InputError
+from neuronav.security.errors import PermissionDenied
 from neuronav.security.permissions import Permission, StudyObject
 from neuronav.service.deps import (
     CurrentUser,
@@ -36,7 +36,7 @@ from neuronav.service.deps import (
 )
 from neuronav.storage import decrypt_field
 from neuronav.workflow import jobs, reports
-from neuronav.workflow.uploads import Upload, receive_upload
+from neuronav.workflow.uploads import Upload, private_tmp, receive_upload
 
 router = APIRouter(tags=["studies"])
 IMAGES = {"reference": "reference.nii.gz", "segmentation": "segmentation.nii.gz", "heatmap": "probability.nii.gz"}
@@ -164,7 +164,7 @@ def _can_read(user: CurrentUser) -> bool:
             breakglass=user.breakglass,
             user_id=user.id,
         )
-    except Exception:
+    except PermissionDenied:
         return False
     return True
 
@@ -335,7 +335,7 @@ def study_image(
     ).first()
     if done is None:
         raise NotFoundError(f"study {study_id} has no finished analysis")
-    folder = Path(tempfile.mkdtemp(prefix="img-", dir=jobs.private_tmp_root(settings)))
+    folder = private_tmp(settings, "img-")
     path = jobs.result_path(settings, db, done, IMAGES[image], folder)
     audit_event(db, user, "study.image", target_type="study", target_id=study.id, detail={"image": image})
     return FileResponse(
