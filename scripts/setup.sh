@@ -4,12 +4,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(python3 python3-venv python3-pip dcm2niix dcmtk poppler-utils)
+# chromium + fonts: the web UI's browser tests
+APT_PACKAGES=(python3 python3-venv python3-pip dcm2niix dcmtk poppler-utils chromium fonts-dejavu-core)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
 done
+# Node.js and npm build the web UI (web/); Debian's packages only when no npm is installed already
+command -v npm >/dev/null 2>&1 || missing+=(nodejs npm)
 if ((${#missing[@]})); then
   if [ "$(id -u)" = 0 ]; then
     echo "setup: installing system packages: ${missing[*]}"
@@ -46,4 +49,17 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   fi
   .venv/bin/python -c "import neuronav, pydicom, nibabel, onnxruntime, SimpleITK, torch"
   echo "$want" > "$stamp"
+fi
+
+# The web UI (web/: NiiVue + Vite) built into src/neuronav/service/webui/; rebuilt when its sources change.
+if command -v npm >/dev/null 2>&1; then
+  web_want=$(cat web/package.json web/package-lock.json web/vite.config.js web/index.html $(find web/src -type f | sort) | sha256sum | cut -c1-16)
+  web_stamp=src/neuronav/service/webui/.neuronav-build
+  if [ ! -f "$web_stamp" ] || [ "$(cat "$web_stamp")" != "$web_want" ]; then
+    echo "setup: building the web UI (npm ci + vite build)"
+    (cd web && npm ci --no-audit --no-fund --loglevel=error && npm run build --silent) >/dev/null
+    echo "$web_want" > "$web_stamp"
+  fi
+else
+  echo "setup: npm not found: the web UI is not built (the API works; install Node.js and npm, then re-run)" >&2
 fi

@@ -509,7 +509,8 @@ def users_create(
     name: Annotated[str, typer.Option("--name", help="display name")],
     licence: Annotated[str | None, typer.Option(help="professional licence number")] = None,
 ) -> None:
-    """Create an active account with a one-time password (and a TOTP secret for an admin)."""
+    """Create an active account with a one-time password, to be changed at the first sign-in (and a
+    TOTP secret for an admin)."""
     from neuronav.config import get_settings
     from neuronav.security import totp
     from neuronav.service.bootstrap import create_user
@@ -518,10 +519,19 @@ def users_create(
     password = one_time_password()
     secret = totp.new_secret() if role == "admin" else None
     create_user(
-        get_settings(), email, password, role, display_name=name, active=True, licence=licence, totp_secret=secret
+        get_settings(),
+        email,
+        password,
+        role,
+        display_name=name,
+        active=True,
+        licence=licence,
+        totp_secret=secret,
+        must_change_password=True,
     )
     out.print(
-        f"{email} ({role}) one-time password: {password}" + (f"  TOTP secret: {secret}" if secret else ""),
+        f"{email} ({role}) one-time password: {password} (to be changed at the first sign-in)"
+        + (f"  TOTP secret: {secret}" if secret else ""),
         markup=False,
         highlight=False,
     )
@@ -623,12 +633,21 @@ def audit_verify() -> None:
 def deid(
     paths: Annotated[list[Path], typer.Argument(help="DICOM files, folders or zips")],
     out_dir: Annotated[Path, typer.Option("--out", help="output folder")],
+    retain_dates: Annotated[
+        bool, typer.Option(help="Retain Longitudinal Temporal Information (Modified Dates): shift dates per patient")
+    ] = True,
+    retain_patient_characteristics: Annotated[
+        bool, typer.Option(help="Retain Patient Characteristics: keep age, sex, size, weight")
+    ] = True,
 ) -> None:
     """De-identify DICOM (PS3.15 Basic Profile, retain longitudinal dates (shifted) and patient characteristics)."""
     from neuronav.deid import Deidentifier
     from neuronav.pseudonym import pseudonym_key
 
-    result = Deidentifier(pseudonym_key()).files(paths, out_dir)
+    deidentifier = Deidentifier(
+        pseudonym_key(), retain_dates=retain_dates, retain_patient_characteristics=retain_patient_characteristics
+    )
+    result = deidentifier.files(paths, out_dir)
     out.print_json(json.dumps(result.summary()))
 
 

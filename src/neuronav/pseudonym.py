@@ -9,18 +9,25 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from typing import TYPE_CHECKING
 
 from neuronav.errors import ConfigError
+
+if TYPE_CHECKING:
+    from neuronav.config import Settings
 
 MIN_KEY_BYTES = 32
 PREFIX = "NNP-"
 
 
-def pseudonym_key() -> bytes:
-    """The site's pseudonymisation key (hex, or text of at least 32 bytes)."""
-    from neuronav.config import get_settings
+def pseudonym_key(settings: Settings | None = None) -> bytes:
+    """The site's pseudonymisation key (hex, or text of at least 32 bytes) of ``settings`` (default:
+    :func:`neuronav.config.get_settings`)."""
+    if settings is None:
+        from neuronav.config import get_settings
 
-    raw = get_settings().pseudonym_key
+        settings = get_settings()
+    raw = settings.pseudonym_key
     try:
         key = bytes.fromhex(raw)
     except ValueError:

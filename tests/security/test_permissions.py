@@ -34,6 +34,7 @@ study:upload              x    .    .     .
 study:status              x    x    .     b
 study:list                .    x    x     b
 study:read                .    x    x     b
+study:export_deidentified .    x    x     b
 analysis:start            .    x    .     .
 analysis:read             .    x    .     b
 report:read_preliminary   .    x    .     b
@@ -179,6 +180,7 @@ def test_breakglass_read_permissions_are_exactly_the_reads() -> None:
         "study:list",
         "study:read",
         "study:status",
+        "study:export_deidentified",  # less than study:read shows
         "analysis:read",
         "report:read_preliminary",
         "report:read_final",

@@ -9,9 +9,11 @@ import pytest
 from neuronav.security.throttle import (
     ACCOUNT_POLICY,
     ADDRESS_POLICY,
+    REGISTRATION_POLICY,
     ThrottleState,
     check,
     check_all,
+    check_registration,
     lockout_duration,
     login_key,
     record_failure,
@@ -130,3 +132,17 @@ def test_naive_now_is_refused_but_naive_stored_times_are_utc() -> None:
         check(ThrottleState(), ACCOUNT_POLICY, now=datetime(2025, 1, 1))
     stored = ThrottleState(locked_until=datetime(2025, 3, 1, 9, 10))
     assert check(stored, ACCOUNT_POLICY, now=T0).retry_after_s == 600
+
+
+def test_registrations_are_limited_per_address_for_an_hour() -> None:
+    state = ThrottleState()
+    for i in range(REGISTRATION_POLICY.max_failures - 1):
+        state = record_failure(state, REGISTRATION_POLICY, now=T0 + timedelta(minutes=i))
+        assert check_registration(state, now=T0 + timedelta(minutes=i)).allowed
+    last = T0 + timedelta(minutes=30)
+    state = record_failure(state, REGISTRATION_POLICY, now=last)  # the 10th within the hour
+    refused = check_registration(state, now=last)
+    assert not refused.allowed and refused.retry_after_s == 3600
+    assert refused.message == "Too many registrations from this address. Try again in 60 minutes."
+    assert refused.reason == "registration locked"
+    assert check_registration(state, now=last + timedelta(hours=1)).allowed

@@ -30,6 +30,12 @@ ProgressFn = Callable[[str, float], None]
 CLASS_NAMES = ("glioma", "meningioma", "metastasis")
 DETECTION_THRESHOLD = 0.5
 REFERENCE_IMAGE = "reference.nii.gz"  # the reference series itself, on the grid of segmentation.nii.gz
+SEQUENCE_IMAGE = "sequence-{name}.nii.gz"  # each input sequence on its own grid, in scanner space (viewers)
+
+
+def sequence_images(inputs: StudyInputs) -> list[str]:
+    """The file names :func:`analyze` writes for the viewers' sequence switcher, one per input."""
+    return [SEQUENCE_IMAGE.format(name=name) for name in sorted(inputs.volumes)]
 
 
 def _compact(data: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
@@ -51,7 +57,8 @@ def analyze(
     debug_dir: Path | None = None,
     progress: ProgressFn | None = None,
 ) -> Findings:
-    """Analyse one study; write findings.json, segmentation.nii.gz, probability.nii.gz and reference.nii.gz."""
+    """Analyse one study; write findings.json, segmentation.nii.gz, probability.nii.gz, reference.nii.gz
+    and one sequence-<NAME>.nii.gz per input sequence."""
     from neuronav.analysis import measure
     from neuronav.analysis.features import classification_features, detection_features
     from neuronav.analysis.inference import confine_to_head, segment
@@ -90,6 +97,8 @@ def analyze(
     heat_u8 = np.asarray(np.rint(np.clip(heatmap, 0.0, 1.0) * 255.0), dtype=np.uint8)
     save_nifti(Volume(heat_u8, ref.affine), out_dir / "probability.nii.gz", slope=1.0 / 255.0)
     save_nifti(Volume(_compact(ref.data), ref.affine), out_dir / REFERENCE_IMAGE)  # for key images and viewers
+    for name, vol in sorted(inputs.volumes.items()):  # as acquired: a viewer aligns them in scanner space
+        save_nifti(Volume(_compact(vol.data), vol.affine), out_dir / SEQUENCE_IMAGE.format(name=name))
     timings["resample_and_write"] = time.perf_counter() - t0
 
     step("measurements", 0.8)

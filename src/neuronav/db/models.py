@@ -3,13 +3,19 @@ log is append-only and hash-chained (:mod:`neuronav.audit`).
 
 ::
 
-    users ──< sessions
+    users ──< sessions ──○ breakglass_grants    (the open break-glass of a session, with its expiry)
       │
       ├──< studies ──< stored_objects          (uploaded files and results, encrypted at rest)
       │        ├──< analyses                   (jobs: queued / running / done / failed)
       │        ├──< reports ──< report_versions (every version kept, never overwritten)
       │        └──< annotations                (measurements and notes of the viewer)
       └──< audit_events                        (who, role, when, from where, what, outcome; chained)
+
+    throttles                                  (sign-in and registration counters per client address, and
+                                                per login name without an account; keys stored as digests)
+
+Everything a request decides on lives here, not in the process: any number of server processes
+share the throttles and the break-glass grants.
 """
 
 from __future__ import annotations
@@ -18,7 +24,20 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Index, Integer, MetaData, String, Text
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    false,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 NAMING = {
@@ -64,6 +83,8 @@ class User(Base):
     totp_last_step: Mapped[int | None] = mapped_column(BigInteger)
     throttle: Mapped[dict[str, Any]] = mapped_column(default=dict)  # failed-login state (neuronav.security)
     password_changed_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # a one-time password (CLI, demo, admin reset): nothing but the password change until it is changed
+    password_must_change: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     sessions: Mapped[list[Session]] = relationship(back_populates="user", cascade="all, delete-orphan")
@@ -82,6 +103,35 @@ class Session(Base):
     mfa: Mapped[bool] = mapped_column(Boolean, default=False)
 
     user: Mapped[User] = relationship(back_populates="sessions")
+
+
+class BreakGlassGrant(Base):
+    """The open break-glass of one session (at most one; opening another replaces it)."""
+
+    __tablename__ = "breakglass_grants"
+
+    session_id: Mapped[str] = mapped_column(ForeignKey("sessions.id", ondelete="CASCADE"), primary_key=True)
+    breakglass_id: Mapped[str] = mapped_column(String(32), unique=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    role: Mapped[str] = mapped_column(String(20))
+    reason: Mapped[str] = mapped_column(Text)
+    study_id: Mapped[str | None] = mapped_column(String(32))  # limited to this study (None: every study)
+    opened_at: Mapped[datetime]
+    expires_at: Mapped[datetime] = mapped_column(index=True)
+
+
+class ThrottleRecord(Base):
+    """One throttle counter (:class:`neuronav.security.throttle.ThrottleState`) of a scope and key."""
+
+    __tablename__ = "throttles"
+
+    scope: Mapped[str] = mapped_column(String(20), primary_key=True)  # account | address | registration
+    key_digest: Mapped[str] = mapped_column(String(64), primary_key=True)  # sha256 of scope and key
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    window_start: Mapped[datetime | None]
+    locked_until: Mapped[datetime | None]
+    lockouts: Mapped[int] = mapped_column(Integer, default=0)
+    last_failure: Mapped[datetime | None] = mapped_column(index=True)  # stale rows are pruned by it
 
 
 class Study(Base):

@@ -20,6 +20,14 @@ guesses the identifier):
   them are kept (the Retain Longitudinal Temporal Information with Modified Dates Option). A fixed
   ``date_shift_days`` can be given instead (the same shift for every patient).
 
+Options
+-------
+``retain_dates=False`` drops the Modified Dates Option and ``retain_patient_characteristics=False``
+the Retain Patient Characteristics Option: their attributes get the Basic Profile action instead
+(:func:`neuronav.deid.profile.basic_action`), and the record written into every object
+(DeidentificationMethod, DeidentificationMethodCodeSequence, LongitudinalTemporalInformationModified
+``REMOVED``) names only what was applied.
+
 Refused objects
 ---------------
 :class:`DeidentificationError` (an :class:`~neuronav.errors.InputError`) is raised for an object
@@ -81,12 +89,15 @@ from neuronav.deid.profile import (
     DATE_SHIFT_MAX_DAYS,
     DATE_SHIFT_MIN_DAYS,
     DE_IDENTIFYING_EQUIPMENT,
-    METHOD_CODES,
+    RETAIN_CHARACTERISTICS_OPTION,
+    RETAIN_DATES_OPTION,
     SAFE_TAGS,
     TABLE,
     UID_KEEP_TAGS,
     WELL_KNOWN_UID_ROOT,
     Action,
+    basic_action,
+    method_codes,
     method_values,
 )
 from neuronav.errors import ConfigError, InputError, NeuroNavError
@@ -233,14 +244,22 @@ def _uuid8(value: int) -> int:
 
 class Deidentifier:
     """PS3.15 Basic Application Level Confidentiality Profile, with the Retain Longitudinal Temporal
-    Information with Modified Dates and Retain Patient Characteristics Options, keyed by ``key``.
+    Information with Modified Dates and Retain Patient Characteristics Options (each can be switched
+    off: ``retain_dates``, ``retain_patient_characteristics``), keyed by ``key``.
 
     One instance is one de-identification run: it caches the UID map (:attr:`uid_map_size`) and the
     per-patient pseudonyms and shifts. The same key gives the same output in every run; the key
     must be kept secret (whoever has it can link pseudonyms and UIDs to guessed originals).
     """
 
-    def __init__(self, key: bytes, date_shift_days: int | None = None) -> None:
+    def __init__(
+        self,
+        key: bytes,
+        date_shift_days: int | None = None,
+        *,
+        retain_dates: bool = True,
+        retain_patient_characteristics: bool = True,
+    ) -> None:
         if not isinstance(key, bytes) or len(key) < MIN_KEY_BYTES:
             raise ConfigError(f"the de-identification key must be bytes, at least {MIN_KEY_BYTES} of them")
         if date_shift_days is not None and (
@@ -255,15 +274,39 @@ class Deidentifier:
             )
         self._key = key
         self._fixed_shift = date_shift_days
+        self.retain_dates = bool(retain_dates)
+        self.retain_patient_characteristics = bool(retain_patient_characteristics)
+        dropped = {
+            option
+            for option, kept in (
+                (RETAIN_DATES_OPTION, self.retain_dates),
+                (RETAIN_CHARACTERISTICS_OPTION, self.retain_patient_characteristics),
+            )
+            if not kept
+        }
+        # the rows of a switched-off option: the Basic Profile action instead of the option's
+        self._actions: dict[int, Action] = {
+            tag: basic_action(rule.basic) if rule.option in dropped else rule.action for tag, rule in TABLE.items()
+        }
         self._uids: dict[str, str] = {}
         self._patients: dict[str, _Context] = {}
         self._stats = _Stats()
 
     # ------------------------------------------------------------------------------------ keys
     @staticmethod
-    def method_description() -> str:
+    def method_description(*, retain_dates: bool = True, retain_patient_characteristics: bool = True) -> str:
         """The DeidentificationMethod text written into every object (its values joined by ``\\``)."""
-        return "\\".join(method_values())
+        return "\\".join(
+            method_values(retain_dates=retain_dates, retain_patient_characteristics=retain_patient_characteristics)
+        )
+
+    @property
+    def options(self) -> dict[str, bool]:
+        """The options of this run, by name."""
+        return {
+            "retain_dates": self.retain_dates,
+            "retain_patient_characteristics": self.retain_patient_characteristics,
+        }
 
     @property
     def uid_map_size(self) -> int:
@@ -336,7 +379,7 @@ class Deidentifier:
         out[_TAG_PATIENT_ID] = DataElement(_TAG_PATIENT_ID, "LO", ctx.pseudonym)
         out[_TAG_PATIENT_NAME] = DataElement(_TAG_PATIENT_NAME, "PN", ctx.pseudonym)
         implicit, little = ds.original_encoding
-        for tag, elem in _record(implicit, little).items():
+        for tag, elem in _record(implicit, little, self.retain_dates, self.retain_patient_characteristics).items():
             out[tag] = elem
         out.file_meta = _file_meta(ds, out)
         self._stats.datasets += 1
@@ -363,16 +406,15 @@ class Deidentifier:
                 continue
             elem = src.get_item(key)
             vr = _vr(elem)
-            rule = TABLE.get(tag)
-            if rule is not None:
-                action = rule.action
-            elif vr == "UI":
-                action = Action.KEEP if tag in UID_KEEP_TAGS else Action.UID
-            elif tag in SAFE_TAGS:
-                action = Action.KEEP
-            else:
-                stats.unlisted_removed[keyword_for_tag(tag) or "(unknown standard tag)"] += 1
-                continue
+            action = self._actions.get(tag)
+            if action is None:
+                if vr == "UI":
+                    action = Action.KEEP if tag in UID_KEEP_TAGS else Action.UID
+                elif tag in SAFE_TAGS:
+                    action = Action.KEEP
+                else:
+                    stats.unlisted_removed[keyword_for_tag(tag) or "(unknown standard tag)"] += 1
+                    continue
             if action is Action.REMOVE:
                 continue
             if action is Action.KEEP and vr != "SQ":
@@ -456,7 +498,12 @@ class Deidentifier:
         out.mkdir(parents=True, exist_ok=True)
         out_root = os.path.realpath(out)
         items = [paths] if isinstance(paths, str | Path) else list(paths)
-        report = DeidentificationReport(out_dir=out, method=self.method_description())
+        report = DeidentificationReport(
+            out_dir=out,
+            method=self.method_description(
+                retain_dates=self.retain_dates, retain_patient_characteristics=self.retain_patient_characteristics
+            ),
+        )
         before = copy.deepcopy(self._stats)
         studies: set[str] = set()
         series: set[str] = set()
@@ -563,13 +610,14 @@ def _code(value: str, meaning: str) -> Dataset:
     return item
 
 
-def _record_dataset() -> Dataset:
+def _record_dataset(retain_dates: bool = True, retain_characteristics: bool = True) -> Dataset:
     """What every de-identified object records about its de-identification (PS3.15 E.1.1, E.3.6)."""
+    options = {"retain_dates": retain_dates, "retain_patient_characteristics": retain_characteristics}
     ds = Dataset()
     ds.PatientIdentityRemoved = "YES"
-    ds.DeidentificationMethod = list(method_values())
-    ds.DeidentificationMethodCodeSequence = Sequence([_code(v, m) for v, m in METHOD_CODES])
-    ds.LongitudinalTemporalInformationModified = "MODIFIED"
+    ds.DeidentificationMethod = list(method_values(**options))
+    ds.DeidentificationMethodCodeSequence = Sequence([_code(v, m) for v, m in method_codes(**options)])
+    ds.LongitudinalTemporalInformationModified = "MODIFIED" if retain_dates else "REMOVED"
     equipment = Dataset()  # NeuroNav as the de-identifying equipment (any earlier items are removed)
     equipment.Manufacturer = "NeuroNav"
     equipment.ManufacturerModelName = "NeuroNav"
@@ -580,29 +628,32 @@ def _record_dataset() -> Dataset:
     return ds
 
 
-_RECORDS: dict[tuple[bool, bool], dict[int, RawDataElement]] = {}
+_RECORDS: dict[tuple[bool, bool, bool, bool], dict[int, RawDataElement]] = {}
 
 
-def _record(implicit: bool | None, little: bool | None) -> dict[int, DataElement | RawDataElement]:
-    """The record's elements, encoded once per encoding and shared as raw (immutable) elements.
+def _record(
+    implicit: bool | None, little: bool | None, retain_dates: bool = True, retain_characteristics: bool = True
+) -> dict[int, DataElement | RawDataElement]:
+    """The record's elements, encoded once per encoding and options and shared as raw (immutable) elements.
 
     A data set not read from a file (no original encoding) gets freshly built elements instead.
     """
     if implicit is None or little is None:
-        fresh = _record_dataset()
+        fresh = _record_dataset(retain_dates, retain_characteristics)
         return {int(tag): fresh[tag] for tag in list(fresh.keys())}
-    cached = _RECORDS.get((implicit, little))
+    cache_key = (implicit, little, retain_dates, retain_characteristics)
+    cached = _RECORDS.get(cache_key)
     if cached is None:
         fp = DicomBytesIO()
         fp.is_implicit_VR, fp.is_little_endian = implicit, little
-        write_dataset(fp, _record_dataset())
+        write_dataset(fp, _record_dataset(retain_dates, retain_characteristics))
         parsed = read_dataset(io.BytesIO(fp.getvalue()), implicit, little)
         cached = {}
         for tag in list(parsed.keys()):
             elem = parsed.get_item(tag)
             if isinstance(elem, RawDataElement):
                 cached[int(tag)] = elem
-        _RECORDS[(implicit, little)] = cached
+        _RECORDS[cache_key] = cached
     return dict(cached)
 
 

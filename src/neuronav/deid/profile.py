@@ -10,6 +10,14 @@ Profile and options
 * **Retain Patient Characteristics Option** (E.3.4, DCM 113108): age, sex, size, weight and the
   other attributes whose "Rtn. Pat. Chars." column says ``K`` are kept.
 
+Both options are on by default and each can be switched off (``Deidentifier(key, retain_dates=False,
+retain_patient_characteristics=False)``, ``neuronav deid --no-retain-dates …``, the service's
+de-identified export). Without an option its rows get the Basic Profile action
+(:func:`basic_action`): ``D`` where the column allows a dummy (so an attribute that is Type 1 in some
+IOD stays valid), else ``Z`` where it allows an empty value, else ``X``. Dates then become
+19000101 / times 000000 or are emptied or removed, LongitudinalTemporalInformationModified is
+``REMOVED``, and the option's code and text are left out of the de-identification record.
+
 Not implemented (and not claimed in DeidentificationMethodCodeSequence): Clean Pixel Data (objects
 with BurnedInAnnotation YES are refused instead), Clean Recognizable Visual Features (no defacing:
 a 3D head MRI can be rendered as a face), Clean Graphics (overlays 60xx and curves 50xx are removed
@@ -717,29 +725,60 @@ UID_KEEP_TAGS: frozenset[int] = frozenset(_tag(k) for k in UID_KEEP)
 WELL_KNOWN_UID_ROOT = "1.2.840.10008."
 
 # DeidentificationMethodCodeSequence (PS3.16 CID 7050): the profile and the two options applied.
-METHOD_CODES: tuple[tuple[str, str], ...] = (
-    ("113100", "Basic Application Confidentiality Profile"),
-    ("113107", "Retain Longitudinal Temporal Information Modified Dates Option"),
-    ("113108", "Retain Patient Characteristics Option"),
-)
+BASIC_PROFILE_CODE = ("113100", "Basic Application Confidentiality Profile")
+RETAIN_DATES_CODE = ("113107", "Retain Longitudinal Temporal Information Modified Dates Option")
+RETAIN_CHARACTERISTICS_CODE = ("113108", "Retain Patient Characteristics Option")
+METHOD_CODES: tuple[tuple[str, str], ...] = (BASIC_PROFILE_CODE, RETAIN_DATES_CODE, RETAIN_CHARACTERISTICS_CODE)
+RETAIN_DATES_OPTION = "C"  # the option column of the Modified Dates Option in Rule.option
+RETAIN_CHARACTERISTICS_OPTION = "K"  # the option column of the Patient Characteristics Option
+
+
+def basic_action(basic: str) -> Action:
+    """The action NeuroNav takes for a Basic Profile column entry (an option's row with the option off):
+    ``D`` where allowed (a dummy keeps a Type 1 attribute valid), else ``Z``, else ``X``."""
+    choices = set(basic.replace("*", "").split("/"))
+    if "D" in choices:
+        return Action.DUMMY
+    if "Z" in choices:
+        return Action.EMPTY
+    if choices == {"X"}:
+        return Action.REMOVE
+    raise ValueError(f"no Basic Profile action for {basic!r}")
+
+
+def method_codes(
+    *, retain_dates: bool = True, retain_patient_characteristics: bool = True
+) -> tuple[tuple[str, str], ...]:
+    """The DeidentificationMethodCodeSequence codes of the profile with the options applied."""
+    return (
+        BASIC_PROFILE_CODE,
+        *((RETAIN_DATES_CODE,) if retain_dates else ()),
+        *((RETAIN_CHARACTERISTICS_CODE,) if retain_patient_characteristics else ()),
+    )
+
+
 DE_IDENTIFYING_EQUIPMENT = ("109104", "De-identifying Equipment")  # CID 7005 purpose of reference
 
 DATE_SHIFT_MIN_DAYS = 1
 DATE_SHIFT_MAX_DAYS = 365  # the per-patient shift is −365 … −1 days
 
 
-def method_description() -> str:
+def method_description(*, retain_dates: bool = True, retain_patient_characteristics: bool = True) -> str:
     """The DeidentificationMethod text (each value fits a DICOM LO: at most 64 characters)."""
-    return "\\".join(method_values())
+    return "\\".join(
+        method_values(retain_dates=retain_dates, retain_patient_characteristics=retain_patient_characteristics)
+    )
 
 
-def method_values() -> tuple[str, ...]:
+def method_values(*, retain_dates: bool = True, retain_patient_characteristics: bool = True) -> tuple[str, ...]:
     """The values of DeidentificationMethod (LO, multi-valued): what was done, in words."""
     return (
         "NeuroNav PS3.15 E Basic Application Confidentiality Profile",
-        "Retain Longitudinal Temporal Info Modified Dates Option",
-        "Retain Patient Characteristics Option",
-        "Dates shifted per patient by a keyed offset of whole days",
+        *(("Retain Longitudinal Temporal Info Modified Dates Option",) if retain_dates else ()),
+        *(("Retain Patient Characteristics Option",) if retain_patient_characteristics else ()),
+        "Dates shifted per patient by a keyed offset of whole days"
+        if retain_dates
+        else "Dates and times removed, emptied or set to dummy values",
         "UIDs and patient IDs replaced by keyed HMAC-SHA256",
         "Private attributes, overlays and curves removed",
         "Descriptors removed; Clean Descriptors Option not applied",

@@ -5,10 +5,12 @@ passwords           argon2id hashing (explicit parameters), rehash on upgrade, p
 tokens              opaque session tokens (SHA-256 stored), signed short-lived access tokens that
                     name their session (checked alive on every request), session cookie, CSRF
 totp                RFC 6238 second factor with a ±1 step window and replay protection
-throttle            per-account and per-address failure counting, soft lockout (injected clock)
+throttle            per-account and per-address failure counting, soft lockout, registration rate
+                    limit per address (injected clock)
 login               one sign-in attempt in the order that reveals nothing about accounts
 permissions         roles, the role → permission matrix, break-glass, object-level rules
 accounts            account states and the admin's professional verification
-errors              SecurityError ⊂ NeuroNavError: AuthError, PermissionDenied, AccountLocked, …
+errors              SecurityError ⊂ NeuroNavError: AuthError, PermissionDenied, AccountLocked,
+                    RateLimited, PasswordChangeRequired, …
 ==================  ===========================================================================
 """

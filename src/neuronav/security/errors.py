@@ -8,8 +8,10 @@
         │   ├── InvalidToken       an access token, session token or TOTP code that does not check out
         │   ├── SecondFactorRequired  password right, TOTP code missing (401; the client asks for the code)
         │   └── AccountLocked      too many failures; ``retry_after_s`` for the Retry-After header (HTTP 429)
+        ├── RateLimited            too many requests of a kind from one address (registration); ``retry_after_s`` (429)
         ├── PermissionDenied       authenticated, but this role/account/object may not do this (HTTP 403)
-        │   └── CsrfError          a state-changing browser request without the session's CSRF token (HTTP 403)
+        │   ├── CsrfError          a state-changing browser request without the session's CSRF token (HTTP 403)
+        │   └── PasswordChangeRequired  signed in with a one-time password: change it first (HTTP 403)
         ├── AccountStateError      an account transition that is not allowed (HTTP 409)
         └── PasswordPolicyError    a new password that breaks the policy; ``problems`` lists why (HTTP 422)
 
@@ -45,12 +47,25 @@ class AccountLocked(AuthError):  # noqa: N818
         super().__init__(message)
 
 
+class RateLimited(SecurityError):  # noqa: N818
+    """Too many requests of one kind (registrations) from one client address; it ends by itself."""
+
+    def __init__(self, message: str, retry_after_s: int) -> None:
+        self.retry_after_s = retry_after_s
+        super().__init__(message)
+
+
 class PermissionDenied(SecurityError):  # noqa: N818
     """Authenticated, but not allowed to do this (role, account state, object rule or break-glass scope)."""
 
 
 class CsrfError(PermissionDenied):
     """A state-changing request from a browser session without a valid CSRF token."""
+
+
+class PasswordChangeRequired(PermissionDenied):
+    """The account signed in with a one-time password: only the password change, sign-out and
+    "who am I" are open until the password is changed."""
 
 
 class AccountStateError(SecurityError):

@@ -6,6 +6,8 @@ Permissions (``resource:action``)::
     study:status             processing status of a study (a technician: only studies they uploaded)
     study:list               list studies (shows patient identifiers)
     study:read               open a study: images, patient/study metadata              [patient data]
+    study:export_deidentified  download the study's DICOM de-identified (PS3.15 Basic Profile), e.g. for
+                             research or a second opinion; derived from patient data, so audited
     analysis:start           start or re-run the AI analysis of a study
     analysis:read            AI results before review: segmentation, measurements      [patient data]
     report:read_preliminary  read a report that is not signed (preliminary, reviewed, unsigned amendment)
@@ -23,10 +25,13 @@ Permissions (``resource:action``)::
 Matrix (from the service issue)::
 
     technician   study:upload, study:status (own uploads)                       — no patient data, no reports
-    radiologist  study:list/read/status, analysis:start/read, every report permission, annotations
-    neurologist  study:list/read, report:read_final (signed reports only), annotation:create/read
+    radiologist  study:list/read/status/export_deidentified, analysis:start/read, every report
+                 permission, annotations
+    neurologist  study:list/read/export_deidentified, report:read_final (signed reports only),
+                 annotation:create/read
     admin        user:manage/verify, settings:manage, audit:read, breakglass:use — no patient data;
                  an open break-glass adds the read-only :data:`BREAKGLASS_PERMISSIONS` for 60 minutes
+                 (reading, and the de-identified export: it gives less than reading does)
 
 Every check goes through :func:`require` (role level) or :func:`object_access` (role + object
 rules); an inactive or unverified account is denied everything. Both return a :class:`Grant`; when
@@ -59,6 +64,7 @@ class Permission(StrEnum):
     STUDY_LIST = "study:list"
     STUDY_READ = "study:read"
     STUDY_STATUS = "study:status"
+    STUDY_EXPORT_DEIDENTIFIED = "study:export_deidentified"
     ANALYSIS_START = "analysis:start"
     ANALYSIS_READ = "analysis:read"
     REPORT_READ_PRELIMINARY = "report:read_preliminary"
@@ -86,6 +92,7 @@ ROLE_PERMISSIONS: MappingProxyType[Role, frozenset[Permission]] = MappingProxyTy
                 P.STUDY_LIST,
                 P.STUDY_READ,
                 P.STUDY_STATUS,
+                P.STUDY_EXPORT_DEIDENTIFIED,
                 P.ANALYSIS_START,
                 P.ANALYSIS_READ,
                 P.REPORT_READ_PRELIMINARY,
@@ -99,7 +106,14 @@ ROLE_PERMISSIONS: MappingProxyType[Role, frozenset[Permission]] = MappingProxyTy
             }
         ),
         Role.NEUROLOGIST: frozenset(
-            {P.STUDY_LIST, P.STUDY_READ, P.REPORT_READ_FINAL, P.ANNOTATION_CREATE, P.ANNOTATION_READ}
+            {
+                P.STUDY_LIST,
+                P.STUDY_READ,
+                P.STUDY_EXPORT_DEIDENTIFIED,
+                P.REPORT_READ_FINAL,
+                P.ANNOTATION_CREATE,
+                P.ANNOTATION_READ,
+            }
         ),
         Role.ADMIN: frozenset({P.USER_MANAGE, P.USER_VERIFY, P.SETTINGS_MANAGE, P.AUDIT_READ, P.BREAKGLASS_USE}),
     }
@@ -111,6 +125,7 @@ PATIENT_DATA_PERMISSIONS = frozenset(
         P.STUDY_LIST,
         P.STUDY_READ,
         P.STUDY_STATUS,
+        P.STUDY_EXPORT_DEIDENTIFIED,
         P.ANALYSIS_START,
         P.ANALYSIS_READ,
         P.REPORT_READ_PRELIMINARY,
@@ -124,12 +139,14 @@ PATIENT_DATA_PERMISSIONS = frozenset(
     }
 )
 
-# What an open break-glass adds: reading only — no export, no edits, no analysis runs, no annotations.
+# What an open break-glass adds: reading, and the de-identified export (which shows less than reading
+# does) — no report export, no edits, no analysis runs, no annotations.
 BREAKGLASS_PERMISSIONS = frozenset(
     {
         P.STUDY_LIST,
         P.STUDY_READ,
         P.STUDY_STATUS,
+        P.STUDY_EXPORT_DEIDENTIFIED,
         P.ANALYSIS_READ,
         P.REPORT_READ_PRELIMINARY,
         P.REPORT_READ_FINAL,

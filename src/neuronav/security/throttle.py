@@ -22,6 +22,13 @@ while it lasts. Flow for the service::
 
 Every refusal shows the same :data:`LOCKED_MESSAGE` text (with the wait); ``reason`` says for the
 audit log whether the account or the address tripped.
+
+A third counter, per **client address**, limits registrations (:data:`REGISTRATION_POLICY`): every
+registration attempt counts (each one costs an argon2 hash); the 10th within an hour locks the
+address out of registering for an hour (:func:`check_registration`, :data:`REGISTRATION_MESSAGE`).
+
+The service stores every state in the database (``users.throttle`` for an existing account, the
+``throttles`` table for the rest: :mod:`neuronav.service.throttles`), so all server processes share them.
 """
 
 from __future__ import annotations
@@ -35,13 +42,14 @@ from typing import Literal
 from neuronav.security._time import aware, now_utc
 
 LOCKED_MESSAGE = "Too many failed sign-in attempts. Try again in {wait}."
+REGISTRATION_MESSAGE = "Too many registrations from this address. Try again in {wait}."
 
 
 @dataclass(frozen=True)
 class ThrottlePolicy:
     """Limits for one kind of key."""
 
-    scope: Literal["account", "address"]
+    scope: Literal["account", "address", "registration"]
     max_failures: int
     window: timedelta
     lockout: timedelta
@@ -69,6 +77,18 @@ ADDRESS_POLICY = ThrottlePolicy(
     lockout=timedelta(minutes=15),
     escalate=False,
     max_lockout=timedelta(minutes=15),
+    forget_after=timedelta(hours=24),
+    reset_on_success=False,
+)
+
+
+REGISTRATION_POLICY = ThrottlePolicy(
+    scope="registration",
+    max_failures=10,  # here: registration attempts, successful or not
+    window=timedelta(hours=1),
+    lockout=timedelta(hours=1),
+    escalate=False,
+    max_lockout=timedelta(hours=1),
     forget_after=timedelta(hours=24),
     reset_on_success=False,
 )
@@ -112,9 +132,9 @@ def _wait_text(seconds: int) -> str:
     return f"{math.ceil(minutes / 60)} hours"
 
 
-def _locked(seconds: int, reason: str) -> Decision:
+def _locked(seconds: int, reason: str, template: str = LOCKED_MESSAGE) -> Decision:
     seconds = max(1, seconds)
-    return Decision(False, seconds, reason, LOCKED_MESSAGE.format(wait=_wait_text(seconds)))
+    return Decision(False, seconds, reason, template.format(wait=_wait_text(seconds)))
 
 
 def check(state: ThrottleState, policy: ThrottlePolicy, *, now: datetime | None = None) -> Decision:
@@ -124,6 +144,14 @@ def check(state: ThrottleState, policy: ThrottlePolicy, *, now: datetime | None 
     if until is not None and t < until:
         return _locked(math.ceil((until - t).total_seconds()), f"{policy.scope} locked")
     return ALLOWED
+
+
+def check_registration(state: ThrottleState, *, now: datetime | None = None) -> Decision:
+    """Whether a client address may register again (:data:`REGISTRATION_POLICY`); the message names registrations."""
+    decision = check(state, REGISTRATION_POLICY, now=now)
+    if decision.allowed:
+        return decision
+    return _locked(decision.retry_after_s, decision.reason, REGISTRATION_MESSAGE)
 
 
 def check_all(account: ThrottleState, address: ThrottleState, *, now: datetime | None = None) -> Decision:
@@ -170,11 +198,14 @@ __all__ = [
     "ADDRESS_POLICY",
     "ALLOWED",
     "LOCKED_MESSAGE",
+    "REGISTRATION_MESSAGE",
+    "REGISTRATION_POLICY",
     "Decision",
     "ThrottlePolicy",
     "ThrottleState",
     "check",
     "check_all",
+    "check_registration",
     "lockout_duration",
     "login_key",
     "record_failure",

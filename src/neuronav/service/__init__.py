@@ -5,6 +5,8 @@ app.create_app(settings)    the ASGI app (migrations and object store at start-u
 deps                        SettingsDep, DbDep, StoreDep, CurrentUserDep, requires(permission), audit_event
 routes                      ROUTERS: health, auth, users, admin, audit (+ the study/analysis/report routers)
 bootstrap.create_user       accounts made from the command line (the first admin, demo users)
+throttles                   sign-in and registration counters in the database (shared by all processes)
+docs                        /docs and /redoc with their assets, served by the app (no CDN)
 ==========================  ====================================================================
 """
 

@@ -1,13 +1,15 @@
 """The FastAPI application: :func:`create_app`.
 
 * Start-up (lifespan): ``migrate(settings.database)``, then one :class:`ObjectStore` for the process,
-  swept of interrupted writes; ``app.state`` holds ``settings``, ``store``, ``metrics``,
-  ``breakglass`` (open break-glass grants) and ``login_throttles``.
+  swept of interrupted writes; ``app.state`` holds ``settings``, ``store`` and ``metrics``. Nothing a
+  request decides on is kept in the process: sessions, login and registration throttles and
+  break-glass grants are all in the database.
 * Routers: every one in :data:`neuronav.service.routes.ROUTERS`.
 * Errors are mapped to HTTP here and nowhere else (:func:`error_status`); every error body is
   ``{"detail": "...", "error": "<ExceptionClass>"}``::
 
-      AccountLocked 429 (+ Retry-After) · other AuthError 401 · PermissionDenied 403 ·
+      AccountLocked, RateLimited 429 (+ Retry-After) · other AuthError 401 ·
+      PermissionDenied 403 (PasswordChangeRequired among them) ·
       AccountStateError 409 · PasswordPolicyError 422 (+ "problems") · UploadTooLargeError 413 ·
       InputError 400 · ObjectNotFoundError / NotFoundError 404 · LifecycleError 409 · ReportError 400 ·
       ConfigError, StorageError, ModelError 500 · any other NeuroNavError 400 ·
@@ -15,6 +17,8 @@
 
   A 500 is logged with its error id, the exception's class and the stack frames, never the
   exception's message (it could quote patient data).
+* ``/docs`` (Swagger UI) and ``/redoc`` (ReDoc) are served by the app with their assets
+  (:mod:`neuronav.service.docs`): no CDN, so they work offline; their CSP names no other host.
 * Middleware (outermost first): metrics, security headers (CSP ``default-src 'self'``,
   ``frame-ancestors 'none'``, nosniff, no referrer; ``Cache-Control: no-store`` on the API; HSTS
   outside development), the request size guard (``Content-Length`` above
@@ -22,8 +26,8 @@
   as it streams), and the catch-all for unexpected errors.
 
 Run it with ``uvicorn.run(create_app(settings), host=..., port=..., proxy_headers=True,
-forwarded_allow_ips=...)`` in **one** worker process (break-glass grants and the address throttle
-live in the process).
+forwarded_allow_ips=...)``, in as many worker processes (or machines, with PostgreSQL and shared
+storage) as needed.
 """
 
 from __future__ import annotations
@@ -55,10 +59,12 @@ from neuronav.security.errors import (
     AuthError,
     PasswordPolicyError,
     PermissionDenied,
+    RateLimited,
 )
-from neuronav.service.deps import BreakGlassRegistry, NotFoundError, route_path
+from neuronav.service import docs
+from neuronav.service.deps import NotFoundError, route_path
+from neuronav.service.docs import DOCS_CSP, DOCS_PATHS
 from neuronav.service.routes import ROUTERS
-from neuronav.service.routes.auth import LoginThrottles
 from neuronav.service.routes.health import Metrics
 from neuronav.storage.errors import ObjectNotFoundError, StorageError, UploadTooLargeError
 from neuronav.storage.store import ObjectStore
@@ -82,20 +88,20 @@ TAGS: list[dict[str, Any]] = [
     {"name": "studies", "description": "Upload MRI studies (DICOM, NIfTI) and follow their processing."},
     {"name": "analyses", "description": "AI analyses of a study: segmentation, detection, measurements."},
     {"name": "reports", "description": "Structured reports: review, sign, amend, export (PDF, DICOM, FHIR, HL7)."},
+    {"name": "annotations", "description": "Readers' measurements (distance, ROI) and annotations, per user."},
     {"name": "health", "description": "Liveness, readiness and Prometheus metrics."},
 ]
 
 CSP = "default-src 'self'; frame-ancestors 'none'; base-uri 'self'; form-action 'self'; object-src 'none'"
-# The interactive API pages (/docs, /redoc) load FastAPI's Swagger UI / ReDoc from its CDN and run an
-# inline start-up script: only those pages get this wider policy.
-DOCS_CSP = (
-    "default-src 'self'; script-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; "
-    "style-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net https://fonts.googleapis.com; "
-    "img-src 'self' data: https://fastapi.tiangolo.com https://cdn.redoc.ly; "
-    "font-src 'self' https://fonts.gstatic.com; "
-    "worker-src 'self' blob:; frame-ancestors 'none'; base-uri 'self'; object-src 'none'"
+# The web UI (neuronav.service.routes.web): its own scripts only; NiiVue sets element styles and reads
+# its font atlas and volumes through data:/blob: URLs, and the WebGL canvas is saved as a blob: image.
+UI_CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data: blob:; "
+    "connect-src 'self' data: blob:; worker-src 'self' blob:; font-src 'self' data:; "
+    "frame-ancestors 'none'; base-uri 'self'; form-action 'self'; object-src 'none'"
 )
-DOCS_PATHS = ("/docs", "/redoc")
+# The API pages (/docs, /redoc) are self-hosted (neuronav.service.docs): no third-party host, scripts
+# from 'self' only; they get DOCS_CSP (inline styles for ReDoc, data: images, a blob: worker).
 GENERIC_500 = "An internal error occurred. Quote error id {error_id} to the administrator."
 
 
@@ -113,7 +119,7 @@ def error_status(exc: BaseException) -> int:
     if not isinstance(exc, NeuroNavError):
         return 500
     table: tuple[tuple[type[BaseException] | tuple[type[BaseException], ...], int], ...] = (
-        (AccountLocked, 429),
+        ((AccountLocked, RateLimited), 429),
         (AuthError, 401),
         (PermissionDenied, 403),
         (AccountStateError, 409),
@@ -162,7 +168,7 @@ def error_response(exc: BaseException, scope: Scope) -> JSONResponse:
         body: dict[str, Any] = {"detail": GENERIC_500.format(error_id=error_id), "error": name, "error_id": error_id}
         return JSONResponse(body, status_code=status)
     body = {"detail": str(exc), "error": type(exc).__name__}
-    if isinstance(exc, AccountLocked):
+    if isinstance(exc, AccountLocked | RateLimited):
         headers["Retry-After"] = str(max(1, exc.retry_after_s))
     elif isinstance(exc, AuthError):
         headers["WWW-Authenticate"] = "Bearer"
@@ -235,11 +241,12 @@ class SecurityHeadersMiddleware:
             return
         path: str = scope.get("path", "")
         docs = path.startswith(DOCS_PATHS)
+        policy = DOCS_CSP if docs else UI_CSP if path == "/" or path.startswith("/assets/") else CSP
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers = MutableHeaders(scope=message)
-                headers.setdefault("Content-Security-Policy", DOCS_CSP if docs else CSP)
+                headers.setdefault("Content-Security-Policy", policy)
                 headers.setdefault("X-Content-Type-Options", "nosniff")
                 headers.setdefault("Referrer-Policy", "no-referrer")
                 headers.setdefault("X-Frame-Options", "DENY")
@@ -349,6 +356,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         summary="AI analysis of brain MRI (research software, not for clinical use)",
         description=DESCRIPTION,
         openapi_tags=TAGS,
+        docs_url=None,  # self-hosted instead (neuronav.service.docs)
+        redoc_url=None,
         lifespan=_lifespan,
         middleware=[
             Middleware(MetricsMiddleware, metrics=metrics),
@@ -359,11 +368,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.metrics = metrics
-    app.state.breakglass = BreakGlassRegistry()
-    app.state.login_throttles = LoginThrottles()
     app.add_exception_handler(NeuroNavError, _neuronav_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
+    app.include_router(docs.router)
     for router in ROUTERS:
         app.include_router(router)
     return app

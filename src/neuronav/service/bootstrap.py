@@ -5,6 +5,10 @@ API) and the users of ``neuronav serve --demo``.
 policy, a second factor for an active admin), stores the TOTP secret encrypted, and writes the audit
 event ``user.create`` by ``system``. An active account counts as verified (``verified_at`` now,
 ``verified_by`` empty: verified by whoever runs the command).
+
+``must_change_password=True`` (what ``neuronav users create`` and ``neuronav serve --demo`` pass:
+their passwords are one-time passwords, printed on a terminal) lets the account do nothing but
+change its password after signing in (:mod:`neuronav.service.deps`).
 """
 
 from __future__ import annotations
@@ -51,8 +55,10 @@ def create_user(
     active: bool,
     licence: str | None,
     totp_secret: str | None = None,
+    must_change_password: bool = False,
 ) -> str:
-    """Create an account; returns its user id. ``active=False`` makes a pending account (to verify)."""
+    """Create an account; returns its user id. ``active=False`` makes a pending account (to verify);
+    ``must_change_password`` marks ``password`` as a one-time password (changed at first sign-in)."""
     address = throttle.login_key(email)
     if "@" not in address or address.startswith("@") or address.endswith("@") or len(address) > 254:
         raise InputError(f"{email!r} is not an e-mail address")
@@ -88,6 +94,7 @@ def create_user(
             throttle={},
             created_at=now,
             password_changed_at=now,
+            password_must_change=must_change_password,
         )
         db.add(user)
         db.flush()
@@ -99,7 +106,12 @@ def create_user(
             client="cli",
             target_type="user",
             target_id=user.id,
-            detail={"role": str(checked_role), "active": active, "totp": secret is not None},
+            detail={
+                "role": str(checked_role),
+                "active": active,
+                "totp": secret is not None,
+                "one_time_password": must_change_password,
+            },
         )
         return user.id
 

@@ -17,11 +17,15 @@ How a request is authenticated (:func:`get_current_user`):
 * otherwise the HttpOnly session cookie — the row is found by the token's SHA-256 digest; an unsafe
   method (POST, PUT, PATCH, DELETE) must carry the session's ``X-CSRF-Token``.
 
-Break-glass grants live **in this process** (:class:`BreakGlassRegistry`, keyed by session id, with
-their expiry); the schema has no table for them and this module adds none. Consequences: they are
-lost when the service restarts, and with several worker processes a grant opened through one worker
-is unknown to the others (run one worker, or reopen). Every opening and every access through a grant
-is written to the audit log, which is what makes the access accountable.
+Break-glass grants live in the database (table ``breakglass_grants``, one row per session, with its
+expiry; :class:`BreakGlassRegistry`), so every server process honours a grant opened through any
+other, and a restart keeps it until it expires. Every opening and every access through a grant is
+written to the audit log, which is what makes the access accountable.
+
+An account whose password is a one-time password (``users.password_must_change``: made by
+``neuronav users create``, ``neuronav serve --demo`` or an administrator's reset) is signed in,
+but :func:`get_current_user` answers every route except :data:`PASSWORD_CHANGE_ROUTES` (change the
+password, sign out, "who am I") with 403 :class:`~neuronav.security.errors.PasswordChangeRequired`.
 
 :func:`audit_event` writes an audit event with who / role / from where filled in. It is flushed in
 the request's transaction: an event that must survive a refusal (a failed sign-in, a denied
@@ -30,7 +34,6 @@ permission) is committed by the caller before raising.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Iterator, MutableMapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -39,24 +42,33 @@ from typing import Annotated, Any, Literal, cast
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel
-from sqlalchemy import CursorResult, select, update
+from sqlalchemy import CursorResult, delete, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from neuronav import audit
 from neuronav.audit import Outcome
 from neuronav.config import Settings
-from neuronav.db.models import AuditEvent, User
+from neuronav.db.models import AuditEvent, BreakGlassGrant, User
 from neuronav.db.models import Session as SessionRow
 from neuronav.db.session import session_factory
 from neuronav.errors import NeuroNavError
 from neuronav.security import permissions, tokens
 from neuronav.security.accounts import Account, AccountState
-from neuronav.security.errors import InvalidToken, PermissionDenied
+from neuronav.security.errors import InvalidToken, PasswordChangeRequired, PermissionDenied
 from neuronav.security.permissions import BreakGlass, Grant, Permission, Resource, Role
 from neuronav.storage.crypto import decrypt_field, encrypt_field
 from neuronav.storage.store import ObjectStore
 
 SIGN_IN_FIRST = "Sign in first: send the access token (Authorization: Bearer …) or the session cookie."
+CHANGE_PASSWORD_FIRST = (
+    "You signed in with a one-time password: change it first (POST /api/auth/password with the current "
+    "and a new password); until then only the password change, sign-out and /api/auth/me are open."
+)
+# (method, route template) open to an account that must change its one-time password
+PASSWORD_CHANGE_ROUTES = frozenset(
+    {("POST", "/api/auth/password"), ("POST", "/api/auth/logout"), ("GET", "/api/auth/me")}
+)
 TOTP_COLUMN = "users.totp_secret_enc"
 
 
@@ -131,38 +143,85 @@ def route_template(request: Request) -> str:
 
 
 class BreakGlassRegistry:
-    """Open break-glass grants of this process, keyed by session id (limitations: module docstring)."""
+    """Open break-glass grants, one per session, in the request's database session (table
+    ``breakglass_grants``): what one server process opens, every other one sees."""
 
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._grants: dict[str, BreakGlass] = {}
+    def __init__(self, db: Session) -> None:
+        self.db = db
 
     def open(self, session_id: str, grant: BreakGlass) -> None:
-        with self._lock:
-            self._prune(datetime.now(UTC))
-            self._grants[session_id] = grant
+        """Store ``grant`` for the session, replacing one already open; expired grants are pruned."""
+        db = self.db
+        db.execute(
+            delete(BreakGlassGrant)
+            .where(BreakGlassGrant.expires_at <= datetime.now(UTC))
+            .execution_options(synchronize_session=False)
+        )
+        stmt = select(BreakGlassGrant).where(BreakGlassGrant.session_id == session_id).with_for_update()
+        row = db.scalar(stmt.execution_options(populate_existing=True))
+        if row is None:
+            try:
+                with db.begin_nested():
+                    db.add(_grant_row(session_id, grant))
+                    db.flush()
+                return
+            except IntegrityError:  # opened at the same moment through another process: replace it
+                row = db.scalar(stmt)
+                if row is None:
+                    raise
+        for name, value in _grant_values(grant).items():
+            setattr(row, name, value)
+        db.flush()
 
     def get(self, session_id: str, now: datetime | None = None) -> BreakGlass | None:
-        """The session's grant while it is open; None once expired (and then forgotten)."""
-        t = now or datetime.now(UTC)
-        with self._lock:
-            grant = self._grants.get(session_id)
-            if grant is not None and not grant.active(t):
-                del self._grants[session_id]
-                return None
-            return grant
+        """The session's grant while it is open; None once it has expired."""
+        row = self.db.get(BreakGlassGrant, session_id)
+        if row is None:
+            return None
+        grant = _grant(row)
+        return grant if grant.active(now or datetime.now(UTC)) else None
 
     def close(self, session_id: str) -> BreakGlass | None:
-        with self._lock:
-            return self._grants.pop(session_id, None)
+        """Remove the session's grant; the grant that was open (None if none was, or it had expired)."""
+        row = self.db.get(BreakGlassGrant, session_id)
+        if row is None:
+            return None
+        grant = _grant(row)
+        self.db.delete(row)
+        self.db.flush()
+        return grant if grant.active(datetime.now(UTC)) else None
 
-    def _prune(self, now: datetime) -> None:
-        for sid in [sid for sid, grant in self._grants.items() if not grant.active(now)]:
-            del self._grants[sid]
+
+def _grant_values(grant: BreakGlass) -> dict[str, Any]:
+    return {
+        "breakglass_id": grant.breakglass_id,
+        "user_id": grant.user_id,
+        "role": str(grant.role),
+        "reason": grant.reason,
+        "study_id": grant.study_id,
+        "opened_at": grant.opened_at,
+        "expires_at": grant.expires_at,
+    }
 
 
-def get_breakglass_registry(request: Request) -> BreakGlassRegistry:
-    return cast(BreakGlassRegistry, request.app.state.breakglass)
+def _grant_row(session_id: str, grant: BreakGlass) -> BreakGlassGrant:
+    return BreakGlassGrant(session_id=session_id, **_grant_values(grant))
+
+
+def _grant(row: BreakGlassGrant) -> BreakGlass:
+    return BreakGlass(
+        breakglass_id=row.breakglass_id,
+        user_id=row.user_id,
+        role=permissions.parse_role(row.role),
+        reason=row.reason,
+        opened_at=utc(row.opened_at) or row.opened_at,
+        expires_at=utc(row.expires_at) or row.expires_at,
+        study_id=row.study_id,
+    )
+
+
+def get_breakglass_registry(db: DbDep) -> BreakGlassRegistry:
+    return BreakGlassRegistry(db)
 
 
 BreakGlassDep = Annotated[BreakGlassRegistry, Depends(get_breakglass_registry)]
@@ -185,6 +244,7 @@ class CurrentUser:
     verified: bool = True
     via: Literal["bearer", "cookie"] = "bearer"
     csrf_token: str | None = None  # set for cookie sessions (the page needs it for unsafe requests)
+    password_must_change: bool = False  # signed in with a one-time password (module docstring)
 
 
 _bearer = HTTPBearer(
@@ -243,6 +303,8 @@ def get_current_user(
         via = "cookie"
     if user is None or row is None:  # ensure_* raised already; this narrows the types
         raise InvalidToken(SIGN_IN_FIRST)
+    if user.password_must_change and (request.method, route_template(request)) not in PASSWORD_CHANGE_ROUTES:
+        raise PasswordChangeRequired(CHANGE_PASSWORD_FIRST)
     return CurrentUser(
         id=user.id,
         email=user.email,
@@ -254,6 +316,7 @@ def get_current_user(
         verified=user.verified_at is not None,
         via=via,
         csrf_token=csrf,
+        password_must_change=user.password_must_change,
     )
 
 
@@ -421,6 +484,7 @@ class UserOut(BaseModel):
     verified_by: str | None
     totp_enrolled: bool
     created_at: datetime
+    password_change_required: bool = False  # a one-time password: only the password change is open
 
 
 def utc(value: datetime | None) -> datetime | None:
@@ -441,6 +505,7 @@ def user_out(user: User) -> UserOut:
         verified_at=utc(user.verified_at),
         verified_by=user.verified_by,
         totp_enrolled=user.totp_secret_enc is not None,
+        password_change_required=bool(user.password_must_change),
         created_at=utc(user.created_at) or user.created_at,
     )
 
@@ -454,6 +519,8 @@ def load_user(db: Session, user_id: str) -> User:
 
 
 __all__ = [
+    "CHANGE_PASSWORD_FIRST",
+    "PASSWORD_CHANGE_ROUTES",
     "BreakGlassDep",
     "BreakGlassRegistry",
     "CurrentUser",

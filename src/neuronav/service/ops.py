@@ -41,7 +41,8 @@ class DemoAccount:
 
 
 def demo_setup(settings: Settings, *, seed: int = 42) -> tuple[list[DemoAccount], str]:
-    """Demo admin and radiologist (one-time passwords) and a phantom study uploaded and analysed."""
+    """Demo admin, radiologist, technician and neurologist (one-time passwords: each must be changed
+    at the first sign-in) and a phantom study uploaded and analysed."""
     from sqlalchemy import select
 
     from neuronav.db.models import Study, User
@@ -71,6 +72,7 @@ def demo_setup(settings: Settings, *, seed: int = 42) -> tuple[list[DemoAccount]
             active=True,
             licence=None if role in ("admin", "technician") else f"DEMO-{role[:3].upper()}-0001",
             totp_secret=secret,
+            must_change_password=True,
         )
         accounts.append(DemoAccount(email, role, password, secret))
     store = jobs.store_for(settings)

@@ -129,10 +129,10 @@ def _set(settings: Settings, analysis_id: str, **values: object) -> None:
 def run_analysis(analysis_id: str, settings: Settings | None = None) -> str:
     """Run one analysis job; returns "done", "failed", "retry" or "skipped" (already done / unknown)."""
     from neuronav.analysis.inputs import from_paths
-    from neuronav.analysis.pipeline import analyze, summary
+    from neuronav.analysis.pipeline import analyze, sequence_images, summary
     from neuronav.report.build import build_report
     from neuronav.workflow import reports
-    from neuronav.workflow.uploads import private_tmp, restore_upload
+    from neuronav.workflow.uploads import decrypt_upload, private_tmp, upload_objects
 
     settings = settings or get_settings()
     with session_scope(settings.database) as db:
@@ -158,18 +158,23 @@ def run_analysis(analysis_id: str, settings: Settings | None = None) -> str:
         store = store_for(settings)
         (folder / "upload").mkdir()
         with session_scope(settings.database) as db:
-            restore_upload(db, store, study_id, folder / "upload")
+            uploaded = upload_objects(db, study_id)
+        decrypt_upload(store, uploaded, folder / "upload")  # no transaction open meanwhile (below)
         out = folder / "out"
-        findings = analyze(from_paths([folder / "upload"]), out, progress=progress)
+        inputs = from_paths([folder / "upload"])
+        findings = analyze(inputs, out, progress=progress)
         report = build_report(findings, analysis_dir=out, received=uploaded_at)
         _set(settings, analysis_id, stage="storing results", progress=0.95)
         stored: dict[str, str] = {}
-        with session_scope(settings.database) as db:
-            for name in RESULT_FILES:
+        rows: list[StoredObject] = []
+        try:
+            # encrypted before the transaction: on SQLite an open transaction holds the write lock,
+            # which every request and upload needs
+            for name in (*RESULT_FILES, *sequence_images(inputs)):
                 with open(out / name, "rb") as fh:
                     obj = store.put(fh, kind="result")
                 stored[name] = obj.key
-                db.add(
+                rows.append(
                     StoredObject(
                         key=obj.key,
                         study_id=study_id,
@@ -179,14 +184,20 @@ def run_analysis(analysis_id: str, settings: Settings | None = None) -> str:
                         size_bytes=obj.size,
                     )
                 )
-            reports.save(db, store, report, study_id=study_id, analysis_id=analysis_id, user_id=None)
-            a = db.get(Analysis, analysis_id)
-            study = db.get(Study, study_id)
-            assert a is not None and study is not None
-            a.state, a.progress, a.stage, a.finished_at = "done", 1.0, "done", utcnow()
-            a.seconds = round(time.perf_counter() - t0, 2)
-            a.result = {"summary": summary(findings), "objects": stored, "report_id": report.report_id}
-            study.state, study.flagged = "done", bool(findings.detection.tumour_detected)
+            with session_scope(settings.database) as db:
+                db.add_all(rows)
+                reports.save(db, store, report, study_id=study_id, analysis_id=analysis_id, user_id=None)
+                a = db.get(Analysis, analysis_id)
+                study = db.get(Study, study_id)
+                assert a is not None and study is not None
+                a.state, a.progress, a.stage, a.finished_at = "done", 1.0, "done", utcnow()
+                a.seconds = round(time.perf_counter() - t0, 2)
+                a.result = {"summary": summary(findings), "objects": stored, "report_id": report.report_id}
+                study.state, study.flagged = "done", bool(findings.detection.tumour_detected)
+        except BaseException:
+            for key in stored.values():  # not committed: no row refers to them
+                store.delete(key, missing_ok=True)
+            raise
         return "done"
     except NeuroNavError as exc:
         transient = isinstance(exc, StorageError) and not isinstance(exc, InputError)

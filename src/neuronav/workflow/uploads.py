@@ -5,9 +5,9 @@
 2. The folder is scanned with :func:`neuronav.ingest.scan` (all the hostile-input checks: zip
    traversal and bombs, truncated files, absurd sizes). It must hold exactly one MR study with at
    least one T1c, FLAIR or T2 series (:func:`neuronav.analysis.inputs.from_inventory`).
-3. Only then are the files encrypted into the object store and the Study row written, in one
-   transaction; on any error the objects already stored are deleted again. The temporary folder
-   is always removed.
+3. Only then are the files encrypted into the object store (no database transaction is open while
+   steps 1-3 run: they take seconds) and the Study row written, in one short transaction; on any
+   error the objects already stored are deleted again. The temporary folder is always removed.
 
 Idempotent: the content hash is the SHA-256 of the sorted per-instance SOPInstanceUID and pixel-file
 digests, so the same study uploaded twice (as files or as a zip) is one study; the second upload
@@ -35,6 +35,7 @@ from neuronav.errors import InputError, NeuroNavError
 from neuronav.storage import encrypt_field
 from neuronav.storage.errors import UploadTooLargeError
 from neuronav.storage.store import ObjectStore
+from neuronav.storage.store import StoredObject as EncryptedObject
 
 COPY_CHUNK = 1024 * 1024
 
@@ -99,11 +100,18 @@ def content_digest(inventory: object) -> str:
 def receive_upload(
     db: Session, store: ObjectStore, settings: Settings, *, user_id: str, uploads: Iterable[Upload]
 ) -> Received:
-    """Validate and store one study; raise InputError (naming the problem) and store nothing when invalid."""
+    """Validate and store one study; raise InputError (naming the problem) and store nothing when invalid.
+
+    ``db``'s transaction is committed first, and none is open while the files are spooled, scanned,
+    validated and encrypted (seconds): on SQLite a transaction holds the database's write lock (BEGIN
+    IMMEDIATE), so a long one would stop every other request, upload and analysis job meanwhile. The
+    rows are written at the end, in a short transaction that checks for the same content again.
+    """
     from neuronav.analysis.inputs import from_inventory
     from neuronav.ingest import scan
     from neuronav.pseudonym import pseudonymise
 
+    db.commit()  # the request's sign-in checks: not held through the slow part
     folder = private_tmp(settings)
     stored: list[str] = []
     try:
@@ -118,8 +126,20 @@ def receive_upload(
             raise InputError(f"not an analysable brain MRI study: {message.replace(str(folder) + '/', '')}") from exc
         study_info = next(iter(inventory.studies.values()))
         digest = content_digest(inventory)
-        existing = db.scalars(select(Study).where(Study.content_sha256 == digest)).first()
+        existing = _same_content(db, digest)
         if existing is not None:
+            return Received(existing, created=False)
+        db.commit()
+        objects: list[tuple[str, EncryptedObject]] = []
+        for name, path in spooled:
+            with open(path, "rb") as fh:
+                obj = store.put(fh, kind="upload")
+            stored.append(obj.key)
+            objects.append((name, obj))
+        existing = _same_content(db, digest)  # stored meanwhile by an upload of the same study
+        if existing is not None:
+            for key_ in stored:
+                store.delete(key_, missing_ok=True)
             return Received(existing, created=False)
         key = store.field_key()
         patient = study_info.patient
@@ -152,10 +172,7 @@ def receive_upload(
         )
         db.add(study)
         db.flush()
-        for name, path in spooled:
-            with open(path, "rb") as fh:
-                obj = store.put(fh, kind="upload")
-            stored.append(obj.key)
+        for name, obj in objects:
             db.add(
                 StoredObject(
                     key=obj.key, study_id=study.id, kind="upload", name=name, sha256=obj.sha256, size_bytes=obj.size
@@ -171,14 +188,28 @@ def receive_upload(
         shutil.rmtree(folder, ignore_errors=True)
 
 
+def _same_content(db: Session, digest: str) -> Study | None:
+    return db.scalars(select(Study).where(Study.content_sha256 == digest)).first()
+
+
 def restore_upload(db: Session, store: ObjectStore, study_id: str, folder: Path) -> Path:
     """Decrypt a study's uploaded files into ``folder`` (a private temporary folder) for analysis."""
+    return decrypt_upload(store, upload_objects(db, study_id), folder)
+
+
+def upload_objects(db: Session, study_id: str) -> list[StoredObject]:
+    """The stored files of a study's upload, in upload order (InputError when there are none)."""
     objects = db.scalars(
         select(StoredObject).where(StoredObject.study_id == study_id, StoredObject.kind == "upload")
     ).all()
     if not objects:
         raise InputError(f"study {study_id} has no stored upload")
-    for n, obj in enumerate(sorted(objects, key=lambda o: o.created_at)):
+    return sorted(objects, key=lambda o: o.created_at)
+
+
+def decrypt_upload(store: ObjectStore, objects: list[StoredObject], folder: Path) -> Path:
+    """Decrypt the files of :func:`upload_objects` into ``folder`` (needs no database session)."""
+    for n, obj in enumerate(objects):
         suffix = ".zip" if (obj.name or "").lower().endswith(".zip") else ".dcm"
         with store.open(obj.key) as reader, open(folder / f"{n:05d}{suffix}", "wb") as out:
             for chunk in reader:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from neuronav.service.routes import admin, audit, auth, health, reports, studies, users
+from neuronav.service.routes import admin, annotation, audit, auth, health, reports, studies, users, web
 
 ROUTERS: list[APIRouter] = [
     health.router,
@@ -19,6 +19,8 @@ ROUTERS: list[APIRouter] = [
     audit.router,
     studies.router,
     reports.router,
+    annotation.router,
+    web.router,  # last: the web UI's pages and assets
 ]
 
 __all__ = ["ROUTERS"]

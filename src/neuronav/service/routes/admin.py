@@ -3,8 +3,9 @@
 An administrator holds no patient-data permission by role. In an emergency they open a
 **break-glass** with a reason (at least 10 characters), optionally limited to one study: for at most
 60 minutes their session gains the read-only :data:`~neuronav.security.permissions.BREAKGLASS_PERMISSIONS`.
-Opening, closing and every access through it are audited. Grants live in this process, keyed by
-session (see :mod:`neuronav.service.deps`): a restart or another worker process does not know them.
+Opening, closing and every access through it are audited. Grants are stored in the database, one
+per session (table ``breakglass_grants``, :class:`~neuronav.service.deps.BreakGlassRegistry`): every
+server process honours them, a restart keeps them, and they end at their expiry.
 """
 
 from __future__ import annotations

@@ -2,15 +2,25 @@
 
 Sign-in (:func:`sign_in`) is :func:`neuronav.security.login.authenticate` with its state stored:
 
-* the per-account throttle of an existing account in ``users.throttle``; for a name with no account,
-  and for every client address, in this process (:class:`LoginThrottles`: bounded dictionaries).
-  So an address lockout, and the lockout of a name that has no account, are per worker process
-  and end when it restarts; the lockout of a real account is in the database and shared.
+* the per-account throttle of an existing account in ``users.throttle`` (the row is locked for the
+  attempt); for a name with no account, and for every client address, in the ``throttles`` table
+  (:mod:`neuronav.service.throttles`). All of it is in the database: every server process sees the
+  same lockouts, and a restart forgets none.
 * every attempt is audited (``login``, outcome success / failure / denied, the reason class, the
   client address; never the password, and for a name with no account only a short digest of it).
 * on success a session row (digest of the opaque session token, absolute expiry) is created; the
   reply carries a short-lived access token and the session's CSRF token, and sets the session token
   as an HttpOnly, SameSite=Strict cookie (``Secure`` and ``__Host-`` outside development).
+
+An account with a one-time password (``users.password_must_change``) signs in normally; the reply
+says ``password_change_required: true`` and, until ``POST /api/auth/password`` changes it, every
+route but the password change, sign-out and ``/me`` answers 403 ``PasswordChangeRequired``
+(:func:`neuronav.service.deps.get_current_user`). The new password must follow the policy and differ
+from the old one.
+
+Registration is rate-limited per client address (:data:`~neuronav.security.throttle.REGISTRATION_POLICY`:
+10 attempts an hour, stored in ``throttles`` like the sign-in counters): 429 ``RateLimited`` with
+``Retry-After``. Every attempt counts, refused ones too (each costs an argon2 hash).
 
 TOTP enrolment keeps no half-enrolled state in the database: ``/totp/enrol`` returns the new secret
 and an *enrolment token* (the secret, sealed with the store's field key and bound to this user and
@@ -21,12 +31,11 @@ stores the secret (encrypted) in ``users.totp_secret_enc``.
 from __future__ import annotations
 
 import hashlib
-import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal, cast
+from typing import Any, Literal
 
-from fastapi import APIRouter, Depends, Request, Response, status
+from fastapi import APIRouter, Request, Response, status
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -42,11 +51,14 @@ from neuronav.security.errors import (
     AccountLocked,
     AccountStateError,
     InvalidToken,
+    PasswordPolicyError,
     PermissionDenied,
+    RateLimited,
 )
 from neuronav.security.login import LoginAccount, authenticate
 from neuronav.security.permissions import Role
 from neuronav.security.throttle import ThrottleState
+from neuronav.service import throttles
 from neuronav.service.deps import (
     SIGN_IN_FIRST,
     BreakGlassDep,
@@ -119,57 +131,6 @@ def throttle_from_json(data: dict[str, Any] | None) -> ThrottleState:
     )
 
 
-class LoginThrottles:
-    """Throttle states kept in this process: client addresses, and login names that have no account.
-
-    Bounded: past :attr:`MAX_ENTRIES` keys, states that hold no lock are dropped, oldest failure first.
-    """
-
-    MAX_ENTRIES = 100_000
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._accounts: dict[str, ThrottleState] = {}
-        self._addresses: dict[str, ThrottleState] = {}
-
-    def account(self, key: str) -> ThrottleState:
-        with self._lock:
-            return self._accounts.get(key, ThrottleState())
-
-    def address(self, key: str) -> ThrottleState:
-        with self._lock:
-            return self._addresses.get(key, ThrottleState())
-
-    def set_account(self, key: str, state: ThrottleState) -> None:
-        self._set(self._accounts, key, state)
-
-    def set_address(self, key: str, state: ThrottleState) -> None:
-        self._set(self._addresses, key, state)
-
-    def _set(self, table: dict[str, ThrottleState], key: str, state: ThrottleState) -> None:
-        with self._lock:
-            if state == ThrottleState():
-                table.pop(key, None)
-                return
-            table[key] = state
-            if len(table) > self.MAX_ENTRIES:
-                self._shrink(table)
-
-    def _shrink(self, table: dict[str, ThrottleState]) -> None:
-        now = datetime.now(UTC)
-        unlocked = [k for k, s in table.items() if s.locked_until is None or s.locked_until <= now]
-        unlocked.sort(key=lambda k: table[k].last_failure or now)
-        for k in unlocked[: len(table) - self.MAX_ENTRIES // 2]:
-            del table[k]
-
-
-def get_login_throttles(request: Request) -> LoginThrottles:
-    return cast(LoginThrottles, request.app.state.login_throttles)
-
-
-ThrottlesDep = Annotated[LoginThrottles, Depends(get_login_throttles)]
-
-
 # -- request and response bodies -------------------------------------------------------------------
 
 
@@ -206,6 +167,10 @@ class TokenOut(BaseModel):
 class LoginOut(TokenOut):
     csrf_token: str
     user: UserOut
+    password_change_required: bool = Field(
+        default=False,
+        description="Signed in with a one-time password: change it (POST /api/auth/password) before anything else.",
+    )
 
 
 class StatusOut(BaseModel):
@@ -260,8 +225,31 @@ def _login_digest(key: str) -> str:
     return hashlib.sha256(key.encode("utf-8")).hexdigest()[:16]
 
 
+def count_registration(db: Session, client: str, *, now: datetime | None = None) -> None:
+    """Refuse a registration from ``client`` over the rate limit (:class:`RateLimited`, audited),
+    else count this attempt; committed either way, so a registration refused later still counts."""
+    t = now or datetime.now(UTC)
+    decision = throttle.check_registration(throttles.load(db, "registration", client), now=t)
+    if not decision.allowed:
+        audit_event(
+            db,
+            None,
+            "user.register",
+            outcome="denied",
+            client=client,
+            detail={"reason": "rate limited", "retry_after_s": decision.retry_after_s},
+        )
+        db.commit()
+        raise RateLimited(decision.message, decision.retry_after_s)
+    throttles.update(
+        db, "registration", client, lambda s: throttle.record_failure(s, throttle.REGISTRATION_POLICY, now=t), now=t
+    )
+    db.commit()
+
+
 def register(db: Session, body: RegisterIn, *, client: str) -> None:
     """Create a pending account. An e-mail already registered gets the same reply (no enumeration)."""
+    count_registration(db, client)
     email = throttle.login_key(body.email)
     if "@" not in email or email.startswith("@") or email.endswith("@") or any(c.isspace() for c in email):
         raise InputError("the e-mail address is not valid")
@@ -341,7 +329,6 @@ def sign_in(
     db: Session,
     settings: Settings,
     store: ObjectStore,
-    throttles: LoginThrottles,
     *,
     email: str,
     password: str,
@@ -352,18 +339,27 @@ def sign_in(
     now = datetime.now(UTC)
     key = throttle.login_key(email)
     user = db.scalar(select(User).where(User.email == key).with_for_update()) if key else None
-    account_state = throttle_from_json(user.throttle) if user is not None else throttles.account(key)
+    account_state = throttle_from_json(user.throttle) if user is not None else throttles.load(db, "account", key)
+    address_state = throttles.load(db, "address", client)
     result = authenticate(
         _login_account(user, store) if user is not None else None,
         password,
         totp_code,
         account_throttle=account_state,
-        address_throttle=throttles.address(client),
+        address_throttle=address_state,
         now=now,
     )
-    throttles.set_address(client, result.address_throttle)
+    # a failure counted (the state changed): count it again on the freshly locked row, so that the
+    # failures of concurrent attempts (in any process) are all kept
+    if result.address_throttle != address_state:
+        throttles.update(
+            db, "address", client, lambda s: throttle.record_failure(s, throttle.ADDRESS_POLICY, now=now), now=now
+        )
     if user is None:
-        throttles.set_account(key, result.account_throttle)
+        if result.account_throttle != account_state:
+            throttles.update(
+                db, "account", key, lambda s: throttle.record_failure(s, throttle.ACCOUNT_POLICY, now=now), now=now
+            )
     else:
         user.throttle = throttle_to_json(result.account_throttle)
         if result.new_password_hash is not None:
@@ -435,7 +431,8 @@ def sign_out(db: Session, user: CurrentUser, registry: BreakGlassRegistry) -> No
 
 
 def change_password(db: Session, user: CurrentUser, current: str, new: str) -> int:
-    """Change the caller's password; revokes every other session. The number of sessions revoked."""
+    """Change the caller's password (ends a one-time password); revokes every other session. The number
+    of sessions revoked."""
     row = load_user(db, user.id)
     now = datetime.now(UTC)
     state = throttle_from_json(row.throttle)
@@ -448,11 +445,22 @@ def change_password(db: Session, user: CurrentUser, current: str, new: str) -> i
         db.commit()
         raise PermissionDenied("The current password is wrong.")
     passwords.check_password_policy(new, email=row.email)
+    if passwords.verify_password(row.password_hash, new):
+        raise PasswordPolicyError(["the new password must differ from the current one"])
+    one_time = row.password_must_change
     row.password_hash = passwords.hash_password(new)
     row.password_changed_at = now
+    row.password_must_change = False
     row.throttle = throttle_to_json(ThrottleState())
     revoked = revoke_sessions(db, row.id, keep=user.session_id)
-    audit_event(db, user, "password.change", target_type="user", target_id=row.id, detail={"sessions_revoked": revoked})
+    audit_event(
+        db,
+        user,
+        "password.change",
+        target_type="user",
+        target_id=row.id,
+        detail={"sessions_revoked": revoked, "one_time_password_replaced": one_time},
+    )
     return revoked
 
 
@@ -527,7 +535,8 @@ def register_route(body: RegisterIn, request: Request, db: DbDep) -> RegisterOut
     """Register a new account. It stays **pending** (it can do nothing, not even sign in) until an
     administrator verifies the professional's licence number and role. The password must follow the
     policy (at least 12 characters, not common, not containing the e-mail). The reply is the same
-    whether or not the e-mail is already registered."""
+    whether or not the e-mail is already registered. At most 10 attempts an hour from one address
+    (then 429 with ``Retry-After``)."""
     register(db, body, client=client_address(request))
     return RegisterOut()
 
@@ -540,18 +549,19 @@ def login_route(
     db: DbDep,
     settings: SettingsDep,
     store: StoreDep,
-    throttles: ThrottlesDep,
 ) -> LoginOut:
     """Sign in with e-mail, password and (when enrolled, always for administrators) a TOTP code.
 
     Returns a short-lived access token (send it as ``Authorization: Bearer``), the CSRF token, and
     sets the HttpOnly session cookie. A wrong name or password gives the same 401 either way;
-    repeated failures lock the name (and the address) for a while: 429 with ``Retry-After``."""
+    repeated failures lock the name (and the address) for a while: 429 with ``Retry-After``.
+
+    ``password_change_required: true`` (a one-time password): change the password first; every other
+    route answers 403 ``PasswordChangeRequired`` until then."""
     signed = sign_in(
         db,
         settings,
         store,
-        throttles,
         email=body.email,
         password=body.password,
         totp_code=body.totp_code,
@@ -567,6 +577,7 @@ def login_route(
         expires_in=signed.expires_in,
         csrf_token=signed.csrf_token,
         user=user_out(signed.user),
+        password_change_required=signed.user.password_must_change,
     )
 
 
@@ -593,7 +604,9 @@ def logout_route(
 
 @router.post("/password", response_model=PasswordOut)
 def password_route(body: PasswordIn, user: CurrentUserDep, db: DbDep) -> PasswordOut:
-    """Change your password (the current one is required). Every other session of yours is revoked."""
+    """Change your password (the current one is required; the new one must follow the policy and
+    differ from it). Every other session of yours is revoked. This ends a one-time password: the
+    only route, with sign-out and /me, open before it is changed."""
     return PasswordOut(sessions_revoked=change_password(db, user, body.current_password, body.new_password))
 
 
@@ -619,10 +632,10 @@ def me_route(user: CurrentUserDep, db: DbDep) -> MeOut:
 
 
 __all__ = [
-    "LoginThrottles",
     "SignedIn",
     "change_password",
     "confirm_totp_enrolment",
+    "count_registration",
     "register",
     "router",
     "sign_in",

@@ -3,10 +3,17 @@
 Thin: each route checks the permission (and the object rule), calls :mod:`neuronav.workflow`, and
 audits every read of patient data. A technician sees only the processing status of studies they
 uploaded; reading patient identity needs ``study:read`` and is audited.
+
+``GET /api/studies/{id}/export/deidentified`` (``study:export_deidentified``: radiologists,
+neurologists, an administrator through a break-glass) streams the study's DICOM de-identified
+(:mod:`neuronav.workflow.exports`, PS3.15 Basic Profile; ``retain_dates`` and
+``retain_patient_characteristics`` switch the two options) as a zip; the temporary folder is removed
+once it is sent, and the audit event holds the options, counts and the zip's SHA-256, no patient data.
 """
 
 from __future__ import annotations
 
+import functools
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -14,7 +21,21 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, File, Query, UploadFile
 from fastapi.responses import FileResponse
 from pydantic import BaseModel
-from sqlalchemy import func, or_, select
+from sqlalchemy import (
+    Boolean,
+    ColumnElement,
+    DateTime,
+    FromClause,
+    Integer,
+    Row,
+    Select,
+    String,
+    bindparam,
+    func,
+    literal_column,
+    select,
+    true,
+)
 from starlette.background import BackgroundTask
 
 from neuronav.db.models import Analysis, Study
@@ -118,17 +139,8 @@ def _latest(db: DbDep, study_id: str) -> Analysis | None:
     ).first()
 
 
-def _study_out(
-    db: DbDep,
-    s: Study,
-    *,
-    with_status: bool = True,
-    preloaded: tuple[dict[str, Analysis], dict[str, ReportRow]] | None = None,
-) -> StudyOut:
-    if preloaded is not None:
-        latest, rep = preloaded[0].get(s.id), preloaded[1].get(s.id)
-    else:
-        latest, rep = _latest(db, s.id), reports.for_study(db, s.id)
+def _study_out(db: DbDep, s: Study, *, with_status: bool = True) -> StudyOut:
+    latest, rep = _latest(db, s.id), reports.for_study(db, s.id)
     return StudyOut(
         id=s.id,
         state=s.state,
@@ -198,6 +210,159 @@ def upload_study(
     return UploadOut(study=_study_out(db, study), created=received.created, analysis_queued=queued)
 
 
+def _search_text(dialect: str) -> ColumnElement[str]:
+    """What the worklist search matches: ``lower(pseudonym ␟ description)`` (U+001F between the two, so
+    a search term, which never holds it, cannot match across them). On PostgreSQL this is the
+    expression of the trigram index ``ix_studies_search_trgm`` (migration 0005), written with literals
+    only: the planner uses the index only for the very same expression."""
+    empty: ColumnElement[str] = literal_column("''")
+    separator = func.chr(literal_column("31")) if dialect == "postgresql" else func.char(literal_column("31"))
+    pseudonym, description = func.coalesce(Study.patient_pseudonym, empty), func.coalesce(Study.description, empty)
+    text = pseudonym.concat(separator).concat(description)
+    return func.lower(text, type_=String)
+
+
+def _worklist_filters(
+    dialect: str, technician: bool, state: bool, flagged: bool, search: bool, since: bool
+) -> list[ColumnElement[bool]]:
+    """The WHERE clauses of a worklist query, with bound parameters of the same names."""
+    where: list[ColumnElement[bool]] = []
+    if technician:
+        where.append(Study.uploaded_by == bindparam("uploaded_by", type_=String))
+    if state:
+        where.append(Study.state == bindparam("state", type_=String))
+    if flagged:
+        where.append(Study.flagged == bindparam("flagged", type_=Boolean))
+    if search:
+        where.append(_search_text(dialect).like(func.lower(bindparam("pattern", type_=String)), escape="/"))
+    if since:
+        where.append(Study.uploaded_at >= bindparam("since", type_=DateTime(timezone=True)))
+    return where
+
+
+@functools.lru_cache(maxsize=256)
+def _worklist_query(
+    dialect: str, technician: bool, state: bool, flagged: bool, search: bool, since: bool
+) -> Select[Any]:
+    """One statement for a worklist page: the page of studies, the latest analysis and report of each,
+    and the total number of matching studies (one round trip instead of four). Built once per dialect
+    and set of filters (parameters: the filters', ``limit`` and ``offset``)."""
+    where = _worklist_filters(dialect, technician, state, flagged, search, since)
+    offset: ColumnElement[int] = bindparam("offset", type_=Integer)
+    if dialect == "postgresql":
+        # the value hidden in a subquery: the planner, which has no idea of the table's size before its
+        # first ANALYZE, would otherwise sort every study for a deep page rather than walk the worklist
+        # index (20 ms against 4 with 10,000 studies)
+        offset = select(offset).scalar_subquery()
+    columns: list[Any] = [
+        Study.id,
+        Study.state,
+        Study.flagged,
+        Study.uploaded_at,
+        Study.patient_pseudonym,
+        Study.study_date,
+        Study.description,
+        Study.sequences,
+        Study.n_files,
+    ]
+    if search:  # one scan of the matches for the page and the total: rechecking each match is the cost
+        columns.append(func.count().over().label("total"))
+    page = (
+        select(*columns)
+        .where(*where)
+        .order_by(Study.flagged.desc(), Study.uploaded_at.desc())
+        .limit(bindparam("limit", type_=Integer))
+        .offset(offset)
+        .subquery("page")
+    )
+    extra: list[ColumnElement[Any]] = []
+    if not search:  # the total from the index-ordered walk would need every row: counted apart
+        extra.append(select(func.count()).select_from(Study).where(*where).scalar_subquery().label("total"))
+    a_cols = (
+        Analysis.id,
+        Analysis.study_id,
+        Analysis.state,
+        Analysis.progress,
+        Analysis.stage,
+        Analysis.error,
+        Analysis.attempts,
+        Analysis.created_at,
+        Analysis.finished_at,
+        Analysis.seconds,
+        Analysis.result["report_id"].as_string().label("report_id"),
+    )
+    latest_a = select(*a_cols).where(Analysis.study_id == page.c.id).order_by(Analysis.created_at.desc()).limit(1)
+    latest_r = (
+        select(ReportRow.id, ReportRow.status)
+        .where(ReportRow.study_id == page.c.id)
+        .order_by(ReportRow.updated_at.desc())
+        .limit(1)
+    )
+    a: FromClause
+    r: FromClause
+    if dialect == "postgresql":  # LATERAL: an index lookup per page row
+        a, r = latest_a.lateral("a"), latest_r.lateral("r")
+        joined = page.outerjoin(a, true()).outerjoin(r, true())
+    else:  # SQLite has no LATERAL; it runs the correlated subquery per page row, then a primary-key lookup
+        a = select(*a_cols).subquery("a")
+        r = select(ReportRow.id, ReportRow.status).subquery("r")
+        a_id = latest_a.with_only_columns(Analysis.id).scalar_subquery()
+        r_id = latest_r.with_only_columns(ReportRow.id).scalar_subquery()
+        joined = page.outerjoin(a, a.c.id == a_id).outerjoin(r, r.c.id == r_id)
+    return (
+        select(
+            page,
+            *(a.c[str(c.key)].label(f"a_{c.key}") for c in latest_a.selected_columns),
+            r.c.id.label("r_id"),
+            r.c.status.label("r_status"),
+            *extra,
+        )
+        .select_from(joined)
+        .order_by(page.c.flagged.desc(), page.c.uploaded_at.desc())
+    )
+
+
+@functools.lru_cache(maxsize=256)
+def _worklist_count(
+    dialect: str, technician: bool, state: bool, flagged: bool, search: bool, since: bool
+) -> Select[Any]:
+    where = _worklist_filters(dialect, technician, state, flagged, search, since)
+    return select(func.count()).select_from(Study).where(*where)
+
+
+def _worklist_item(row: Row[Any]) -> StudyOut:
+    m = row._mapping
+    analysis = None
+    if m["a_id"] is not None:
+        analysis = AnalysisOut(
+            id=m["a_id"],
+            study_id=m["a_study_id"],
+            state=m["a_state"],
+            progress=m["a_progress"],
+            stage=m["a_stage"],
+            error=m["a_error"],
+            attempts=m["a_attempts"],
+            created_at=utc(m["a_created_at"]),
+            finished_at=utc(m["a_finished_at"]),
+            seconds=m["a_seconds"],
+            report_id=m["a_report_id"],
+        )
+    return StudyOut(
+        id=m["id"],
+        state=m["state"],
+        flagged=m["flagged"],
+        uploaded_at=utc(m["uploaded_at"]),
+        patient_pseudonym=m["patient_pseudonym"],
+        study_date=m["study_date"],
+        description=m["description"],
+        sequences=sorted(m["sequences"] or ()),
+        n_files=m["n_files"],
+        analysis=analysis,
+        report_id=m["r_id"],
+        report_status=m["r_status"],
+    )
+
+
 @router.get("/api/studies", response_model=StudyPage)
 def list_studies(
     user: Annotated[CurrentUser, Depends(requires(Permission.STUDY_STATUS))],
@@ -210,32 +375,28 @@ def list_studies(
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> StudyPage:
     """The worklist: flagged studies (tumour detected) first, then newest first. Technicians see the
-    status of their own uploads only."""
-    query = select(Study)
-    if user.role == "technician":
-        query = query.where(Study.uploaded_by == user.id)
-    if state:
-        query = query.where(Study.state == state)
-    if flagged is not None:
-        query = query.where(Study.flagged == flagged)
-    if q:
-        like = f"%{q.replace('%', '').replace('_', '')}%"
-        query = query.where(or_(Study.patient_pseudonym.ilike(like), Study.description.ilike(like)))
-    if since is not None:
-        query = query.where(Study.uploaded_at >= since)
-    total = db.scalar(query.with_only_columns(func.count(Study.id)).order_by(None)) or 0
-    rows = db.scalars(query.order_by(Study.flagged.desc(), Study.uploaded_at.desc()).limit(limit).offset(offset)).all()
-    ids = [s.id for s in rows]
-    latest: dict[str, Analysis] = {}
-    for a in db.scalars(select(Analysis).where(Analysis.study_id.in_(ids)).order_by(Analysis.created_at.desc())):
-        latest.setdefault(a.study_id, a)  # one query for the page, not one per study
-    reps: dict[str, ReportRow] = {}
-    for r in db.scalars(select(ReportRow).where(ReportRow.study_id.in_(ids)).order_by(ReportRow.updated_at.desc())):
-        reps.setdefault(r.study_id, r)
+    status of their own uploads only. ``q`` matches a substring of the pseudonym or the description,
+    ignoring case."""
+    term = "".join(ch for ch in q or "" if ch.isprintable() and ch not in "%_")  # no wildcards, no U+001F
+    params: dict[str, Any] = {
+        "uploaded_by": user.id,
+        "state": state,
+        "flagged": flagged,
+        "pattern": "%" + term.replace("/", "//") + "%",  # "/" escapes itself (ESCAPE '/')
+        "since": since,
+        "limit": limit,
+        "offset": offset,
+    }
+    shape = (db.get_bind().dialect.name, user.role == "technician", bool(state), flagged is not None, bool(term))
+    rows = db.execute(_worklist_query(*shape, since is not None), params).all()
+    if rows:
+        total = int(rows[0].total)
+    elif offset:  # past the end: the page is empty, the total is not
+        total = int(db.scalar(_worklist_count(*shape, since is not None), params) or 0)
+    else:
+        total = 0
     audit_event(db, user, "study.list", detail={"count": len(rows), "offset": offset})
-    return StudyPage(
-        items=[_study_out(db, s, preloaded=(latest, reps)) for s in rows], total=total, limit=limit, offset=offset
-    )
+    return StudyPage(items=[_worklist_item(row) for row in rows], total=total, limit=limit, offset=offset)
 
 
 @router.get("/api/studies/{study_id}", response_model=StudyDetail | StudyOut)
@@ -316,6 +477,30 @@ def analysis_result(
     }
 
 
+def latest_done(db: DbDep, study: Study) -> Analysis:
+    """The newest finished analysis of ``study`` (404 when there is none)."""
+    done = db.scalars(
+        select(Analysis)
+        .where(Analysis.study_id == study.id, Analysis.state == "done")
+        .order_by(Analysis.created_at.desc())
+    ).first()
+    if done is None:
+        raise NotFoundError(f"study {study.id} has no finished analysis")
+    return done
+
+
+def image_file(analysis: Analysis, image: str) -> str:
+    """The stored file behind a viewer image name: reference, segmentation, heatmap or sequence-<NAME>."""
+    if image in IMAGES:
+        return IMAGES[image]
+    stored = (analysis.result or {}).get("objects") or {}
+    name = f"{image}.nii.gz"
+    if image.startswith("sequence-") and name in stored:
+        return name
+    have = [*IMAGES, *sorted(n.removesuffix(".nii.gz") for n in stored if n.startswith("sequence-"))]
+    raise InputError(f"unknown image {image!r}; this study has {', '.join(have)}")
+
+
 @router.get("/api/studies/{study_id}/images/{image}")
 def study_image(
     study_id: str,
@@ -324,22 +509,136 @@ def study_image(
     db: DbDep,
     settings: SettingsDep,
 ) -> FileResponse:
-    """A NIfTI image of the latest finished analysis for the viewer: reference, segmentation or heatmap."""
-    if image not in IMAGES:
-        raise InputError(f"unknown image {image!r}; one of {', '.join(IMAGES)}")
+    """A NIfTI image of the latest finished analysis for the viewer: ``reference``, ``segmentation``,
+    ``heatmap`` or ``sequence-<NAME>`` (each analysed sequence as acquired, in scanner space)."""
     study = load_study(db, study_id)
-    done = db.scalars(
-        select(Analysis)
-        .where(Analysis.study_id == study.id, Analysis.state == "done")
-        .order_by(Analysis.created_at.desc())
-    ).first()
-    if done is None:
-        raise NotFoundError(f"study {study_id} has no finished analysis")
+    done = latest_done(db, study)
+    file_name = image_file(done, image)
     folder = private_tmp(settings, "img-")
-    path = jobs.result_path(settings, db, done, IMAGES[image], folder)
+    try:
+        path = jobs.result_path(settings, db, done, file_name, folder)
+    except BaseException:
+        _remove(folder)
+        raise
     audit_event(db, user, "study.image", target_type="study", target_id=study.id, detail={"image": image})
     return FileResponse(
-        path, media_type="application/gzip", filename=f"{image}.nii.gz", background=BackgroundTask(_remove, folder)
+        path,
+        media_type="application/gzip",
+        filename=f"{image}.nii.gz",
+        headers={"Cache-Control": "private, no-store"},
+        background=BackgroundTask(_remove, folder),
+    )
+
+
+class LesionOut(BaseModel):
+    index: int
+    volume_ml: float
+    centroid_ras_mm: tuple[float, float, float]
+    max_diameter_mm: float
+    location: str
+
+
+class PriorOut(BaseModel):
+    study_id: str
+    study_date: str | None
+    uploaded_at: datetime | None
+    description: str | None
+
+
+class ViewerOut(BaseModel):
+    study_id: str
+    analysis_id: str
+    images: list[str]
+    sequences: list[str]
+    reference_sequence: str | None
+    lesions: list[LesionOut] | None  # None: the AI results are not open to this reader yet
+    report_id: str | None
+    report_status: str | None
+    priors: list[PriorOut]
+
+
+def _allowed(user: CurrentUser, permission: Permission) -> bool:
+    from neuronav.security import permissions
+
+    try:
+        permissions.require(
+            user.role, permission, active=True, verified=user.verified, breakglass=user.breakglass, user_id=user.id
+        )
+    except PermissionDenied:
+        return False
+    return True
+
+
+def priors_of(db: DbDep, study: Study) -> list[Study]:
+    """Earlier examinations of the same patient (same pseudonym) with a finished analysis, newest first:
+    earlier by study date when both have one (a historical study may be uploaded later), else by upload."""
+    if not study.patient_pseudonym:
+        return []
+    rows = db.scalars(
+        select(Study)
+        .where(Study.patient_pseudonym == study.patient_pseudonym, Study.id != study.id, Study.state == "done")
+        .order_by(Study.study_date.desc(), Study.uploaded_at.desc())
+    ).all()
+
+    def earlier(other: Study) -> bool:
+        if other.study_date and study.study_date:
+            return other.study_date < study.study_date
+        return utc(other.uploaded_at) < utc(study.uploaded_at)  # type: ignore[operator]
+
+    return [s for s in rows if earlier(s)]
+
+
+@router.get("/api/studies/{study_id}/viewer", response_model=ViewerOut)
+def viewer_manifest(
+    study_id: str,
+    user: Annotated[CurrentUser, Depends(requires(Permission.STUDY_READ))],
+    db: DbDep,
+    settings: SettingsDep,
+) -> ViewerOut:
+    """What the viewer loads for a study: its images, the lesion centroids (for readers of AI results, or
+    once the report is signed), the report and the prior studies of the same patient."""
+    from neuronav.findings import Findings
+
+    study = load_study(db, study_id)
+    done = latest_done(db, study)
+    stored = (done.result or {}).get("objects") or {}
+    sequences = sorted(n.removeprefix("sequence-").removesuffix(".nii.gz") for n in stored if n.startswith("sequence-"))
+    rep = reports.for_study(db, study.id)
+    lesions: list[LesionOut] | None = None
+    folder = private_tmp(settings, "viewer-")
+    try:
+        findings = Findings.model_validate_json(
+            jobs.result_path(settings, db, done, "findings.json", folder).read_text()
+        )
+    finally:
+        _remove(folder)
+    reference = findings.study.reference_sequence
+    signed = rep is not None and rep.status in ("final", "amended")
+    if _allowed(user, Permission.ANALYSIS_READ) or (signed and _allowed(user, Permission.REPORT_READ_FINAL)):
+        lesions = [
+            LesionOut(
+                index=les.index,
+                volume_ml=les.volume_ml,
+                centroid_ras_mm=(les.centroid_ras_mm[0], les.centroid_ras_mm[1], les.centroid_ras_mm[2]),
+                max_diameter_mm=les.max_diameter_mm,
+                location=f"{les.location.hemisphere} {les.location.lobe} ({les.location.region})",
+            )
+            for les in findings.segmentation.lesions
+        ]
+    audit_event(db, user, "study.viewer", target_type="study", target_id=study.id, detail={"analysis": done.id})
+    return ViewerOut(
+        study_id=study.id,
+        analysis_id=done.id,
+        images=[*IMAGES, *(f"sequence-{n}" for n in sequences)],
+        sequences=sequences,
+        reference_sequence=reference,
+        lesions=lesions,
+        report_id=rep.id if rep else None,
+        report_status=rep.status if rep else None,
+        priors=[
+            PriorOut(study_id=p.id, study_date=p.study_date, uploaded_at=utc(p.uploaded_at), description=p.description)
+            for p in priors_of(db, study)
+        ],
     )
 
 
@@ -347,3 +646,66 @@ def _remove(folder: Path) -> None:
     import shutil
 
     shutil.rmtree(folder, ignore_errors=True)
+
+
+@router.get("/api/studies/{study_id}/export/deidentified")
+def export_deidentified(
+    study_id: str,
+    user: Annotated[CurrentUser, Depends(requires(Permission.STUDY_EXPORT_DEIDENTIFIED))],
+    db: DbDep,
+    settings: SettingsDep,
+    store: StoreDep,
+    retain_dates: Annotated[
+        bool,
+        Query(description="Retain Longitudinal Temporal Information (Modified Dates): shift dates per patient."),
+    ] = True,
+    retain_patient_characteristics: Annotated[
+        bool, Query(description="Retain Patient Characteristics: keep age, sex, size and weight.")
+    ] = True,
+) -> FileResponse:
+    """The study's DICOM de-identified (DICOM PS3.15 Basic Application Level Confidentiality Profile;
+    by default with the Retain Longitudinal Temporal Information with Modified Dates and the Retain
+    Patient Characteristics Options, each can be switched off), as a zip of
+    ``<study>/<series>/<instance>.dcm`` with new keyed UIDs and the patient pseudonym, plus
+    ``deidentification.json`` (counts, method, warnings). Radiologists and neurologists; an
+    administrator only through a break-glass. Audited (options and counts, no patient data)."""
+    import shutil
+
+    from neuronav.workflow.exports import deidentified_zip
+
+    study = load_study(db, study_id)
+    authorize_object(
+        db, user, Permission.STUDY_EXPORT_DEIDENTIFIED, StudyObject(study_id=study.id, uploaded_by=study.uploaded_by)
+    )
+    export = deidentified_zip(
+        db,
+        store,
+        settings,
+        study.id,
+        retain_dates=retain_dates,
+        retain_patient_characteristics=retain_patient_characteristics,
+    )
+    summary = export.summary
+    audit_event(
+        db,
+        user,
+        "study.export_deidentified",
+        target_type="study",
+        target_id=study.id,
+        detail={
+            "retain_dates": retain_dates,
+            "retain_patient_characteristics": retain_patient_characteristics,
+            "files": summary["written"],
+            "series": summary["series"],
+            "refused": summary["refused"],
+            "skipped": summary["skipped"],
+            "bytes": export.size_bytes,
+            "sha256": export.sha256,
+        },
+    )
+    return FileResponse(
+        export.zip_path,
+        media_type="application/zip",
+        filename=f"{study.id}-deidentified.zip",
+        background=BackgroundTask(shutil.rmtree, export.folder, True),
+    )

@@ -1,9 +1,14 @@
 """User administration (``/api/admin/users``): list, verify a pending professional, change a role,
-disable / enable, reset a second factor.
+disable / enable, reset a second factor, reset a forgotten password.
 
 Every transition goes through :mod:`neuronav.security.accounts` (an admin never acts on their own
 account; an admin role needs TOTP enrolled) and is audited, refusals included. A role change,
-disabling and a second-factor reset revoke all of the user's sessions at once.
+disabling, a second-factor reset and a password reset revoke all of the user's sessions at once.
+
+A password reset (:func:`reset_password`) sets a new **one-time password**, returned once in the
+reply (never stored in clear, never audited): the user must change it at the next sign-in
+(``users.password_must_change``; until then every route but the password change, sign-out and
+``/api/auth/me`` answers 403 ``PasswordChangeRequired``). It also clears the account's sign-in lockout.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from neuronav.db.models import User
-from neuronav.security import accounts
+from neuronav.security import accounts, passwords
 from neuronav.security.errors import AccountStateError, PermissionDenied, SecurityError
 from neuronav.security.permissions import Permission, Role
 from neuronav.service.deps import (
@@ -32,6 +37,7 @@ from neuronav.service.deps import (
     revoke_sessions,
     user_out,
 )
+from neuronav.service.ops import one_time_password
 
 router = APIRouter(prefix="/api/admin/users", tags=["users"])
 
@@ -69,6 +75,12 @@ class DisableIn(BaseModel):
 class ChangeOut(BaseModel):
     user: UserOut
     sessions_revoked: int = 0
+
+
+class PasswordResetOut(ChangeOut):
+    one_time_password: str = Field(
+        description="Give it to the user by a safe channel; it is shown only now and must be changed at sign-in."
+    )
 
 
 # -- core functions ------------------------------------------------------------------------------
@@ -208,6 +220,36 @@ def reset_totp(db: Session, actor: CurrentUser, user_id: str) -> ChangeOut:
     return _audited(db, actor, "user.totp_reset", user, change)
 
 
+def reset_password(db: Session, actor: CurrentUser, user_id: str) -> PasswordResetOut:
+    """Give a user a new one-time password (to change at the next sign-in); revokes their sessions
+    and clears their sign-in lockout. Not for one's own account (use the password change)."""
+    user = load_user(db, user_id)
+    password = one_time_password()
+
+    def change() -> ChangeOut:
+        if actor.id == user.id:
+            raise PermissionDenied("an administrator changes their own password with POST /api/auth/password")
+        if user.state == "disabled":
+            raise AccountStateError("the account is disabled; enable it first")
+        user.password_hash = passwords.hash_password(password)
+        user.password_must_change = True
+        user.throttle = {}
+        revoked = revoke_sessions(db, user.id)
+        audit_event(
+            db,
+            actor,
+            "user.password_reset",
+            target_type="user",
+            target_id=user.id,
+            detail={"sessions_revoked": revoked},
+        )
+        return PasswordResetOut(user=user_out(user), sessions_revoked=revoked, one_time_password=password)
+
+    out = _audited(db, actor, "user.password_reset", user, change)
+    assert isinstance(out, PasswordResetOut)
+    return out
+
+
 # -- routes --------------------------------------------------------------------------------------
 
 
@@ -263,4 +305,20 @@ def totp_reset_route(user_id: str, db: DbDep, actor: Manager) -> ChangeOut:
     return reset_totp(db, actor, user_id)
 
 
-__all__ = ["disable_user", "enable_user", "list_users", "reset_totp", "router", "set_role", "verify_user"]
+@router.post("/{user_id}/password/reset", response_model=PasswordResetOut)
+def password_reset_route(user_id: str, db: DbDep, actor: Manager) -> PasswordResetOut:
+    """Reset a forgotten password: returns a new one-time password (shown only in this reply) that the
+    user must change at the next sign-in. Revokes their sessions and clears their sign-in lockout."""
+    return reset_password(db, actor, user_id)
+
+
+__all__ = [
+    "disable_user",
+    "enable_user",
+    "list_users",
+    "reset_password",
+    "reset_totp",
+    "router",
+    "set_role",
+    "verify_user",
+]

@@ -1,0 +1,189 @@
+"""Over HTTP, after a real analysis: the viewer's manifest and images (each sequence as acquired), the
+readers' measurements and annotations (values computed from the image, per author), and including one
+in the report; every refusal with its reason."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from neuronav.config import Settings
+from neuronav.db.models import Study
+from neuronav.db.session import session_scope
+from neuronav.phantom import generate_study
+from tests.service.conftest import Person
+from tests.service.test_studies_http import wait_done
+
+
+@pytest.fixture
+def settings(settings: Settings) -> Settings:
+    return settings.model_copy(update={"max_upload_bytes": 200 * 1024 * 1024})
+
+
+@pytest.fixture(scope="module")
+def study_zip(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    root = tmp_path_factory.mktemp("phantom")
+    generate_study(root / "s", seed=404, lesion="glioma", fmt="dicom", profile="clinical")
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as zf:
+        for f in sorted((root / "s" / "dicom").rglob("*")):
+            if f.is_file():
+                zf.write(f, f.relative_to(root / "s"))
+    return buf.getvalue()
+
+
+def _nifti(content: bytes, tmp_path: Path, name: str) -> nib.Nifti1Image:
+    assert content[:2] == b"\x1f\x8b"  # gzip
+    path = tmp_path / f"{name}.nii.gz"
+    path.write_bytes(content)
+    img = nib.load(path)
+    assert isinstance(img, nib.Nifti1Image)
+    return img
+
+
+@pytest.mark.slow
+def test_viewer_images_annotations_and_report_inclusion(
+    client: TestClient, staff: dict[str, Person], settings: Settings, study_zip: bytes, tmp_path: Path
+) -> None:
+    tech, rad, neuro = staff["technician"], staff["radiologist"], staff["neurologist"]
+    up = client.post("/api/studies", headers=tech.headers, files=[("files", ("s.zip", study_zip, "application/zip"))])
+    assert up.status_code == 201, up.text
+    study_id = up.json()["study"]["id"]
+    assert wait_done(client, up.json()["study"]["analysis"]["id"], tech.headers)["state"] == "done"
+
+    # -- the manifest: images, lesions by permission, priors ------------------------------------
+    assert client.get(f"/api/studies/{study_id}/viewer", headers=tech.headers).status_code == 403
+    manifest = client.get(f"/api/studies/{study_id}/viewer", headers=rad.headers).json()
+    assert manifest["sequences"] == ["FLAIR", "T1", "T1c", "T2"]
+    assert {"reference", "segmentation", "heatmap", "sequence-T1c"} <= set(manifest["images"])
+    assert manifest["lesions"] and manifest["lesions"][0]["index"] == 1
+    assert manifest["report_status"] == "preliminary" and manifest["priors"] == []
+    # a neurologist sees the images, but not the AI's lesions before the report is signed
+    assert client.get(f"/api/studies/{study_id}/viewer", headers=neuro.headers).json()["lesions"] is None
+
+    # -- images: each sequence as acquired; the segmentation on the reference grid -------------
+    seg = _nifti(
+        client.get(f"/api/studies/{study_id}/images/segmentation", headers=rad.headers).content, tmp_path, "seg"
+    )
+    ref = _nifti(client.get(f"/api/studies/{study_id}/images/reference", headers=rad.headers).content, tmp_path, "ref")
+    assert seg.shape == ref.shape and np.allclose(seg.affine, ref.affine)
+    labels = np.asarray(seg.dataobj)
+    assert set(np.unique(labels)) <= {0, 1, 2, 3} and (labels > 0).any()
+    centroid = manifest["lesions"][0]["centroid_ras_mm"]
+    ijk = np.rint(np.linalg.inv(seg.affine) @ [*centroid, 1.0])[:3].astype(int)
+    assert labels[tuple(ijk)] > 0 or (labels[tuple(slice(max(0, c - 3), c + 4) for c in ijk)] > 0).any()
+    flair = _nifti(
+        client.get(f"/api/studies/{study_id}/images/sequence-FLAIR", headers=rad.headers).content, tmp_path, "fl"
+    )
+    assert flair.ndim == 3 and np.asarray(flair.dataobj).std() > 0
+    bad = client.get(f"/api/studies/{study_id}/images/sequence-DWI", headers=rad.headers)
+    assert bad.status_code == 400 and "sequence-T1c" in bad.json()["detail"]
+    assert client.get(f"/api/studies/{study_id}/images/reference", headers=tech.headers).status_code == 403
+
+    # -- measurements and annotations ------------------------------------------------------------
+    base = f"/api/studies/{study_id}/annotations"
+    a, b = [float(v) for v in centroid], [float(centroid[0]) + 6.0, float(centroid[1]) + 8.0, float(centroid[2])]
+    dist = client.post(base, headers=rad.headers, json={"kind": "distance", "points_mm": [a, b], "text": "long axis"})
+    assert dist.status_code == 201, dist.text
+    assert dist.json()["values"]["length_mm"] == pytest.approx(10.0, abs=0.01)
+
+    # an roi on the axial plane through the centroid, checked against every voxel of the image
+    lo, hi = [a[0] - 5.0, a[1] - 5.0, a[2]], [a[0] + 5.0, a[1] + 5.0, a[2]]
+    roi = client.post(
+        base, headers=neuro.headers, json={"kind": "roi", "points_mm": [lo, hi], "plane": "axial", "image": "reference"}
+    )
+    assert roi.status_code == 201, roi.text
+    data = np.asarray(ref.dataobj, dtype=float)
+    grid = np.indices(data.shape).reshape(3, -1)
+    world = ref.affine[:3, :3] @ grid + ref.affine[:3, 3:4]
+    half = 0.5 * np.abs(ref.affine[2, :3]).sum()
+    inside = (
+        (world[0] >= lo[0])
+        & (world[0] <= hi[0])
+        & (world[1] >= lo[1])
+        & (world[1] <= hi[1])
+        & (np.abs(world[2] - a[2]) <= half)
+    )
+    values = roi.json()["values"]
+    assert values["n_voxels"] == int(inside.sum()) > 0
+    assert values["mean"] == pytest.approx(data.reshape(-1)[inside].mean(), abs=1e-2)
+
+    note = client.post(base, headers=neuro.headers, json={"kind": "text", "points_mm": [a], "text": "compare with MRS"})
+    assert note.status_code == 201
+    empty = client.post(base, headers=neuro.headers, json={"kind": "text", "points_mm": [a]})
+    assert empty.status_code == 400 and "needs its text" in empty.json()["detail"]
+    assert (
+        client.post(base, headers=tech.headers, json={"kind": "text", "points_mm": [a], "text": "x"}).status_code == 403
+    )
+
+    listed = client.get(base, headers=rad.headers).json()
+    assert [(x["kind"], x["author_role"]) for x in listed] == [
+        ("distance", "radiologist"),
+        ("roi", "neurologist"),
+        ("text", "neurologist"),
+    ]
+    assert listed[1]["author"] == "Dr Neurologist"
+
+    # only the author changes or deletes; others are refused and nothing changes
+    note_id = note.json()["id"]
+    assert client.delete(f"/api/annotations/{note_id}", headers=rad.headers).status_code == 403
+    patched = client.patch(
+        f"/api/annotations/{note_id}", headers=neuro.headers, json={"text": "compare with MR spectroscopy"}
+    )
+    assert patched.status_code == 200 and patched.json()["text"] == "compare with MR spectroscopy"
+
+    # -- the radiologist includes one in the report (a recorded edit of the comment) -------------
+    assert client.post(f"/api/annotations/{dist.json()['id']}/include", headers=neuro.headers).status_code == 403
+    inc = client.post(f"/api/annotations/{dist.json()['id']}/include", headers=rad.headers)
+    assert inc.status_code == 200 and inc.json()["include_in_report"] is True
+    report_id = manifest["report_id"]
+    report = client.get(f"/api/reports/{report_id}", headers=rad.headers).json()
+    assert (
+        "Reader measurement (Dr Radiologist): distance 10.0 mm — long axis."
+        in report["narrative"]["radiologist_comment"]
+    )
+    assert report["edits"][-1]["path"] == "/narrative/radiologist_comment" and report["status"] == "reviewed"
+    twice = client.post(f"/api/annotations/{dist.json()['id']}/include", headers=rad.headers)
+    assert twice.status_code == 409
+
+    assert client.post(f"/api/reports/{report_id}/sign", headers=rad.headers).status_code == 200
+    late = client.post(f"/api/annotations/{roi.json()['id']}/include", headers=rad.headers)
+    assert late.status_code == 409 and "amend" in late.json()["detail"]
+    # once signed, the neurologist sees the lesions too
+    assert client.get(f"/api/studies/{study_id}/viewer", headers=neuro.headers).json()["lesions"]
+    assert client.delete(f"/api/annotations/{note_id}", headers=neuro.headers).status_code == 204
+    assert len(client.get(base, headers=rad.headers).json()) == 2
+
+    # -- a prior of the same patient appears in the manifest -----------------------------------
+    with session_scope(settings.database) as db:
+        current = db.get(Study, study_id)
+        assert current is not None and current.study_date
+        db.add(
+            Study(
+                content_sha256="0" * 64,
+                patient_pseudonym=current.patient_pseudonym,
+                study_date="20010101",
+                description="earlier",
+                state="done",
+                uploaded_by=current.uploaded_by,
+                uploaded_at=current.uploaded_at,
+            )
+        )
+        db.add(
+            Study(
+                content_sha256="1" * 64,
+                patient_pseudonym="NNP-someone-else",
+                study_date="20010101",
+                state="done",
+                uploaded_by=current.uploaded_by,
+                uploaded_at=current.uploaded_at,
+            )
+        )
+    priors = client.get(f"/api/studies/{study_id}/viewer", headers=rad.headers).json()["priors"]
+    assert [(p["study_date"], p["description"]) for p in priors] == [("20010101", "earlier")]

@@ -1,0 +1,193 @@
+// The worklist: studies with detected tumours first, status and progress, filters, search, pages;
+// upload with progress for those who may upload.
+import { get, upload } from '../api.js'
+import { can } from '../main.js'
+import { field, fmtDate, h, progressBar, say, studyDate } from '../ui.js'
+
+const PAGE = 25
+const STATES = ['', 'received', 'queued', 'running', 'done', 'failed']
+
+export function worklistPage(main) {
+  const state = { offset: 0, timer: 0, alive: true }
+  const search = h('input', { type: 'search', name: 'q', maxlength: 100, placeholder: 'Pseudonym or description' })
+  const stateSel = h('select', { name: 'state' }, ...STATES.map((s) => h('option', { value: s }, s || 'any')))
+  const flagSel = h(
+    'select',
+    { name: 'flagged' },
+    h('option', { value: '' }, 'all'),
+    h('option', { value: 'true' }, 'tumour detected'),
+    h('option', { value: 'false' }, 'no tumour detected'),
+  )
+  const filters = h(
+    'form',
+    { class: 'filters', role: 'search', 'aria-label': 'Filter studies' },
+    field('Search', search),
+    field('Status', stateSel),
+    field('AI finding', flagSel),
+    h('button', { type: 'submit' }, 'Apply'),
+  )
+  const table = h('div', { class: 'table-wrap' })
+  const pager = h('nav', { class: 'pager', 'aria-label': 'Pages' })
+  filters.addEventListener('submit', (e) => {
+    e.preventDefault()
+    state.offset = 0
+    refresh()
+  })
+  stateSel.addEventListener('change', () => filters.requestSubmit())
+  flagSel.addEventListener('change', () => filters.requestSubmit())
+
+  main.append(h('h1', {}, 'Worklist'))
+  if (can('study:upload')) main.append(uploadPanel(() => refresh()))
+  main.append(filters, table, pager)
+
+  async function refresh() {
+    clearTimeout(state.timer)
+    const params = new URLSearchParams({ limit: PAGE, offset: state.offset })
+    if (search.value.trim()) params.set('q', search.value.trim())
+    if (stateSel.value) params.set('state', stateSel.value)
+    if (flagSel.value) params.set('flagged', flagSel.value)
+    let page
+    try {
+      page = await get(`/api/studies?${params}`)
+    } catch (err) {
+      table.replaceChildren(h('p', { class: 'error', role: 'alert' }, err.message))
+      return
+    }
+    if (!state.alive) return
+    renderTable(page)
+    const active = page.items.some((s) => ['queued', 'running', 'received'].includes(s.state))
+    if (active) state.timer = setTimeout(refresh, 2000)
+  }
+
+  function renderTable(page) {
+    if (!page.items.length) {
+      table.replaceChildren(h('p', { class: 'empty' }, 'No studies match.'))
+      pager.replaceChildren()
+      return
+    }
+    const rows = page.items.map((s) => studyRow(s))
+    table.replaceChildren(
+      h(
+        'table',
+        { class: 'worklist' },
+        h('caption', { class: 'sr-only' }, `Studies ${page.offset + 1}–${page.offset + page.items.length} of ${page.total}`),
+        h(
+          'thead',
+          {},
+          h(
+            'tr',
+            {},
+            ...['AI finding', 'Patient', 'Study date', 'Description', 'Sequences', 'Status', 'Report', 'Uploaded', ''].map(
+              (t) => h('th', { scope: 'col' }, t),
+            ),
+          ),
+        ),
+        h('tbody', {}, ...rows),
+      ),
+    )
+    const prev = h('button', { type: 'button', disabled: page.offset === 0 }, 'Previous')
+    const next = h('button', { type: 'button', disabled: page.offset + page.items.length >= page.total }, 'Next')
+    prev.addEventListener('click', () => {
+      state.offset = Math.max(0, state.offset - PAGE)
+      refresh()
+    })
+    next.addEventListener('click', () => {
+      state.offset += PAGE
+      refresh()
+    })
+    pager.replaceChildren(prev, h('span', {}, `${page.offset + 1}–${page.offset + page.items.length} of ${page.total}`), next)
+  }
+
+  function studyRow(s) {
+    const a = s.analysis
+    let status = h('span', { class: `badge state-${s.state}` }, s.state)
+    if (a && (a.state === 'running' || a.state === 'queued')) {
+      status = h(
+        'div',
+        { class: 'status-cell' },
+        status,
+        progressBar(a.progress, `Analysis progress of study ${s.patient_pseudonym || s.id}`),
+        h('small', {}, a.stage || a.state),
+      )
+    } else if (a && a.state === 'failed') {
+      status = h('div', { class: 'status-cell' }, status, h('small', { class: 'error-text' }, a.error || 'failed'))
+    }
+    const open = can('study:read') && s.state === 'done'
+    return h(
+      'tr',
+      { dataset: { studyId: s.id }, class: s.flagged ? 'flagged' : '' },
+      h('td', { 'data-label': 'AI finding' }, s.flagged ? h('span', { class: 'flag' }, 'Tumour detected') : s.state === 'done' ? 'none' : '—'),
+      h('td', { 'data-label': 'Patient' }, s.patient_pseudonym || '—'),
+      h('td', { 'data-label': 'Study date' }, studyDate(s.study_date)),
+      h('td', { 'data-label': 'Description' }, s.description || '—'),
+      h('td', { 'data-label': 'Sequences' }, (s.sequences || []).join(', ') || '—'),
+      h('td', { 'data-label': 'Status' }, status),
+      h('td', { 'data-label': 'Report' }, s.report_status || '—'),
+      h('td', { 'data-label': 'Uploaded' }, fmtDate(s.uploaded_at)),
+      h(
+        'td',
+        {},
+        open
+          ? h('a', { class: 'button', href: `#/study/${s.id}`, 'aria-label': `Open study ${s.patient_pseudonym || s.id}` }, 'Open')
+          : null,
+      ),
+    )
+  }
+
+  refresh()
+  return () => {
+    state.alive = false
+    clearTimeout(state.timer)
+  }
+}
+
+function uploadPanel(onDone) {
+  const files = h('input', { type: 'file', name: 'files', multiple: true, accept: '.dcm,.zip,application/dicom,application/zip,*/*' })
+  const bar = h('div', { class: 'upload-progress', hidden: true })
+  const message = h('p', { class: 'upload-message', role: 'alert', hidden: true })
+  const button = h('button', { type: 'submit', class: 'primary' }, 'Upload')
+  const form = h(
+    'form',
+    { class: 'card upload', 'aria-label': 'Upload a study' },
+    h('h2', {}, 'Upload a study'),
+    field('Study files (DICOM files or a zip)', files, 'One study at a time; it is analysed automatically.'),
+    button,
+    bar,
+    message,
+  )
+  form.addEventListener('submit', async (e) => {
+    e.preventDefault()
+    message.hidden = true
+    if (!files.files.length) {
+      message.textContent = 'Choose the files of one study first.'
+      message.className = 'upload-message error'
+      message.hidden = false
+      return
+    }
+    button.disabled = true
+    bar.hidden = false
+    const show = (f, label) => bar.replaceChildren(progressBar(f, 'Upload progress'), h('small', {}, label))
+    show(0, 'Uploading…')
+    try {
+      const res = await upload('/api/studies', files.files, (f) => show(f, f < 1 ? `Uploading… ${Math.round(f * 100)} %` : 'Checking the files…'))
+      bar.hidden = true
+      message.className = 'upload-message ok'
+      message.textContent = res.created
+        ? `Study received (${res.study.n_files} files, ${res.study.sequences.join(', ') || 'no sequence recognised'}); analysis ${res.analysis_queued ? 'queued' : 'already available'}.`
+        : 'This study was uploaded before; the earlier upload is shown.'
+      message.hidden = false
+      say('Upload complete.')
+      form.reset()
+      onDone(res)
+    } catch (err) {
+      bar.hidden = true
+      message.className = 'upload-message error'
+      message.textContent = `The upload was refused: ${err.message}`
+      message.hidden = false
+    } finally {
+      button.disabled = false
+    }
+  })
+  return form
+}
+
