@@ -7,6 +7,7 @@ import shutil
 import tempfile
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -52,3 +53,19 @@ def postgres_url() -> Iterator[str]:
         session_factory.cache_clear()
         with psycopg.connect(admin, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def zip_phantom(root: Path, seed: int, lesion: str = "glioma") -> bytes:
+    """A 4-sequence DICOM phantom study made in ``root``, zipped (stored) as a technician uploads it."""
+    import io
+    import zipfile
+
+    from neuronav.phantom import generate_study
+
+    generate_study(root / f"s{seed}", seed=seed, lesion=lesion, fmt="dicom", profile="clinical")
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as zf:
+        for f in sorted((root / f"s{seed}" / "dicom").rglob("*")):
+            if f.is_file():
+                zf.write(f, f.relative_to(root / f"s{seed}"))
+    return buf.getvalue()

@@ -13,7 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from neuronav.config import Settings
-from neuronav.phantom import generate_study
+from tests.conftest import zip_phantom
 from tests.service.conftest import Person, audit_events
 
 
@@ -25,14 +25,7 @@ def settings(settings: Settings) -> Settings:
 
 @pytest.fixture(scope="module")
 def study_zip(tmp_path_factory: pytest.TempPathFactory) -> bytes:
-    root = tmp_path_factory.mktemp("phantom")
-    generate_study(root / "s", seed=303, lesion="metastasis", fmt="dicom", profile="clinical")
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as zf:
-        for f in sorted((root / "s" / "dicom").rglob("*")):
-            if f.is_file():
-                zf.write(f, f.relative_to(root / "s"))
-    return buf.getvalue()
+    return zip_phantom(tmp_path_factory.mktemp("phantom"), 303, "metastasis")
 
 
 def wait_done(client: TestClient, analysis_id: str, headers: dict[str, str], timeout: float = 240) -> dict[str, object]:

@@ -4,8 +4,6 @@ in the report; every refusal with its reason."""
 
 from __future__ import annotations
 
-import io
-import zipfile
 from pathlib import Path
 
 import nibabel as nib
@@ -16,7 +14,7 @@ from fastapi.testclient import TestClient
 from neuronav.config import Settings
 from neuronav.db.models import Study
 from neuronav.db.session import session_scope
-from neuronav.phantom import generate_study
+from tests.conftest import zip_phantom
 from tests.service.conftest import Person
 from tests.service.test_studies_http import wait_done
 
@@ -28,14 +26,7 @@ def settings(settings: Settings) -> Settings:
 
 @pytest.fixture(scope="module")
 def study_zip(tmp_path_factory: pytest.TempPathFactory) -> bytes:
-    root = tmp_path_factory.mktemp("phantom")
-    generate_study(root / "s", seed=404, lesion="glioma", fmt="dicom", profile="clinical")
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as zf:
-        for f in sorted((root / "s" / "dicom").rglob("*")):
-            if f.is_file():
-                zf.write(f, f.relative_to(root / "s"))
-    return buf.getvalue()
+    return zip_phantom(tmp_path_factory.mktemp("phantom"), 404, "glioma")
 
 
 def _nifti(content: bytes, tmp_path: Path, name: str) -> nib.Nifti1Image:

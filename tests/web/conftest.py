@@ -29,6 +29,7 @@ from neuronav.security import totp
 from neuronav.service import create_app
 from neuronav.service.bootstrap import create_user
 from neuronav.service.routes.web import WEBUI
+from tests.conftest import zip_phantom
 
 CHROMIUM = "/usr/bin/chromium"
 PASSWORD = "quiet river stone lantern"
@@ -109,12 +110,8 @@ def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer
 
 def phantom_zip(root: Path, seed: int, lesion: str = "glioma") -> Path:
     """A phantom study (4 sequences, DICOM) zipped as a technician would upload it."""
-    generate_study(root / f"s{seed}", seed=seed, lesion=lesion, fmt="dicom", profile="clinical")
     out = root / f"study-{seed}.zip"
-    with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as zf:
-        for f in sorted((root / f"s{seed}" / "dicom").rglob("*")):
-            if f.is_file():
-                zf.write(f, f.relative_to(root / f"s{seed}"))
+    out.write_bytes(zip_phantom(root, seed, lesion))
     return out
 
 
