@@ -58,7 +58,8 @@ def test_upload_to_report(env: Env, phantom_zip: Path, monkeypatch: pytest.Monke
         study = db.get(Study, study_id)
         assert a is not None and study is not None
         assert (a.state, a.progress, a.attempts, study.state, study.flagged) == ("done", 1.0, 2, "done", True)
-        assert set(a.result["objects"]) == set(jobs.RESULT_FILES)
+        viewer_images = {f"sequence-{name}.nii.gz" for name in ("FLAIR", "T1", "T1c", "T2")}  # as acquired
+        assert set(a.result["objects"]) == set(jobs.RESULT_FILES) | viewer_images
         report = reports.load(db, env.store, a.result["report_id"])
         assert report.status == "preliminary" and report.findings.detection.tumour_detected
         assert report.study_info.patient_pseudonym == study.patient_pseudonym
