@@ -122,7 +122,7 @@ class Instance:
     bits_allocated: int = 16
     pixel_representation: int = 0
     samples_per_pixel: int = 1
-    pixel_offset: int | None = None  # byte offset of native pixel data in the file (fast path)
+    pixel_offset: int | None = None  # byte offset of native pixel data in the file or zip member (fast path)
     rescale_slope: float = 1.0
     rescale_intercept: float = 0.0
     pixel_spacing: tuple[float, float] | None = None

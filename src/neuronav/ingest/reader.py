@@ -107,7 +107,7 @@ def read_header(source: Source, data: bytes | None, limits: Limits = DEFAULT_LIM
             ds, dataset_size = _parse(io.BytesIO(data), data[:HEAD_BYTES], size, where, limits)
     except OSError as exc:
         raise DicomReadError(f"cannot read file ({exc.strerror or exc})", where) from exc
-    return Header(_instance(_DatasetView(ds), source, dataset_size, where, limits, data is None), ds)
+    return Header(_instance(_DatasetView(ds), source, dataset_size, where, limits), ds)
 
 
 FAST_BYTES = 64 * 1024  # first read; most headers end well before
@@ -135,7 +135,7 @@ def _fast(fh: Any, buf: bytes, size: int, source: Source, where: str, limits: Li
     if length is None:
         _check_fragments(fh, buf, tell, size, where)
     view = _ValuesView(values, tell, length)
-    return Header(_instance(view, source, size, where, limits, fh is not None), None)
+    return Header(_instance(view, source, size, where, limits), None)
 
 
 def _check_fragments(fh: Any, buf: bytes, pos: int, size: int, where: str) -> None:
@@ -313,9 +313,7 @@ def _int(ds: Any, keyword: str, default: int | None = None) -> int | None:
         return default
 
 
-def _instance(
-    view: _ValuesView | _DatasetView, source: Source, size: int, where: str, limits: Limits, on_disk: bool
-) -> Instance:
+def _instance(view: _ValuesView | _DatasetView, source: Source, size: int, where: str, limits: Limits) -> Instance:
     uids = {}
     for kw in ("SOPInstanceUID", "SeriesInstanceUID", "StudyInstanceUID"):
         value = str(view.get(kw) or "").strip()
@@ -368,9 +366,9 @@ def _instance(
         signed = (_int(view, "PixelRepresentation", 0) or 0) == 1
         stored = _int(view, "BitsStored", bits) or bits
         # signed values stored in fewer bits than allocated need sign extension: pydicom's decoder does it
+        # the offset is into the file, or into the bytes of a zip member
         if (
-            on_disk
-            and ts in NATIVE_LE
+            ts in NATIVE_LE
             and bits in (8, 16, 32)
             and spp == 1
             and value_tell is not None

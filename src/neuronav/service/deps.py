@@ -275,8 +275,12 @@ def get_current_user(
     via: Literal["bearer", "cookie"]
     if credentials is not None:
         claims = tokens.verify_access_token(credentials.credentials, secret=settings.secret_key)
-        row = db.get(SessionRow, claims.session_id)
-        user = db.get(User, claims.user_id)
+        found = db.execute(  # the session and its user in one query (every request pays it)
+            select(SessionRow, User)
+            .join(User, User.id == SessionRow.user_id)
+            .where(SessionRow.id == claims.session_id, User.id == claims.user_id)
+        ).first()
+        row, user = (found[0], found[1]) if found is not None else (None, None)
         tokens.ensure_session_alive(
             claims,
             _record(row),

@@ -150,12 +150,15 @@ def _native_dtype(inst: Instance) -> np.dtype[np.generic]:
 def _read_slice(inst: Instance, reader: SourceReader) -> npt.NDArray[np.generic]:
     """Pixels of one single-frame instance as [row, column]."""
     where = str(inst.source)
-    if inst.pixel_offset is not None and inst.source.member is None:
+    if inst.pixel_offset is not None:  # native little-endian pixels at a known offset: no DICOM parsing
         dtype = _native_dtype(inst)
         count = inst.rows * inst.columns
-        with open(inst.source.path, "rb") as fh:
-            fh.seek(inst.pixel_offset)
-            buf = fh.read(count * dtype.itemsize)
+        if inst.source.member is None:
+            with open(inst.source.path, "rb") as fh:
+                fh.seek(inst.pixel_offset)
+                buf = fh.read(count * dtype.itemsize)
+        else:  # a zip member: its bytes (size caps and CRC checked by the reader), from the offset
+            buf = reader.read(inst.source)[inst.pixel_offset : inst.pixel_offset + count * dtype.itemsize]
         if len(buf) != count * dtype.itemsize:
             raise DicomReadError("file changed or truncated since it was scanned", where)
         return np.frombuffer(buf, dtype=dtype).reshape(inst.rows, inst.columns)

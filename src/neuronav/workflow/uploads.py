@@ -20,6 +20,7 @@ import hashlib
 import os
 import shutil
 import tempfile
+import threading
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -38,6 +39,10 @@ from neuronav.storage.store import ObjectStore
 from neuronav.storage.store import StoredObject as EncryptedObject
 
 COPY_CHUNK = 1024 * 1024
+# uploads validated and stored at once (each copies, scans, builds and encrypts ~70 MB and holds its
+# volumes in memory): as many as there are cores; more would only make every upload of a burst finish
+# late together instead of one after another (waiters are woken in arrival order)
+_HEAVY = threading.BoundedSemaphore(max(1, os.cpu_count() or 1))
 
 
 @dataclass(frozen=True)
@@ -107,11 +112,18 @@ def receive_upload(
     IMMEDIATE), so a long one would stop every other request, upload and analysis job meanwhile. The
     rows are written at the end, in a short transaction that checks for the same content again.
     """
+    db.commit()  # the request's sign-in checks: not held through the slow part
+    with _HEAVY:
+        return _receive(db, store, settings, user_id=user_id, uploads=uploads)
+
+
+def _receive(
+    db: Session, store: ObjectStore, settings: Settings, *, user_id: str, uploads: Iterable[Upload]
+) -> Received:
     from neuronav.analysis.inputs import from_inventory
     from neuronav.ingest import scan
     from neuronav.pseudonym import pseudonymise
 
-    db.commit()  # the request's sign-in checks: not held through the slow part
     folder = private_tmp(settings)
     stored: list[str] = []
     try:
