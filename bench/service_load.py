@@ -2,7 +2,7 @@
 
 Usage:  .venv/bin/python bench/service_load.py [--clients 8] [--studies-per-worker-run 4] [--skip-celery]
 
-1. Peer: `neuronav analyze` alone on one of the studies (same machine, same run).
+1. Peer: `neuronav analyze` alone on one of the studies, twice, the faster counts (same machine, same run).
 2. `neuronav serve` (embedded worker, SQLite, fresh data folder) in a child process; --clients
    threads each upload one different phantom study (zip over HTTP) at the same moment and poll
    until its findings are final. Checked: every study stored once (no loss, no duplicate), every
@@ -162,22 +162,28 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="nn-bench-load-"))
     print(f"machine: {machine()}", flush=True)
     zips = [make_zip(500 + i, work) for i in range(args.clients)]
-    t0 = time.perf_counter()
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "neuronav.cli",
-            "analyze",
-            str(work / "study-500" / "dicom"),
-            "--out",
-            str(work / "alone"),
-        ],
-        check=True,
-        capture_output=True,
+    peer_runs = []
+    for attempt in range(2):  # the faster of two (the first may pay a cold disk cache): the stricter peer
+        t0 = time.perf_counter()
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "neuronav.cli",
+                "analyze",
+                str(work / "study-500" / "dicom"),
+                "--out",
+                str(work / f"alone-{attempt}"),
+            ],
+            check=True,
+            capture_output=True,
+        )
+        peer_runs.append(time.perf_counter() - t0)
+    alone = min(peer_runs)
+    print(
+        f"peer: neuronav analyze alone, one study: {alone:.1f} s (runs: {', '.join(f'{t:.1f}' for t in peer_runs)} s)",
+        flush=True,
     )
-    alone = time.perf_counter() - t0
-    print(f"peer: neuronav analyze alone, one study: {alone:.1f} s", flush=True)
 
     server = Server(work / "embedded", {})
     try:

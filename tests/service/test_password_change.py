@@ -46,6 +46,9 @@ def test_sign_in_with_a_one_time_password_then_change_it(
     assert refused.status_code == 403
     assert refused.json()["error"] == "PasswordChangeRequired"
     assert "one-time password" in refused.json()["detail"] and "/api/auth/password" in refused.json()["detail"]
+    denied = audit_events(settings, "access.denied")[-1]
+    assert denied.outcome == "denied" and denied.actor_id == person.id
+    assert denied.detail == {"reason": "password_change_required", "route": "/api/studies", "method": "GET"}
     assert client.post("/api/auth/refresh", headers=headers).status_code == 403
     me = client.get("/api/auth/me", headers=headers)
     assert me.status_code == 200 and me.json()["password_change_required"] is True

@@ -25,7 +25,8 @@ written to the audit log, which is what makes the access accountable.
 An account whose password is a one-time password (``users.password_must_change``: made by
 ``neuronav users create``, ``neuronav serve --demo`` or an administrator's reset) is signed in,
 but :func:`get_current_user` answers every route except :data:`PASSWORD_CHANGE_ROUTES` (change the
-password, sign out, "who am I") with 403 :class:`~neuronav.security.errors.PasswordChangeRequired`.
+password, sign out, "who am I") with 403 :class:`~neuronav.security.errors.PasswordChangeRequired`
+(audited as ``access.denied``).
 
 :func:`audit_event` writes an audit event with who / role / from where filled in. It is flushed in
 the request's transaction: an event that must survive a refusal (a failed sign-in, a denied
@@ -308,6 +309,16 @@ def get_current_user(
     if user is None or row is None:  # ensure_* raised already; this narrows the types
         raise InvalidToken(SIGN_IN_FIRST)
     if user.password_must_change and (request.method, route_template(request)) not in PASSWORD_CHANGE_ROUTES:
+        audit.record(  # the refusal stays in the log although the request fails
+            db,
+            "access.denied",
+            outcome="denied",
+            actor_id=user.id,
+            actor_role=user.role,
+            client=client_address(request),
+            detail={"reason": "password_change_required", "route": route_template(request), "method": request.method},
+        )
+        db.commit()
         raise PasswordChangeRequired(CHANGE_PASSWORD_FIRST)
     return CurrentUser(
         id=user.id,
