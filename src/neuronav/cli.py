@@ -471,8 +471,10 @@ def serve(
         if not accounts:
             out.print("demo users exist already (their passwords were shown when they were made)", markup=False)
         out.print(f"demo study {study_id} analysed", markup=False, highlight=False)
+    from neuronav.db.session import migrate
     from neuronav.workflow.jobs import requeue_stale
 
+    migrate(settings.database)  # a new data folder has no tables yet; the stale-job check reads them
     requeue_stale(settings)
     where = f"http://{host}:{port}"
     out.print(
