@@ -15,7 +15,7 @@ from neuronav.config import Settings
 from neuronav.db.models import Study
 from neuronav.db.session import session_scope
 from tests.conftest import zip_phantom
-from tests.service.conftest import Person
+from tests.service.conftest import Person, audit_events
 from tests.service.test_studies_http import wait_done
 
 
@@ -56,7 +56,15 @@ def test_viewer_images_annotations_and_report_inclusion(
     assert manifest["lesions"] and manifest["lesions"][0]["index"] == 1
     assert manifest["report_status"] == "preliminary" and manifest["priors"] == []
     # a neurologist sees the images, but not the AI's lesions before the report is signed
-    assert client.get(f"/api/studies/{study_id}/viewer", headers=neuro.headers).json()["lesions"] is None
+    early = client.get(f"/api/studies/{study_id}/viewer", headers=neuro.headers).json()
+    assert early["lesions"] is None
+    assert "segmentation" not in early["images"] and "heatmap" not in early["images"] and "reference" in early["images"]
+    for image in ("segmentation", "heatmap"):  # nor the AI's images, which show the same
+        refused = client.get(f"/api/studies/{study_id}/images/{image}", headers=neuro.headers)
+        assert refused.status_code == 403 and "once the report is signed" in refused.json()["detail"]
+        denied = audit_events(settings, "access.denied")[-1]
+        assert denied.actor_id == neuro.id and denied.target_id == study_id and denied.detail == {"image": image}
+    assert client.get(f"/api/studies/{study_id}/images/reference", headers=neuro.headers).status_code == 200
 
     # -- images: each sequence as acquired; the segmentation on the reference grid -------------
     seg = _nifti(
@@ -147,7 +155,9 @@ def test_viewer_images_annotations_and_report_inclusion(
     late = client.post(f"/api/annotations/{roi.json()['id']}/include", headers=rad.headers)
     assert late.status_code == 409 and "amend" in late.json()["detail"]
     # once signed, the neurologist sees the lesions too
-    assert client.get(f"/api/studies/{study_id}/viewer", headers=neuro.headers).json()["lesions"]
+    signed_view = client.get(f"/api/studies/{study_id}/viewer", headers=neuro.headers).json()
+    assert signed_view["lesions"] and {"segmentation", "heatmap"} <= set(signed_view["images"])
+    assert client.get(f"/api/studies/{study_id}/images/segmentation", headers=neuro.headers).status_code == 200
     assert client.delete(f"/api/annotations/{note_id}", headers=neuro.headers).status_code == 204
     assert len(client.get(base, headers=rad.headers).json()) == 2
 
@@ -178,3 +188,29 @@ def test_viewer_images_annotations_and_report_inclusion(
         )
     priors = client.get(f"/api/studies/{study_id}/viewer", headers=rad.headers).json()["priors"]
     assert [(p["study_date"], p["description"]) for p in priors] == [("20010101", "earlier")]
+
+    # -- an administrator's break-glass limited to another study opens none of this one ----------
+    with session_scope(settings.database) as db:
+        other = db.query(Study).filter(Study.description == "earlier").one().id
+    admin = staff["admin"].headers
+    analysis_id = up.json()["study"]["analysis"]["id"]
+    this_study = (
+        f"/api/studies/{study_id}/images/reference",
+        f"/api/studies/{study_id}/viewer",
+        f"/api/analyses/{analysis_id}/result",
+        f"/api/studies/{study_id}",
+    )
+    assert all(client.get(route, headers=admin).status_code == 403 for route in this_study)  # no break-glass
+    scoped = client.post(
+        "/api/admin/breakglass", json={"reason": "Emergency: the earlier study", "study_id": other}, headers=admin
+    )
+    assert scoped.status_code == 201
+    for route in this_study:
+        refused = client.get(route, headers=admin)
+        assert refused.status_code == 403 and "another study" in refused.json()["detail"], route
+    listing = client.get("/api/studies", headers=admin).json()
+    assert listing["total"] == 1 and [item["id"] for item in listing["items"]] == [other]
+    everything = client.post("/api/admin/breakglass", json={"reason": "Emergency: all of them"}, headers=admin)
+    assert everything.status_code == 201
+    assert all(client.get(route, headers=admin).status_code == 200 for route in this_study)
+    assert client.get("/api/studies", headers=admin).json()["total"] == 3

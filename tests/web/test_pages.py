@@ -165,6 +165,8 @@ def test_each_role_sees_only_its_controls(browser: Browser, live_server: LiveSer
     expect(page.locator(".report-box")).to_contain_text("not open to you yet")
     expect(page.get_by_role("button", name="Sign report")).to_have_count(0)
     expect(page.get_by_text("AI results are shown once the report is signed.")).to_be_visible()
+    expect(page.get_by_text("AI overlays are shown once the report is signed.")).to_be_visible()
+    expect(page.get_by_label("Overlay", exact=True)).to_have_count(0)  # and no overlay to switch on
     ctx.close()
 
     ctx = browser.new_context()

@@ -75,7 +75,8 @@ export class StudyViewer {
     this.nv.onMeasurementCompleted = (m) => onMeasure && onMeasure(m)
   }
 
-  async open(layout = 'mpr3d') {
+  // withOverlay: false when the AI results are not open to this reader (the server refuses them anyway)
+  async open(layout = 'mpr3d', withOverlay = true) {
     const start = LAYOUTS[layout] || LAYOUTS.mpr3d
     this.nv.opts.multiplanarShowRender = start.render ?? 0
     this.nv.opts.sliceType = start.slice
@@ -83,15 +84,21 @@ export class StudyViewer {
     performance.mark('neuronav:viewer-attached')
     // both images are fetched in parallel and handed to the GPU in ONE pass (every NiiVue volume change
     // re-processes all layers; colours are set before that pass)
-    const [reference, segmentation] = await Promise.all([
-      NVImage.loadFromUrl({ url: imageUrl(this.studyId, 'reference'), name: 'reference.nii.gz', colormap: 'gray' }),
-      NVImage.loadFromUrl({ url: imageUrl(this.studyId, 'segmentation'), name: 'segmentation.nii.gz', opacity: this.overlayOpacity }),
-    ])
-    segmentation.setColormapLabel(labelColormap(this.visible))
-    this.nv.volumes = [reference]
-    this.nv.addVolume(segmentation)
+    const loads = [NVImage.loadFromUrl({ url: imageUrl(this.studyId, 'reference'), name: 'reference.nii.gz', colormap: 'gray' })]
+    if (withOverlay) {
+      loads.push(NVImage.loadFromUrl({ url: imageUrl(this.studyId, 'segmentation'), name: 'segmentation.nii.gz', opacity: this.overlayOpacity }))
+    }
+    const [reference, segmentation] = await Promise.all(loads)
+    if (segmentation) {
+      segmentation.setColormapLabel(labelColormap(this.visible))
+      this.nv.volumes = [reference]
+      this.nv.addVolume(segmentation)
+      this.segmentation = this.nv.volumes[1]
+    } else {
+      this.nv.volumes = []
+      this.nv.addVolume(reference)
+    }
     performance.mark('neuronav:volumes-loaded')
-    this.segmentation = this.nv.volumes[1]
   }
 
   applyLabels() {
@@ -142,7 +149,7 @@ export class StudyViewer {
         opacity: this.overlayOpacity,
       })
       this.heatmap = heatmap
-      this.segmentation.opacity = 0
+      if (this.segmentation) this.segmentation.opacity = 0
       this.nv.volumes.push(heatmap)
       this.nv.setVolume(heatmap, this.nv.volumes.length - 1)
       return

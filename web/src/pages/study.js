@@ -50,9 +50,10 @@ export async function studyPage(main, studyId) {
   let prior = null
   // without a graphics card the 3D tile redraws slowly: start with the three planes, 3D one choice away
   const software = softwareRendering()
+  const aiImages = manifest.images.includes('segmentation') // the AI overlays, when open to this reader
   const startLayout = software ? 'mpr' : 'mpr3d'
   try {
-    await viewer.open(startLayout)
+    await viewer.open(startLayout, aiImages)
   } catch (err) {
     stage.replaceWith(h('p', { class: 'error', role: 'alert' }, `The images could not be shown: ${err.message || err}`))
     return
@@ -210,8 +211,9 @@ export async function studyPage(main, studyId) {
     stage.classList.add('compare')
     compare.disabled = true
     try {
+      const priorManifest = await get(`/api/studies/${encodeURIComponent(priorSel.value)}/viewer`)
       prior = new StudyViewer(priorCanvas, priorSel.value)
-      await prior.open()
+      await prior.open('mpr3d', priorManifest.images.includes('segmentation'))
       prior.setLayout(layoutSel.value)
       viewer.syncWith(prior)
       viewer.follow()
@@ -227,7 +229,7 @@ export async function studyPage(main, studyId) {
   })
 
   controls.append(
-    h('details', { open: true }, h('summary', {}, 'View'), h('div', { class: 'group' }, field('Layout', layoutSel, software ? 'No graphics acceleration here: the 3D view redraws slowly.' : null), field('Sequence', seqSel), field('Overlay', overlaySel), labelToggles, field('Overlay opacity', opacity), field('Window', winInput), field('Level', levInput), autoWin)),
+    h('details', { open: true }, h('summary', {}, 'View'), h('div', { class: 'group' }, field('Layout', layoutSel, software ? 'No graphics acceleration here: the 3D view redraws slowly.' : null), field('Sequence', seqSel), ...(aiImages ? [field('Overlay', overlaySel), labelToggles, field('Overlay opacity', opacity)] : [h('span', { class: 'muted' }, 'AI overlays are shown once the report is signed.')]), field('Window', winInput), field('Level', levInput), autoWin)),
     h('div', { class: 'group' }, lesions.length ? field('Lesion', lesionSel) : h('span', { class: 'muted' }, manifest.lesions ? 'No lesion segmented.' : 'AI results are shown once the report is signed.'), jump),
     can('annotation:create')
       ? h('details', {}, h('summary', {}, 'Measure and annotate'), h('div', { class: 'group' }, field('Mouse tool', tool), markA, measureB, field('Note', noteText, 'Added at the crosshair, or to the next distance or region you draw.'), addNote))

@@ -99,6 +99,7 @@ def get_report(report_id: str, user: CurrentUserDep, db: DbDep, store: StoreDep,
 def get_versions(report_id: str, user: CurrentUserDep, db: DbDep, store: StoreDep) -> list[VersionOut]:
     """Every stored version of a report (earlier versions stay retrievable with ``?version=``)."""
     _read(db, store, user, report_id, None)
+    audit_event(db, user, "report.versions", target_type="report", target_id=report_id)
     return [
         VersionOut(
             version=v.version, status=v.status, content_sha256=v.content_sha256, signed=v.content_sha256 is not None

@@ -164,21 +164,47 @@ def load_study(db: DbDep, study_id: str) -> Study:
     return study
 
 
-def _can_read(user: CurrentUser) -> bool:
+def _allowed(user: CurrentUser, permission: Permission) -> bool:
+    """Whether ``user``'s role (or open break-glass) grants ``permission`` (no object rules, no audit)."""
     from neuronav.security import permissions
 
     try:
         permissions.require(
-            user.role,
-            Permission.STUDY_READ,
-            active=True,
-            verified=user.verified,
-            breakglass=user.breakglass,
-            user_id=user.id,
+            user.role, permission, active=True, verified=user.verified, breakglass=user.breakglass, user_id=user.id
         )
     except PermissionDenied:
         return False
     return True
+
+
+def _can_read(user: CurrentUser) -> bool:
+    return _allowed(user, Permission.STUDY_READ)
+
+
+def breakglass_study(user: CurrentUser) -> str | None:
+    """The one study ``user`` reaches through a break-glass limited to it (None: no such limit applies)."""
+    from neuronav.security import permissions
+
+    bg = user.breakglass
+    if bg is None or bg.study_id is None:
+        return None
+    try:
+        grant = permissions.require(
+            user.role, Permission.STUDY_STATUS, active=True, verified=user.verified, breakglass=bg, user_id=user.id
+        )
+    except PermissionDenied:
+        return None
+    return bg.study_id if grant.via == "breakglass" else None
+
+
+AI_IMAGES = ("segmentation", "heatmap")
+
+
+def ai_results_open(user: CurrentUser, report_status: str | None) -> bool:
+    """The AI results of a study (lesions, segmentation, heatmap) are open to readers of analyses, and to
+    readers of final reports (neurologists) once the report is signed, like the report itself."""
+    signed = report_status in ("final", "amended")
+    return _allowed(user, Permission.ANALYSIS_READ) or (signed and _allowed(user, Permission.REPORT_READ_FINAL))
 
 
 @router.post("/api/studies", response_model=UploadOut, status_code=201)
@@ -223,10 +249,12 @@ def _search_text(dialect: str) -> ColumnElement[str]:
 
 
 def _worklist_filters(
-    dialect: str, technician: bool, state: bool, flagged: bool, search: bool, since: bool
+    dialect: str, technician: bool, state: bool, flagged: bool, search: bool, since: bool, one_study: bool
 ) -> list[ColumnElement[bool]]:
     """The WHERE clauses of a worklist query, with bound parameters of the same names."""
     where: list[ColumnElement[bool]] = []
+    if one_study:  # a break-glass limited to one study
+        where.append(Study.id == bindparam("only_study", type_=String))
     if technician:
         where.append(Study.uploaded_by == bindparam("uploaded_by", type_=String))
     if state:
@@ -242,12 +270,12 @@ def _worklist_filters(
 
 @functools.lru_cache(maxsize=256)
 def _worklist_query(
-    dialect: str, technician: bool, state: bool, flagged: bool, search: bool, since: bool
+    dialect: str, technician: bool, state: bool, flagged: bool, search: bool, since: bool, one_study: bool
 ) -> Select[Any]:
     """One statement for a worklist page: the page of studies, the latest analysis and report of each,
     and the total number of matching studies (one round trip instead of four). Built once per dialect
     and set of filters (parameters: the filters', ``limit`` and ``offset``)."""
-    where = _worklist_filters(dialect, technician, state, flagged, search, since)
+    where = _worklist_filters(dialect, technician, state, flagged, search, since, one_study)
     offset: ColumnElement[int] = bindparam("offset", type_=Integer)
     if dialect == "postgresql":
         # the value hidden in a subquery: the planner, which has no idea of the table's size before its
@@ -324,9 +352,9 @@ def _worklist_query(
 
 @functools.lru_cache(maxsize=256)
 def _worklist_count(
-    dialect: str, technician: bool, state: bool, flagged: bool, search: bool, since: bool
+    dialect: str, technician: bool, state: bool, flagged: bool, search: bool, since: bool, one_study: bool
 ) -> Select[Any]:
-    where = _worklist_filters(dialect, technician, state, flagged, search, since)
+    where = _worklist_filters(dialect, technician, state, flagged, search, since, one_study)
     return select(func.count()).select_from(Study).where(*where)
 
 
@@ -386,13 +414,22 @@ def list_studies(
         "since": since,
         "limit": limit,
         "offset": offset,
+        "only_study": breakglass_study(user),
     }
-    shape = (db.get_bind().dialect.name, user.role == "technician", bool(state), flagged is not None, bool(term))
-    rows = db.execute(_worklist_query(*shape, since is not None), params).all()
+    shape = (
+        db.get_bind().dialect.name,
+        user.role == "technician",
+        bool(state),
+        flagged is not None,
+        bool(term),
+        since is not None,
+        params["only_study"] is not None,
+    )
+    rows = db.execute(_worklist_query(*shape), params).all()
     if rows:
         total = int(rows[0].total)
     elif offset:  # past the end: the page is empty, the total is not
-        total = int(db.scalar(_worklist_count(*shape, since is not None), params) or 0)
+        total = int(db.scalar(_worklist_count(*shape), params) or 0)
     else:
         total = 0
     audit_event(db, user, "study.list", detail={"count": len(rows), "offset": offset})
@@ -466,6 +503,8 @@ def analysis_result(
     a = db.get(Analysis, analysis_id)
     if a is None:
         raise NotFoundError(f"no analysis {analysis_id}")
+    study = load_study(db, a.study_id)
+    authorize_object(db, user, Permission.ANALYSIS_READ, StudyObject(study_id=study.id, uploaded_by=study.uploaded_by))
     if a.state != "done":
         raise InputError(f"analysis {analysis_id} is {a.state}, not done")
     audit_event(db, user, "analysis.read", target_type="study", target_id=a.study_id, detail={"analysis": a.id})
@@ -512,8 +551,23 @@ def study_image(
     """A NIfTI image of the latest finished analysis for the viewer: ``reference``, ``segmentation``,
     ``heatmap`` or ``sequence-<NAME>`` (each analysed sequence as acquired, in scanner space)."""
     study = load_study(db, study_id)
+    authorize_object(db, user, Permission.STUDY_READ, StudyObject(study_id=study.id, uploaded_by=study.uploaded_by))
     done = latest_done(db, study)
     file_name = image_file(done, image)
+    if image in AI_IMAGES:
+        rep = reports.for_study(db, study.id)
+        if not ai_results_open(user, rep.status if rep else None):
+            audit_event(
+                db,
+                user,
+                "access.denied",
+                outcome="denied",
+                target_type="study",
+                target_id=study.id,
+                detail={"image": image},
+            )
+            db.commit()  # the refusal stays in the log although the request fails
+            raise PermissionDenied(f"the {image} is an AI result: it opens to you once the report is signed")
     folder = private_tmp(settings, "img-")
     try:
         path = jobs.result_path(settings, db, done, file_name, folder)
@@ -557,18 +611,6 @@ class ViewerOut(BaseModel):
     priors: list[PriorOut]
 
 
-def _allowed(user: CurrentUser, permission: Permission) -> bool:
-    from neuronav.security import permissions
-
-    try:
-        permissions.require(
-            user.role, permission, active=True, verified=user.verified, breakglass=user.breakglass, user_id=user.id
-        )
-    except PermissionDenied:
-        return False
-    return True
-
-
 def priors_of(db: DbDep, study: Study) -> list[Study]:
     """Earlier examinations of the same patient (same pseudonym) with a finished analysis, newest first:
     earlier by study date when both have one (a historical study may be uploaded later), else by upload."""
@@ -600,6 +642,7 @@ def viewer_manifest(
     from neuronav.findings import Findings
 
     study = load_study(db, study_id)
+    authorize_object(db, user, Permission.STUDY_READ, StudyObject(study_id=study.id, uploaded_by=study.uploaded_by))
     done = latest_done(db, study)
     stored = (done.result or {}).get("objects") or {}
     sequences = sorted(n.removeprefix("sequence-").removesuffix(".nii.gz") for n in stored if n.startswith("sequence-"))
@@ -613,8 +656,8 @@ def viewer_manifest(
     finally:
         _remove(folder)
     reference = findings.study.reference_sequence
-    signed = rep is not None and rep.status in ("final", "amended")
-    if _allowed(user, Permission.ANALYSIS_READ) or (signed and _allowed(user, Permission.REPORT_READ_FINAL)):
+    ai_open = ai_results_open(user, rep.status if rep else None)
+    if ai_open:
         lesions = [
             LesionOut(
                 index=les.index,
@@ -629,7 +672,7 @@ def viewer_manifest(
     return ViewerOut(
         study_id=study.id,
         analysis_id=done.id,
-        images=[*IMAGES, *(f"sequence-{n}" for n in sequences)],
+        images=[*(i for i in IMAGES if ai_open or i not in AI_IMAGES), *(f"sequence-{n}" for n in sequences)],
         sequences=sequences,
         reference_sequence=reference,
         lesions=lesions,
@@ -637,7 +680,7 @@ def viewer_manifest(
         report_status=rep.status if rep else None,
         priors=[
             PriorOut(study_id=p.id, study_date=p.study_date, uploaded_at=utc(p.uploaded_at), description=p.description)
-            for p in priors_of(db, study)
+            for p in (priors_of(db, study) if breakglass_study(user) is None else [])  # the grant opens one study
         ],
     )
 
