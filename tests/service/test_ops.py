@@ -88,6 +88,13 @@ def test_backup_and_restore_round_trip(env: dict[str, str], tmp_path: Path) -> N
     with session_scope(get_settings().database) as db:
         assert [e.action for e in db.scalars(select(AuditEvent))] == ["study.upload"]
     assert cli(env, "audit", "verify").returncode == 0
+    # a backup this server's master key cannot open is refused before anything is replaced
+    later = store().put(b"stored after the backup" * 100, kind="upload")
+    proc = cli({**env, "NEURONAV_MASTER_KEY": "33" * 32}, "restore", tmp_path / "bk")
+    assert proc.returncode != 0 and "cannot be read with this server's master keys" in proc.stderr, proc.stderr
+    assert "nothing was restored" in proc.stderr
+    assert store().read_bytes(later.key) == b"stored after the backup" * 100  # the live storage is untouched
+    assert not (tmp_path / "data" / ".storage.restoring").exists()
     # a corrupted backup is refused before anything is replaced
     victim = next(p for p in (tmp_path / "bk" / "storage").rglob("*.dat"))
     victim.write_bytes(b"x" + victim.read_bytes()[1:])

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from neuronav.config import Settings
-from neuronav.errors import InputError, NeuroNavError
+from neuronav.errors import InputError
 
 BACKUP_FORMAT = 1
 
@@ -189,7 +189,11 @@ def _load_tables(url: str, path: Path) -> None:
 
 
 def restore(settings: Settings, source: Path) -> int:
-    """Restore a backup over the current database and storage; returns the number of objects verified."""
+    """Restore a backup over the current database and storage; returns the number of objects verified.
+
+    Checked before anything is replaced: every file against the manifest's sha256, and every object
+    decrypted and hashed with this server's master keys."""
+    from neuronav.storage.crypto import keyring_from_settings
     from neuronav.storage.store import ObjectStore
 
     manifest_path = source / "manifest.json"
@@ -206,45 +210,54 @@ def restore(settings: Settings, source: Path) -> int:
                 f"backup file {rel} is missing or corrupted (sha256 differs); nothing was restored", str(source)
             )
     url = settings.database
-    if manifest["database"] == "sqlite":
-        if not url.startswith("sqlite"):
-            raise InputError(
-                "a SQLite backup restores into SQLite only; NEURONAV_DATABASE_URL is not SQLite", str(source)
-            )
-        else:
-            target = Path(url.split("///", 1)[1])
-            target.parent.mkdir(parents=True, exist_ok=True)
-            staged_db = target.with_name(f".{target.name}.restoring")
-            staged_db.unlink(missing_ok=True)
-            src = sqlite3.connect(source / "database.sqlite")
-            dst = sqlite3.connect(staged_db)
-            with dst:
-                src.backup(dst)
-            src.close()
-            dst.close()
-            for sidecar in ("-wal", "-shm"):  # a write-ahead log of the old database must not replay
-                target.with_name(target.name + sidecar).unlink(missing_ok=True)
-            staged_db.replace(target)
-    else:
-        _load_tables(url, source / "database.jsonl")
+    if manifest["database"] == "sqlite" and not url.startswith("sqlite"):
+        raise InputError("a SQLite backup restores into SQLite only; NEURONAV_DATABASE_URL is not SQLite", str(source))
+    # the backup's objects are copied beside the live storage and verified with this server's master keys
+    # BEFORE anything live is replaced: a backup made under another master key, or damaged, is refused
+    # with the live database and storage untouched
     storage = settings.storage
     staged = storage.with_name(f".{storage.name}.restoring")
     shutil.rmtree(staged, ignore_errors=True)
-    if (source / "storage").exists():
-        shutil.copytree(source / "storage", staged)
+    try:
+        if (source / "storage").exists():
+            shutil.copytree(source / "storage", staged)
+        else:
+            staged.mkdir(parents=True)
+        staged_store = ObjectStore(staged, keyring_from_settings(settings))
+        problems = staged_store.verify_all()
+        if problems:
+            raise InputError(
+                f"{len(problems)} objects of the backup cannot be read with this server's master keys or are "
+                f"damaged (first: {problems[0]}); nothing was restored",
+                str(source),
+            )
+        count = len(list(staged_store.iter_keys()))
+    except BaseException:
+        shutil.rmtree(staged, ignore_errors=True)
+        raise
+    if manifest["database"] == "sqlite":
+        target = Path(url.split("///", 1)[1])
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staged_db = target.with_name(f".{target.name}.restoring")
+        staged_db.unlink(missing_ok=True)
+        src = sqlite3.connect(source / "database.sqlite")
+        dst = sqlite3.connect(staged_db)
+        with dst:
+            src.backup(dst)
+        src.close()
+        dst.close()
+        for sidecar in ("-wal", "-shm"):  # a write-ahead log of the old database must not replay
+            target.with_name(target.name + sidecar).unlink(missing_ok=True)
+        staged_db.replace(target)
     else:
-        staged.mkdir(parents=True)
+        _load_tables(url, source / "database.jsonl")
     old = storage.with_name(f".{storage.name}.old")
     shutil.rmtree(old, ignore_errors=True)
     if storage.exists():
         storage.rename(old)
     staged.rename(storage)
     shutil.rmtree(old, ignore_errors=True)
-    store = ObjectStore.from_settings(settings)
-    problems = store.verify_all()
-    if problems:
-        raise NeuroNavError(f"restored, but {len(problems)} stored objects fail verification: {problems[0]}")
-    return len(list(store.iter_keys()))
+    return count
 
 
 def verify_storage(settings: Settings) -> list[str]:
