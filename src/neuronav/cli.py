@@ -574,12 +574,33 @@ def keys_status() -> None:
 
 
 @app.command()
-def verify() -> None:
-    """Decrypt and hash every stored object; list corrupted or missing ones (exit 1 when any)."""
+def verify(
+    remove_unreferenced: Annotated[
+        bool,
+        typer.Option(
+            "--remove-unreferenced",
+            help="delete stored objects no database row names (left by an interrupted upload or job), "
+            "if written more than an hour ago",
+        ),
+    ] = False,
+) -> None:
+    """Decrypt and hash every stored object; list corrupted or missing ones (exit 1 when any), and
+    objects no database row names (debris of an interrupted upload or job; not an error)."""
     from neuronav.config import get_settings
-    from neuronav.service.ops import verify_storage
+    from neuronav.service import ops
 
-    problems = verify_storage(get_settings())
+    settings = get_settings()
+    if remove_unreferenced:
+        for key in ops.remove_unreferenced(settings):
+            out.print(f"{key}: removed (stored, but named by no database row)", markup=False, highlight=False)
+    problems = ops.verify_storage(settings)
+    for key in ops.unreferenced_objects(settings):
+        out.print(
+            f"{key}: stored but named by no database row (an interrupted upload or job; "
+            "`neuronav verify --remove-unreferenced` removes it once an hour old)",
+            markup=False,
+            highlight=False,
+        )
     for p in problems:
         out.print(p, markup=False, highlight=False)
     if problems:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ import pytest
 from neuronav.config import get_settings
 from neuronav.db.session import migrate
 from neuronav.storage.store import ObjectStore
+from neuronav.storage.store import StoredObject as StoredObjectInfo
 
 
 def cli(env: dict[str, str], *args: str | Path) -> subprocess.CompletedProcess[str]:
@@ -35,8 +37,19 @@ def store() -> ObjectStore:
     return ObjectStore.from_settings(get_settings())
 
 
+def registered(*objects: StoredObjectInfo) -> None:
+    """Rows naming ``objects``, as an upload's or a job's final transaction writes them."""
+    from neuronav.db.models import StoredObject
+    from neuronav.db.session import session_scope
+
+    with session_scope(get_settings().database) as db:
+        for obj in objects:
+            db.add(StoredObject(key=obj.key, kind="upload", sha256=obj.sha256, size_bytes=obj.size))
+
+
 def test_verify_names_a_corrupted_object(env: dict[str, str]) -> None:
     good, bad = store().put(b"a" * 5000, kind="upload"), store().put(b"b" * 5000, kind="upload")
+    registered(good, bad)
     assert cli(env, "verify").returncode == 0
     data = store().object_paths(bad.key).data
     raw = bytearray(data.read_bytes())
@@ -44,6 +57,39 @@ def test_verify_names_a_corrupted_object(env: dict[str, str]) -> None:
     data.write_bytes(bytes(raw))
     proc = cli(env, "verify")
     assert proc.returncode != 0 and bad.key in proc.stdout and good.key not in proc.stdout
+
+
+def test_verify_lists_and_removes_what_an_interrupted_upload_left(env: dict[str, str]) -> None:
+    """An upload or a job killed between storing its files and committing its rows leaves objects that
+    no row names: listed by verify (not an error), removed by --remove-unreferenced once an hour old."""
+    kept = store().put(b"committed upload" * 100, kind="upload")
+    registered(kept)
+    fresh = store().put(b"an upload still in progress" * 100, kind="upload")
+    stale = store().put(b"left by a killed upload" * 100, kind="upload")
+    two_hours_ago = time.time() - 7200
+    os.utime(store().object_paths(stale.key).header, (two_hours_ago, two_hours_ago))
+
+    proc = cli(env, "verify")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    unreferenced = [line for line in proc.stdout.splitlines() if "named by no database row" in line]
+    assert sorted(line.split(":")[0] for line in unreferenced) == sorted([fresh.key, stale.key])
+
+    proc = cli(env, "verify", "--remove-unreferenced")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert f"{stale.key}: removed" in proc.stdout
+    assert not store().exists(stale.key)
+    assert store().read_bytes(fresh.key) == b"an upload still in progress" * 100  # too recent to touch
+    assert store().read_bytes(kept.key) == b"committed upload" * 100
+
+    # the server does the same when it starts (after a crash, say)
+    from fastapi.testclient import TestClient
+
+    from neuronav.service.app import create_app
+
+    os.utime(store().object_paths(fresh.key).header, (two_hours_ago, two_hours_ago))
+    with TestClient(create_app(get_settings())) as client:
+        assert client.get("/healthz").status_code == 200
+    assert not store().exists(fresh.key) and store().exists(kept.key)
 
 
 def test_keys_rotate_then_retire(env: dict[str, str]) -> None:

@@ -64,6 +64,7 @@ from neuronav.security.errors import (
 from neuronav.service import docs
 from neuronav.service.deps import NotFoundError, route_path
 from neuronav.service.docs import DOCS_CSP, DOCS_PATHS
+from neuronav.service.ops import remove_unreferenced
 from neuronav.service.routes import ROUTERS
 from neuronav.service.routes.health import Metrics
 from neuronav.storage.errors import ObjectNotFoundError, StorageError, UploadTooLargeError
@@ -341,6 +342,9 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     swept = store.sweep()
     if swept:
         log.info("storage: removed %d leftovers of interrupted writes", len(swept))
+    orphans = remove_unreferenced(settings)  # objects of uploads or jobs killed before their rows were committed
+    if orphans:
+        log.info("storage: removed %d objects no database row names (interrupted uploads or jobs)", len(orphans))
     app.state.store = store
     log.info("NeuroNav service %s ready", __version__)
     yield

@@ -278,4 +278,57 @@ def verify_storage(settings: Settings) -> list[str]:
     return problems
 
 
-__all__ = ["backup", "demo_setup", "one_time_password", "restore", "verify_storage"]
+UNREFERENCED_GRACE_S = 3600.0  # an upload or a job commits its rows seconds after storing its objects
+
+
+def unreferenced_objects(settings: Settings, *, older_than_s: float = 0.0) -> list[str]:
+    """Stored objects no database row names, written at least ``older_than_s`` seconds ago: what an
+    upload or a job killed between storing its files and committing its rows leaves behind."""
+    import time
+
+    from sqlalchemy import select
+
+    from neuronav.db.models import StoredObject
+    from neuronav.db.session import migrate, session_scope
+    from neuronav.storage.store import ObjectStore
+
+    migrate(settings.database)
+    store = ObjectStore.from_settings(settings)
+    keys = list(store.iter_keys())  # listed before the rows are read: an object committed meanwhile is named
+    with session_scope(settings.database) as db:
+        named = set(db.scalars(select(StoredObject.key)))
+    now = time.time()
+    found = []
+    for key in keys:
+        if key in named:
+            continue
+        try:
+            age = now - store.object_paths(key).header.stat().st_mtime
+        except FileNotFoundError:  # removed meanwhile
+            continue
+        if age >= older_than_s:
+            found.append(key)
+    return found
+
+
+def remove_unreferenced(settings: Settings, *, older_than_s: float = UNREFERENCED_GRACE_S) -> list[str]:
+    """Delete :func:`unreferenced_objects` older than ``older_than_s`` (default an hour, so that an upload
+    or a job in progress on any server, between storing and committing, is never touched)."""
+    from neuronav.storage.store import ObjectStore
+
+    store = ObjectStore.from_settings(settings)
+    removed = unreferenced_objects(settings, older_than_s=older_than_s)
+    for key in removed:
+        store.delete(key, missing_ok=True)
+    return removed
+
+
+__all__ = [
+    "backup",
+    "demo_setup",
+    "one_time_password",
+    "remove_unreferenced",
+    "restore",
+    "unreferenced_objects",
+    "verify_storage",
+]
