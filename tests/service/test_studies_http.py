@@ -13,6 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from neuronav.config import Settings
+from neuronav.storage.store import ObjectStore
 from tests.conftest import zip_phantom
 from tests.service.conftest import Person, audit_events
 
@@ -79,6 +80,27 @@ def test_upload_analyse_read_export_sign(
     assert sr.status_code == 200
     ds = pydicom.dcmread(io.BytesIO(sr.content))
     assert ds.PatientID == first.PatientID and ds.StudyInstanceUID == first.StudyInstanceUID
+    # every other format, through the API as a PACS or an EMR integration fetches it
+    got = {
+        fmt: client.get(f"/api/reports/{report_id}/export/{fmt}", headers=rad.headers)
+        for fmt in ("json", "seg", "epdf", "sc", "fhir", "fhir-r5", "hl7")
+    }
+    assert {fmt: r.status_code for fmt, r in got.items()} == dict.fromkeys(got, 200)
+    assert got["json"].json()["report_id"] == report_id
+    seg = pydicom.dcmread(io.BytesIO(got["seg"].content))
+    assert seg.Modality == "SEG" and seg.StudyInstanceUID == first.StudyInstanceUID and seg.NumberOfFrames > 0
+    epdf = pydicom.dcmread(io.BytesIO(got["epdf"].content))
+    assert epdf.MIMETypeOfEncapsulatedDocument == "application/pdf" and bytes(epdf.EncapsulatedDocument)[:4] == b"%PDF"
+    with zipfile.ZipFile(io.BytesIO(got["sc"].content)) as sc:
+        frames = [pydicom.dcmread(io.BytesIO(sc.read(n))) for n in sc.namelist()]
+    assert frames and all(f.StudyInstanceUID == first.StudyInstanceUID and f.Rows > 0 for f in frames)
+    for fmt in ("fhir", "fhir-r5"):
+        bundle = got[fmt].json()
+        assert bundle["resourceType"] == "Bundle"
+        assert got[fmt].headers["content-type"].startswith("application/fhir+json")
+        assert "DiagnosticReport" in {e["resource"]["resourceType"] for e in bundle["entry"]}
+    hl7 = got["hl7"].content.decode()
+    assert hl7.startswith("MSH|^~\\&|") and "ORU^R01" in hl7.split("\r")[0] and "\rOBX|" in hl7
 
     edited = client.post(
         f"/api/reports/{report_id}/edit",
@@ -107,12 +129,25 @@ def test_upload_analyse_read_export_sign(
     assert {"study.upload", "study.read", "report.export", "report.edit", "report.sign", "report.amend"} <= actions
 
 
+def _zip(members: dict[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+    return buf.getvalue()
+
+
 @pytest.mark.parametrize(
     ("files", "status", "message"),
     [
         ([("files", ("notes.txt", b"hello", "text/plain"))], 400, "no DICOM images found"),
-        ([("files", ("bomb.zip", b"PK\x03\x04garbage", "application/zip"))], 400, "bomb.zip"),
+        ([("files", ("broken.zip", b"PK\x03\x04garbage", "application/zip"))], 400, "broken.zip"),
+        # 20 MB of zeros in 20 kB: over the 200:1 compression-ratio cap
+        ([("files", ("bomb.zip", _zip({"slice.dcm": bytes(20_000_000)}), "application/zip"))], 400, "zip bomb"),
+        ([("files", ("up.zip", _zip({"../../etc/evil.dcm": b"DICM"}), "application/zip"))], 400, "evil.dcm"),
+        ([("files", ("../../escape.dcm", b"\x00" * 200, "application/dicom"))], 400, "no DICOM images found"),
     ],
+    ids=["not-dicom", "broken-zip", "zip-bomb", "zip-path-traversal", "traversal-filename"],
 )
 def test_bad_uploads_are_refused_and_nothing_is_stored(
     client: TestClient,
@@ -125,13 +160,17 @@ def test_bad_uploads_are_refused_and_nothing_is_stored(
     r = client.post("/api/studies", headers=staff["technician"].headers, files=files)
     assert r.status_code == status and message in r.json()["detail"], r.text
     assert client.get("/api/studies", headers=staff["radiologist"].headers).json()["total"] == 0
+    assert list(ObjectStore.from_settings(settings).iter_keys()) == []  # nothing stored, not even in part
+    tmp = settings.data_dir / "tmp"
+    assert not tmp.exists() or not any(tmp.iterdir())  # the spooled upload is gone too
+    assert not list(settings.data_dir.parent.rglob("escape.dcm")) and not list(settings.data_dir.rglob("evil.dcm"))
     assert client.get("/healthz").status_code == 200  # still serving
 
 
 def test_an_upload_needs_multipart(client: TestClient, staff: dict[str, Person]) -> None:
-    r = client.post(
-        "/api/studies",
-        headers=staff["technician"].headers,
-        content=b"\x00" * 10,
-    )
-    assert 400 <= r.status_code < 500
+    for body, kind in ((b"\x00" * 10, None), (b"{}", "application/json"), (b"PK\x03\x04", "application/zip")):
+        headers = {**staff["technician"].headers, **({"content-type": kind} if kind else {})}
+        r = client.post("/api/studies", headers=headers, content=body)
+        assert r.status_code == 415, r.text
+        assert "multipart/form-data" in r.json()["detail"] and (kind or "without a content type") in r.json()["detail"]
+    assert client.get("/api/studies", headers=staff["radiologist"].headers).json()["total"] == 0

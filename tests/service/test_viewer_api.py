@@ -189,6 +189,26 @@ def test_viewer_images_annotations_and_report_inclusion(
     priors = client.get(f"/api/studies/{study_id}/viewer", headers=rad.headers).json()["priors"]
     assert [(p["study_date"], p["description"]) for p in priors] == [("20010101", "earlier")]
 
+    # -- every read of this patient's data above is in the audit log, by whom --------------------
+    versions = client.get(f"/api/reports/{report_id}/versions", headers=neuro.headers)
+    assert versions.status_code == 200 and [v["version"] for v in versions.json()] == [1]
+    events = audit_events(settings)
+    on_study = {(e.action, e.actor_id) for e in events if e.target_id == study_id}
+    for action, person in (
+        ("study.viewer", rad),
+        ("study.viewer", neuro),
+        ("study.image", rad),
+        ("study.image", neuro),
+        ("annotation.list", rad),
+        ("annotation.create", neuro),
+        ("annotation.delete", neuro),
+    ):
+        assert (action, person.id) in on_study, (action, person.role)
+    on_report = {(e.action, e.actor_id) for e in events if e.target_id == report_id}
+    assert {("report.read", rad.id), ("report.sign", rad.id), ("report.versions", neuro.id)} <= on_report
+    images = {e.detail["image"] for e in events if e.action == "study.image" and e.actor_id == rad.id}
+    assert {"reference", "segmentation", "sequence-FLAIR"} <= images
+
     # -- an administrator's break-glass limited to another study opens none of this one ----------
     with session_scope(settings.database) as db:
         other = db.query(Study).filter(Study.description == "earlier").one().id
@@ -213,4 +233,7 @@ def test_viewer_images_annotations_and_report_inclusion(
     everything = client.post("/api/admin/breakglass", json={"reason": "Emergency: all of them"}, headers=admin)
     assert everything.status_code == 201
     assert all(client.get(route, headers=admin).status_code == 200 for route in this_study)
+    bg_reads = {e.action for e in audit_events(settings, "breakglass.access") if e.target_id == study_id}
+    assert bg_reads  # each of those reads through the grant is recorded as such
+    assert ("analysis.read", staff["admin"].id) in {(e.action, e.actor_id) for e in audit_events(settings)}
     assert client.get("/api/studies", headers=admin).json()["total"] == 3

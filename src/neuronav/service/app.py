@@ -11,7 +11,8 @@
       AccountLocked, RateLimited 429 (+ Retry-After) · other AuthError 401 ·
       PermissionDenied 403 (PasswordChangeRequired among them) ·
       AccountStateError 409 · PasswordPolicyError 422 (+ "problems") · UploadTooLargeError 413 ·
-      InputError 400 · ObjectNotFoundError / NotFoundError 404 · LifecycleError 409 · ReportError 400 ·
+      UnsupportedMediaTypeError 415 · InputError 400 · ObjectNotFoundError / NotFoundError 404 ·
+      LifecycleError 409 · ReportError 400 ·
       ConfigError, StorageError, ModelError 500 · any other NeuroNavError 400 ·
       anything unexpected 500 with a generic message and an ``error_id``
 
@@ -62,7 +63,7 @@ from neuronav.security.errors import (
     RateLimited,
 )
 from neuronav.service import docs
-from neuronav.service.deps import NotFoundError, route_path
+from neuronav.service.deps import NotFoundError, UnsupportedMediaTypeError, route_path
 from neuronav.service.docs import DOCS_CSP, DOCS_PATHS
 from neuronav.service.ops import remove_unreferenced
 from neuronav.service.routes import ROUTERS
@@ -126,6 +127,7 @@ def error_status(exc: BaseException) -> int:
         (AccountStateError, 409),
         (PasswordPolicyError, 422),
         (UploadTooLargeError, 413),
+        (UnsupportedMediaTypeError, 415),
         (InputError, 400),
         ((ObjectNotFoundError, NotFoundError), 404),
         (LifecycleError, 409),

@@ -53,7 +53,7 @@ from neuronav.config import Settings
 from neuronav.db.models import AuditEvent, BreakGlassGrant, User
 from neuronav.db.models import Session as SessionRow
 from neuronav.db.session import session_factory
-from neuronav.errors import NeuroNavError
+from neuronav.errors import InputError, NeuroNavError
 from neuronav.security import permissions, tokens
 from neuronav.security.accounts import Account, AccountState
 from neuronav.security.errors import InvalidToken, PasswordChangeRequired, PermissionDenied
@@ -75,6 +75,10 @@ TOTP_COLUMN = "users.totp_secret_enc"
 
 class NotFoundError(NeuroNavError):
     """A database record (user, study, report, …) that does not exist: HTTP 404."""
+
+
+class UnsupportedMediaTypeError(InputError):
+    """A request body of a content type the route does not take: HTTP 415."""
 
 
 # -- settings, database, store -------------------------------------------------------------------

@@ -18,7 +18,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, File, Query, UploadFile
+from fastapi import APIRouter, Depends, File, Query, Request, UploadFile
 from fastapi.responses import FileResponse
 from pydantic import BaseModel
 from sqlalchemy import (
@@ -50,6 +50,7 @@ from neuronav.service.deps import (
     NotFoundError,
     SettingsDep,
     StoreDep,
+    UnsupportedMediaTypeError,
     audit_event,
     authorize_object,
     requires,
@@ -207,9 +208,20 @@ def ai_results_open(user: CurrentUser, report_status: str | None) -> bool:
     return _allowed(user, Permission.ANALYSIS_READ) or (signed and _allowed(user, Permission.REPORT_READ_FINAL))
 
 
+def multipart_body(request: Request) -> None:
+    """Refuse (415) an upload that is not multipart/form-data before its body is read or validated."""
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind != "multipart/form-data":
+        raise UnsupportedMediaTypeError(
+            "an upload is multipart/form-data with one or more 'files' parts (DICOM files or zip archives), "
+            f"not {kind or 'a body without a content type'}"
+        )
+
+
 @router.post("/api/studies", response_model=UploadOut, status_code=201)
 def upload_study(
     user: Uploader,
+    _: Annotated[None, Depends(multipart_body)],
     db: DbDep,
     settings: SettingsDep,
     store: StoreDep,
