@@ -10,6 +10,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import text
+from sqlalchemy.orm import Session
 
 # Tests never touch the user's data folder (settings, generated dev secrets, pseudonym key).
 os.environ.setdefault("NEURONAV_DATA_DIR", tempfile.mkdtemp(prefix="neuronav-test-data-"))
@@ -69,3 +71,13 @@ def zip_phantom(root: Path, seed: int, lesion: str = "glioma") -> bytes:
             if f.is_file():
                 zf.write(f, f.relative_to(root / f"s{seed}"))
     return buf.getvalue()
+
+
+def lift_audit_append_only(db: Session) -> None:
+    """Play someone with the schema owner's rights: remove the triggers that refuse UPDATE and DELETE
+    of audit events (migration 0006), so that a test can tamper with the log as such a person could."""
+    if db.get_bind().dialect.name == "postgresql":
+        db.execute(text("ALTER TABLE audit_events DISABLE TRIGGER USER"))
+    else:
+        db.execute(text("DROP TRIGGER IF EXISTS audit_events_no_update"))
+        db.execute(text("DROP TRIGGER IF EXISTS audit_events_no_delete"))

@@ -9,6 +9,12 @@ last hash is read; on SQLite every transaction begins IMMEDIATE (:mod:`neuronav.
 the database's single writer lock is held from the read of the last hash to the commit. ``detail``
 must never hold PHI: ids, counts and reasons only. :func:`to_fhir` exports an event as a FHIR R5
 AuditEvent.
+
+Append-only is enforced by the database too (migration 0006): triggers refuse UPDATE and DELETE of
+``audit_events`` (and TRUNCATE on PostgreSQL) through any connection, the application's included.
+Whoever can drop or disable those triggers (the schema's owner) could still rewrite events: the chain
+shows where. Deleting the newest events leaves an intact but shorter chain; only a copy of the head
+hash kept elsewhere (a log shipper, a FHIR export) would show that.
 """
 
 from __future__ import annotations

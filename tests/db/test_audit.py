@@ -5,11 +5,12 @@ from __future__ import annotations
 import concurrent.futures
 
 import pytest
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, select, text, update
 
 from neuronav import audit
 from neuronav.db.models import AuditEvent
 from neuronav.db.session import migrate, session_scope
+from tests.conftest import lift_audit_append_only
 
 
 def write_events(url: str, n: int) -> None:
@@ -40,6 +41,7 @@ def test_tampering_is_found_at_the_first_broken_event(db_url: str, tamper: str) 
     migrate(db_url)
     write_events(db_url, 10)
     with session_scope(db_url) as s:
+        lift_audit_append_only(s)  # someone with the schema owner's rights
         if tamper == "alter":
             s.execute(update(AuditEvent).where(AuditEvent.seq == 4).values(outcome="denied"))
             expected, word = 4, "altered"
@@ -72,6 +74,35 @@ def test_tampering_is_found_at_the_first_broken_event(db_url: str, tamper: str) 
             assert problem is None  # truncating the tail is only detectable against an exported head hash
         else:
             assert problem is not None and problem.seq == expected and word in str(problem), problem
+
+
+@pytest.mark.parametrize("statement", ["update", "delete"])
+def test_the_database_refuses_to_change_or_delete_an_event(db_url: str, statement: str) -> None:
+    """Through the application's own connection, an audit event can be added, never changed or removed."""
+    from sqlalchemy.exc import DBAPIError
+
+    migrate(db_url)
+    write_events(db_url, 3)
+    change = (
+        update(AuditEvent).where(AuditEvent.seq == 2).values(outcome="denied")
+        if statement == "update"
+        else delete(AuditEvent).where(AuditEvent.seq == 3)
+    )
+    with pytest.raises(DBAPIError, match="audit_events is append-only"), session_scope(db_url) as s:
+        s.execute(change)
+    if "postgresql" in db_url:
+        with pytest.raises(DBAPIError, match="audit_events is append-only"), session_scope(db_url) as s:
+            s.execute(text("TRUNCATE audit_events"))
+    with session_scope(db_url) as s:
+        assert audit.verify(s) is None
+        assert [(e.seq, e.outcome) for e in s.scalars(select(AuditEvent).order_by(AuditEvent.seq))] == [
+            (1, "success"),
+            (2, "success"),
+            (3, "success"),
+        ]
+    write_events(db_url, 1)  # appending still works
+    with session_scope(db_url) as s:
+        assert audit.verify(s) is None and len(s.scalars(select(AuditEvent)).all()) == 4
 
 
 def test_concurrent_writers_keep_one_chain(db_url: str) -> None:

@@ -10,6 +10,7 @@ from sqlalchemy import update
 from neuronav.config import Settings
 from neuronav.db.models import AuditEvent
 from neuronav.db.session import session_scope
+from tests.conftest import lift_audit_append_only
 from tests.service.conftest import People, Person, audit_events
 
 
@@ -78,7 +79,8 @@ def test_verify_reports_an_intact_chain_then_the_first_tampered_event(
     intact = client.get("/api/audit/verify", headers=headers).json()
     assert intact["intact"] is True and intact["first_broken"] is None and intact["events"] == 8
 
-    with session_scope(settings.database) as db:  # someone with database access rewrites history
+    with session_scope(settings.database) as db:  # someone with the schema owner's rights rewrites history
+        lift_audit_append_only(db)
         db.execute(update(AuditEvent).where(AuditEvent.seq == 3).values(outcome="failure"))
     broken = client.get("/api/audit/verify", headers=headers).json()
     assert broken["intact"] is False

@@ -14,6 +14,7 @@ from neuronav.config import get_settings
 from neuronav.db.session import migrate
 from neuronav.storage.store import ObjectStore
 from neuronav.storage.store import StoredObject as StoredObjectInfo
+from tests.conftest import lift_audit_append_only
 
 
 def cli(env: dict[str, str], *args: str | Path) -> subprocess.CompletedProcess[str]:
@@ -169,7 +170,8 @@ def test_backup_and_restore_on_postgresql(
         audit.record(db, "user.create", target_id="r")
     envpg = {**env, "NEURONAV_DATABASE_URL": postgres_url}
     assert cli(envpg, "backup", tmp_path / "bk").returncode == 0
-    with session_scope(url) as db:
+    with session_scope(url) as db:  # disaster: the rows are lost (by someone who could lift the refusal)
+        lift_audit_append_only(db)
         db.execute(delete(AuditEvent))
         db.execute(delete(User))
     proc = cli(envpg, "restore", tmp_path / "bk")
@@ -178,3 +180,7 @@ def test_backup_and_restore_on_postgresql(
         user = db.scalars(select(User)).one()
         assert user.email == "r@x.org" and user.throttle == {"n": 1} and user.created_at.tzinfo is not None
     assert cli(envpg, "audit", "verify").returncode == 0
+    from sqlalchemy.exc import DBAPIError
+
+    with pytest.raises(DBAPIError, match="append-only"), session_scope(url) as db:
+        db.execute(delete(AuditEvent))  # the restore left the log append-only again
