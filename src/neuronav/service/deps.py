@@ -367,6 +367,14 @@ def audit_event(
     )
 
 
+def refusal(db: Session, user: CurrentUser, message: str, *, study_id: str, detail: dict[str, Any]) -> PermissionDenied:
+    """Audit a refusal on a study (``access.denied``), committed so that it stays in the log although the
+    request fails; returns the error to raise."""
+    audit_event(db, user, "access.denied", outcome="denied", target_type="study", target_id=study_id, detail=detail)
+    db.commit()
+    return PermissionDenied(message)
+
+
 def _access_detail(request: Request, grant: Grant) -> dict[str, Any]:
     return {
         "permission": str(grant.permission),

@@ -19,7 +19,6 @@ from sqlalchemy import select
 from neuronav.db.models import Annotation, User
 from neuronav.errors import LifecycleError
 from neuronav.report import lifecycle
-from neuronav.security.errors import PermissionDenied
 from neuronav.security.permissions import Permission, StudyObject
 from neuronav.service.deps import (
     CurrentUser,
@@ -29,6 +28,7 @@ from neuronav.service.deps import (
     StoreDep,
     audit_event,
     authorize_object,
+    refusal,
     requires,
     utc,
 )
@@ -178,17 +178,13 @@ def _own(db: DbDep, user: CurrentUser, annotation_id: str) -> Annotation:
     a = _load(db, annotation_id)
     authorize_object(db, user, Permission.ANNOTATION_CREATE, _object(db, a.study_id))
     if a.author_id != user.id:
-        audit_event(
+        raise refusal(
             db,
             user,
-            "access.denied",
-            outcome="denied",
-            target_type="study",
-            target_id=a.study_id,
+            "only its author can change or delete an annotation",
+            study_id=a.study_id,
             detail={"annotation": a.id, "reason": "not the author"},
         )
-        db.commit()
-        raise PermissionDenied("only its author can change or delete an annotation")
     return a
 
 

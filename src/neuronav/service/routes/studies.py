@@ -53,6 +53,7 @@ from neuronav.service.deps import (
     UnsupportedMediaTypeError,
     audit_event,
     authorize_object,
+    refusal,
     requires,
     utc,
 )
@@ -569,17 +570,13 @@ def study_image(
     if image in AI_IMAGES:
         rep = reports.for_study(db, study.id)
         if not ai_results_open(user, rep.status if rep else None):
-            audit_event(
+            raise refusal(
                 db,
                 user,
-                "access.denied",
-                outcome="denied",
-                target_type="study",
-                target_id=study.id,
+                f"the {image} is an AI result: it opens to you once the report is signed",
+                study_id=study.id,
                 detail={"image": image},
             )
-            db.commit()  # the refusal stays in the log although the request fails
-            raise PermissionDenied(f"the {image} is an AI result: it opens to you once the report is signed")
     folder = private_tmp(settings, "img-")
     try:
         path = jobs.result_path(settings, db, done, file_name, folder)
