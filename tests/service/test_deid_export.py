@@ -202,3 +202,44 @@ def test_a_study_without_stored_dicom_is_refused_cleanly(
     response = client.get(url(empty), headers=staff["radiologist"].headers)
     assert response.status_code == 400 and "no stored upload" in response.json()["detail"]
     assert leftovers(settings) == []
+
+
+def test_object_rules_on_every_study_route(
+    client: TestClient, app: FastAPI, people: People, staff: dict[str, Person], settings: Settings
+) -> None:
+    """Every route naming a study, walked with a real study: a technician who did not upload it, and an
+    administrator whose break-glass is limited to another study, are refused on each (found from the
+    app's routes, so a new route is walked too)."""
+    import re
+
+    from tests.service.test_admin import _routes
+
+    study = stored_study(app, settings, staff["technician"], files=1)
+    other = stored_study(app, settings, staff["technician"], files=1)
+    second_tech = people.create("technician")
+    people.login(second_tech)
+    admin = staff["admin"].headers
+    scoped = client.post(
+        "/api/admin/breakglass", json={"reason": "Emergency: the other study", "study_id": other}, headers=admin
+    )
+    assert scoped.status_code == 201
+    routes = [(method, path) for method, path in _routes(app) if "{study_id}" in path]
+    assert len(routes) >= 7, routes
+    failures = []
+    for method, path in routes:
+        url_ = re.sub(r"\{image\}", "reference", path.replace("{study_id}", study))
+        body = {"kind": "text", "text": "x", "point_ras_mm": [0, 0, 0]} if method == "POST" else None
+        for who, headers, reason in (
+            ("technician who did not upload it", second_tech.headers, "uploaded by someone else"),
+            ("admin, break-glass for another study", admin, "another study"),
+        ):
+            r = client.request(method, url_, headers=headers, json=body)
+            client.cookies.clear()
+            if r.status_code != 403:
+                failures.append(f"{method} {path} as {who}: {r.status_code} {r.text[:100]}")
+            elif who.startswith("admin") and method == "GET" and reason not in r.json()["detail"]:
+                failures.append(f"{method} {path} as {who}: refused for another reason: {r.json()['detail']}")
+    assert not failures, "\n".join(failures)
+    # the uploader and a radiologist pass the same object rules (answers other than 403: 404 no analysis, …)
+    assert client.get(f"/api/studies/{study}", headers=staff["technician"].headers).status_code == 200
+    assert client.get(f"/api/studies/{study}", headers=staff["radiologist"].headers).status_code == 200

@@ -478,6 +478,7 @@ def get_study(study_id: str, user: CurrentUserDep, db: DbDep, store: StoreDep) -
 def start(study_id: str, user: Starter, db: DbDep, settings: SettingsDep, force: bool = False) -> AnalysisOut:
     """Start (or return the cached / running) analysis of a study; ``force`` runs it again."""
     study = load_study(db, study_id)
+    authorize_object(db, user, Permission.ANALYSIS_START, StudyObject(study_id=study.id, uploaded_by=study.uploaded_by))
     analysis, queued = jobs.start_analysis(db, settings, study, user_id=user.id, force=force)
     audit_event(
         db,
