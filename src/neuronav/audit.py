@@ -13,8 +13,9 @@ AuditEvent.
 Append-only is enforced by the database too (migration 0006): triggers refuse UPDATE and DELETE of
 ``audit_events`` (and TRUNCATE on PostgreSQL) through any connection, the application's included.
 Whoever can drop or disable those triggers (the schema's owner) could still rewrite events: the chain
-shows where. Deleting the newest events leaves an intact but shorter chain; only a copy of the head
-hash kept elsewhere (a log shipper, a FHIR export) would show that.
+shows where. Deleting the newest events leaves an intact but shorter chain: an :class:`Anchor` (the
+newest event's number and hash, ``neuronav audit head``) kept outside the database shows that, given
+to :func:`verify` later (``neuronav audit verify --anchor``).
 """
 
 from __future__ import annotations
@@ -102,8 +103,38 @@ class ChainProblem:
         return f"audit event {self.seq}: {self.problem}"
 
 
-def verify(session: Session, *, batch: int = 5000) -> ChainProblem | None:
-    """The first altered, deleted, inserted or reordered event; None when the chain is intact."""
+@dataclass(frozen=True)
+class Anchor:
+    """An event's sequence number and hash, kept outside the database (``neuronav audit head``): the
+    chain must still hold that event with that hash, so cutting off or rewriting the tail shows."""
+
+    seq: int
+    hash: str
+
+    def __str__(self) -> str:
+        return f"{self.seq}:{self.hash}"
+
+    @classmethod
+    def parse(cls, text: str) -> Anchor:
+        seq, sep, digest = text.strip().partition(":")
+        if not sep or not seq.isdigit() or int(seq) < 1 or len(digest) != 64:
+            raise ValueError(f"an audit anchor is SEQ:SHA256 as `neuronav audit head` prints it, not {text!r}")
+        try:
+            bytes.fromhex(digest)
+        except ValueError as exc:
+            raise ValueError(f"an audit anchor's hash is 64 hex digits, not {digest!r}") from exc
+        return cls(int(seq), digest.lower())
+
+
+def head(session: Session) -> Anchor | None:
+    """The newest event as an :class:`Anchor` (None while the log is empty)."""
+    last = session.scalars(select(AuditEvent).order_by(AuditEvent.seq.desc()).limit(1)).first()
+    return Anchor(last.seq, last.hash) if last is not None else None
+
+
+def verify(session: Session, *, batch: int = 5000, anchor: Anchor | None = None) -> ChainProblem | None:
+    """The first altered, deleted, inserted or reordered event; None when the chain is intact (and holds
+    ``anchor``, an event recorded earlier outside the database, unchanged)."""
     prev_hash, expected_seq = GENESIS, 1
     last_seq = 0
     while True:
@@ -111,7 +142,7 @@ def verify(session: Session, *, batch: int = 5000) -> ChainProblem | None:
             select(AuditEvent).where(AuditEvent.seq > last_seq).order_by(AuditEvent.seq).limit(batch)
         ).all()
         if not rows:
-            return None
+            return _check_anchor(session, anchor, last_seq)
         for event in rows:
             if event.seq != expected_seq:
                 return ChainProblem(expected_seq, f"missing (the next stored event is {event.seq}): deleted")
@@ -121,6 +152,19 @@ def verify(session: Session, *, batch: int = 5000) -> ChainProblem | None:
                 return ChainProblem(event.seq, "its content was altered after it was written")
             prev_hash, expected_seq, last_seq = event.hash, event.seq + 1, event.seq
         session.expunge_all()
+
+
+def _check_anchor(session: Session, anchor: Anchor | None, last_seq: int) -> ChainProblem | None:
+    if anchor is None:
+        return None
+    if anchor.seq > last_seq:
+        return ChainProblem(
+            anchor.seq, f"recorded earlier as {anchor}, now missing: the newest events were cut off (last {last_seq})"
+        )
+    event = session.get(AuditEvent, anchor.seq)
+    if event is None or event.hash != anchor.hash:
+        return ChainProblem(anchor.seq, f"differs from {anchor} recorded earlier: the log was rewritten from there")
+    return None
 
 
 _FHIR_ACTIONS = {"read": "R", "export": "R", "create": "C", "upload": "C", "update": "U", "edit": "U", "sign": "U"}

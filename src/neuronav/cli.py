@@ -637,8 +637,36 @@ app.add_typer(audit_app, name="audit")
 
 
 @audit_app.command("verify")
-def audit_verify() -> None:
+def audit_verify(
+    anchor: Annotated[
+        str | None,
+        typer.Option(
+            help="SEQ:HASH printed earlier by `neuronav audit head`: that event must still be there, unchanged"
+        ),
+    ] = None,
+) -> None:
     """Check the hash chain; name the first altered, deleted or reordered event (exit 1)."""
+    from neuronav import audit as audit_log
+    from neuronav.config import get_settings
+    from neuronav.db.session import migrate, session_scope
+
+    try:
+        kept = audit_log.Anchor.parse(anchor) if anchor is not None else None
+    except ValueError as exc:
+        raise _fail(str(exc)) from exc
+    settings = get_settings()
+    migrate(settings.database)
+    with session_scope(settings.database) as db:
+        problem = audit_log.verify(db, anchor=kept)
+    if problem is not None:
+        raise _fail(str(problem))
+    out.print("audit trail intact" + (f", anchor {kept.seq} present" if kept else ""), markup=False)
+
+
+@audit_app.command("head")
+def audit_head() -> None:
+    """Print the newest event as SEQ:HASH; keep it outside this server (ticket, log shipper, paper) and
+    give it to `neuronav audit verify --anchor` later: a cut-off or rewritten tail then shows."""
     from neuronav import audit as audit_log
     from neuronav.config import get_settings
     from neuronav.db.session import migrate, session_scope
@@ -646,10 +674,10 @@ def audit_verify() -> None:
     settings = get_settings()
     migrate(settings.database)
     with session_scope(settings.database) as db:
-        problem = audit_log.verify(db)
-    if problem is not None:
-        raise _fail(str(problem))
-    out.print("audit trail intact", markup=False)
+        newest = audit_log.head(db)
+    if newest is None:
+        raise _fail("the audit log is empty")
+    out.print(str(newest), markup=False, highlight=False)
 
 
 @app.command()

@@ -71,7 +71,7 @@ def test_tampering_is_found_at_the_first_broken_event(db_url: str, tamper: str) 
     with session_scope(db_url) as s:
         problem = audit.verify(s)
         if expected is None:
-            assert problem is None  # truncating the tail is only detectable against an exported head hash
+            assert problem is None  # truncating the tail shows only against an anchor kept elsewhere (below)
         else:
             assert problem is not None and problem.seq == expected and word in str(problem), problem
 
@@ -103,6 +103,31 @@ def test_the_database_refuses_to_change_or_delete_an_event(db_url: str, statemen
     write_events(db_url, 1)  # appending still works
     with session_scope(db_url) as s:
         assert audit.verify(s) is None and len(s.scalars(select(AuditEvent)).all()) == 4
+
+
+def test_an_anchor_kept_elsewhere_shows_a_cut_off_or_rewritten_tail(db_url: str) -> None:
+    migrate(db_url)
+    write_events(db_url, 10)
+    with session_scope(db_url) as s:
+        kept = audit.head(s)
+        assert kept is not None and kept.seq == 10
+        assert audit.verify(s, anchor=kept) is None
+        assert audit.Anchor.parse(str(kept)) == kept
+    with session_scope(db_url) as s:  # someone with the schema owner's rights cuts off the newest events
+        lift_audit_append_only(s)
+        s.execute(delete(AuditEvent).where(AuditEvent.seq >= 9))
+    with session_scope(db_url) as s:
+        assert audit.verify(s) is None  # the shorter chain is intact in itself
+        problem = audit.verify(s, anchor=kept)
+        assert problem is not None and problem.seq == 10 and "cut off" in str(problem), problem
+    write_events(db_url, 2)  # and forges two new ones in their place, correctly chained
+    with session_scope(db_url) as s:
+        assert audit.verify(s) is None
+        problem = audit.verify(s, anchor=kept)
+        assert problem is not None and problem.seq == 10 and "rewritten" in str(problem), problem
+    for bad in ("10", f"0:{'a' * 64}", "3:abc", f"3:{'z' * 64}"):
+        with pytest.raises(ValueError, match="anchor"):
+            audit.Anchor.parse(bad)
 
 
 def test_concurrent_writers_keep_one_chain(db_url: str) -> None:

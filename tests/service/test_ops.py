@@ -135,6 +135,13 @@ def test_backup_and_restore_round_trip(env: dict[str, str], tmp_path: Path) -> N
     with session_scope(get_settings().database) as db:
         assert [e.action for e in db.scalars(select(AuditEvent))] == ["study.upload"]
     assert cli(env, "audit", "verify").returncode == 0
+    head = cli(env, "audit", "head").stdout.strip()
+    assert head.startswith("1:") and len(head) == 66
+    assert cli(env, "audit", "verify", "--anchor", head).returncode == 0
+    wrong = cli(env, "audit", "verify", "--anchor", "2:" + head[2:])
+    assert wrong.returncode != 0 and "cut off" in wrong.stderr, wrong.stderr
+    garbled = cli(env, "audit", "verify", "--anchor", "yesterday")
+    assert garbled.returncode != 0 and "SEQ:SHA256" in garbled.stderr
     # a backup this server's master key cannot open is refused before anything is replaced
     later = store().put(b"stored after the backup" * 100, kind="upload")
     proc = cli({**env, "NEURONAV_MASTER_KEY": "33" * 32}, "restore", tmp_path / "bk")
