@@ -95,8 +95,6 @@ class Server:
             except httpx.HTTPError:
                 pass
             time.sleep(0.5)
-        r = httpx.post(f"{self.url}/api/auth/login", json={"email": "tech2@bench.example", "password": PASSWORD})
-        self.headers = {"Authorization": f"Bearer {r.json()['access_token']}"}
 
     def stop(self) -> None:
         self.proc.terminate()

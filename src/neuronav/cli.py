@@ -587,14 +587,18 @@ def verify(
     """Decrypt and hash every stored object; list corrupted or missing ones (exit 1 when any), and
     objects no database row names (debris of an interrupted upload or job; not an error)."""
     from neuronav.config import get_settings
+    from neuronav.db.session import migrate
     from neuronav.service import ops
+    from neuronav.storage.store import ObjectStore
 
     settings = get_settings()
+    migrate(settings.database)
+    store = ObjectStore.from_settings(settings)
     if remove_unreferenced:
-        for key in ops.remove_unreferenced(settings):
+        for key in ops.remove_unreferenced(settings, store):
             out.print(f"{key}: removed (stored, but named by no database row)", markup=False, highlight=False)
     problems = ops.verify_storage(settings)
-    for key in ops.unreferenced_objects(settings):
+    for key in ops.unreferenced_objects(settings, store):
         out.print(
             f"{key}: stored but named by no database row (an interrupted upload or job; "
             "`neuronav verify --remove-unreferenced` removes it once an hour old)",

@@ -344,7 +344,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     swept = store.sweep()
     if swept:
         log.info("storage: removed %d leftovers of interrupted writes", len(swept))
-    orphans = remove_unreferenced(settings)  # objects of uploads or jobs killed before their rows were committed
+    orphans = remove_unreferenced(settings, store)  # of uploads or jobs killed before their rows were committed
     if orphans:
         log.info("storage: removed %d objects no database row names (interrupted uploads or jobs)", len(orphans))
     app.state.store = store

@@ -19,10 +19,13 @@ import string
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from neuronav.config import Settings
 from neuronav.errors import InputError
+
+if TYPE_CHECKING:
+    from neuronav.storage.store import ObjectStore
 
 BACKUP_FORMAT = 1
 
@@ -285,19 +288,17 @@ def verify_storage(settings: Settings) -> list[str]:
 UNREFERENCED_GRACE_S = 3600.0  # an upload or a job commits its rows seconds after storing its objects
 
 
-def unreferenced_objects(settings: Settings, *, older_than_s: float = 0.0) -> list[str]:
-    """Stored objects no database row names, written at least ``older_than_s`` seconds ago: what an
-    upload or a job killed between storing its files and committing its rows leaves behind."""
+def unreferenced_objects(settings: Settings, store: ObjectStore, *, older_than_s: float = 0.0) -> list[str]:
+    """Objects in ``store`` no database row names, written at least ``older_than_s`` seconds ago: what an
+    upload or a job killed between storing its files and committing its rows leaves behind (the
+    database must be migrated)."""
     import time
 
     from sqlalchemy import select
 
     from neuronav.db.models import StoredObject
-    from neuronav.db.session import migrate, session_scope
-    from neuronav.storage.store import ObjectStore
+    from neuronav.db.session import session_scope
 
-    migrate(settings.database)
-    store = ObjectStore.from_settings(settings)
     keys = list(store.iter_keys())  # listed before the rows are read: an object committed meanwhile is named
     with session_scope(settings.database) as db:
         named = set(db.scalars(select(StoredObject.key)))
@@ -315,13 +316,12 @@ def unreferenced_objects(settings: Settings, *, older_than_s: float = 0.0) -> li
     return found
 
 
-def remove_unreferenced(settings: Settings, *, older_than_s: float = UNREFERENCED_GRACE_S) -> list[str]:
+def remove_unreferenced(
+    settings: Settings, store: ObjectStore, *, older_than_s: float = UNREFERENCED_GRACE_S
+) -> list[str]:
     """Delete :func:`unreferenced_objects` older than ``older_than_s`` (default an hour, so that an upload
     or a job in progress on any server, between storing and committing, is never touched)."""
-    from neuronav.storage.store import ObjectStore
-
-    store = ObjectStore.from_settings(settings)
-    removed = unreferenced_objects(settings, older_than_s=older_than_s)
+    removed = unreferenced_objects(settings, store, older_than_s=older_than_s)
     for key in removed:
         store.delete(key, missing_ok=True)
     return removed

@@ -42,7 +42,7 @@ from neuronav.db.models import Analysis, Study
 from neuronav.db.models import Report as ReportRow
 from neuronav.errors import InputError
 from neuronav.security.errors import PermissionDenied
-from neuronav.security.permissions import Permission, StudyObject
+from neuronav.security.permissions import Grant, Permission, StudyObject
 from neuronav.service.deps import (
     CurrentUser,
     CurrentUserDep,
@@ -166,17 +166,21 @@ def load_study(db: DbDep, study_id: str) -> Study:
     return study
 
 
-def _allowed(user: CurrentUser, permission: Permission) -> bool:
-    """Whether ``user``'s role (or open break-glass) grants ``permission`` (no object rules, no audit)."""
+def _grant(user: CurrentUser, permission: Permission) -> Grant | None:
+    """How ``user``'s role (or open break-glass) grants ``permission``; None when it does not (no object
+    rules, no audit)."""
     from neuronav.security import permissions
 
     try:
-        permissions.require(
+        return permissions.require(
             user.role, permission, active=True, verified=user.verified, breakglass=user.breakglass, user_id=user.id
         )
     except PermissionDenied:
-        return False
-    return True
+        return None
+
+
+def _allowed(user: CurrentUser, permission: Permission) -> bool:
+    return _grant(user, permission) is not None
 
 
 def _can_read(user: CurrentUser) -> bool:
@@ -185,18 +189,9 @@ def _can_read(user: CurrentUser) -> bool:
 
 def breakglass_study(user: CurrentUser) -> str | None:
     """The one study ``user`` reaches through a break-glass limited to it (None: no such limit applies)."""
-    from neuronav.security import permissions
-
-    bg = user.breakglass
-    if bg is None or bg.study_id is None:
-        return None
-    try:
-        grant = permissions.require(
-            user.role, Permission.STUDY_STATUS, active=True, verified=user.verified, breakglass=bg, user_id=user.id
-        )
-    except PermissionDenied:
-        return None
-    return bg.study_id if grant.via == "breakglass" else None
+    grant = _grant(user, Permission.STUDY_STATUS)
+    bg = grant.breakglass if grant is not None and grant.via == "breakglass" else None
+    return bg.study_id if bg is not None else None
 
 
 AI_IMAGES = ("segmentation", "heatmap")
