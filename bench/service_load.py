@@ -141,12 +141,12 @@ def run_clients(server: Server, zips: list[bytes]) -> tuple[list[dict[str, float
 def count_studies(server: Server) -> int:
     from sqlalchemy import func, select
 
-    from neuronav.db.models import Study
+    from neuronav.db.models import StudyRow
     from neuronav.db.session import make_engine
 
     engine = make_engine(f"sqlite:///{server.env['NEURONAV_DATA_DIR']}/neuronav.db")
     with engine.connect() as conn:
-        n = int(conn.execute(select(func.count()).select_from(Study)).scalar_one())
+        n = int(conn.execute(select(func.count()).select_from(StudyRow)).scalar_one())
     engine.dispose()
     return n
 

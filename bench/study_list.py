@@ -29,7 +29,7 @@ from _common import machine
 def fill(url: str, n: int, user_id: str) -> None:
     from sqlalchemy import insert
 
-    from neuronav.db.models import Analysis, Report, Study
+    from neuronav.db.models import AnalysisRow, ReportRow, StudyRow
     from neuronav.db.session import make_engine
 
     engine = make_engine(url)
@@ -81,7 +81,7 @@ def fill(url: str, n: int, user_id: str) -> None:
                 }
             )
     with engine.begin() as conn:
-        for table, rows in ((Study, studies), (Analysis, analyses), (Report, reports)):
+        for table, rows in ((StudyRow, studies), (AnalysisRow, analyses), (ReportRow, reports)):
             for k in range(0, len(rows), 2000):
                 conn.execute(insert(table), rows[k : k + 2000])
     engine.dispose()
@@ -92,7 +92,7 @@ def run(url: str, label: str, n: int, requests: int, work: Path) -> tuple[float,
     from sqlalchemy import select, text
 
     from neuronav.config import get_settings
-    from neuronav.db.models import Study
+    from neuronav.db.models import StudyRow
     from neuronav.db.session import make_engine, migrate
     from neuronav.security import totp  # noqa: F401
     from neuronav.service.app import create_app
@@ -135,7 +135,9 @@ def run(url: str, label: str, n: int, requests: int, work: Path) -> tuple[float,
         conn.execute(text("SELECT 1"))
         for _ in range(50):
             t0 = time.perf_counter()
-            conn.execute(select(Study).order_by(Study.flagged.desc(), Study.uploaded_at.desc()).limit(50)).all()
+            conn.execute(
+                select(StudyRow).order_by(StudyRow.flagged.desc(), StudyRow.uploaded_at.desc()).limit(50)
+            ).all()
             sql_times.append(time.perf_counter() - t0)
     engine.dispose()
     client.__exit__(None, None, None)

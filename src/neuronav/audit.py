@@ -29,14 +29,14 @@ from typing import Any, Literal
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
-from neuronav.db.models import AuditEvent
+from neuronav.db.models import AuditEventRow
 
 GENESIS = "0" * 64
 Outcome = Literal["success", "failure", "denied"]
 _LOCK_KEY = 0x4E4E_4155  # "NNAU": the advisory lock of the audit chain (PostgreSQL)
 
 
-def _canonical(event: AuditEvent) -> bytes:
+def _canonical(event: AuditEventRow) -> bytes:
     at = event.at if event.at.tzinfo else event.at.replace(tzinfo=UTC)  # SQLite drops the zone
     body = {
         "seq": event.seq,
@@ -53,7 +53,7 @@ def _canonical(event: AuditEvent) -> bytes:
     return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
-def chain_hash(prev_hash: str, event: AuditEvent) -> str:
+def chain_hash(prev_hash: str, event: AuditEventRow) -> str:
     return hashlib.sha256(prev_hash.encode("ascii") + _canonical(event)).hexdigest()
 
 
@@ -68,13 +68,15 @@ def record(
     target_type: str | None = None,
     target_id: str | None = None,
     detail: dict[str, Any] | None = None,
-) -> AuditEvent:
+) -> AuditEventRow:
     """Append one event (flushed in the caller's transaction; committed with it)."""
     if session.get_bind().dialect.name == "postgresql":
         session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _LOCK_KEY})
-    last = session.execute(select(AuditEvent.seq, AuditEvent.hash).order_by(AuditEvent.seq.desc()).limit(1)).first()
+    last = session.execute(
+        select(AuditEventRow.seq, AuditEventRow.hash).order_by(AuditEventRow.seq.desc()).limit(1)
+    ).first()
     prev_seq, prev_hash = (last[0], last[1]) if last else (0, GENESIS)
-    event = AuditEvent(
+    event = AuditEventRow(
         seq=prev_seq + 1,
         at=datetime.now(UTC),
         actor_id=actor_id,
@@ -128,7 +130,7 @@ class Anchor:
 
 def head(session: Session) -> Anchor | None:
     """The newest event as an :class:`Anchor` (None while the log is empty)."""
-    last = session.scalars(select(AuditEvent).order_by(AuditEvent.seq.desc()).limit(1)).first()
+    last = session.scalars(select(AuditEventRow).order_by(AuditEventRow.seq.desc()).limit(1)).first()
     return Anchor(last.seq, last.hash) if last is not None else None
 
 
@@ -139,7 +141,7 @@ def verify(session: Session, *, batch: int = 5000, anchor: Anchor | None = None)
     last_seq = 0
     while True:
         rows = session.scalars(
-            select(AuditEvent).where(AuditEvent.seq > last_seq).order_by(AuditEvent.seq).limit(batch)
+            select(AuditEventRow).where(AuditEventRow.seq > last_seq).order_by(AuditEventRow.seq).limit(batch)
         ).all()
         if not rows:
             return _check_anchor(session, anchor, last_seq)
@@ -161,7 +163,7 @@ def _check_anchor(session: Session, anchor: Anchor | None, last_seq: int) -> Cha
         return ChainProblem(
             anchor.seq, f"recorded earlier as {anchor}, now missing: the newest events were cut off (last {last_seq})"
         )
-    event = session.get(AuditEvent, anchor.seq)
+    event = session.get(AuditEventRow, anchor.seq)
     if event is None or event.hash != anchor.hash:
         return ChainProblem(anchor.seq, f"differs from {anchor} recorded earlier: the log was rewritten from there")
     return None
@@ -170,7 +172,7 @@ def _check_anchor(session: Session, anchor: Anchor | None, last_seq: int) -> Cha
 _FHIR_ACTIONS = {"read": "R", "export": "R", "create": "C", "upload": "C", "update": "U", "edit": "U", "sign": "U"}
 
 
-def to_fhir(event: AuditEvent) -> dict[str, Any]:
+def to_fhir(event: AuditEventRow) -> dict[str, Any]:
     """The event as a FHIR R5 AuditEvent resource (JSON)."""
     verb = event.action.rsplit(".", 1)[-1]
     at = event.at if event.at.tzinfo else event.at.replace(tzinfo=UTC)

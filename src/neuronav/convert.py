@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from neuronav.errors import InputError, NeuroNavError
-from neuronav.ingest.model import Inventory, Problem, Series, Study
+from neuronav.ingest.model import Inventory, Problem, ScannedStudy, Series
 from neuronav.volume.dicom import volume_from_series
 from neuronav.volume.nifti import save_nifti
 
@@ -103,5 +103,5 @@ def convert_inventory(
     return written, problems
 
 
-def _study_key(study: Study) -> tuple[str, str]:
+def _study_key(study: ScannedStudy) -> tuple[str, str]:
     return (study.study_date, study.study_instance_uid)

@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import delete, select, text, update
 
 from neuronav import audit
-from neuronav.db.models import AuditEvent
+from neuronav.db.models import AuditEventRow
 from neuronav.db.session import migrate, session_scope
 from tests.conftest import lift_audit_append_only
 
@@ -33,7 +33,7 @@ def test_an_intact_chain_verifies(db_url: str) -> None:
     write_events(db_url, 20)
     with session_scope(db_url) as s:
         assert audit.verify(s) is None
-        assert [e.seq for e in s.scalars(select(AuditEvent).order_by(AuditEvent.seq))] == list(range(1, 21))
+        assert [e.seq for e in s.scalars(select(AuditEventRow).order_by(AuditEventRow.seq))] == list(range(1, 21))
 
 
 @pytest.mark.parametrize("tamper", ["alter", "delete", "reorder", "delete_last_two_and_rechain_one"])
@@ -43,30 +43,30 @@ def test_tampering_is_found_at_the_first_broken_event(db_url: str, tamper: str) 
     with session_scope(db_url) as s:
         lift_audit_append_only(s)  # someone with the schema owner's rights
         if tamper == "alter":
-            s.execute(update(AuditEvent).where(AuditEvent.seq == 4).values(outcome="denied"))
+            s.execute(update(AuditEventRow).where(AuditEventRow.seq == 4).values(outcome="denied"))
             expected, word = 4, "altered"
         elif tamper == "delete":
-            s.execute(delete(AuditEvent).where(AuditEvent.seq == 6))
+            s.execute(delete(AuditEventRow).where(AuditEventRow.seq == 6))
             expected, word = 6, "deleted"
         elif tamper == "reorder":
-            e3, e5 = s.get(AuditEvent, 3), s.get(AuditEvent, 5)
+            e3, e5 = s.get(AuditEventRow, 3), s.get(AuditEventRow, 5)
             assert e3 is not None and e5 is not None
             a3 = (e3.action, e3.target_id, e3.detail, e3.hash, e3.prev_hash)
             a5 = (e5.action, e5.target_id, e5.detail, e5.hash, e5.prev_hash)
-            s.execute(update(AuditEvent).where(AuditEvent.seq == 3).values(hash="tmp"))
+            s.execute(update(AuditEventRow).where(AuditEventRow.seq == 3).values(hash="tmp"))
             s.execute(
-                update(AuditEvent)
-                .where(AuditEvent.seq == 5)
+                update(AuditEventRow)
+                .where(AuditEventRow.seq == 5)
                 .values(action=a3[0], target_id=a3[1], detail=a3[2], hash=a3[3], prev_hash=a3[4])
             )
             s.execute(
-                update(AuditEvent)
-                .where(AuditEvent.seq == 3)
+                update(AuditEventRow)
+                .where(AuditEventRow.seq == 3)
                 .values(action=a5[0], target_id=a5[1], detail=a5[2], hash=a5[3], prev_hash=a5[4])
             )
             expected, word = 3, "reordered"
         else:  # an attacker deletes the newest events and forges a new one on top: still the old head is gone
-            s.execute(delete(AuditEvent).where(AuditEvent.seq >= 9))
+            s.execute(delete(AuditEventRow).where(AuditEventRow.seq >= 9))
             expected, word = None, ""
     with session_scope(db_url) as s:
         problem = audit.verify(s)
@@ -84,9 +84,9 @@ def test_the_database_refuses_to_change_or_delete_an_event(db_url: str, statemen
     migrate(db_url)
     write_events(db_url, 3)
     change = (
-        update(AuditEvent).where(AuditEvent.seq == 2).values(outcome="denied")
+        update(AuditEventRow).where(AuditEventRow.seq == 2).values(outcome="denied")
         if statement == "update"
-        else delete(AuditEvent).where(AuditEvent.seq == 3)
+        else delete(AuditEventRow).where(AuditEventRow.seq == 3)
     )
     with pytest.raises(DBAPIError, match="audit_events is append-only"), session_scope(db_url) as s:
         s.execute(change)
@@ -95,14 +95,14 @@ def test_the_database_refuses_to_change_or_delete_an_event(db_url: str, statemen
             s.execute(text("TRUNCATE audit_events"))
     with session_scope(db_url) as s:
         assert audit.verify(s) is None
-        assert [(e.seq, e.outcome) for e in s.scalars(select(AuditEvent).order_by(AuditEvent.seq))] == [
+        assert [(e.seq, e.outcome) for e in s.scalars(select(AuditEventRow).order_by(AuditEventRow.seq))] == [
             (1, "success"),
             (2, "success"),
             (3, "success"),
         ]
     write_events(db_url, 1)  # appending still works
     with session_scope(db_url) as s:
-        assert audit.verify(s) is None and len(s.scalars(select(AuditEvent)).all()) == 4
+        assert audit.verify(s) is None and len(s.scalars(select(AuditEventRow)).all()) == 4
 
 
 def test_an_anchor_kept_elsewhere_shows_a_cut_off_or_rewritten_tail(db_url: str) -> None:
@@ -115,7 +115,7 @@ def test_an_anchor_kept_elsewhere_shows_a_cut_off_or_rewritten_tail(db_url: str)
         assert audit.Anchor.parse(str(kept)) == kept
     with session_scope(db_url) as s:  # someone with the schema owner's rights cuts off the newest events
         lift_audit_append_only(s)
-        s.execute(delete(AuditEvent).where(AuditEvent.seq >= 9))
+        s.execute(delete(AuditEventRow).where(AuditEventRow.seq >= 9))
     with session_scope(db_url) as s:
         assert audit.verify(s) is None  # the shorter chain is intact in itself
         problem = audit.verify(s, anchor=kept)
@@ -136,7 +136,7 @@ def test_concurrent_writers_keep_one_chain(db_url: str) -> None:
         list(pool.map(lambda _: write_events(db_url, 10), range(4)))
     with session_scope(db_url) as s:
         assert audit.verify(s) is None
-        assert len(s.scalars(select(AuditEvent)).all()) == 40
+        assert len(s.scalars(select(AuditEventRow)).all()) == 40
 
 
 def test_fhir_audit_event_export_validates(sqlite_url: str) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import inspect, select
 
-from neuronav.db.models import Base, Study, User
+from neuronav.db.models import Base, StudyRow, UserRow
 from neuronav.db.session import make_engine, migrate, session_scope
 
 
@@ -39,11 +39,11 @@ def test_migrations_leave_no_model_change_unmigrated(db_url: str) -> None:
 def test_rows_round_trip(db_url: str) -> None:
     migrate(db_url)
     with session_scope(db_url) as s:
-        user = User(email="tech@example.org", display_name="T", role="technician", password_hash="x")
+        user = UserRow(email="tech@example.org", display_name="T", role="technician", password_hash="x")
         s.add(user)
         s.flush()
-        s.add(Study(content_sha256="a" * 64, uploaded_by=user.id, sequences={"T1c": {"n": 192}}))
+        s.add(StudyRow(content_sha256="a" * 64, uploaded_by=user.id, sequences={"T1c": {"n": 192}}))
     with session_scope(db_url) as s:
-        study = s.scalars(select(Study)).one()
+        study = s.scalars(select(StudyRow)).one()
         assert study.sequences == {"T1c": {"n": 192}} and study.state == "received"
         assert study.uploaded_at.tzinfo is not None or db_url.startswith("sqlite")

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from neuronav.ingest.model import Inventory, PatientIdentity, Series, SeriesMetadata, Study
+from neuronav.ingest.model import Inventory, PatientIdentity, ScannedStudy, Series, SeriesMetadata
 from neuronav.series import Sequence, SequenceVerdict, identify_inventory, identify_sequence
 
 S = Sequence
@@ -315,7 +315,7 @@ def test_verdict_validates_and_serialises() -> None:
 def test_identify_inventory_fills_every_series() -> None:
     inv = Inventory()
     for k, uid in enumerate(["1.2.3", "1.2.4"]):
-        study = Study(study_instance_uid=uid, patient=PatientIdentity())
+        study = ScannedStudy(study_instance_uid=uid, patient=PatientIdentity())
         for j, case in enumerate(CASES[k * 5 : k * 5 + 5]):
             s_uid = f"{uid}.{j}"
             study.series[s_uid] = Series(s_uid, uid, case.meta())

@@ -19,8 +19,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from neuronav.config import Settings, load_settings
-from neuronav.db.models import AuditEvent, User
-from neuronav.db.models import Session as SessionRow
+from neuronav.db.models import AuditEventRow, SessionRow, UserRow
 from neuronav.db.session import session_scope
 from neuronav.security import tokens, totp
 from neuronav.service import create_app
@@ -104,7 +103,7 @@ class People:
         """A TOTP code that is accepted now (the replay guard is reset: tests sign in many times a step)."""
         assert person.totp_secret is not None
         with session_scope(self.settings.database) as db:
-            user = db.get(User, person.id)
+            user = db.get(UserRow, person.id)
             assert user is not None
             user.totp_last_step = None
         return totp.code_at(person.totp_secret, totp.current_step())
@@ -164,12 +163,12 @@ def staff(people: People) -> dict[str, Person]:
     return people.staff()
 
 
-def audit_events(settings: Settings, action: str | None = None) -> list[AuditEvent]:
+def audit_events(settings: Settings, action: str | None = None) -> list[AuditEventRow]:
     """The stored audit events (oldest first), optionally of one action."""
     with session_scope(settings.database) as db:
-        stmt = select(AuditEvent).order_by(AuditEvent.seq)
+        stmt = select(AuditEventRow).order_by(AuditEventRow.seq)
         if action is not None:
-            stmt = stmt.where(AuditEvent.action == action)
+            stmt = stmt.where(AuditEventRow.action == action)
         events = list(db.scalars(stmt))
         db.expunge_all()
         return events

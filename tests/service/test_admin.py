@@ -136,13 +136,13 @@ PASSWORD_CHANGE_OPEN = {("POST", "/api/auth/password"), ("POST", "/api/auth/logo
 def test_a_one_time_password_opens_only_the_password_change(
     client: TestClient, app: FastAPI, people: People, settings: Settings
 ) -> None:
-    from neuronav.db.models import User
+    from neuronav.db.models import UserRow
     from neuronav.db.session import session_scope
 
     persons = {role: people.create(role) for role in ROLES}
     with session_scope(settings.database) as db:
         for person in persons.values():
-            row = db.get(User, person.id)
+            row = db.get(UserRow, person.id)
             assert row is not None
             row.password_must_change = True
     failures = []

@@ -8,7 +8,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import update
 
 from neuronav.config import Settings
-from neuronav.db.models import AuditEvent
+from neuronav.db.models import AuditEventRow
 from neuronav.db.session import session_scope
 from tests.conftest import lift_audit_append_only
 from tests.service.conftest import People, Person, audit_events
@@ -81,7 +81,7 @@ def test_verify_reports_an_intact_chain_then_the_first_tampered_event(
 
     with session_scope(settings.database) as db:  # someone with the schema owner's rights rewrites history
         lift_audit_append_only(db)
-        db.execute(update(AuditEvent).where(AuditEvent.seq == 3).values(outcome="failure"))
+        db.execute(update(AuditEventRow).where(AuditEventRow.seq == 3).values(outcome="failure"))
     broken = client.get("/api/audit/verify", headers=headers).json()
     assert broken["intact"] is False
     assert broken["first_broken"]["seq"] == 3 and "altered" in broken["first_broken"]["problem"]

@@ -9,7 +9,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from neuronav.config import Settings
-from neuronav.db.models import User
+from neuronav.db.models import UserRow
 from neuronav.db.session import session_scope
 from neuronav.security import tokens, totp
 from neuronav.security.login import BAD_CREDENTIALS
@@ -37,9 +37,9 @@ def login(client: TestClient, email: str, password: str = PASSWORD, **extra: obj
     return response.status_code, response.json()
 
 
-def user_row(settings: Settings, email: str) -> User:
+def user_row(settings: Settings, email: str) -> UserRow:
     with session_scope(settings.database) as db:
-        user = db.query(User).filter(User.email == email).one()
+        user = db.query(UserRow).filter(UserRow.email == email).one()
         db.expunge(user)
         return user
 
@@ -179,7 +179,7 @@ def test_an_admin_without_a_second_factor_cannot_sign_in(client: TestClient, peo
     # an account that became admin otherwise (demoted factor) is refused after the password
     person = people.create("radiologist")
     with session_scope(people.settings.database) as db:
-        user = db.get(User, person.id)
+        user = db.get(UserRow, person.id)
         assert user is not None
         user.role = "admin"
     status, body = login(client, person.email)
@@ -327,7 +327,7 @@ def test_the_cookie_of_a_revoked_session_is_refused(client: TestClient, people: 
     cookie = client.cookies.get(tokens.DEV_SESSION_COOKIE)
     assert cookie
     with session_scope(people.settings.database) as db:
-        from neuronav.db.models import Session as SessionRow
+        from neuronav.db.models import SessionRow
 
         row = db.query(SessionRow).filter(SessionRow.token_digest == tokens.token_digest(cookie)).one()
         row.revoked_at = datetime.now(UTC)

@@ -17,7 +17,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage
 
 from neuronav.config import Settings
-from neuronav.db.models import StoredObject, Study
+from neuronav.db.models import StoredObjectRow, StudyRow
 from neuronav.db.session import session_scope
 from neuronav.pseudonym import pseudonym_key, pseudonymise
 from neuronav.storage.store import ObjectStore
@@ -68,7 +68,7 @@ def stored_study(app: FastAPI, settings: Settings, uploader: Person, *, files: i
     store: ObjectStore = app.state.store
     study_uid, series_uid = new_uid(), new_uid()
     with session_scope(settings.database) as db:
-        study = Study(
+        study = StudyRow(
             content_sha256=new_uid()[-20:].rjust(64, "0"),
             patient_pseudonym=pseudonymise(PATIENT_ID, pseudonym_key(settings)),
             sequences={},
@@ -79,7 +79,7 @@ def stored_study(app: FastAPI, settings: Settings, uploader: Person, *, files: i
         for n in range(files):
             obj = store.put(mr_file(study_uid, series_uid, n), kind="upload")
             db.add(
-                StoredObject(
+                StoredObjectRow(
                     key=obj.key, study_id=study.id, kind="upload", name=f"IM{n}", sha256=obj.sha256, size_bytes=obj.size
                 )
             )

@@ -13,7 +13,7 @@ import pytest
 from neuronav.config import get_settings
 from neuronav.db.session import migrate
 from neuronav.storage.store import ObjectStore
-from neuronav.storage.store import StoredObject as StoredObjectInfo
+from neuronav.storage.store import EncryptedObject as StoredObjectInfo
 from tests.conftest import lift_audit_append_only
 
 
@@ -40,12 +40,12 @@ def store() -> ObjectStore:
 
 def registered(*objects: StoredObjectInfo) -> None:
     """Rows naming ``objects``, as an upload's or a job's final transaction writes them."""
-    from neuronav.db.models import StoredObject
+    from neuronav.db.models import StoredObjectRow
     from neuronav.db.session import session_scope
 
     with session_scope(get_settings().database) as db:
         for obj in objects:
-            db.add(StoredObject(key=obj.key, kind="upload", sha256=obj.sha256, size_bytes=obj.size))
+            db.add(StoredObjectRow(key=obj.key, kind="upload", sha256=obj.sha256, size_bytes=obj.size))
 
 
 def test_verify_names_a_corrupted_object(env: dict[str, str]) -> None:
@@ -114,7 +114,7 @@ def test_backup_and_restore_round_trip(env: dict[str, str], tmp_path: Path) -> N
     from sqlalchemy import select
 
     from neuronav import audit
-    from neuronav.db.models import AuditEvent
+    from neuronav.db.models import AuditEventRow
     from neuronav.db.session import session_scope
 
     obj = store().put(b"scan bytes" * 1000, kind="upload")
@@ -133,7 +133,7 @@ def test_backup_and_restore_round_trip(env: dict[str, str], tmp_path: Path) -> N
     assert proc.returncode == 0, proc.stderr
     assert store().read_bytes(obj.key) == b"scan bytes" * 1000
     with session_scope(get_settings().database) as db:
-        assert [e.action for e in db.scalars(select(AuditEvent))] == ["study.upload"]
+        assert [e.action for e in db.scalars(select(AuditEventRow))] == ["study.upload"]
     assert cli(env, "audit", "verify").returncode == 0
     head = cli(env, "audit", "head").stdout.strip()
     assert head.startswith("1:") and len(head) == 66
@@ -165,7 +165,7 @@ def test_backup_and_restore_on_postgresql(
     from sqlalchemy import delete, select
 
     from neuronav import audit
-    from neuronav.db.models import AuditEvent, User
+    from neuronav.db.models import AuditEventRow, UserRow
     from neuronav.db.session import session_scope
 
     monkeypatch.setenv("NEURONAV_DATABASE_URL", postgres_url)
@@ -173,21 +173,21 @@ def test_backup_and_restore_on_postgresql(
     url = get_settings().database
     migrate(url)
     with session_scope(url) as db:
-        db.add(User(email="r@x.org", display_name="R", role="radiologist", password_hash="h", throttle={"n": 1}))
+        db.add(UserRow(email="r@x.org", display_name="R", role="radiologist", password_hash="h", throttle={"n": 1}))
         audit.record(db, "user.create", target_id="r")
     envpg = {**env, "NEURONAV_DATABASE_URL": postgres_url}
     assert cli(envpg, "backup", tmp_path / "bk").returncode == 0
     with session_scope(url) as db:  # disaster: the rows are lost (by someone who could lift the refusal)
         lift_audit_append_only(db)
-        db.execute(delete(AuditEvent))
-        db.execute(delete(User))
+        db.execute(delete(AuditEventRow))
+        db.execute(delete(UserRow))
     proc = cli(envpg, "restore", tmp_path / "bk")
     assert proc.returncode == 0, proc.stderr
     with session_scope(url) as db:
-        user = db.scalars(select(User)).one()
+        user = db.scalars(select(UserRow)).one()
         assert user.email == "r@x.org" and user.throttle == {"n": 1} and user.created_at.tzinfo is not None
     assert cli(envpg, "audit", "verify").returncode == 0
     from sqlalchemy.exc import DBAPIError
 
     with pytest.raises(DBAPIError, match="append-only"), session_scope(url) as db:
-        db.execute(delete(AuditEvent))  # the restore left the log append-only again
+        db.execute(delete(AuditEventRow))  # the restore left the log append-only again

@@ -10,14 +10,14 @@ from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from neuronav.config import Settings, get_settings
-from neuronav.db.models import User
+from neuronav.db.models import UserRow
 from neuronav.db.session import session_scope
 from tests.service.conftest import NEW_PASSWORD, PASSWORD, People, Person, audit_events
 
 
 def must_change(settings: Settings, person: Person) -> bool:
     with session_scope(settings.database) as db:
-        row = db.get(User, person.id)
+        row = db.get(UserRow, person.id)
         assert row is not None
         return row.password_must_change
 
@@ -25,7 +25,7 @@ def must_change(settings: Settings, person: Person) -> bool:
 def one_time(people: People, settings: Settings, role: str) -> Person:
     person = people.create(role)
     with session_scope(settings.database) as db:
-        row = db.get(User, person.id)
+        row = db.get(UserRow, person.id)
         assert row is not None
         row.password_must_change = True
     return person
@@ -125,7 +125,7 @@ def test_the_cli_gives_a_one_time_password(settings: Settings) -> None:
     assert result.exit_code == 0, result.output
     assert "one-time password" in result.output and "changed at the first sign-in" in result.output
     with session_scope(settings.database) as db:
-        row = db.query(User).filter(User.email == "cli.made@hospital.example").one()
+        row = db.query(UserRow).filter(UserRow.email == "cli.made@hospital.example").one()
         assert row.password_must_change is True
 
 

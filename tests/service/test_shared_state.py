@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select, update
 
 from neuronav.config import Settings
-from neuronav.db.models import BreakGlassGrant, ThrottleRecord
+from neuronav.db.models import BreakGlassGrantRow, ThrottleRow
 from neuronav.db.session import migrate, session_scope
 from neuronav.security import throttle
 from neuronav.service import create_app, throttles
@@ -45,7 +45,7 @@ def fail_login(client: TestClient, email: str) -> int:
 def expire_lock(settings: Settings, scope: throttles.Scope, key: str) -> None:
     """Move a lock's end into the past, as if its time had run out."""
     with session_scope(settings.database) as db:
-        row = db.get(ThrottleRecord, (scope, throttles.key_digest(scope, key)))
+        row = db.get(ThrottleRow, (scope, throttles.key_digest(scope, key)))
         assert row is not None and row.locked_until is not None
         row.locked_until = datetime.now(UTC) - timedelta(seconds=1)
 
@@ -61,7 +61,7 @@ def test_a_lockout_made_through_one_process_holds_in_the_other(
         assert locked.status_code == 429 and int(locked.headers["Retry-After"]) > 800
         assert locked.json()["error"] == "AccountLocked"
     with session_scope(settings.database) as db:
-        rows = list(db.scalars(select(ThrottleRecord).where(ThrottleRecord.scope == "account")))
+        rows = list(db.scalars(select(ThrottleRow).where(ThrottleRow.scope == "account")))
         assert [r.key_digest for r in rows] == [throttles.key_digest("account", name)]  # a digest, not the name
         assert rows[0].lockouts == 1
 
@@ -160,7 +160,7 @@ def test_registration_is_rate_limited_per_address_across_processes(
     denied = [e for e in audit_events(settings, "user.register") if e.outcome == "denied"]
     assert len(denied) == 2 and denied[0].detail["reason"] == "rate limited" and denied[0].actor_id is None
     with session_scope(settings.database) as db:
-        assert db.scalar(select(ThrottleRecord).where(ThrottleRecord.scope == "registration")) is not None
+        assert db.scalar(select(ThrottleRow).where(ThrottleRow.scope == "registration")) is not None
 
     expire_lock(settings, "registration", "testclient")
     assert register(other, 99) == 202
@@ -189,7 +189,7 @@ def test_a_break_glass_opened_through_one_process_holds_in_the_other_until_it_ex
     again = client.post("/api/admin/breakglass", json={"reason": "Emergency: second look"}, headers=headers)
     assert again.status_code == 201
     with session_scope(settings.database) as db:
-        db.execute(update(BreakGlassGrant).values(expires_at=datetime.now(UTC) - timedelta(seconds=1)))
+        db.execute(update(BreakGlassGrantRow).values(expires_at=datetime.now(UTC) - timedelta(seconds=1)))
     for app_client in (client, other):
         assert app_client.get("/api/studies", headers=headers).status_code == 403
         assert app_client.get("/api/admin/breakglass", headers=headers).json() is None
@@ -208,4 +208,4 @@ def test_signing_out_closes_the_sessions_break_glass(
     )
     assert other.post("/api/auth/logout", headers=headers).status_code == 200
     with session_scope(settings.database) as db:
-        assert db.scalars(select(BreakGlassGrant)).all() == []
+        assert db.scalars(select(BreakGlassGrantRow)).all() == []

@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import text
 
 from neuronav.config import Settings
-from neuronav.db.models import Analysis, Report, Study
+from neuronav.db.models import AnalysisRow, ReportRow, StudyRow
 from neuronav.db.session import session_scope
 from tests.service.conftest import People, audit_events
 
@@ -43,7 +43,7 @@ def add_study(
 ) -> str:
     uploaded = NOW - timedelta(minutes=minutes_ago)
     with session_scope(settings.database) as db:
-        study = Study(
+        study = StudyRow(
             content_sha256=uuid.uuid4().hex * 2,
             patient_pseudonym=pseudonym if pseudonym is not None else f"NNP-{uuid.uuid4().hex[:20]}",
             description=description,
@@ -58,7 +58,7 @@ def add_study(
         db.flush()
         ids = []
         for a_state, after in analyses:
-            analysis = Analysis(
+            analysis = AnalysisRow(
                 study_id=study.id,
                 cache_key="k" * 64,
                 model="m",
@@ -71,7 +71,7 @@ def add_study(
             ids.append(analysis.id)
         for n, (status, after) in enumerate(reports):
             db.add(
-                Report(
+                ReportRow(
                     id=f"NN-{uuid.uuid4().hex[:12]}-{n}",
                     study_id=study.id,
                     analysis_id=ids[0],

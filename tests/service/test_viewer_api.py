@@ -12,7 +12,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from neuronav.config import Settings
-from neuronav.db.models import Study
+from neuronav.db.models import StudyRow
 from neuronav.db.session import session_scope
 from tests.conftest import zip_phantom
 from tests.service.conftest import Person, audit_events
@@ -163,10 +163,10 @@ def test_viewer_images_annotations_and_report_inclusion(
 
     # -- a prior of the same patient appears in the manifest -----------------------------------
     with session_scope(settings.database) as db:
-        current = db.get(Study, study_id)
+        current = db.get(StudyRow, study_id)
         assert current is not None and current.study_date
         db.add(
-            Study(
+            StudyRow(
                 content_sha256="0" * 64,
                 patient_pseudonym=current.patient_pseudonym,
                 study_date="20010101",
@@ -177,7 +177,7 @@ def test_viewer_images_annotations_and_report_inclusion(
             )
         )
         db.add(
-            Study(
+            StudyRow(
                 content_sha256="1" * 64,
                 patient_pseudonym="NNP-someone-else",
                 study_date="20010101",
@@ -211,7 +211,7 @@ def test_viewer_images_annotations_and_report_inclusion(
 
     # -- an administrator's break-glass limited to another study opens none of this one ----------
     with session_scope(settings.database) as db:
-        other = db.query(Study).filter(Study.description == "earlier").one().id
+        other = db.query(StudyRow).filter(StudyRow.description == "earlier").one().id
     admin = staff["admin"].headers
     analysis_id = up.json()["study"]["analysis"]["id"]
     this_study = (

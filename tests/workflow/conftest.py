@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from neuronav.config import Settings, get_settings
-from neuronav.db.models import User
+from neuronav.db.models import UserRow
 from neuronav.db.session import migrate, session_factory, session_scope
 from neuronav.phantom import generate_study
 from neuronav.storage.store import ObjectStore
@@ -32,7 +32,9 @@ def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Env]:
     settings = get_settings()
     migrate(settings.database)
     with session_scope(settings.database) as db:
-        user = User(email="tech@example.org", display_name="Tech", role="technician", password_hash="x", state="active")
+        user = UserRow(
+            email="tech@example.org", display_name="Tech", role="technician", password_hash="x", state="active"
+        )
         db.add(user)
         db.flush()
         uid = user.id

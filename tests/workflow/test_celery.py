@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from neuronav.config import get_settings
-from neuronav.db.models import Analysis, Study
+from neuronav.db.models import AnalysisRow, StudyRow
 from neuronav.db.session import session_scope
 from neuronav.workflow import jobs
 from neuronav.workflow.uploads import Upload, receive_upload
@@ -65,15 +65,15 @@ def test_a_celery_worker_process_analyses_an_uploaded_study(
             time.sleep(2)
             assert worker.poll() is None, (tmp_path / "worker.log").read_text()[-2000:]
             with session_scope(settings.database) as db:
-                a = db.get(Analysis, analysis_id)
+                a = db.get(AnalysisRow, analysis_id)
                 assert a is not None
                 state = a.state
         log = (tmp_path / "worker.log").read_text()
         assert state == "done", log[-3000:]
         assert "neuronav.analyse" in log
         with session_scope(settings.database) as db:
-            s = db.get(Study, study_id)
-            a = db.get(Analysis, analysis_id)
+            s = db.get(StudyRow, study_id)
+            a = db.get(AnalysisRow, analysis_id)
             assert s is not None and a is not None and s.state == "done" and a.result["report_id"]
     finally:
         worker.terminate()

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from neuronav.db.models import Analysis, StoredObject, Study
+from neuronav.db.models import AnalysisRow, StoredObjectRow, StudyRow
 from neuronav.db.session import session_scope
 from neuronav.storage.store import ObjectStore
 from neuronav.workflow import jobs, reports
@@ -25,7 +25,7 @@ def uploaded(env: Env, data: bytes) -> str:
 
 def queue(env: Env, study_id: str, *, force: bool = False) -> tuple[str, bool]:
     with session_scope(env.settings.database) as db:
-        study = db.get(Study, study_id)
+        study = db.get(StudyRow, study_id)
         assert study is not None
         analysis, queued = jobs.start_analysis(db, env.settings, study, user_id=env.user_id, force=force)
         return analysis.id, queued
@@ -49,13 +49,13 @@ def test_upload_to_report(env: Env, phantom_zip: Path, monkeypatch: pytest.Monke
     monkeypatch.setattr(ObjectStore, "put", flaky_put)
     assert jobs.run_analysis(analysis_id, env.settings) == "retry"
     with session_scope(env.settings.database) as db:
-        a = db.get(Analysis, analysis_id)
+        a = db.get(AnalysisRow, analysis_id)
         assert a is not None and a.state == "queued" and "No space left" in (a.error or "")
-        assert not db.scalars(select(StoredObject).where(StoredObject.kind.like("result:%"))).all()
+        assert not db.scalars(select(StoredObjectRow).where(StoredObjectRow.kind.like("result:%"))).all()
     assert jobs.run_analysis(analysis_id, env.settings) == "done"
     with session_scope(env.settings.database) as db:
-        a = db.get(Analysis, analysis_id)
-        study = db.get(Study, study_id)
+        a = db.get(AnalysisRow, analysis_id)
+        study = db.get(StudyRow, study_id)
         assert a is not None and study is not None
         assert (a.state, a.progress, a.attempts, study.state, study.flagged) == ("done", 1.0, 2, "done", True)
         viewer_images = {f"sequence-{name}.nii.gz" for name in ("FLAIR", "T1", "T1c", "T2")}  # as acquired
@@ -76,9 +76,9 @@ def test_a_study_that_cannot_be_analysed_fails_with_its_reason(env: Env, phantom
     study_id = uploaded(env, phantom_zip.read_bytes())
     analysis_id, _ = queue(env, study_id)
     with session_scope(env.settings.database) as db:  # the stored upload vanished
-        for obj in db.scalars(select(StoredObject).where(StoredObject.study_id == study_id)):
+        for obj in db.scalars(select(StoredObjectRow).where(StoredObjectRow.study_id == study_id)):
             env.store.delete(obj.key)
     assert jobs.run_analysis(analysis_id, env.settings) in ("failed", "retry")
     with session_scope(env.settings.database) as db:
-        a = db.get(Analysis, analysis_id)
+        a = db.get(AnalysisRow, analysis_id)
         assert a is not None and a.error

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from neuronav.db.models import StoredObject, Study
+from neuronav.db.models import StoredObjectRow, StudyRow
 from neuronav.db.session import session_scope
 from neuronav.errors import InputError, UnsafeInputError
 from neuronav.storage import decrypt_field
@@ -18,7 +18,7 @@ from neuronav.workflow.uploads import Upload, receive_upload
 from tests.workflow.conftest import Env
 
 
-def upload(env: Env, *files: tuple[str, bytes]) -> Study:
+def upload(env: Env, *files: tuple[str, bytes]) -> StudyRow:
     with session_scope(env.settings.database) as db:
         return receive_upload(
             db, env.store, env.settings, user_id=env.user_id, uploads=[Upload(n, io.BytesIO(b)) for n, b in files]
@@ -27,8 +27,8 @@ def upload(env: Env, *files: tuple[str, bytes]) -> Study:
 
 def counts(env: Env) -> tuple[int, int, int]:
     with session_scope(env.settings.database) as db:
-        studies = db.scalar(select(func.count()).select_from(Study)) or 0
-        objects = db.scalar(select(func.count()).select_from(StoredObject)) or 0
+        studies = db.scalar(select(func.count()).select_from(StudyRow)) or 0
+        objects = db.scalar(select(func.count()).select_from(StoredObjectRow)) or 0
     return studies, objects, len(list(env.store.iter_keys()))
 
 

@@ -38,7 +38,9 @@ from sqlalchemy import (
     Text,
     false,
 )
+from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.types import TypeDecorator
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -62,12 +64,38 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+class UTCDateTime(TypeDecorator[datetime]):
+    """The one datetime column type: aware UTC datetimes in, aware UTC datetimes out, on every database.
+
+    PostgreSQL keeps the zone (``timestamp with time zone``); SQLite stores text without one and
+    returns naive values, which are read back as UTC here, so no caller ever compares naive with aware.
+    A naive datetime written is refused: it would be ambiguous. ISO 8601 text (a backup's rows) is parsed.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | str | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if isinstance(value, str):  # rows copied as text (a backup's dump)
+            value = datetime.fromisoformat(value)
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value.isoformat()} written to a UTC column: give it a time zone")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
-    type_annotation_map = {datetime: DateTime(timezone=True), dict[str, Any]: JSON}  # noqa: RUF012 (SQLAlchemy API)
+    type_annotation_map = {datetime: UTCDateTime(), dict[str, Any]: JSON}  # noqa: RUF012 (SQLAlchemy API)
 
 
-class User(Base):
+class UserRow(Base):
     __tablename__ = "users"
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
@@ -87,10 +115,10 @@ class User(Base):
     password_must_change: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
-    sessions: Mapped[list[Session]] = relationship(back_populates="user", cascade="all, delete-orphan")
+    sessions: Mapped[list[SessionRow]] = relationship(back_populates="user", cascade="all, delete-orphan")
 
 
-class Session(Base):
+class SessionRow(Base):
     __tablename__ = "sessions"
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
@@ -102,10 +130,10 @@ class Session(Base):
     client: Mapped[str | None] = mapped_column(String(100))  # address the session was opened from
     mfa: Mapped[bool] = mapped_column(Boolean, default=False)
 
-    user: Mapped[User] = relationship(back_populates="sessions")
+    user: Mapped[UserRow] = relationship(back_populates="sessions")
 
 
-class BreakGlassGrant(Base):
+class BreakGlassGrantRow(Base):
     """The open break-glass of one session (at most one; opening another replaces it)."""
 
     __tablename__ = "breakglass_grants"
@@ -120,7 +148,7 @@ class BreakGlassGrant(Base):
     expires_at: Mapped[datetime] = mapped_column(index=True)
 
 
-class ThrottleRecord(Base):
+class ThrottleRow(Base):
     """One throttle counter (:class:`neuronav.security.throttle.ThrottleState`) of a scope and key."""
 
     __tablename__ = "throttles"
@@ -134,7 +162,7 @@ class ThrottleRecord(Base):
     last_failure: Mapped[datetime | None] = mapped_column(index=True)  # stale rows are pruned by it
 
 
-class Study(Base):
+class StudyRow(Base):
     __tablename__ = "studies"
     __table_args__ = (
         Index("ix_studies_uploaded_at", "uploaded_at"),
@@ -161,11 +189,11 @@ class Study(Base):
     uploaded_at: Mapped[datetime] = mapped_column(default=utcnow)
     prior_study_id: Mapped[str | None] = mapped_column(ForeignKey("studies.id"))
 
-    objects: Mapped[list[StoredObject]] = relationship(back_populates="study", cascade="all, delete-orphan")
-    analyses: Mapped[list[Analysis]] = relationship(back_populates="study", cascade="all, delete-orphan")
+    objects: Mapped[list[StoredObjectRow]] = relationship(back_populates="study", cascade="all, delete-orphan")
+    analyses: Mapped[list[AnalysisRow]] = relationship(back_populates="study", cascade="all, delete-orphan")
 
 
-class StoredObject(Base):
+class StoredObjectRow(Base):
     __tablename__ = "stored_objects"
 
     key: Mapped[str] = mapped_column(String(64), primary_key=True)  # server-generated storage key
@@ -176,10 +204,10 @@ class StoredObject(Base):
     size_bytes: Mapped[int] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
-    study: Mapped[Study | None] = relationship(back_populates="objects")
+    study: Mapped[StudyRow | None] = relationship(back_populates="objects")
 
 
-class Analysis(Base):
+class AnalysisRow(Base):
     __tablename__ = "analyses"
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
@@ -198,10 +226,10 @@ class Analysis(Base):
     seconds: Mapped[float | None] = mapped_column(Float)
     result: Mapped[dict[str, Any]] = mapped_column(default=dict)  # summary + stored object keys
 
-    study: Mapped[Study] = relationship(back_populates="analyses")
+    study: Mapped[StudyRow] = relationship(back_populates="analyses")
 
 
-class Report(Base):
+class ReportRow(Base):
     __tablename__ = "reports"
 
     id: Mapped[str] = mapped_column(String(20), primary_key=True)  # NN-YYYYMMDD-xxxxxxxx
@@ -211,12 +239,12 @@ class Report(Base):
     status: Mapped[str] = mapped_column(String(20), default="preliminary")
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
 
-    versions: Mapped[list[ReportVersion]] = relationship(
-        back_populates="report", cascade="all, delete-orphan", order_by="ReportVersion.version"
+    versions: Mapped[list[ReportVersionRow]] = relationship(
+        back_populates="report", cascade="all, delete-orphan", order_by="ReportVersionRow.version"
     )
 
 
-class ReportVersion(Base):
+class ReportVersionRow(Base):
     __tablename__ = "report_versions"
 
     report_id: Mapped[str] = mapped_column(ForeignKey("reports.id", ondelete="CASCADE"), primary_key=True)
@@ -227,10 +255,10 @@ class ReportVersion(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     created_by: Mapped[str | None] = mapped_column(ForeignKey("users.id"))
 
-    report: Mapped[Report] = relationship(back_populates="versions")
+    report: Mapped[ReportRow] = relationship(back_populates="versions")
 
 
-class Annotation(Base):
+class AnnotationRow(Base):
     __tablename__ = "annotations"
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
@@ -243,7 +271,7 @@ class Annotation(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
-class AuditEvent(Base):
+class AuditEventRow(Base):
     __tablename__ = "audit_events"
 
     seq: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)

@@ -15,10 +15,10 @@ from neuronav.ingest.model import (
     Inventory,
     PatientIdentity,
     Problem,
+    ScannedStudy,
     Series,
     SeriesMetadata,
     Source,
-    Study,
 )
 from neuronav.ingest.scan import scan
 
@@ -29,9 +29,9 @@ __all__ = [
     "Limits",
     "PatientIdentity",
     "Problem",
+    "ScannedStudy",
     "Series",
     "SeriesMetadata",
     "Source",
-    "Study",
     "scan",
 ]

@@ -142,7 +142,7 @@ class Series:
 
 
 @dataclass
-class Study:
+class ScannedStudy:
     study_instance_uid: str
     patient: PatientIdentity
     study_date: str = ""
@@ -154,7 +154,7 @@ class Study:
 class Inventory:
     """Everything ingest found. ``problems`` lists each file skipped (and each warning) with a reason."""
 
-    studies: dict[str, Study] = field(default_factory=dict)
+    studies: dict[str, ScannedStudy] = field(default_factory=dict)
     problems: list[Problem] = field(default_factory=list)
     files_seen: int = 0
     duplicates: int = 0

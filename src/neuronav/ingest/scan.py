@@ -8,7 +8,7 @@ from pathlib import Path
 
 from neuronav.errors import NeuroNavError
 from neuronav.ingest.limits import DEFAULT_LIMITS, Limits
-from neuronav.ingest.model import Inventory, Problem, Series, Source, Study
+from neuronav.ingest.model import Inventory, Problem, ScannedStudy, Series, Source
 from neuronav.ingest.reader import patient_identity, read_header, series_metadata
 from neuronav.ingest.sources import SourceReader, iter_sources
 
@@ -57,7 +57,7 @@ def _add(inv: Inventory, seen: set[str], source: Source, reader: SourceReader, l
         warnings.simplefilter("ignore")  # pydicom warns (with values) about invalid elements
         if study is None:
             ds = header.dataset
-            study = Study(
+            study = ScannedStudy(
                 study_instance_uid=inst.study_instance_uid,
                 patient=patient_identity(ds),
                 study_date=str(ds.get("StudyDate", "") or ""),

@@ -21,7 +21,7 @@ from sqlalchemy import select
 
 from neuronav import audit
 from neuronav.config import Settings
-from neuronav.db.models import User
+from neuronav.db.models import UserRow
 from neuronav.db.session import migrate, session_scope
 from neuronav.errors import InputError
 from neuronav.security import passwords, throttle
@@ -80,9 +80,9 @@ def create_user(
     password_hash = passwords.hash_password(password)
     now = datetime.now(UTC)
     with session_scope(settings.database) as db:
-        if db.scalar(select(User.id).where(User.email == address)) is not None:
+        if db.scalar(select(UserRow.id).where(UserRow.email == address)) is not None:
             raise AccountStateError(f"an account with the e-mail {address} already exists")
-        user = User(
+        user = UserRow(
             email=address,
             display_name=name,
             role=str(checked_role),

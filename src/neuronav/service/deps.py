@@ -50,8 +50,7 @@ from sqlalchemy.orm import Session
 from neuronav import audit
 from neuronav.audit import Outcome
 from neuronav.config import Settings
-from neuronav.db.models import AuditEvent, BreakGlassGrant, User
-from neuronav.db.models import Session as SessionRow
+from neuronav.db.models import AuditEventRow, BreakGlassGrantRow, SessionRow, UserRow
 from neuronav.db.session import session_factory
 from neuronav.errors import InputError, NeuroNavError
 from neuronav.security import permissions, tokens
@@ -158,11 +157,11 @@ class BreakGlassRegistry:
         """Store ``grant`` for the session, replacing one already open; expired grants are pruned."""
         db = self.db
         db.execute(
-            delete(BreakGlassGrant)
-            .where(BreakGlassGrant.expires_at <= datetime.now(UTC))
+            delete(BreakGlassGrantRow)
+            .where(BreakGlassGrantRow.expires_at <= datetime.now(UTC))
             .execution_options(synchronize_session=False)
         )
-        stmt = select(BreakGlassGrant).where(BreakGlassGrant.session_id == session_id).with_for_update()
+        stmt = select(BreakGlassGrantRow).where(BreakGlassGrantRow.session_id == session_id).with_for_update()
         row = db.scalar(stmt.execution_options(populate_existing=True))
         if row is None:
             try:
@@ -180,7 +179,7 @@ class BreakGlassRegistry:
 
     def get(self, session_id: str, now: datetime | None = None) -> BreakGlass | None:
         """The session's grant while it is open; None once it has expired."""
-        row = self.db.get(BreakGlassGrant, session_id)
+        row = self.db.get(BreakGlassGrantRow, session_id)
         if row is None:
             return None
         grant = _grant(row)
@@ -188,7 +187,7 @@ class BreakGlassRegistry:
 
     def close(self, session_id: str) -> BreakGlass | None:
         """Remove the session's grant; the grant that was open (None if none was, or it had expired)."""
-        row = self.db.get(BreakGlassGrant, session_id)
+        row = self.db.get(BreakGlassGrantRow, session_id)
         if row is None:
             return None
         grant = _grant(row)
@@ -209,11 +208,11 @@ def _grant_values(grant: BreakGlass) -> dict[str, Any]:
     }
 
 
-def _grant_row(session_id: str, grant: BreakGlass) -> BreakGlassGrant:
-    return BreakGlassGrant(session_id=session_id, **_grant_values(grant))
+def _grant_row(session_id: str, grant: BreakGlass) -> BreakGlassGrantRow:
+    return BreakGlassGrantRow(session_id=session_id, **_grant_values(grant))
 
 
-def _grant(row: BreakGlassGrant) -> BreakGlass:
+def _grant(row: BreakGlassGrantRow) -> BreakGlass:
     return BreakGlass(
         breakglass_id=row.breakglass_id,
         user_id=row.user_id,
@@ -281,9 +280,9 @@ def get_current_user(
     if credentials is not None:
         claims = tokens.verify_access_token(credentials.credentials, secret=settings.secret_key)
         found = db.execute(  # the session and its user in one query (every request pays it)
-            select(SessionRow, User)
-            .join(User, User.id == SessionRow.user_id)
-            .where(SessionRow.id == claims.session_id, User.id == claims.user_id)
+            select(SessionRow, UserRow)
+            .join(UserRow, UserRow.id == SessionRow.user_id)
+            .where(SessionRow.id == claims.session_id, UserRow.id == claims.user_id)
         ).first()
         row, user = (found[0], found[1]) if found is not None else (None, None)
         tokens.ensure_session_alive(
@@ -298,7 +297,7 @@ def get_current_user(
         if not token:
             raise InvalidToken(SIGN_IN_FIRST)
         row = db.scalar(select(SessionRow).where(SessionRow.token_digest == tokens.token_digest(token)))
-        user = db.get(User, row.user_id) if row is not None else None
+        user = db.get(UserRow, row.user_id) if row is not None else None
         tokens.ensure_session_token(
             token,
             _record(row),
@@ -352,7 +351,7 @@ def audit_event(
     target_id: str | None = None,
     detail: dict[str, Any] | None = None,
     client: str | None = None,
-) -> AuditEvent:
+) -> AuditEventRow:
     """Append an audit event by ``user`` (None: anonymous); ``detail`` holds ids, counts and reasons, never PHI."""
     return audit.record(
         db,
@@ -456,7 +455,7 @@ _STATES = {"pending": AccountState.PENDING, "active": AccountState.ACTIVE, "disa
 _ROW_STATES = {state: row for row, state in _STATES.items()}
 
 
-def account_of(user: User) -> Account:
+def account_of(user: UserRow) -> Account:
     """The security module's view of a user row (``users.state`` 'pending' is ``pending_verification``)."""
     return Account(
         user_id=user.id,
@@ -471,7 +470,7 @@ def account_of(user: User) -> Account:
     )
 
 
-def apply_account(user: User, account: Account) -> None:
+def apply_account(user: UserRow, account: Account) -> None:
     """Copy an account transition back into the row."""
     user.state = _ROW_STATES[account.state]
     user.role = str(account.role)
@@ -521,7 +520,7 @@ def utc(value: datetime | None) -> datetime | None:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
-def user_out(user: User) -> UserOut:
+def user_out(user: UserRow) -> UserOut:
     return UserOut(
         id=user.id,
         email=user.email,
@@ -537,9 +536,9 @@ def user_out(user: User) -> UserOut:
     )
 
 
-def load_user(db: Session, user_id: str) -> User:
+def load_user(db: Session, user_id: str) -> UserRow:
     """The user row, or :class:`NotFoundError`."""
-    user = db.get(User, user_id)
+    user = db.get(UserRow, user_id)
     if user is None:
         raise NotFoundError(f"no user {user_id}")
     return user

@@ -48,7 +48,7 @@ def demo_setup(settings: Settings, *, seed: int = 42) -> tuple[list[DemoAccount]
     at the first sign-in) and a phantom study uploaded and analysed."""
     from sqlalchemy import select
 
-    from neuronav.db.models import Study, User
+    from neuronav.db.models import StudyRow, UserRow
     from neuronav.db.session import migrate, session_scope
     from neuronav.phantom import generate_study
     from neuronav.security import totp
@@ -59,7 +59,7 @@ def demo_setup(settings: Settings, *, seed: int = 42) -> tuple[list[DemoAccount]
     migrate(settings.database)
     accounts: list[DemoAccount] = []
     with session_scope(settings.database) as db:
-        existing = set(db.scalars(select(User.email)))
+        existing = set(db.scalars(select(UserRow.email)))
     for role in ("admin", "radiologist", "technician", "neurologist"):
         email = f"demo-{role}@neuronav.local"
         if email in existing:
@@ -85,7 +85,7 @@ def demo_setup(settings: Settings, *, seed: int = 42) -> tuple[list[DemoAccount]
         generate_study(work, seed=seed, lesion="glioma", fmt="dicom")
     files = sorted(p for p in (work / "dicom").rglob("*") if p.is_file())
     with session_scope(settings.database) as db:
-        tech = db.scalars(select(User).where(User.email == "demo-technician@neuronav.local")).one()
+        tech = db.scalars(select(UserRow).where(UserRow.email == "demo-technician@neuronav.local")).one()
         handles = [open(p, "rb") for p in files]  # noqa: SIM115 (closed below)
         try:
             received = receive_upload(
@@ -98,7 +98,7 @@ def demo_setup(settings: Settings, *, seed: int = 42) -> tuple[list[DemoAccount]
         finally:
             for h in handles:
                 h.close()
-        study = db.get(Study, received.study.id)
+        study = db.get(StudyRow, received.study.id)
         assert study is not None
         analysis, queued = jobs.start_analysis(db, settings, study, user_id=tech.id)
         study_id, analysis_id = study.id, analysis.id
@@ -271,7 +271,7 @@ def verify_storage(settings: Settings) -> list[str]:
     """Every stored object decrypted and hashed; plus objects the database names that are missing."""
     from sqlalchemy import select
 
-    from neuronav.db.models import StoredObject
+    from neuronav.db.models import StoredObjectRow
     from neuronav.db.session import migrate, session_scope
     from neuronav.storage.store import ObjectStore
 
@@ -279,7 +279,7 @@ def verify_storage(settings: Settings) -> list[str]:
     store = ObjectStore.from_settings(settings)
     problems = [str(p) for p in store.verify_all()]
     with session_scope(settings.database) as db:
-        for key in db.scalars(select(StoredObject.key)):
+        for key in db.scalars(select(StoredObjectRow.key)):
             if not store.exists(key):
                 problems.append(f"{key}: named in the database but missing from storage")
     return problems
@@ -296,12 +296,12 @@ def unreferenced_objects(settings: Settings, store: ObjectStore, *, older_than_s
 
     from sqlalchemy import select
 
-    from neuronav.db.models import StoredObject
+    from neuronav.db.models import StoredObjectRow
     from neuronav.db.session import session_scope
 
     keys = list(store.iter_keys())  # listed before the rows are read: an object committed meanwhile is named
     with session_scope(settings.database) as db:
-        named = set(db.scalars(select(StoredObject.key)))
+        named = set(db.scalars(select(StoredObjectRow.key)))
     now = time.time()
     found = []
     for key in keys:

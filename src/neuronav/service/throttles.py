@@ -32,7 +32,7 @@ from sqlalchemy import delete, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from neuronav.db.models import ThrottleRecord
+from neuronav.db.models import ThrottleRow
 from neuronav.security.throttle import ThrottleState
 
 Scope = Literal["account", "address", "registration"]
@@ -47,7 +47,7 @@ def _aware(value: datetime | None) -> datetime | None:
     return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
 
 
-def _state(row: ThrottleRecord | None) -> ThrottleState:
+def _state(row: ThrottleRow | None) -> ThrottleState:
     if row is None:
         return ThrottleState()
     return ThrottleState(
@@ -61,13 +61,13 @@ def _state(row: ThrottleRecord | None) -> ThrottleState:
 
 def load(db: Session, scope: Scope, key: str) -> ThrottleState:
     """The stored state of ``key`` (a fresh state when there is none)."""
-    return _state(db.get(ThrottleRecord, (scope, key_digest(scope, key))))
+    return _state(db.get(ThrottleRow, (scope, key_digest(scope, key))))
 
 
-def _locked_row(db: Session, scope: Scope, digest: str) -> ThrottleRecord:
+def _locked_row(db: Session, scope: Scope, digest: str) -> ThrottleRow:
     stmt = (
-        select(ThrottleRecord)
-        .where(ThrottleRecord.scope == scope, ThrottleRecord.key_digest == digest)
+        select(ThrottleRow)
+        .where(ThrottleRow.scope == scope, ThrottleRow.key_digest == digest)
         .with_for_update()
         .execution_options(populate_existing=True)
     )
@@ -76,7 +76,7 @@ def _locked_row(db: Session, scope: Scope, digest: str) -> ThrottleRecord:
         return row
     try:
         with db.begin_nested():
-            row = ThrottleRecord(scope=scope, key_digest=digest, failures=0, lockouts=0)
+            row = ThrottleRow(scope=scope, key_digest=digest, failures=0, lockouts=0)
             db.add(row)
             db.flush()
         return row
@@ -114,9 +114,9 @@ def update(
 def prune(db: Session, *, now: datetime | None = None) -> int:
     """Delete the rows idle for :data:`STALE_AFTER` that hold no lock; the number deleted."""
     t = now or datetime.now(UTC)
-    stmt = delete(ThrottleRecord).where(
-        ThrottleRecord.last_failure < t - STALE_AFTER,
-        or_(ThrottleRecord.locked_until.is_(None), ThrottleRecord.locked_until < t),
+    stmt = delete(ThrottleRow).where(
+        ThrottleRow.last_failure < t - STALE_AFTER,
+        or_(ThrottleRow.locked_until.is_(None), ThrottleRow.locked_until < t),
     )
     result = db.execute(stmt.execution_options(synchronize_session=False))
     return int(getattr(result, "rowcount", 0) or 0)

@@ -32,9 +32,10 @@ from neuronav.storage.errors import (
     StorageIntegrityError,
     UploadTooLargeError,
 )
-from neuronav.storage.store import ObjectReader, ObjectStore, RotationReport, StoredObject, VerifyProblem
+from neuronav.storage.store import EncryptedObject, ObjectReader, ObjectStore, RotationReport, VerifyProblem
 
 __all__ = [
+    "EncryptedObject",
     "Keyring",
     "MasterKey",
     "MasterKeyUnavailableError",
@@ -44,7 +45,6 @@ __all__ = [
     "RotationReport",
     "StorageError",
     "StorageIntegrityError",
-    "StoredObject",
     "UploadTooLargeError",
     "VerifyProblem",
     "decrypt_field",

@@ -124,7 +124,7 @@ class Readable(Protocol):
 
 
 @dataclass(frozen=True)
-class StoredObject:
+class EncryptedObject:
     """What the (authenticated) header says about an object."""
 
     key: str
@@ -165,7 +165,7 @@ class ObjectPaths:
 
 @dataclass(frozen=True)
 class _Header:
-    info: StoredObject
+    info: EncryptedObject
     data_key: bytes
 
 
@@ -276,7 +276,7 @@ def _parse_header(raw: bytes, key: str) -> dict[str, object]:
     return fields
 
 
-def _build_header(master: MasterKey, info: StoredObject, data_key: bytes) -> bytes:
+def _build_header(master: MasterKey, info: EncryptedObject, data_key: bytes) -> bytes:
     public: dict[str, object] = {
         "chunk_size": info.chunk_size,
         "format": FORMAT,
@@ -612,7 +612,7 @@ class ObjectStore:
         private = json.loads(private_raw)
         if not isinstance(private, dict) or set(private) != _PRIVATE_FIELDS:
             raise StorageIntegrityError("sealed header does not have the expected fields", key)
-        info = StoredObject(
+        info = EncryptedObject(
             key=key,
             kind=str(private["kind"]),
             size=_int_field(fields, "size"),
@@ -627,7 +627,7 @@ class ObjectStore:
 
     def put(
         self, stream: Readable | bytes | bytearray | memoryview, *, kind: str, max_bytes: int | None = None
-    ) -> StoredObject:
+    ) -> EncryptedObject:
         """Encrypt and store a stream (or bytes) under a new server-generated key.
 
         ``kind`` is a short lowercase label (``upload``, ``nifti``, ``report``…). More than ``max_bytes``
@@ -698,7 +698,7 @@ class ObjectStore:
                     current, index = following, index + 1
                 fh.flush()
                 os.fsync(fh.fileno())
-            info = StoredObject(
+            info = EncryptedObject(
                 key=key,
                 kind=kind,
                 size=total,
@@ -733,7 +733,7 @@ class ObjectStore:
             return False
         return self.object_paths(key).header.exists()
 
-    def stat(self, key: str) -> StoredObject:
+    def stat(self, key: str) -> EncryptedObject:
         """The authenticated header of ``key``."""
         return self._open_header(key).info
 

@@ -30,7 +30,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from neuronav.config import Settings, get_settings
-from neuronav.db.models import Analysis, StoredObject, Study, utcnow
+from neuronav.db.models import AnalysisRow, StoredObjectRow, StudyRow, utcnow
 from neuronav.db.session import session_scope
 from neuronav.errors import InputError, NeuroNavError
 from neuronav.storage.errors import StorageError
@@ -57,7 +57,7 @@ def model_versions() -> str:
     )
 
 
-def cache_key(study: Study) -> str:
+def cache_key(study: StudyRow) -> str:
     from neuronav import __version__
 
     return hashlib.sha256(f"{study.content_sha256}|{model_versions()}|{__version__}".encode()).hexdigest()
@@ -71,23 +71,23 @@ def store_for(settings: Settings) -> ObjectStore:
 
 
 def start_analysis(
-    db: Session, settings: Settings, study: Study, *, user_id: str | None, force: bool = False
-) -> tuple[Analysis, bool]:
+    db: Session, settings: Settings, study: StudyRow, *, user_id: str | None, force: bool = False
+) -> tuple[AnalysisRow, bool]:
     """(analysis, queued_now). The cached or running analysis is returned unless ``force``."""
     key = cache_key(study)
     if not force:
         found = db.scalars(
-            select(Analysis)
+            select(AnalysisRow)
             .where(
-                Analysis.study_id == study.id,
-                Analysis.cache_key == key,
-                Analysis.state.in_(("queued", "running", "done")),
+                AnalysisRow.study_id == study.id,
+                AnalysisRow.cache_key == key,
+                AnalysisRow.state.in_(("queued", "running", "done")),
             )
-            .order_by(Analysis.created_at.desc())
+            .order_by(AnalysisRow.created_at.desc())
         ).first()
         if found is not None:
             return found, False
-    analysis = Analysis(study_id=study.id, cache_key=key, model=model_versions(), requested_by=user_id)
+    analysis = AnalysisRow(study_id=study.id, cache_key=key, model=model_versions(), requested_by=user_id)
     db.add(analysis)
     study.state = "queued"
     db.flush()
@@ -120,7 +120,7 @@ def _run_embedded(settings: Settings, analysis_id: str) -> None:
 
 def _set(settings: Settings, analysis_id: str, **values: object) -> None:
     with session_scope(settings.database) as db:
-        a = db.get(Analysis, analysis_id)
+        a = db.get(AnalysisRow, analysis_id)
         if a is not None:
             for k, v in values.items():
                 setattr(a, k, v)
@@ -136,11 +136,11 @@ def run_analysis(analysis_id: str, settings: Settings | None = None) -> str:
 
     settings = settings or get_settings()
     with session_scope(settings.database) as db:
-        a = db.get(Analysis, analysis_id)
+        a = db.get(AnalysisRow, analysis_id)
         if a is None or a.state == "done":
             return "skipped"
         a.state, a.attempts, a.started_at, a.error, a.progress = "running", a.attempts + 1, utcnow(), None, 0.0
-        study = db.get(Study, a.study_id)
+        study = db.get(StudyRow, a.study_id)
         assert study is not None
         study.state = "running"
         study_id, uploaded_at, attempts = study.id, study.uploaded_at, a.attempts
@@ -166,7 +166,7 @@ def run_analysis(analysis_id: str, settings: Settings | None = None) -> str:
         report = build_report(findings, analysis_dir=out, received=uploaded_at)
         _set(settings, analysis_id, stage="storing results", progress=0.95)
         stored: dict[str, str] = {}
-        rows: list[StoredObject] = []
+        rows: list[StoredObjectRow] = []
         try:
             # encrypted before the transaction: on SQLite an open transaction holds the write lock,
             # which every request and upload needs
@@ -175,7 +175,7 @@ def run_analysis(analysis_id: str, settings: Settings | None = None) -> str:
                     obj = store.put(fh, kind="result")
                 stored[name] = obj.key
                 rows.append(
-                    StoredObject(
+                    StoredObjectRow(
                         key=obj.key,
                         study_id=study_id,
                         kind=f"result:{name}",
@@ -187,8 +187,8 @@ def run_analysis(analysis_id: str, settings: Settings | None = None) -> str:
             with session_scope(settings.database) as db:
                 db.add_all(rows)
                 reports.save(db, store, report, study_id=study_id, analysis_id=analysis_id, user_id=None)
-                a = db.get(Analysis, analysis_id)
-                study = db.get(Study, study_id)
+                a = db.get(AnalysisRow, analysis_id)
+                study = db.get(StudyRow, study_id)
                 assert a is not None and study is not None
                 a.state, a.progress, a.stage, a.finished_at = "done", 1.0, "done", utcnow()
                 a.seconds = round(time.perf_counter() - t0, 2)
@@ -220,8 +220,8 @@ def run_analysis(analysis_id: str, settings: Settings | None = None) -> str:
 
 def _fail(settings: Settings, analysis_id: str, study_id: str, message: str, *, retry: bool) -> str:
     with session_scope(settings.database) as db:
-        a = db.get(Analysis, analysis_id)
-        study = db.get(Study, study_id)
+        a = db.get(AnalysisRow, analysis_id)
+        study = db.get(StudyRow, study_id)
         if a is not None:
             a.state, a.error = ("queued" if retry else "failed"), message[:2000]
             a.finished_at = None if retry else utcnow()
@@ -234,7 +234,7 @@ def requeue_stale(settings: Settings, *, older_than: timedelta = timedelta(hours
     """Analyses left running by a worker that died: back to queued and dispatched again."""
     cutoff = datetime.now(UTC) - older_than
     with session_scope(settings.database) as db:
-        stale = db.scalars(select(Analysis).where(Analysis.state.in_(("running", "queued")))).all()
+        stale = db.scalars(select(AnalysisRow).where(AnalysisRow.state.in_(("running", "queued")))).all()
         ids = []
         for a in stale:
             started = a.started_at or a.created_at
@@ -248,7 +248,7 @@ def requeue_stale(settings: Settings, *, older_than: timedelta = timedelta(hours
     return ids
 
 
-def result_path(settings: Settings, db: Session, analysis: Analysis, name: str, folder: Path) -> Path:
+def result_path(settings: Settings, db: Session, analysis: AnalysisRow, name: str, folder: Path) -> Path:
     """Decrypt one stored result file of ``analysis`` into ``folder``."""
     key = (analysis.result.get("objects") or {}).get(name)
     if not key:

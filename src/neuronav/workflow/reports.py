@@ -10,8 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from neuronav.config import Settings
-from neuronav.db.models import Analysis, ReportVersion, utcnow
-from neuronav.db.models import Report as ReportRow
+from neuronav.db.models import AnalysisRow, ReportRow, ReportVersionRow, utcnow
 from neuronav.errors import LifecycleError, ReportError
 from neuronav.report.json_report import report_json
 from neuronav.report.model import Report
@@ -30,14 +29,14 @@ def save(
     if row is None:
         row = ReportRow(id=report.report_id, study_id=study_id, analysis_id=analysis_id)
         db.add(row)
-    existing = db.get(ReportVersion, (report.report_id, report.version))
+    existing = db.get(ReportVersionRow, (report.report_id, report.version))
     if existing is not None:
         if existing.content_sha256 is not None:
             raise LifecycleError(f"version {report.version} of {report.report_id} is signed and cannot be replaced")
         existing.document_enc, existing.status, existing.created_by = document, report.status, user_id
     else:
         db.add(
-            ReportVersion(
+            ReportVersionRow(
                 report_id=report.report_id,
                 version=report.version,
                 status=report.status,
@@ -57,15 +56,17 @@ def load(db: Session, store: ObjectStore, report_id: str, version: int | None = 
     if row is None:
         raise ReportError(f"no report {report_id}")
     wanted = version or row.version
-    ver = db.get(ReportVersion, (report_id, wanted))
+    ver = db.get(ReportVersionRow, (report_id, wanted))
     if ver is None:
         raise ReportError(f"no version {wanted} of report {report_id}")
     return Report.model_validate_json(decrypt_field(ver.document_enc, store.field_key(), DOCUMENT_COLUMN))
 
 
-def versions(db: Session, report_id: str) -> list[ReportVersion]:
+def versions(db: Session, report_id: str) -> list[ReportVersionRow]:
     return list(
-        db.scalars(select(ReportVersion).where(ReportVersion.report_id == report_id).order_by(ReportVersion.version))
+        db.scalars(
+            select(ReportVersionRow).where(ReportVersionRow.report_id == report_id).order_by(ReportVersionRow.version)
+        )
     )
 
 
@@ -75,7 +76,9 @@ def for_study(db: Session, study_id: str) -> ReportRow | None:
     ).first()
 
 
-def export(db: Session, settings: Settings, report: Report, analysis: Analysis, fmt: str, folder: Path) -> list[Path]:
+def export(
+    db: Session, settings: Settings, report: Report, analysis: AnalysisRow, fmt: str, folder: Path
+) -> list[Path]:
     """Write one format of ``report`` into ``folder`` from the stored (encrypted) analysis and upload."""
     from neuronav.analysis.inputs import from_paths
     from neuronav.report.outputs import DICOM_FORMATS, parse_formats

@@ -31,12 +31,11 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from neuronav.config import Settings
-from neuronav.db.models import StoredObject, Study
+from neuronav.db.models import StoredObjectRow, StudyRow
 from neuronav.errors import InputError, NeuroNavError
 from neuronav.storage import encrypt_field
 from neuronav.storage.errors import UploadTooLargeError
-from neuronav.storage.store import ObjectStore
-from neuronav.storage.store import StoredObject as EncryptedObject
+from neuronav.storage.store import EncryptedObject, ObjectStore
 
 COPY_CHUNK = 1024 * 1024
 # uploads validated and stored at once (each copies, scans, builds and encrypts ~70 MB and holds its
@@ -53,7 +52,7 @@ class Upload:
 
 @dataclass(frozen=True)
 class Received:
-    study: Study
+    study: StudyRow
     created: bool
 
 
@@ -167,7 +166,7 @@ def _receive(
             }
             for name, s in inputs.series.items()
         }
-        study = Study(
+        study = StudyRow(
             content_sha256=digest,
             study_uid_digest=pseudonymise(study_info.study_instance_uid)[4:],
             patient_pseudonym=inputs.patient_pseudonym,
@@ -186,7 +185,7 @@ def _receive(
         db.flush()
         for name, obj in objects:
             db.add(
-                StoredObject(
+                StoredObjectRow(
                     key=obj.key, study_id=study.id, kind="upload", name=name, sha256=obj.sha256, size_bytes=obj.size
                 )
             )
@@ -200,8 +199,8 @@ def _receive(
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def _same_content(db: Session, digest: str) -> Study | None:
-    return db.scalars(select(Study).where(Study.content_sha256 == digest)).first()
+def _same_content(db: Session, digest: str) -> StudyRow | None:
+    return db.scalars(select(StudyRow).where(StudyRow.content_sha256 == digest)).first()
 
 
 def restore_upload(db: Session, store: ObjectStore, study_id: str, folder: Path) -> Path:
@@ -209,17 +208,17 @@ def restore_upload(db: Session, store: ObjectStore, study_id: str, folder: Path)
     return decrypt_upload(store, upload_objects(db, study_id), folder)
 
 
-def upload_objects(db: Session, study_id: str) -> list[StoredObject]:
+def upload_objects(db: Session, study_id: str) -> list[StoredObjectRow]:
     """The stored files of a study's upload, in upload order (InputError when there are none)."""
     objects = db.scalars(
-        select(StoredObject).where(StoredObject.study_id == study_id, StoredObject.kind == "upload")
+        select(StoredObjectRow).where(StoredObjectRow.study_id == study_id, StoredObjectRow.kind == "upload")
     ).all()
     if not objects:
         raise InputError(f"study {study_id} has no stored upload")
     return sorted(objects, key=lambda o: o.created_at)
 
 
-def decrypt_upload(store: ObjectStore, objects: list[StoredObject], folder: Path) -> Path:
+def decrypt_upload(store: ObjectStore, objects: list[StoredObjectRow], folder: Path) -> Path:
     """Decrypt the files of :func:`upload_objects` into ``folder`` (needs no database session)."""
     for n, obj in enumerate(objects):
         suffix = ".zip" if (obj.name or "").lower().endswith(".zip") else ".dcm"

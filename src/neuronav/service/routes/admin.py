@@ -17,7 +17,7 @@ from fastapi import APIRouter, Depends
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy.orm import Session
 
-from neuronav.db.models import Study
+from neuronav.db.models import StudyRow
 from neuronav.security import permissions
 from neuronav.security.errors import SecurityError
 from neuronav.security.permissions import BREAKGLASS_MIN_REASON, BreakGlass, Permission
@@ -79,7 +79,7 @@ def open_breakglass(
     db: Session, registry: BreakGlassRegistry, user: CurrentUser, reason: str, study_id: str | None
 ) -> BreakGlass:
     """Open a break-glass for the caller's session (replacing one already open) and audit it."""
-    if study_id is not None and db.get(Study, study_id) is None:
+    if study_id is not None and db.get(StudyRow, study_id) is None:
         raise NotFoundError(f"no study {study_id}")
     try:
         grant = permissions.open_breakglass(

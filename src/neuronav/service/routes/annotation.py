@@ -16,7 +16,7 @@ from fastapi import APIRouter, Depends
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 
-from neuronav.db.models import Annotation, User
+from neuronav.db.models import AnnotationRow, UserRow
 from neuronav.errors import LifecycleError
 from neuronav.report import lifecycle
 from neuronav.security.permissions import Permission, StudyObject
@@ -83,7 +83,7 @@ class AnnotationOut(BaseModel):
     created_at: datetime | None
 
 
-def _out(a: Annotation, author: User | None) -> AnnotationOut:
+def _out(a: AnnotationRow, author: UserRow | None) -> AnnotationOut:
     g: dict[str, Any] = a.geometry or {}
     return AnnotationOut(
         id=a.id,
@@ -102,8 +102,8 @@ def _out(a: Annotation, author: User | None) -> AnnotationOut:
     )
 
 
-def _load(db: DbDep, annotation_id: str) -> Annotation:
-    a = db.get(Annotation, annotation_id)
+def _load(db: DbDep, annotation_id: str) -> AnnotationRow:
+    a = db.get(AnnotationRow, annotation_id)
     if a is None:
         raise NotFoundError(f"no annotation {annotation_id}")
     return a
@@ -119,9 +119,11 @@ def list_annotations(study_id: str, user: Reader, db: DbDep) -> list[AnnotationO
     """Every reader's annotations on the study, oldest first, each with its author."""
     authorize_object(db, user, Permission.ANNOTATION_READ, _object(db, study_id))
     rows = db.scalars(
-        select(Annotation).where(Annotation.study_id == study_id).order_by(Annotation.created_at, Annotation.id)
+        select(AnnotationRow)
+        .where(AnnotationRow.study_id == study_id)
+        .order_by(AnnotationRow.created_at, AnnotationRow.id)
     ).all()
-    authors = {u.id: u for u in db.scalars(select(User).where(User.id.in_({a.author_id for a in rows})))}
+    authors = {u.id: u for u in db.scalars(select(UserRow).where(UserRow.id.in_({a.author_id for a in rows})))}
     audit_event(db, user, "annotation.list", target_type="study", target_id=study_id, detail={"count": len(rows)})
     return [_out(a, authors.get(a.author_id)) for a in rows]
 
@@ -148,7 +150,7 @@ def create_annotation(
             import shutil
 
             shutil.rmtree(folder, ignore_errors=True)
-    a = Annotation(
+    a = AnnotationRow(
         study_id=study_id,
         author_id=user.id,
         kind=geometry.kind,
@@ -170,11 +172,11 @@ def create_annotation(
         target_id=study_id,
         detail={"annotation": a.id, "kind": a.kind},
     )
-    author = db.get(User, user.id)
+    author = db.get(UserRow, user.id)
     return _out(a, author)
 
 
-def _own(db: DbDep, user: CurrentUser, annotation_id: str) -> Annotation:
+def _own(db: DbDep, user: CurrentUser, annotation_id: str) -> AnnotationRow:
     a = _load(db, annotation_id)
     authorize_object(db, user, Permission.ANNOTATION_CREATE, _object(db, a.study_id))
     if a.author_id != user.id:
@@ -198,7 +200,7 @@ def update_annotation(annotation_id: str, body: AnnotationPatch, user: Author, d
         raise InputError("a text annotation needs its text")
     a.text = (body.text or "").strip() or None
     audit_event(db, user, "annotation.update", target_type="study", target_id=a.study_id, detail={"annotation": a.id})
-    return _out(a, db.get(User, a.author_id))
+    return _out(a, db.get(UserRow, a.author_id))
 
 
 @router.delete("/api/annotations/{annotation_id}", status_code=204)
@@ -224,7 +226,7 @@ def include_annotation(annotation_id: str, user: Editor, db: DbDep, store: Store
     if row is None:
         raise NotFoundError(f"study {a.study_id} has no report yet")
     report = reports.load(db, store, row.id)
-    author = db.get(User, a.author_id)
+    author = db.get(UserRow, a.author_id)
     sentence = logic.report_sentence(
         a.kind, a.geometry or {}, (a.geometry or {}).get("values", {}), a.text, author.display_name if author else "?"
     )

@@ -16,7 +16,7 @@ from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
 from neuronav import audit
-from neuronav.db.models import AuditEvent
+from neuronav.db.models import AuditEventRow
 from neuronav.errors import InputError
 from neuronav.security.permissions import Permission
 from neuronav.service.deps import CurrentUser, DbDep, audit_event, requires, utc
@@ -68,31 +68,31 @@ def _filtered(
     target_id: str | None = None,
     since: datetime | None = None,
     until: datetime | None = None,
-) -> Select[AuditEvent]:
+) -> Select[AuditEventRow]:
     since, until = utc(since), utc(until)
     if since is not None and until is not None and until < since:
         raise InputError("'until' is before 'since'")
-    stmt = select(AuditEvent)
+    stmt = select(AuditEventRow)
     if actor is not None:
-        stmt = stmt.where(AuditEvent.actor_id == actor)
+        stmt = stmt.where(AuditEventRow.actor_id == actor)
     if action is not None:
         if action.endswith("*"):
             prefix = action[:-1].replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-            stmt = stmt.where(AuditEvent.action.like(prefix + "%", escape="\\"))
+            stmt = stmt.where(AuditEventRow.action.like(prefix + "%", escape="\\"))
         else:
-            stmt = stmt.where(AuditEvent.action == action)
+            stmt = stmt.where(AuditEventRow.action == action)
     if outcome is not None:
-        stmt = stmt.where(AuditEvent.outcome == outcome)
+        stmt = stmt.where(AuditEventRow.outcome == outcome)
     if target_id is not None:
-        stmt = stmt.where(AuditEvent.target_id == target_id)
+        stmt = stmt.where(AuditEventRow.target_id == target_id)
     if since is not None:
-        stmt = stmt.where(AuditEvent.at >= since)
+        stmt = stmt.where(AuditEventRow.at >= since)
     if until is not None:
-        stmt = stmt.where(AuditEvent.at < until)
+        stmt = stmt.where(AuditEventRow.at < until)
     return stmt
 
 
-def _out(event: AuditEvent) -> EventOut:
+def _out(event: AuditEventRow) -> EventOut:
     return EventOut(
         seq=event.seq,
         at=utc(event.at) or event.at,
@@ -112,7 +112,7 @@ def search(db: Session, user: CurrentUser, *, limit: int, offset: int, newest_fi
     """Events matching the filters (exact actor id / outcome / target id; action exact or ``prefix*``)."""
     stmt = _filtered(**filters)
     total = db.scalar(select(func.count()).select_from(stmt.subquery())) or 0
-    order = AuditEvent.seq.desc() if newest_first else AuditEvent.seq.asc()
+    order = AuditEventRow.seq.desc() if newest_first else AuditEventRow.seq.asc()
     rows = db.scalars(stmt.order_by(order).limit(limit).offset(offset)).all()
     page = EventPage(total=total, limit=limit, offset=offset, items=[_out(e) for e in rows])
     audit_event(db, user, "audit.read", detail={"filters": _plain(filters), "returned": len(rows)})
@@ -126,7 +126,7 @@ def _plain(filters: dict[str, Any]) -> dict[str, Any]:
 def verify_chain(db: Session, user: CurrentUser) -> VerifyOut:
     """Check the whole hash chain; names the first altered, deleted, inserted or reordered event."""
     problem = audit.verify(db)
-    count = db.scalar(select(func.count()).select_from(AuditEvent)) or 0
+    count = db.scalar(select(func.count()).select_from(AuditEventRow)) or 0
     audit_event(
         db,
         user,
@@ -147,7 +147,7 @@ def fhir_bundle(
     """A FHIR ``Bundle`` (type collection) of R5 AuditEvents in ``[since, until)``, oldest first."""
     stmt = _filtered(since=since, until=until)
     total = db.scalar(select(func.count()).select_from(stmt.subquery())) or 0
-    rows = db.scalars(stmt.order_by(AuditEvent.seq).limit(limit).offset(offset)).all()
+    rows = db.scalars(stmt.order_by(AuditEventRow.seq).limit(limit).offset(offset)).all()
     audit_event(
         db, user, "audit.export", detail={"filters": _plain({"since": since, "until": until}), "returned": len(rows)}
     )

@@ -43,8 +43,7 @@ from sqlalchemy.orm import Session
 
 from neuronav import audit as audit_log
 from neuronav.config import Settings
-from neuronav.db.models import Session as SessionRow
-from neuronav.db.models import User
+from neuronav.db.models import SessionRow, UserRow
 from neuronav.errors import InputError
 from neuronav.security import passwords, permissions, throttle, tokens, totp
 from neuronav.security.errors import (
@@ -256,7 +255,7 @@ def register(db: Session, body: RegisterIn, *, client: str) -> None:
     passwords.check_password_policy(body.password, email=email)
     password_hash = passwords.hash_password(body.password)  # also for a known e-mail: same time taken
     licence = " ".join(body.licence_number.split()).upper() if body.licence_number else None
-    user = User(
+    user = UserRow(
         email=email,
         display_name=" ".join(body.display_name.split()),
         role=str(body.role),
@@ -265,7 +264,7 @@ def register(db: Session, body: RegisterIn, *, client: str) -> None:
         licence_number=licence or None,
         throttle={},
     )
-    exists = db.scalar(select(User.id).where(User.email == email)) is not None
+    exists = db.scalar(select(UserRow.id).where(UserRow.email == email)) is not None
     if not exists:
         try:
             with db.begin_nested():  # a concurrent registration of the same e-mail loses here, quietly
@@ -296,14 +295,14 @@ def register(db: Session, body: RegisterIn, *, client: str) -> None:
 
 @dataclass(frozen=True)
 class SignedIn:
-    user: User
+    user: UserRow
     session_token: str
     access_token: str
     expires_in: int
     csrf_token: str
 
 
-def _login_account(user: User, store: ObjectStore) -> LoginAccount:
+def _login_account(user: UserRow, store: ObjectStore) -> LoginAccount:
     secret = decrypt_totp_secret(store, user.totp_secret_enc) if user.totp_secret_enc else None
     return LoginAccount(
         user_id=user.id,
@@ -315,7 +314,7 @@ def _login_account(user: User, store: ObjectStore) -> LoginAccount:
     )
 
 
-def _access_token(settings: Settings, user: User, session: SessionRow, now: datetime) -> tuple[str, int]:
+def _access_token(settings: Settings, user: UserRow, session: SessionRow, now: datetime) -> tuple[str, int]:
     expires = session.expires_at if session.expires_at.tzinfo else session.expires_at.replace(tzinfo=UTC)
     remaining = int((expires - now).total_seconds())
     minutes = max(1, min(settings.access_token_minutes, remaining // 60))
@@ -338,7 +337,7 @@ def sign_in(
     """One sign-in attempt (module docstring); raises the refusal after committing its audit event."""
     now = datetime.now(UTC)
     key = throttle.login_key(email)
-    user = db.scalar(select(User).where(User.email == key).with_for_update()) if key else None
+    user = db.scalar(select(UserRow).where(UserRow.email == key).with_for_update()) if key else None
     account_state = throttle_from_json(user.throttle) if user is not None else throttles.load(db, "account", key)
     address_state = throttles.load(db, "address", client)
     result = authenticate(

@@ -14,8 +14,7 @@ from fastapi.responses import FileResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.background import BackgroundTask
 
-from neuronav.db.models import Analysis
-from neuronav.db.models import Report as ReportRow
+from neuronav.db.models import AnalysisRow, ReportRow
 from neuronav.report import lifecycle
 from neuronav.report.model import Report
 from neuronav.report.outputs import FORMATS
@@ -134,7 +133,7 @@ def export_report(
             user_id=user.id,
         )
     row = _row(db, report_id)
-    analysis = db.get(Analysis, row.analysis_id)
+    analysis = db.get(AnalysisRow, row.analysis_id)
     assert analysis is not None
     folder = private_tmp(settings, "export-")
     try:

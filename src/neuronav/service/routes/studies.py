@@ -38,8 +38,7 @@ from sqlalchemy import (
 )
 from starlette.background import BackgroundTask
 
-from neuronav.db.models import Analysis, Study
-from neuronav.db.models import Report as ReportRow
+from neuronav.db.models import AnalysisRow, ReportRow, StudyRow
 from neuronav.errors import InputError
 from neuronav.security.errors import PermissionDenied
 from neuronav.security.permissions import Grant, Permission, StudyObject
@@ -117,7 +116,7 @@ class StudyPage(BaseModel):
     offset: int
 
 
-def _analysis_out(a: Analysis | None) -> AnalysisOut | None:
+def _analysis_out(a: AnalysisRow | None) -> AnalysisOut | None:
     if a is None:
         return None
     return AnalysisOut(
@@ -135,13 +134,13 @@ def _analysis_out(a: Analysis | None) -> AnalysisOut | None:
     )
 
 
-def _latest(db: DbDep, study_id: str) -> Analysis | None:
+def _latest(db: DbDep, study_id: str) -> AnalysisRow | None:
     return db.scalars(
-        select(Analysis).where(Analysis.study_id == study_id).order_by(Analysis.created_at.desc())
+        select(AnalysisRow).where(AnalysisRow.study_id == study_id).order_by(AnalysisRow.created_at.desc())
     ).first()
 
 
-def _study_out(db: DbDep, s: Study, *, with_status: bool = True) -> StudyOut:
+def _study_out(db: DbDep, s: StudyRow, *, with_status: bool = True) -> StudyOut:
     latest, rep = _latest(db, s.id), reports.for_study(db, s.id)
     return StudyOut(
         id=s.id,
@@ -159,8 +158,8 @@ def _study_out(db: DbDep, s: Study, *, with_status: bool = True) -> StudyOut:
     )
 
 
-def load_study(db: DbDep, study_id: str) -> Study:
-    study = db.get(Study, study_id)
+def load_study(db: DbDep, study_id: str) -> StudyRow:
+    study = db.get(StudyRow, study_id)
     if study is None:
         raise NotFoundError(f"no study {study_id}")
     return study
@@ -251,7 +250,10 @@ def _search_text(dialect: str) -> ColumnElement[str]:
     only: the planner uses the index only for the very same expression."""
     empty: ColumnElement[str] = literal_column("''")
     separator = func.chr(literal_column("31")) if dialect == "postgresql" else func.char(literal_column("31"))
-    pseudonym, description = func.coalesce(Study.patient_pseudonym, empty), func.coalesce(Study.description, empty)
+    pseudonym, description = (
+        func.coalesce(StudyRow.patient_pseudonym, empty),
+        func.coalesce(StudyRow.description, empty),
+    )
     text = pseudonym.concat(separator).concat(description)
     return func.lower(text, type_=String)
 
@@ -262,17 +264,17 @@ def _worklist_filters(
     """The WHERE clauses of a worklist query, with bound parameters of the same names."""
     where: list[ColumnElement[bool]] = []
     if one_study:  # a break-glass limited to one study
-        where.append(Study.id == bindparam("only_study", type_=String))
+        where.append(StudyRow.id == bindparam("only_study", type_=String))
     if technician:
-        where.append(Study.uploaded_by == bindparam("uploaded_by", type_=String))
+        where.append(StudyRow.uploaded_by == bindparam("uploaded_by", type_=String))
     if state:
-        where.append(Study.state == bindparam("state", type_=String))
+        where.append(StudyRow.state == bindparam("state", type_=String))
     if flagged:
-        where.append(Study.flagged == bindparam("flagged", type_=Boolean))
+        where.append(StudyRow.flagged == bindparam("flagged", type_=Boolean))
     if search:
         where.append(_search_text(dialect).like(func.lower(bindparam("pattern", type_=String)), escape="/"))
     if since:
-        where.append(Study.uploaded_at >= bindparam("since", type_=DateTime(timezone=True)))
+        where.append(StudyRow.uploaded_at >= bindparam("since", type_=DateTime(timezone=True)))
     return where
 
 
@@ -291,43 +293,43 @@ def _worklist_query(
         # index (20 ms against 4 with 10,000 studies)
         offset = select(offset).scalar_subquery()
     columns: list[Any] = [
-        Study.id,
-        Study.state,
-        Study.flagged,
-        Study.uploaded_at,
-        Study.patient_pseudonym,
-        Study.study_date,
-        Study.description,
-        Study.sequences,
-        Study.n_files,
+        StudyRow.id,
+        StudyRow.state,
+        StudyRow.flagged,
+        StudyRow.uploaded_at,
+        StudyRow.patient_pseudonym,
+        StudyRow.study_date,
+        StudyRow.description,
+        StudyRow.sequences,
+        StudyRow.n_files,
     ]
     if search:  # one scan of the matches for the page and the total: rechecking each match is the cost
         columns.append(func.count().over().label("total"))
     page = (
         select(*columns)
         .where(*where)
-        .order_by(Study.flagged.desc(), Study.uploaded_at.desc())
+        .order_by(StudyRow.flagged.desc(), StudyRow.uploaded_at.desc())
         .limit(bindparam("limit", type_=Integer))
         .offset(offset)
         .subquery("page")
     )
     extra: list[ColumnElement[Any]] = []
     if not search:  # the total from the index-ordered walk would need every row: counted apart
-        extra.append(select(func.count()).select_from(Study).where(*where).scalar_subquery().label("total"))
+        extra.append(select(func.count()).select_from(StudyRow).where(*where).scalar_subquery().label("total"))
     a_cols = (
-        Analysis.id,
-        Analysis.study_id,
-        Analysis.state,
-        Analysis.progress,
-        Analysis.stage,
-        Analysis.error,
-        Analysis.attempts,
-        Analysis.created_at,
-        Analysis.finished_at,
-        Analysis.seconds,
-        Analysis.result["report_id"].as_string().label("report_id"),
+        AnalysisRow.id,
+        AnalysisRow.study_id,
+        AnalysisRow.state,
+        AnalysisRow.progress,
+        AnalysisRow.stage,
+        AnalysisRow.error,
+        AnalysisRow.attempts,
+        AnalysisRow.created_at,
+        AnalysisRow.finished_at,
+        AnalysisRow.seconds,
+        AnalysisRow.result["report_id"].as_string().label("report_id"),
     )
-    latest_a = select(*a_cols).where(Analysis.study_id == page.c.id).order_by(Analysis.created_at.desc()).limit(1)
+    latest_a = select(*a_cols).where(AnalysisRow.study_id == page.c.id).order_by(AnalysisRow.created_at.desc()).limit(1)
     latest_r = (
         select(ReportRow.id, ReportRow.status)
         .where(ReportRow.study_id == page.c.id)
@@ -342,7 +344,7 @@ def _worklist_query(
     else:  # SQLite has no LATERAL; it runs the correlated subquery per page row, then a primary-key lookup
         a = select(*a_cols).subquery("a")
         r = select(ReportRow.id, ReportRow.status).subquery("r")
-        a_id = latest_a.with_only_columns(Analysis.id).scalar_subquery()
+        a_id = latest_a.with_only_columns(AnalysisRow.id).scalar_subquery()
         r_id = latest_r.with_only_columns(ReportRow.id).scalar_subquery()
         joined = page.outerjoin(a, a.c.id == a_id).outerjoin(r, r.c.id == r_id)
     return (
@@ -363,7 +365,7 @@ def _worklist_count(
     dialect: str, technician: bool, state: bool, flagged: bool, search: bool, since: bool, one_study: bool
 ) -> Select[Any]:
     where = _worklist_filters(dialect, technician, state, flagged, search, since, one_study)
-    return select(func.count()).select_from(Study).where(*where)
+    return select(func.count()).select_from(StudyRow).where(*where)
 
 
 def _worklist_item(row: Row[Any]) -> StudyOut:
@@ -494,7 +496,7 @@ def start(study_id: str, user: Starter, db: DbDep, settings: SettingsDep, force:
 @router.get("/api/analyses/{analysis_id}", response_model=AnalysisOut)
 def analysis_status(analysis_id: str, user: CurrentUserDep, db: DbDep) -> AnalysisOut:
     """Status and progress of an analysis (its uploader, or anyone who may read analyses)."""
-    a = db.get(Analysis, analysis_id)
+    a = db.get(AnalysisRow, analysis_id)
     if a is None:
         raise NotFoundError(f"no analysis {analysis_id}")
     study = load_study(db, a.study_id)
@@ -509,7 +511,7 @@ def analysis_result(
     analysis_id: str, user: Annotated[CurrentUser, Depends(requires(Permission.ANALYSIS_READ))], db: DbDep
 ) -> dict[str, Any]:
     """The findings summary of a finished analysis and its report id."""
-    a = db.get(Analysis, analysis_id)
+    a = db.get(AnalysisRow, analysis_id)
     if a is None:
         raise NotFoundError(f"no analysis {analysis_id}")
     study = load_study(db, a.study_id)
@@ -525,19 +527,19 @@ def analysis_result(
     }
 
 
-def latest_done(db: DbDep, study: Study) -> Analysis:
+def latest_done(db: DbDep, study: StudyRow) -> AnalysisRow:
     """The newest finished analysis of ``study`` (404 when there is none)."""
     done = db.scalars(
-        select(Analysis)
-        .where(Analysis.study_id == study.id, Analysis.state == "done")
-        .order_by(Analysis.created_at.desc())
+        select(AnalysisRow)
+        .where(AnalysisRow.study_id == study.id, AnalysisRow.state == "done")
+        .order_by(AnalysisRow.created_at.desc())
     ).first()
     if done is None:
         raise NotFoundError(f"study {study.id} has no finished analysis")
     return done
 
 
-def image_file(analysis: Analysis, image: str) -> str:
+def image_file(analysis: AnalysisRow, image: str) -> str:
     """The stored file behind a viewer image name: reference, segmentation, heatmap or sequence-<NAME>."""
     if image in IMAGES:
         return IMAGES[image]
@@ -616,18 +618,18 @@ class ViewerOut(BaseModel):
     priors: list[PriorOut]
 
 
-def priors_of(db: DbDep, study: Study) -> list[Study]:
+def priors_of(db: DbDep, study: StudyRow) -> list[StudyRow]:
     """Earlier examinations of the same patient (same pseudonym) with a finished analysis, newest first:
     earlier by study date when both have one (a historical study may be uploaded later), else by upload."""
     if not study.patient_pseudonym:
         return []
     rows = db.scalars(
-        select(Study)
-        .where(Study.patient_pseudonym == study.patient_pseudonym, Study.id != study.id, Study.state == "done")
-        .order_by(Study.study_date.desc(), Study.uploaded_at.desc())
+        select(StudyRow)
+        .where(StudyRow.patient_pseudonym == study.patient_pseudonym, StudyRow.id != study.id, StudyRow.state == "done")
+        .order_by(StudyRow.study_date.desc(), StudyRow.uploaded_at.desc())
     ).all()
 
-    def earlier(other: Study) -> bool:
+    def earlier(other: StudyRow) -> bool:
         if other.study_date and study.study_date:
             return other.study_date < study.study_date
         return utc(other.uploaded_at) < utc(study.uploaded_at)  # type: ignore[operator]

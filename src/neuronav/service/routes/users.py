@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from neuronav.db.models import User
+from neuronav.db.models import UserRow
 from neuronav.security import accounts, passwords
 from neuronav.security.errors import AccountStateError, PermissionDenied, SecurityError
 from neuronav.security.permissions import Permission, Role
@@ -88,22 +88,25 @@ class PasswordResetOut(ChangeOut):
 
 def list_users(db: Session, *, state: str | None, role: str | None, q: str | None, limit: int, offset: int) -> UserPage:
     """Users matching the filters, newest first."""
-    stmt = select(User)
+    stmt = select(UserRow)
     if state is not None:
-        stmt = stmt.where(User.state == state)
+        stmt = stmt.where(UserRow.state == state)
     if role is not None:
-        stmt = stmt.where(User.role == role)
+        stmt = stmt.where(UserRow.role == role)
     if q:
         pattern = "%" + q.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
         stmt = stmt.where(
-            func.lower(User.email).like(pattern, escape="\\") | func.lower(User.display_name).like(pattern, escape="\\")
+            func.lower(UserRow.email).like(pattern, escape="\\")
+            | func.lower(UserRow.display_name).like(pattern, escape="\\")
         )
     total = db.scalar(select(func.count()).select_from(stmt.subquery())) or 0
-    rows = db.scalars(stmt.order_by(User.created_at.desc(), User.id).limit(limit).offset(offset)).all()
+    rows = db.scalars(stmt.order_by(UserRow.created_at.desc(), UserRow.id).limit(limit).offset(offset)).all()
     return UserPage(total=total, limit=limit, offset=offset, items=[user_out(u) for u in rows])
 
 
-def _audited(db: Session, actor: CurrentUser, action: str, target: User, change: Callable[[], ChangeOut]) -> ChangeOut:
+def _audited(
+    db: Session, actor: CurrentUser, action: str, target: UserRow, change: Callable[[], ChangeOut]
+) -> ChangeOut:
     """Run ``change``; a refusal is audited (and committed) before it propagates."""
     try:
         return change()
