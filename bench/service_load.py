@@ -72,8 +72,9 @@ class Server:
             [
                 py,
                 "-c",
-                "from neuronav.config import get_settings; from neuronav.service.bootstrap "
-                "import create_user; import sys; create_user(get_settings(), 'tech2@bench.example', "
+                "from neuronav.config import get_settings; from neuronav.db.session import migrate; "
+                "from neuronav.workflow.operations import create_account; migrate(get_settings().database); "
+                "create_account(get_settings(), 'tech2@bench.example', "
                 f"{PASSWORD!r}, 'technician', display_name='T2', active=True, licence=None)",
             ],
             env=self.env,

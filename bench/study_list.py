@@ -96,14 +96,14 @@ def run(url: str, label: str, n: int, requests: int, work: Path) -> tuple[float,
     from neuronav.db.session import make_engine, migrate
     from neuronav.security import totp  # noqa: F401
     from neuronav.service.app import create_app
-    from neuronav.service.bootstrap import create_user
+    from neuronav.workflow.operations import create_account
 
     os.environ["NEURONAV_DATA_DIR"] = str(work / label)
     os.environ["NEURONAV_DATABASE_URL"] = url
     get_settings.cache_clear()
     settings = get_settings()
     migrate(settings.database)
-    uid = create_user(
+    uid = create_account(
         settings,
         f"rad-{label}@bench.example",
         "a long bench password 1",

@@ -55,7 +55,7 @@ def main() -> int:
     from neuronav.config import load_settings
     from neuronav.phantom import generate_study
     from neuronav.service import create_app
-    from neuronav.service.bootstrap import create_user
+    from neuronav.workflow.operations import create_account
 
     settings = load_settings()
     with socket.socket() as s:
@@ -67,7 +67,7 @@ def main() -> int:
         time.sleep(0.05)
     url = f"http://127.0.0.1:{port}"
     for role in ("technician", "radiologist"):
-        create_user(settings, f"{role}@bench.example", PASSWORD, role, display_name=role, active=True, licence="B-1")
+        create_account(settings, f"{role}@bench.example", PASSWORD, role, display_name=role, active=True, licence="B-1")
 
     def token(role: str) -> str:
         r = httpx.post(f"{url}/api/auth/login", json={"email": f"{role}@bench.example", "password": PASSWORD})

@@ -37,7 +37,7 @@ _LOCK_KEY = 0x4E4E_4155  # "NNAU": the advisory lock of the audit chain (Postgre
 
 
 def _canonical(event: AuditEventRow) -> bytes:
-    at = event.at if event.at.tzinfo else event.at.replace(tzinfo=UTC)  # SQLite drops the zone
+    at = event.at  # aware UTC (db.models.UTCDateTime)
     body = {
         "seq": event.seq,
         "at": at.astimezone(UTC).isoformat(timespec="microseconds"),
@@ -175,7 +175,7 @@ _FHIR_ACTIONS = {"read": "R", "export": "R", "create": "C", "upload": "C", "upda
 def to_fhir(event: AuditEventRow) -> dict[str, Any]:
     """The event as a FHIR R5 AuditEvent resource (JSON)."""
     verb = event.action.rsplit(".", 1)[-1]
-    at = event.at if event.at.tzinfo else event.at.replace(tzinfo=UTC)
+    at = event.at
     outcome_code = {"success": "0", "failure": "8", "denied": "4"}[event.outcome]
     resource: dict[str, Any] = {
         "resourceType": "AuditEvent",

@@ -459,7 +459,7 @@ def serve(
 
     settings = get_settings()
     if demo:
-        from neuronav.service.ops import demo_setup
+        from neuronav.workflow.operations import demo_setup
 
         err.print("demo: creating users and analysing a phantom study (about 30 s the first time)…")
         accounts, study_id = demo_setup(settings)
@@ -471,11 +471,6 @@ def serve(
         if not accounts:
             out.print("demo users exist already (their passwords were shown when they were made)", markup=False)
         out.print(f"demo study {study_id} analysed", markup=False, highlight=False)
-    from neuronav.db.session import migrate
-    from neuronav.workflow.jobs import requeue_stale
-
-    migrate(settings.database)  # a new data folder has no tables yet; the stale-job check reads them
-    requeue_stale(settings)
     where = f"http://{host}:{port}"
     out.print(
         f"NeuroNav {__version__} on {where} (API docs {where}/docs) — database "
@@ -515,12 +510,12 @@ def users_create(
     TOTP secret for an admin)."""
     from neuronav.config import get_settings
     from neuronav.security import totp
-    from neuronav.service.bootstrap import create_user
-    from neuronav.service.ops import one_time_password
+    from neuronav.workflow.accounts import one_time_password
+    from neuronav.workflow.operations import create_account
 
     password = one_time_password()
     secret = totp.new_secret() if role == "admin" else None
-    create_user(
+    create_account(
         get_settings(),
         email,
         password,
@@ -587,12 +582,12 @@ def verify(
     """Decrypt and hash every stored object; list corrupted or missing ones (exit 1 when any), and
     objects no database row names (debris of an interrupted upload or job; not an error)."""
     from neuronav.config import get_settings
-    from neuronav.db.session import migrate
-    from neuronav.service import ops
+    from neuronav.db.session import require_current
     from neuronav.storage.store import ObjectStore
+    from neuronav.workflow import operations as ops
 
     settings = get_settings()
-    migrate(settings.database)
+    require_current(settings.database)
     store = ObjectStore.from_settings(settings)
     if remove_unreferenced:
         for key in ops.remove_unreferenced(settings, store):
@@ -616,7 +611,7 @@ def verify(
 def backup(target: Annotated[Path, typer.Argument(help="a new, empty folder")]) -> None:
     """Back up the database and the (still encrypted) storage; the master key is NOT included."""
     from neuronav.config import get_settings
-    from neuronav.service.ops import backup as run_backup
+    from neuronav.workflow.operations import backup as run_backup
 
     manifest = run_backup(get_settings(), target)
     out.print(
@@ -630,10 +625,43 @@ def backup(target: Annotated[Path, typer.Argument(help="a new, empty folder")]) 
 def restore(source: Annotated[Path, typer.Argument(help="a folder made by neuronav backup")]) -> None:
     """Restore a backup (verified against its manifest first, every object verified after)."""
     from neuronav.config import get_settings
-    from neuronav.service.ops import restore as run_restore
+    from neuronav.workflow.operations import restore as run_restore
 
     n = run_restore(get_settings(), source)
     out.print(f"restored; {n} stored objects verified", markup=False, highlight=False)
+
+
+db_app = typer.Typer(help="The database.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Create the tables of a new database, or bring an existing one to this version's schema (back it up
+    first: `neuronav backup DIR`). `neuronav serve` does this at start-up too."""
+    from neuronav.config import get_settings
+    from neuronav.db.session import head_revision, migrate, schema_revision
+
+    settings = get_settings()
+    before = schema_revision(settings.database)
+    migrate(settings.database)
+    after = head_revision()
+    if before == after:
+        out.print(f"database already at schema {after}", markup=False, highlight=False)
+    else:
+        out.print(f"database upgraded from {before or 'empty'} to schema {after}", markup=False, highlight=False)
+
+
+@db_app.command("status")
+def db_status() -> None:
+    """The database's schema version and the one this NeuroNav needs (changes nothing; exit 1 when they differ)."""
+    from neuronav.config import get_settings
+    from neuronav.db.session import head_revision, schema_revision
+
+    have, want = schema_revision(get_settings().database), head_revision()
+    out.print(f"database schema {have or 'none (empty)'}; this NeuroNav needs {want}", markup=False, highlight=False)
+    if have != want:
+        raise _fail("run `neuronav db upgrade`")
 
 
 audit_app = typer.Typer(help="The audit trail.", no_args_is_help=True)
@@ -652,14 +680,14 @@ def audit_verify(
     """Check the hash chain; name the first altered, deleted or reordered event (exit 1)."""
     from neuronav import audit as audit_log
     from neuronav.config import get_settings
-    from neuronav.db.session import migrate, session_scope
+    from neuronav.db.session import require_current, session_scope
 
     try:
         kept = audit_log.Anchor.parse(anchor) if anchor is not None else None
     except ValueError as exc:
         raise _fail(str(exc)) from exc
     settings = get_settings()
-    migrate(settings.database)
+    require_current(settings.database)
     with session_scope(settings.database) as db:
         problem = audit_log.verify(db, anchor=kept)
     if problem is not None:
@@ -673,10 +701,10 @@ def audit_head() -> None:
     give it to `neuronav audit verify --anchor` later: a cut-off or rewritten tail then shows."""
     from neuronav import audit as audit_log
     from neuronav.config import get_settings
-    from neuronav.db.session import migrate, session_scope
+    from neuronav.db.session import require_current, session_scope
 
     settings = get_settings()
-    migrate(settings.database)
+    require_current(settings.database)
     with session_scope(settings.database) as db:
         newest = audit_log.head(db)
     if newest is None:

@@ -65,6 +65,14 @@ class ConfigError(NeuroNavError):
     """Invalid or unsafe settings."""
 
 
+class SchemaError(ConfigError):
+    """The database is not at the schema this version needs (``neuronav db upgrade`` fixes it)."""
+
+
+class NotFoundError(NeuroNavError):
+    """A record (user, study, analysis, report, annotation) that does not exist: HTTP 404."""
+
+
 class ReportError(NeuroNavError):
     """A report or export that cannot be produced (unknown format, missing source images, invalid content)."""
 

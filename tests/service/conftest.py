@@ -23,7 +23,7 @@ from neuronav.db.models import AuditEventRow, SessionRow, UserRow
 from neuronav.db.session import session_scope
 from neuronav.security import tokens, totp
 from neuronav.service import create_app
-from neuronav.service.bootstrap import create_user
+from neuronav.workflow.operations import create_account
 
 PASSWORD = "quiet river stone lantern"
 NEW_PASSWORD = "amber meadow copper kettle"
@@ -87,7 +87,7 @@ class People:
         email = email or f"{role}-{uuid.uuid4().hex[:6]}@hospital.example"
         enrol = role == "admin" if totp_enrolled is None else totp_enrolled
         secret = totp.new_secret() if enrol else None
-        user_id = create_user(
+        user_id = create_account(
             self.settings,
             email,
             password,

@@ -11,8 +11,9 @@ from fastapi.routing import iter_route_contexts
 from fastapi.testclient import TestClient
 
 from neuronav.config import Settings
+from neuronav.security.access import Actor
 from neuronav.security.permissions import ROLE_PERMISSIONS, Permission, Role
-from neuronav.service.deps import CurrentUser, requires
+from neuronav.service.deps import requires
 from tests.service.conftest import ROLES, People, Person, audit_events
 
 P = Permission
@@ -296,12 +297,12 @@ def probe_app(app: FastAPI) -> FastAPI:
     probe = APIRouter(prefix="/test-probe", tags=["health"])
 
     @probe.get("/study/{study_id}")
-    def read_study(study_id: str, user: Annotated[CurrentUser, Depends(requires(P.STUDY_READ))]) -> dict[str, str]:
+    def read_study(study_id: str, user: Annotated[Actor, Depends(requires(P.STUDY_READ))]) -> dict[str, str]:
         """Test only."""
         return {"study": study_id, "user": user.id}
 
     @probe.get("/export")
-    def export(user: Annotated[CurrentUser, Depends(requires(P.REPORT_EXPORT))]) -> dict[str, str]:
+    def export(user: Annotated[Actor, Depends(requires(P.REPORT_EXPORT))]) -> dict[str, str]:
         """Test only."""
         return {"user": user.id}
 

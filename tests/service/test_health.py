@@ -15,7 +15,15 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.testclient import TestClient
 
 from neuronav.config import Settings
-from neuronav.errors import ConfigError, DicomReadError, InputError, LifecycleError, NeuroNavError, ReportError
+from neuronav.errors import (
+    ConfigError,
+    DicomReadError,
+    InputError,
+    LifecycleError,
+    NeuroNavError,
+    NotFoundError,
+    ReportError,
+)
 from neuronav.security.errors import (
     AccountLocked,
     AccountStateError,
@@ -28,7 +36,6 @@ from neuronav.security.errors import (
 )
 from neuronav.service import create_app
 from neuronav.service.app import BodySizeMiddleware, error_response, error_status
-from neuronav.service.deps import NotFoundError
 from neuronav.service.routes.health import set_jobs_source
 from neuronav.storage.errors import ObjectNotFoundError, StorageIntegrityError, UploadTooLargeError
 from neuronav.storage.store import ObjectStore

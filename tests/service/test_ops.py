@@ -12,8 +12,8 @@ import pytest
 
 from neuronav.config import get_settings
 from neuronav.db.session import migrate
-from neuronav.storage.store import ObjectStore
 from neuronav.storage.store import EncryptedObject as StoredObjectInfo
+from neuronav.storage.store import ObjectStore
 from tests.conftest import lift_audit_append_only
 
 

@@ -116,12 +116,15 @@ def test_the_cli_gives_a_one_time_password(settings: Settings) -> None:
     from neuronav.cli import app as cli_app
 
     get_settings.cache_clear()
+    create = ["users", "create", "cli.made@hospital.example", "--role", "radiologist", "--name", "Dr Cli"]
     try:
-        result = CliRunner().invoke(
-            cli_app, ["users", "create", "cli.made@hospital.example", "--role", "radiologist", "--name", "Dr Cli"]
-        )
+        refused = CliRunner().invoke(cli_app, create)  # a new database: its tables are made explicitly
+        upgraded = CliRunner().invoke(cli_app, ["db", "upgrade"])
+        result = CliRunner().invoke(cli_app, create)
     finally:
         get_settings.cache_clear()
+    assert refused.exit_code != 0 and "neuronav db upgrade" in str(refused.exception)
+    assert upgraded.exit_code == 0, upgraded.output
     assert result.exit_code == 0, result.output
     assert "one-time password" in result.output and "changed at the first sign-in" in result.output
     with session_scope(settings.database) as db:
@@ -130,20 +133,20 @@ def test_the_cli_gives_a_one_time_password(settings: Settings) -> None:
 
 
 def test_the_demo_accounts_get_one_time_passwords(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
-    from neuronav.service import bootstrap, ops
+    from neuronav.workflow import operations
 
     made: list[dict[str, Any]] = []
 
     class StopError(Exception):
         pass
 
-    def create_user(*args: Any, **kwargs: Any) -> str:
+    def create_account(*args: Any, **kwargs: Any) -> str:
         made.append(kwargs)
         if len(made) == 4:
             raise StopError  # the four accounts are what this test is about, not the phantom analysis
         return "u"
 
-    monkeypatch.setattr(bootstrap, "create_user", create_user)
+    monkeypatch.setattr(operations, "create_account", create_account)
     with pytest.raises(StopError):
-        ops.demo_setup(settings)
+        operations.demo_setup(settings)
     assert len(made) == 4 and all(kwargs["must_change_password"] is True for kwargs in made)

@@ -15,7 +15,8 @@ from neuronav.config import Settings
 from neuronav.db.models import BreakGlassGrantRow, ThrottleRow
 from neuronav.db.session import migrate, session_scope
 from neuronav.security import throttle
-from neuronav.service import create_app, throttles
+from neuronav.service import create_app
+from neuronav.workflow import throttles
 from tests.service.conftest import PASSWORD, People, audit_events
 
 

@@ -183,7 +183,7 @@ def test_search_plan(settings: Settings, client: TestClient) -> None:
     use the index). SQLite has no trigram index: it scans."""
     from sqlalchemy import func
 
-    from neuronav.service.routes.studies import _search_text
+    from neuronav.workflow.worklist import _search_text
 
     with session_scope(settings.database) as db:
         dialect = db.get_bind().dialect

@@ -27,8 +27,8 @@ from neuronav.config import Settings, load_settings
 from neuronav.phantom import generate_study
 from neuronav.security import totp
 from neuronav.service import create_app
-from neuronav.service.bootstrap import create_user
 from neuronav.service.routes.web import WEBUI
+from neuronav.workflow.operations import create_account
 from tests.conftest import zip_phantom
 
 CHROMIUM = "/usr/bin/chromium"
@@ -92,7 +92,7 @@ def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer
     for role in ("technician", "radiologist", "neurologist", "admin"):
         secret = totp.new_secret() if role == "admin" else None
         email = f"{role}@hospital.example"
-        create_user(
+        create_account(
             settings,
             email,
             PASSWORD,

@@ -1,5 +1,12 @@
-"""Engines, sessions and migrations. ``migrate(url)`` brings any database to the newest schema with
-Alembic (the same migrations for SQLite and PostgreSQL)."""
+"""Engines, sessions and migrations.
+
+``migrate(url)`` brings any database to the newest schema with Alembic (the same migrations for SQLite
+and PostgreSQL). It is called by ``neuronav db upgrade`` and at the service's start-up, and nowhere
+else: every other command first checks, without writing anything, that the database is at the schema
+this version needs (:func:`require_current`), and stops with the command that fixes it when it is not.
+Read-only commands (``neuronav audit verify``, ``audit head``, ``verify``) therefore never change a
+database, not even a new one.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +17,8 @@ from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
+
+from neuronav.errors import SchemaError
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 
@@ -55,6 +64,53 @@ def migrate(url: str, revision: str = "head") -> None:
 
     make_engine(url).dispose()  # creates the SQLite folder
     command.upgrade(alembic_config(url), revision)
+
+
+def head_revision() -> str:
+    """The schema revision this version of NeuroNav needs (the newest migration)."""
+    from alembic.script import ScriptDirectory
+
+    head = ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()
+    if head is None:
+        raise SchemaError("no database migrations are installed with this NeuroNav")
+    return str(head)
+
+
+def schema_revision(url: str) -> str | None:
+    """The revision the database at ``url`` is at (None: no NeuroNav tables yet), read without writing:
+    a SQLite file that does not exist is not created."""
+    from alembic.runtime.migration import MigrationContext
+    from sqlalchemy.exc import OperationalError
+
+    if url.startswith("sqlite"):
+        path = url.split("///", 1)[-1]
+        if path and path != ":memory:":
+            if not Path(path).is_file():
+                return None
+            url = f"sqlite:///file:{Path(path).resolve()}?mode=ro&uri=true"
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return MigrationContext.configure(conn).get_current_revision()
+    except OperationalError as exc:
+        raise SchemaError(f"cannot read the database's schema version ({type(exc.orig).__name__})") from exc
+    finally:
+        engine.dispose()
+
+
+def require_current(url: str) -> None:
+    """Refuse a database that is not at :func:`head_revision` (:class:`SchemaError` names the fix)."""
+    have, want = schema_revision(url), head_revision()
+    if have == want:
+        return
+    if have is None:
+        raise SchemaError(
+            "the database has no NeuroNav tables yet: run `neuronav db upgrade` (or start `neuronav serve`)"
+        )
+    raise SchemaError(
+        f"the database is at schema {have}, this NeuroNav needs {want}: run `neuronav db upgrade` "
+        "(after a backup: `neuronav backup DIR`)"
+    )
 
 
 @lru_cache(maxsize=8)

@@ -28,7 +28,7 @@ registration attempt counts (each one costs an argon2 hash); the 10th within an 
 address out of registering for an hour (:func:`check_registration`, :data:`REGISTRATION_MESSAGE`).
 
 The service stores every state in the database (``users.throttle`` for an existing account, the
-``throttles`` table for the rest: :mod:`neuronav.service.throttles`), so all server processes share them.
+``throttles`` table for the rest: :mod:`neuronav.workflow.throttles`), so all server processes share them.
 """
 
 from __future__ import annotations

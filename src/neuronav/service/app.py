@@ -1,7 +1,9 @@
 """The FastAPI application: :func:`create_app`.
 
-* Start-up (lifespan): ``migrate(settings.database)``, then one :class:`ObjectStore` for the process,
-  swept of interrupted writes; ``app.state`` holds ``settings``, ``store`` and ``metrics``. Nothing a
+* Start-up (lifespan), under ``neuronav serve`` or any ASGI server: ``migrate(settings.database)``,
+  one :class:`ObjectStore` for the process, swept of interrupted writes, and analyses left running by
+  a process that died re-queued (:func:`~neuronav.workflow.jobs.requeue_stale`); ``app.state`` holds
+  ``settings``, ``store`` and ``metrics``. Nothing a
   request decides on is kept in the process: sessions, login and registration throttles and
   break-glass grants are all in the database.
 * Routers: every one in :data:`neuronav.service.routes.ROUTERS`.
@@ -53,7 +55,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from neuronav import __version__
 from neuronav.config import Settings, get_settings
 from neuronav.db.session import migrate
-from neuronav.errors import ConfigError, InputError, LifecycleError, NeuroNavError, ReportError
+from neuronav.errors import ConfigError, InputError, LifecycleError, NeuroNavError, NotFoundError, ReportError
 from neuronav.security.errors import (
     AccountLocked,
     AccountStateError,
@@ -63,13 +65,14 @@ from neuronav.security.errors import (
     RateLimited,
 )
 from neuronav.service import docs
-from neuronav.service.deps import NotFoundError, UnsupportedMediaTypeError, route_path
+from neuronav.service.deps import UnsupportedMediaTypeError, route_path
 from neuronav.service.docs import DOCS_CSP, DOCS_PATHS
-from neuronav.service.ops import remove_unreferenced
 from neuronav.service.routes import ROUTERS
 from neuronav.service.routes.health import Metrics
 from neuronav.storage.errors import ObjectNotFoundError, StorageError, UploadTooLargeError
 from neuronav.storage.store import ObjectStore
+from neuronav.workflow.jobs import requeue_stale
+from neuronav.workflow.operations import remove_unreferenced
 
 log = logging.getLogger("neuronav.service")
 
@@ -348,6 +351,9 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     if orphans:
         log.info("storage: removed %d objects no database row names (interrupted uploads or jobs)", len(orphans))
     app.state.store = store
+    requeued = requeue_stale(settings)  # jobs left running by a server or worker that died
+    if requeued:
+        log.info("jobs: %d stale analyses re-queued", len(requeued))
     log.info("NeuroNav service %s ready", __version__)
     yield
 

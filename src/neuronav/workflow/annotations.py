@@ -1,4 +1,5 @@
-"""Readers' measurements and annotations on a study: validated geometry, values computed from the image.
+"""Readers' measurements and annotations on a study: validated geometry, values computed from the image,
+stored per author (list, create, change the text, delete, include in the report).
 
 A viewer sends what the reader drew, in scanner (RAS) millimetres; the values stored with it are
 computed here from the stored image, never taken from the client:
@@ -16,12 +17,26 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Literal
 
 import numpy as np
+from pydantic import BaseModel
+from sqlalchemy import select
+from sqlalchemy.orm import Session
 
-from neuronav.errors import InputError
-from neuronav.volume import Volume
+from neuronav.config import Settings
+from neuronav.db.models import AnnotationRow, UserRow
+from neuronav.errors import InputError, LifecycleError, NotFoundError
+from neuronav.report import lifecycle
+from neuronav.security.access import AI_IMAGES, Actor, ai_results_open
+from neuronav.security.permissions import Permission, StudyObject
+from neuronav.storage.store import ObjectStore
+from neuronav.volume import Volume, load_nifti
+from neuronav.workflow import jobs, reports
+from neuronav.workflow.access import audit_event, authorize_object, refusal
+from neuronav.workflow.studies import image_file, latest_done, load_study
+from neuronav.workflow.uploads import private_tmp, remove_tmp
 
 Kind = Literal["distance", "roi", "text"]
 Plane = Literal["axial", "coronal", "sagittal"]
@@ -144,3 +159,197 @@ def report_sentence(kind: str, geometry: dict[str, Any], values: dict[str, Any],
         )
     where = _fmt_point(points[0]) if points else "the image"
     return f"Reader annotation ({author}) at {where}: {(text or '').strip()}"
+
+
+# -- annotations in the database (every edge calls these) --------------------------------------------
+
+
+class AnnotationOut(BaseModel):
+    id: str
+    study_id: str
+    kind: str
+    author_id: str
+    author: str
+    author_role: str
+    points_mm: list[list[float]]
+    plane: str | None
+    image: str | None
+    values: dict[str, float | int]
+    text: str | None
+    include_in_report: bool
+    created_at: datetime | None
+
+
+def annotation_out(a: AnnotationRow, author: UserRow | None) -> AnnotationOut:
+    g: dict[str, Any] = a.geometry or {}
+    return AnnotationOut(
+        id=a.id,
+        study_id=a.study_id,
+        kind=a.kind,
+        author_id=a.author_id,
+        author=author.display_name if author else "(removed user)",
+        author_role=author.role if author else "",
+        points_mm=g.get("points_mm", []),
+        plane=g.get("plane"),
+        image=g.get("image"),
+        values=g.get("values", {}),
+        text=a.text,
+        include_in_report=a.include_in_report,
+        created_at=a.created_at,
+    )
+
+
+def _load(db: Session, annotation_id: str) -> AnnotationRow:
+    a = db.get(AnnotationRow, annotation_id)
+    if a is None:
+        raise NotFoundError(f"no annotation {annotation_id}")
+    return a
+
+
+def _object(db: Session, study_id: str) -> StudyObject:
+    study = load_study(db, study_id)
+    return StudyObject(study_id=study.id, uploaded_by=study.uploaded_by)
+
+
+def list_for_study(db: Session, actor: Actor, study_id: str) -> list[AnnotationOut]:
+    """Every reader's annotations on the study, oldest first, each with its author."""
+    authorize_object(db, actor, Permission.ANNOTATION_READ, _object(db, study_id))
+    rows = db.scalars(
+        select(AnnotationRow)
+        .where(AnnotationRow.study_id == study_id)
+        .order_by(AnnotationRow.created_at, AnnotationRow.id)
+    ).all()
+    authors = {u.id: u for u in db.scalars(select(UserRow).where(UserRow.id.in_({a.author_id for a in rows})))}
+    audit_event(db, actor, "annotation.list", target_type="study", target_id=study_id, detail={"count": len(rows)})
+    return [annotation_out(a, authors.get(a.author_id)) for a in rows]
+
+
+def create(
+    db: Session,
+    settings: Settings,
+    actor: Actor,
+    study_id: str,
+    *,
+    kind: str,
+    points_mm: Any,
+    plane: str | None,
+    image: str | None,
+    text: str | None,
+) -> AnnotationOut:
+    """Save a measurement or annotation; its values are computed here from the stored image."""
+    authorize_object(db, actor, Permission.ANNOTATION_CREATE, _object(db, study_id))
+    geometry = parse(kind, points_mm, plane, image, text)
+    if geometry.image in AI_IMAGES:  # values measured on an AI image are AI results
+        rep = reports.for_study(db, study_id)
+        if not ai_results_open(actor, rep.status if rep else None):
+            raise refusal(
+                db,
+                actor,
+                f"the {geometry.image} is an AI result: measuring on it opens to you once the report is signed",
+                study_id=study_id,
+                detail={"image": geometry.image},
+            )
+    values: dict[str, float | int] = {}
+    if geometry.kind == "distance":
+        values = {"length_mm": round(distance_mm(geometry), 2)}
+    elif geometry.kind == "roi":
+        study = load_study(db, study_id)
+        done = latest_done(db, study)
+        file_name = image_file(done, geometry.image or "")
+        folder = private_tmp(settings, "roi-")
+        try:
+            volume = load_nifti(jobs.result_path(settings, db, done, file_name, folder))
+            values = roi_stats(geometry, volume)
+        finally:
+            remove_tmp(folder)
+    a = AnnotationRow(
+        study_id=study_id,
+        author_id=actor.id,
+        kind=geometry.kind,
+        geometry={
+            "points_mm": [list(p) for p in geometry.points_mm],
+            "plane": geometry.plane,
+            "image": geometry.image,
+            "values": values,
+        },
+        text=(text or "").strip() or None,
+    )
+    db.add(a)
+    db.flush()
+    audit_event(
+        db,
+        actor,
+        "annotation.create",
+        target_type="study",
+        target_id=study_id,
+        detail={"annotation": a.id, "kind": a.kind},
+    )
+    author = db.get(UserRow, actor.id)
+    return annotation_out(a, author)
+
+
+def _own(db: Session, actor: Actor, annotation_id: str) -> AnnotationRow:
+    a = _load(db, annotation_id)
+    authorize_object(db, actor, Permission.ANNOTATION_CREATE, _object(db, a.study_id))
+    if a.author_id != actor.id:
+        raise refusal(
+            db,
+            actor,
+            "only its author can change or delete an annotation",
+            study_id=a.study_id,
+            detail={"annotation": a.id, "reason": "not the author"},
+        )
+    return a
+
+
+def update_text(db: Session, actor: Actor, annotation_id: str, text: str | None) -> AnnotationOut:
+    """Change the text of your annotation."""
+    a = _own(db, actor, annotation_id)
+    if a.kind == "text" and not (text or "").strip():
+        raise InputError("a text annotation needs its text")
+    a.text = (text or "").strip() or None
+    audit_event(db, actor, "annotation.update", target_type="study", target_id=a.study_id, detail={"annotation": a.id})
+    return annotation_out(a, db.get(UserRow, a.author_id))
+
+
+def delete(db: Session, actor: Actor, annotation_id: str) -> None:
+    """Delete your annotation (one already included in a report stays in the report's history)."""
+    a = _own(db, actor, annotation_id)
+    study_id = a.study_id
+    db.delete(a)
+    audit_event(
+        db, actor, "annotation.delete", target_type="study", target_id=study_id, detail={"annotation": annotation_id}
+    )
+
+
+def include_in_report(db: Session, store: ObjectStore, actor: Actor, annotation_id: str) -> AnnotationOut:
+    """Include an annotation (any author's) in the study's report draft: its statement is appended to
+    the radiologist's comment as a recorded edit. A signed report must be amended first (409)."""
+    a = _load(db, annotation_id)
+    authorize_object(db, actor, Permission.REPORT_EDIT, _object(db, a.study_id))
+    if a.include_in_report:
+        raise LifecycleError(f"annotation {a.id} is already in the report")
+    row = reports.for_study(db, a.study_id)
+    if row is None:
+        raise NotFoundError(f"study {a.study_id} has no report yet")
+    report = reports.load(db, store, row.id)
+    author = db.get(UserRow, a.author_id)
+    sentence = report_sentence(
+        a.kind, a.geometry or {}, (a.geometry or {}).get("values", {}), a.text, author.display_name if author else "?"
+    )
+    comment = report.narrative.radiologist_comment.rstrip()
+    new_comment = f"{comment}\n{sentence}" if comment else sentence
+    edited = lifecycle.edit(
+        report, {"/narrative/radiologist_comment": new_comment}, who=actor.display_name, role=actor.role
+    )
+    reports.save(db, store, edited, study_id=row.study_id, analysis_id=row.analysis_id, user_id=actor.id)
+    a.include_in_report = True
+    audit_event(
+        db,
+        actor,
+        "report.edit",
+        target_type="report",
+        target_id=row.id,
+        detail={"paths": ["/narrative/radiologist_comment"], "annotation": a.id, "version": edited.version},
+    )
+    return annotation_out(a, author)

@@ -32,7 +32,10 @@ from neuronav.config import Settings
 from neuronav.deid import Deidentifier
 from neuronav.errors import InputError
 from neuronav.pseudonym import pseudonym_key
+from neuronav.security.access import Actor
+from neuronav.security.permissions import Permission
 from neuronav.storage.store import ObjectStore
+from neuronav.workflow.access import audit_event, authorize_object
 from neuronav.workflow.uploads import private_tmp, restore_upload
 
 SUMMARY_NAME = "deidentification.json"
@@ -92,4 +95,49 @@ def deidentified_zip(
         raise
 
 
-__all__ = ["SUMMARY_NAME", "DeidentifiedExport", "deidentified_zip"]
+def export_deidentified(
+    db: Session,
+    store: ObjectStore,
+    settings: Settings,
+    actor: Actor,
+    study_id: str,
+    *,
+    retain_dates: bool = True,
+    retain_patient_characteristics: bool = True,
+) -> DeidentifiedExport:
+    """:func:`deidentified_zip` for ``actor`` (``study:export_deidentified`` on the study), audited with
+    the options, counts and the zip's SHA-256 (no patient data)."""
+    from neuronav.workflow.studies import load_study, study_object
+
+    study = load_study(db, study_id)
+    authorize_object(db, actor, Permission.STUDY_EXPORT_DEIDENTIFIED, study_object(study))
+    export = deidentified_zip(
+        db,
+        store,
+        settings,
+        study.id,
+        retain_dates=retain_dates,
+        retain_patient_characteristics=retain_patient_characteristics,
+    )
+    summary = export.summary
+    audit_event(
+        db,
+        actor,
+        "study.export_deidentified",
+        target_type="study",
+        target_id=study.id,
+        detail={
+            "retain_dates": retain_dates,
+            "retain_patient_characteristics": retain_patient_characteristics,
+            "files": summary["written"],
+            "series": summary["series"],
+            "refused": summary["refused"],
+            "skipped": summary["skipped"],
+            "bytes": export.size_bytes,
+            "sha256": export.sha256,
+        },
+    )
+    return export
+
+
+__all__ = ["SUMMARY_NAME", "DeidentifiedExport", "deidentified_zip", "export_deidentified"]

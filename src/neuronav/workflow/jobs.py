@@ -238,8 +238,6 @@ def requeue_stale(settings: Settings, *, older_than: timedelta = timedelta(hours
         ids = []
         for a in stale:
             started = a.started_at or a.created_at
-            if started.tzinfo is None:
-                started = started.replace(tzinfo=UTC)
             if a.state == "queued" or started < cutoff:
                 a.state = "queued"
                 ids.append(a.id)

@@ -1,21 +1,35 @@
-"""Report versions in the database: the JSON document encrypted (column-bound AES-GCM), one row per
-version. An unsigned version is a draft and is replaced by its edits; a signed version is never
-replaced — changing it takes an amendment, which is a new row."""
+"""Reports in the database, and what readers do with them, for every edge.
+
+Versions: the JSON document encrypted (column-bound AES-GCM), one row per version. An unsigned version
+is a draft and is replaced by its edits; a signed version is never replaced — changing it takes an
+amendment, which is a new row. The lifecycle's rules are :mod:`neuronav.report.lifecycle`; who may
+read (a preliminary report: radiologists; a signed one: neurologists too) and export is
+:mod:`neuronav.security.access`; every read, export and step is audited here.
+"""
 
 from __future__ import annotations
 
+import zipfile
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from neuronav.config import Settings
 from neuronav.db.models import AnalysisRow, ReportRow, ReportVersionRow, utcnow
-from neuronav.errors import LifecycleError, ReportError
+from neuronav.errors import InputError, LifecycleError, NotFoundError, ReportError
+from neuronav.report import lifecycle
 from neuronav.report.json_report import report_json
 from neuronav.report.model import Report
+from neuronav.security import permissions
+from neuronav.security.access import Actor, export_permission
+from neuronav.security.permissions import ReportObject
 from neuronav.storage import decrypt_field, encrypt_field
 from neuronav.storage.store import ObjectStore
+from neuronav.workflow.access import audit_event, authorize_object
+from neuronav.workflow.uploads import private_tmp, remove_tmp
 
 DOCUMENT_COLUMN = "report_versions.document"
 
@@ -112,3 +126,155 @@ def export(
     if wanted not in written.files:
         raise ReportError(written.notes.get(wanted, f"{wanted} was not written"))
     return written.files[wanted]
+
+
+# -- what a reader does with a report (every edge calls these) -------------------------------------
+
+MEDIA = {
+    "json": ("application/json", "report.json"),
+    "pdf": ("application/pdf", "report.pdf"),
+    "seg": ("application/dicom", "seg.dcm"),
+    "sr": ("application/dicom", "sr.dcm"),
+    "epdf": ("application/dicom", "report-pdf.dcm"),
+    "sc": ("application/zip", "sc.zip"),
+    "fhir": ("application/fhir+json", "fhir-r4b.json"),
+    "fhir-r5": ("application/fhir+json", "fhir-r5.json"),
+    "hl7": ("application/hl7-v2", "report.hl7"),
+}
+
+
+def _row(db: Session, report_id: str) -> ReportRow:
+    row = db.get(ReportRow, report_id)
+    if row is None:
+        raise NotFoundError(f"no report {report_id}")
+    return row
+
+
+def _object(row: ReportRow, report: Report) -> ReportObject:
+    return ReportObject(
+        report_id=report.report_id, study_id=row.study_id, status=report.status, signed=report.signature is not None
+    )
+
+
+def read(db: Session, store: ObjectStore, actor: Actor, report_id: str, version: int | None = None) -> Report:
+    """The report (newest version unless ``version``) when ``actor`` may read it (neurologists: signed
+    reports only); the refusal is audited. The read itself is audited by the caller's action."""
+    row = _row(db, report_id)
+    report = load(db, store, report_id, version)
+    obj = _object(row, report)
+    authorize_object(db, actor, permissions.report_read_permission(obj), obj)
+    return report
+
+
+def read_report(db: Session, store: ObjectStore, actor: Actor, report_id: str, version: int | None = None) -> Report:
+    """:func:`read`, audited as ``report.read``."""
+    report = read(db, store, actor, report_id, version)
+    audit_event(db, actor, "report.read", target_type="report", target_id=report_id, detail={"version": report.version})
+    return report
+
+
+def read_versions(db: Session, store: ObjectStore, actor: Actor, report_id: str) -> list[ReportVersionRow]:
+    """Every stored version of a report (audited as ``report.versions``)."""
+    read(db, store, actor, report_id)
+    audit_event(db, actor, "report.versions", target_type="report", target_id=report_id)
+    return versions(db, report_id)
+
+
+@dataclass(frozen=True)
+class ExportFile:
+    """One exported format in a private temporary folder: remove ``folder`` once it is sent."""
+
+    path: Path
+    folder: Path
+    media_type: str
+    filename: str  # <report id>-v<version>-<name>
+
+
+def export_for(
+    db: Session,
+    store: ObjectStore,
+    settings: Settings,
+    actor: Actor,
+    report_id: str,
+    fmt: str,
+    version: int | None = None,
+) -> ExportFile:
+    """The report exported as ``fmt`` for ``actor`` (audited as ``report.export``): reading it, and
+    :func:`~neuronav.security.access.export_permission` for the format."""
+    if fmt not in MEDIA:
+        raise InputError(f"unknown format {fmt!r}; one of {', '.join(MEDIA)}")
+    row = _row(db, report_id)
+    report = read(db, store, actor, report_id, version)
+    needed = export_permission(actor, fmt, _object(row, report))
+    if needed is not None:
+        authorize_object(db, actor, needed, _object(row, report))
+    analysis = db.get(AnalysisRow, row.analysis_id)
+    if analysis is None:
+        raise NotFoundError(f"the analysis of report {report_id} is gone")
+    folder = private_tmp(settings, "export-")
+    try:
+        files = export(db, settings, report, analysis, fmt, folder)
+        media, name = MEDIA[fmt]
+        path = files[0]
+        if fmt == "sc":
+            path = folder / name
+            with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as zf:
+                for f in files:
+                    zf.write(f, f"sc/{f.name}")
+    except BaseException:
+        remove_tmp(folder)
+        raise
+    audit_event(
+        db,
+        actor,
+        "report.export",
+        target_type="report",
+        target_id=report_id,
+        detail={"format": fmt, "version": report.version, "status": report.status},
+    )
+    return ExportFile(path, folder, media, f"{report_id}-v{report.version}-{name}")
+
+
+def edit(db: Session, store: ObjectStore, actor: Actor, report_id: str, changes: dict[str, Any]) -> Report:
+    """Edit findings or text (each edit recorded with who and when)."""
+    row = _row(db, report_id)
+    report = lifecycle.edit(load(db, store, report_id), changes, who=actor.display_name, role=actor.role)
+    save(db, store, report, study_id=row.study_id, analysis_id=row.analysis_id, user_id=actor.id)
+    audit_event(
+        db,
+        actor,
+        "report.edit",
+        target_type="report",
+        target_id=report_id,
+        detail={"paths": sorted(changes), "version": report.version},
+    )
+    return report
+
+
+def sign(db: Session, store: ObjectStore, actor: Actor, report_id: str) -> Report:
+    """Sign: the report becomes final (or a signed amendment); its content hash is recorded."""
+    row = _row(db, report_id)
+    report = lifecycle.sign(load(db, store, report_id), who=actor.display_name, role=actor.role)
+    save(db, store, report, study_id=row.study_id, analysis_id=row.analysis_id, user_id=actor.id)
+    if report.signature is None:
+        raise LifecycleError(f"signing {report_id} recorded no signature")
+    audit_event(
+        db,
+        actor,
+        "report.sign",
+        target_type="report",
+        target_id=report_id,
+        detail={"version": report.version, "sha256": report.signature.content_sha256},
+    )
+    return report
+
+
+def amend(db: Session, store: ObjectStore, actor: Actor, report_id: str, reason: str) -> Report:
+    """Start an amendment of a signed report: a new version (earlier ones are kept)."""
+    row = _row(db, report_id)
+    report = lifecycle.amend(load(db, store, report_id), who=actor.display_name, role=actor.role, reason=reason)
+    save(db, store, report, study_id=row.study_id, analysis_id=row.analysis_id, user_id=actor.id)
+    audit_event(
+        db, actor, "report.amend", target_type="report", target_id=report_id, detail={"version": report.version}
+    )
+    return report

@@ -69,6 +69,11 @@ def private_tmp(settings: Settings, prefix: str = "upload-") -> Path:
     return Path(tempfile.mkdtemp(prefix=prefix, dir=private_tmp_root(settings)))
 
 
+def remove_tmp(folder: Path) -> None:
+    """Remove a private temporary folder and what it holds (nothing raised: it may be gone already)."""
+    shutil.rmtree(folder, ignore_errors=True)
+
+
 def _spool(uploads: Iterable[Upload], folder: Path, cap: int) -> list[tuple[str, Path]]:
     total = 0
     spooled: list[tuple[str, Path]] = []

@@ -3,37 +3,24 @@
 An administrator holds no patient-data permission by role. In an emergency they open a
 **break-glass** with a reason (at least 10 characters), optionally limited to one study: for at most
 60 minutes their session gains the read-only :data:`~neuronav.security.permissions.BREAKGLASS_PERMISSIONS`.
-Opening, closing and every access through it are audited. Grants are stored in the database, one
-per session (table ``breakglass_grants``, :class:`~neuronav.service.deps.BreakGlassRegistry`): every
-server process honours them, a restart keeps them, and they end at their expiry.
+Thin: opening, closing, storing and auditing a grant is :mod:`neuronav.workflow.breakglass`.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends
 from pydantic import BaseModel, ConfigDict, Field, field_validator
-from sqlalchemy.orm import Session
 
-from neuronav.db.models import StudyRow
-from neuronav.security import permissions
-from neuronav.security.errors import SecurityError
-from neuronav.security.permissions import BREAKGLASS_MIN_REASON, BreakGlass, Permission
-from neuronav.service.deps import (
-    BreakGlassDep,
-    BreakGlassRegistry,
-    CurrentUser,
-    DbDep,
-    NotFoundError,
-    audit_event,
-    requires,
-)
+from neuronav.security.access import Actor
+from neuronav.security.permissions import BREAKGLASS_MIN_REASON, Permission
+from neuronav.service.deps import BreakGlassDep, DbDep, requires
+from neuronav.workflow.breakglass import BreakGlassOut, breakglass_out, close_breakglass, open_breakglass
 
 router = APIRouter(prefix="/api/admin", tags=["admin"])
 
-BreakGlassUser = Annotated[CurrentUser, Depends(requires(Permission.BREAKGLASS_USE))]
+BreakGlassUser = Annotated[Actor, Depends(requires(Permission.BREAKGLASS_USE))]
 
 
 class BreakGlassIn(BaseModel):
@@ -51,80 +38,21 @@ class BreakGlassIn(BaseModel):
         return text
 
 
-class BreakGlassOut(BaseModel):
-    breakglass_id: str
-    reason: str
-    opened_at: datetime
-    expires_at: datetime
-    study_id: str | None
-    permissions: list[str]
-
-
 class ClosedOut(BaseModel):
     closed: bool
-
-
-def _out(grant: BreakGlass) -> BreakGlassOut:
-    return BreakGlassOut(
-        breakglass_id=grant.breakglass_id,
-        reason=grant.reason,
-        opened_at=grant.opened_at,
-        expires_at=grant.expires_at,
-        study_id=grant.study_id,
-        permissions=sorted(str(p) for p in permissions.BREAKGLASS_PERMISSIONS),
-    )
-
-
-def open_breakglass(
-    db: Session, registry: BreakGlassRegistry, user: CurrentUser, reason: str, study_id: str | None
-) -> BreakGlass:
-    """Open a break-glass for the caller's session (replacing one already open) and audit it."""
-    if study_id is not None and db.get(StudyRow, study_id) is None:
-        raise NotFoundError(f"no study {study_id}")
-    try:
-        grant = permissions.open_breakglass(
-            user_id=user.id, role=user.role, reason=reason, active=True, verified=user.verified, study_id=study_id
-        )
-    except SecurityError as exc:
-        audit_event(db, user, "breakglass.open", outcome="denied", detail={"reason_refused": str(exc)})
-        db.commit()
-        raise
-    registry.open(user.session_id, grant)
-    audit_event(
-        db,
-        user,
-        "breakglass.open",
-        target_type="study" if study_id else "breakglass",
-        target_id=study_id or grant.breakglass_id,
-        detail={
-            "breakglass_id": grant.breakglass_id,
-            "reason": grant.reason,
-            "expires_at": grant.expires_at.isoformat(),
-            "study_id": study_id,
-            "session_id": user.session_id,
-        },
-    )
-    return grant
-
-
-def close_breakglass(db: Session, registry: BreakGlassRegistry, user: CurrentUser) -> bool:
-    grant = registry.close(user.session_id)
-    if grant is not None:
-        audit_event(db, user, "breakglass.close", target_type="breakglass", target_id=grant.breakglass_id, detail={})
-    return grant is not None
 
 
 @router.post("/breakglass", response_model=BreakGlassOut, status_code=201)
 def open_route(body: BreakGlassIn, db: DbDep, registry: BreakGlassDep, user: BreakGlassUser) -> BreakGlassOut:
     """Open a break-glass: with a reason (≥ 10 characters), optionally for one study, this session may
     read patient data (no export, edits or annotations) for 60 minutes. Audited, as is every access."""
-    return _out(open_breakglass(db, registry, user, body.reason, body.study_id))
+    return breakglass_out(open_breakglass(db, registry, user, body.reason, body.study_id))
 
 
 @router.get("/breakglass", response_model=BreakGlassOut | None)
 def current_route(user: BreakGlassUser) -> BreakGlassOut | None:
     """The break-glass open for this session, or null."""
-    return _out(user.breakglass) if user.breakglass is not None else None
+    return breakglass_out(user.breakglass) if user.breakglass is not None else None
 
 
 @router.delete("/breakglass", response_model=ClosedOut)
@@ -133,4 +61,4 @@ def close_route(db: DbDep, registry: BreakGlassDep, user: BreakGlassUser) -> Clo
     return ClosedOut(closed=close_breakglass(db, registry, user))
 
 
-__all__ = ["close_breakglass", "open_breakglass", "router"]
+__all__ = ["router"]

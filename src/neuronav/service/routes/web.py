@@ -12,7 +12,7 @@ from pathlib import Path
 from fastapi import APIRouter
 from fastapi.responses import FileResponse, HTMLResponse, Response
 
-from neuronav.service.deps import NotFoundError
+from neuronav.errors import NotFoundError
 
 router = APIRouter(include_in_schema=False)
 WEBUI = Path(__file__).resolve().parents[1] / "webui"

@@ -9,7 +9,7 @@ database connection could. Triggers now refuse UPDATE and DELETE of ``audit_even
 PostgreSQL, TRUNCATE) with "audit_events is append-only". Someone with the rights to drop or disable
 the triggers (the schema's owner) can still rewrite the table: that is what the hash chain and
 ``neuronav audit verify`` are for. ``neuronav restore`` replaces the whole database: on PostgreSQL it
-disables these triggers inside its own transaction (``neuronav.service.ops``), on SQLite it replaces
+disables these triggers inside its own transaction (``neuronav.workflow.operations``), on SQLite it replaces
 the file.
 """
 

@@ -1,4 +1,5 @@
-"""Operations behind the CLI: demo set-up, storage verification, key rotation, backup and restore.
+"""Operations of a NeuroNav installation (behind the CLI and the server's start-up): accounts made from
+the command line, the demo set-up, storage verification and sweeping, backup and restore.
 
 Backup (``neuronav backup DIR``): a consistent copy of the database (SQLite: the online backup API;
 PostgreSQL: every table as JSON lines, read in one repeatable-read transaction) and of the object
@@ -12,10 +13,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import secrets
 import shutil
 import sqlite3
-import string
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,9 +29,39 @@ if TYPE_CHECKING:
 BACKUP_FORMAT = 1
 
 
-def one_time_password() -> str:
-    alphabet = string.ascii_letters + string.digits
-    return "-".join("".join(secrets.choice(alphabet) for _ in range(5)) for _ in range(4))
+def create_account(
+    settings: Settings,
+    email: str,
+    password: str,
+    role: str,
+    *,
+    display_name: str,
+    active: bool,
+    licence: str | None,
+    totp_secret: str | None = None,
+    must_change_password: bool = False,
+) -> str:
+    """:func:`neuronav.workflow.accounts.create_user` in its own transaction (the database must be at the
+    current schema: ``neuronav db upgrade``); the new user's id."""
+    from neuronav.db.session import require_current, session_scope
+    from neuronav.storage.store import ObjectStore
+    from neuronav.workflow.accounts import create_user
+
+    require_current(settings.database)
+    store = ObjectStore.from_settings(settings)
+    with session_scope(settings.database) as db:
+        return create_user(
+            db,
+            store,
+            email,
+            password,
+            role,
+            display_name=display_name,
+            active=active,
+            licence=licence,
+            totp_secret=totp_secret,
+            must_change_password=must_change_password,
+        )
 
 
 @dataclass(frozen=True)
@@ -52,8 +81,8 @@ def demo_setup(settings: Settings, *, seed: int = 42) -> tuple[list[DemoAccount]
     from neuronav.db.session import migrate, session_scope
     from neuronav.phantom import generate_study
     from neuronav.security import totp
-    from neuronav.service.bootstrap import create_user
     from neuronav.workflow import jobs
+    from neuronav.workflow.accounts import one_time_password
     from neuronav.workflow.uploads import Upload, receive_upload
 
     migrate(settings.database)
@@ -66,7 +95,7 @@ def demo_setup(settings: Settings, *, seed: int = 42) -> tuple[list[DemoAccount]
             continue
         password = one_time_password()
         secret = totp.new_secret() if role == "admin" else None
-        create_user(
+        create_account(
             settings,
             email,
             password,
@@ -117,11 +146,11 @@ def _sha256(path: Path) -> str:
 
 def backup(settings: Settings, target: Path) -> dict[str, Any]:
     """Write a backup into ``target`` (which must not exist or be empty); return its manifest."""
-    from neuronav.db.session import migrate
+    from neuronav.db.session import require_current
 
     if target.exists() and any(target.iterdir()):
         raise InputError("the backup folder is not empty; give a new folder", str(target))
-    migrate(settings.database)
+    require_current(settings.database)
     tmp = target.with_name(f".{target.name}.partial")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -272,10 +301,10 @@ def verify_storage(settings: Settings) -> list[str]:
     from sqlalchemy import select
 
     from neuronav.db.models import StoredObjectRow
-    from neuronav.db.session import migrate, session_scope
+    from neuronav.db.session import require_current, session_scope
     from neuronav.storage.store import ObjectStore
 
-    migrate(settings.database)
+    require_current(settings.database)
     store = ObjectStore.from_settings(settings)
     problems = [str(p) for p in store.verify_all()]
     with session_scope(settings.database) as db:
@@ -329,8 +358,8 @@ def remove_unreferenced(
 
 __all__ = [
     "backup",
+    "create_account",
     "demo_setup",
-    "one_time_password",
     "remove_unreferenced",
     "restore",
     "unreferenced_objects",

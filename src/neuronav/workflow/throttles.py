@@ -43,19 +43,15 @@ def key_digest(scope: Scope, key: str) -> str:
     return hashlib.sha256(f"{scope}\0{key}".encode()).hexdigest()
 
 
-def _aware(value: datetime | None) -> datetime | None:
-    return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
-
-
 def _state(row: ThrottleRow | None) -> ThrottleState:
     if row is None:
         return ThrottleState()
     return ThrottleState(
         failures=row.failures,
-        window_start=_aware(row.window_start),
-        locked_until=_aware(row.locked_until),
+        window_start=row.window_start,
+        locked_until=row.locked_until,
         lockouts=row.lockouts,
-        last_failure=_aware(row.last_failure),
+        last_failure=row.last_failure,
     )
 
 

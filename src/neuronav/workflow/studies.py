@@ -1,0 +1,315 @@
+"""Studies and analyses, the same for every edge: receive a study, start its analysis, read it.
+
+An HTTP upload, a DICOM association that completed a study and a CLI command all call
+:func:`receive_and_analyse`: the files are validated whole and stored encrypted
+(:mod:`neuronav.workflow.uploads`), the analysis is queued (:mod:`neuronav.workflow.jobs`), the
+receipt is audited, and the job is handed to the worker once the rows are committed.
+
+Reading follows the access policy (:mod:`neuronav.security.access`): a technician sees only the
+processing status of studies they uploaded; reading the patient's identity needs ``study:read`` and is
+audited; the AI images (segmentation, heatmap) of a study open to a neurologist once its report is
+signed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from neuronav.config import Settings
+from neuronav.db.models import AnalysisRow, StudyRow
+from neuronav.errors import InputError, NotFoundError
+from neuronav.security.access import AI_IMAGES, Actor, ai_results_open, allowed
+from neuronav.security.permissions import Permission, StudyObject
+from neuronav.storage import decrypt_field
+from neuronav.storage.store import ObjectStore
+from neuronav.workflow import jobs, reports
+from neuronav.workflow.access import audit_event, authorize_object, refusal
+from neuronav.workflow.uploads import Upload, private_tmp, receive_upload, remove_tmp
+
+IMAGES = {"reference": "reference.nii.gz", "segmentation": "segmentation.nii.gz", "heatmap": "probability.nii.gz"}
+
+
+class AnalysisOut(BaseModel):
+    id: str
+    study_id: str
+    state: str
+    progress: float
+    stage: str | None
+    error: str | None
+    attempts: int
+    created_at: datetime | None
+    finished_at: datetime | None
+    seconds: float | None
+    report_id: str | None
+
+
+class StudyOut(BaseModel):
+    id: str
+    state: str
+    flagged: bool
+    uploaded_at: datetime | None
+    patient_pseudonym: str | None
+    study_date: str | None
+    description: str | None
+    sequences: list[str]
+    n_files: int
+    analysis: AnalysisOut | None
+    report_id: str | None = None
+    report_status: str | None = None
+
+
+class StudyDetail(StudyOut):
+    patient_name: str | None
+    patient_id: str | None
+    patient_birth_date: str | None
+
+
+class UploadOut(BaseModel):
+    study: StudyOut
+    created: bool
+    analysis_queued: bool
+
+
+class StudyPage(BaseModel):
+    items: list[StudyOut]
+    total: int
+    limit: int
+    offset: int
+
+
+def _analysis_out(a: AnalysisRow | None) -> AnalysisOut | None:
+    if a is None:
+        return None
+    return AnalysisOut(
+        id=a.id,
+        study_id=a.study_id,
+        state=a.state,
+        progress=a.progress,
+        stage=a.stage,
+        error=a.error,
+        attempts=a.attempts,
+        created_at=a.created_at,
+        finished_at=a.finished_at,
+        seconds=a.seconds,
+        report_id=(a.result or {}).get("report_id"),
+    )
+
+
+def _latest(db: Session, study_id: str) -> AnalysisRow | None:
+    return db.scalars(
+        select(AnalysisRow).where(AnalysisRow.study_id == study_id).order_by(AnalysisRow.created_at.desc())
+    ).first()
+
+
+def study_out(db: Session, s: StudyRow, *, with_status: bool = True) -> StudyOut:
+    latest, rep = _latest(db, s.id), reports.for_study(db, s.id)
+    return StudyOut(
+        id=s.id,
+        state=s.state,
+        flagged=s.flagged,
+        uploaded_at=s.uploaded_at,
+        patient_pseudonym=s.patient_pseudonym,
+        study_date=s.study_date,
+        description=s.description,
+        sequences=sorted(s.sequences),
+        n_files=s.n_files,
+        analysis=_analysis_out(latest) if with_status else None,
+        report_id=rep.id if rep else None,
+        report_status=rep.status if rep else None,
+    )
+
+
+def load_study(db: Session, study_id: str) -> StudyRow:
+    study = db.get(StudyRow, study_id)
+    if study is None:
+        raise NotFoundError(f"no study {study_id}")
+    return study
+
+
+def study_object(study: StudyRow) -> StudyObject:
+    """The study as the access rules see it."""
+    return StudyObject(study_id=study.id, uploaded_by=study.uploaded_by)
+
+
+def receive_and_analyse(
+    db: Session, store: ObjectStore, settings: Settings, actor: Actor, uploads: list[Upload], *, via: str
+) -> UploadOut:
+    """Receive one study's files (validated whole, stored encrypted, idempotent), start its analysis and
+    audit the receipt (``via``: upload, dicom, cli); the job is dispatched once the rows are committed."""
+    received = receive_upload(db, store, settings, user_id=actor.id, uploads=uploads)
+    study = received.study
+    analysis, queued = jobs.start_analysis(db, settings, study, user_id=actor.id)
+    audit_event(
+        db,
+        actor,
+        "study.upload",
+        target_type="study",
+        target_id=study.id,
+        detail={"files": len(uploads), "created": received.created, "analysis": analysis.id, "via": via},
+    )
+    db.commit()  # the worker reads the rows: commit before handing the job over
+    if queued:
+        jobs.dispatch(settings, analysis.id)
+    return UploadOut(study=study_out(db, study), created=received.created, analysis_queued=queued)
+
+
+def read_study(db: Session, store: ObjectStore, actor: Actor, study_id: str) -> StudyOut:
+    """A study: with the patient identity (decrypted, audited) for readers; its processing status for the
+    technician who uploaded it."""
+    study = load_study(db, study_id)
+    obj = study_object(study)
+    if not allowed(actor, Permission.STUDY_READ):
+        authorize_object(db, actor, Permission.STUDY_STATUS, obj)
+        return study_out(db, study)
+    authorize_object(db, actor, Permission.STUDY_READ, obj)
+    key = store.field_key()
+
+    def dec(value: str | None, column: str) -> str | None:
+        return decrypt_field(value, key, column) if value else None
+
+    audit_event(db, actor, "study.read", target_type="study", target_id=study.id)
+    return StudyDetail(
+        **study_out(db, study).model_dump(),
+        patient_name=dec(study.patient_name_enc, "studies.patient_name"),
+        patient_id=dec(study.patient_id_enc, "studies.patient_id"),
+        patient_birth_date=dec(study.patient_birth_date_enc, "studies.patient_birth_date"),
+    )
+
+
+def start(db: Session, settings: Settings, actor: Actor, study_id: str, *, force: bool = False) -> AnalysisOut:
+    """Start (or return the cached / running) analysis of a study; ``force`` runs it again."""
+    study = load_study(db, study_id)
+    authorize_object(db, actor, Permission.ANALYSIS_START, study_object(study))
+    analysis, queued = jobs.start_analysis(db, settings, study, user_id=actor.id, force=force)
+    audit_event(
+        db,
+        actor,
+        "analysis.start",
+        target_type="study",
+        target_id=study.id,
+        detail={"analysis": analysis.id, "queued": queued, "force": force},
+    )
+    db.commit()
+    if queued:
+        jobs.dispatch(settings, analysis.id)
+    out = _analysis_out(analysis)
+    assert out is not None
+    return out
+
+
+def _analysis(db: Session, analysis_id: str) -> AnalysisRow:
+    a = db.get(AnalysisRow, analysis_id)
+    if a is None:
+        raise NotFoundError(f"no analysis {analysis_id}")
+    return a
+
+
+def analysis_status(db: Session, actor: Actor, analysis_id: str) -> AnalysisOut:
+    """Status and progress of an analysis (its uploader, or anyone who may read analyses)."""
+    a = _analysis(db, analysis_id)
+    authorize_object(db, actor, Permission.STUDY_STATUS, study_object(load_study(db, a.study_id)))
+    out = _analysis_out(a)
+    assert out is not None
+    return out
+
+
+def analysis_result(db: Session, actor: Actor, analysis_id: str) -> dict[str, Any]:
+    """The findings summary of a finished analysis and its report id (audited)."""
+    a = _analysis(db, analysis_id)
+    authorize_object(db, actor, Permission.ANALYSIS_READ, study_object(load_study(db, a.study_id)))
+    if a.state != "done":
+        raise InputError(f"analysis {analysis_id} is {a.state}, not done")
+    audit_event(db, actor, "analysis.read", target_type="study", target_id=a.study_id, detail={"analysis": a.id})
+    return {
+        "analysis": a.id,
+        "study": a.study_id,
+        "summary": a.result.get("summary"),
+        "report_id": a.result.get("report_id"),
+    }
+
+
+def latest_done(db: Session, study: StudyRow) -> AnalysisRow:
+    """The newest finished analysis of ``study`` (404 when there is none)."""
+    done = db.scalars(
+        select(AnalysisRow)
+        .where(AnalysisRow.study_id == study.id, AnalysisRow.state == "done")
+        .order_by(AnalysisRow.created_at.desc())
+    ).first()
+    if done is None:
+        raise NotFoundError(f"study {study.id} has no finished analysis")
+    return done
+
+
+def image_file(analysis: AnalysisRow, image: str) -> str:
+    """The stored file behind a viewer image name: reference, segmentation, heatmap or sequence-<NAME>."""
+    if image in IMAGES:
+        return IMAGES[image]
+    stored = (analysis.result or {}).get("objects") or {}
+    name = f"{image}.nii.gz"
+    if image.startswith("sequence-") and name in stored:
+        return name
+    have = [*IMAGES, *sorted(n.removesuffix(".nii.gz") for n in stored if n.startswith("sequence-"))]
+    raise InputError(f"unknown image {image!r}; this study has {', '.join(have)}")
+
+
+@dataclass(frozen=True)
+class ImageFile:
+    """A viewer image decrypted into a private temporary folder: remove ``folder`` once it is sent."""
+
+    path: Path
+    folder: Path
+
+
+def study_image(db: Session, settings: Settings, actor: Actor, study_id: str, image: str) -> ImageFile:
+    """A NIfTI image of the latest finished analysis (audited); the AI images only to readers of AI results."""
+    study = load_study(db, study_id)
+    authorize_object(db, actor, Permission.STUDY_READ, study_object(study))
+    done = latest_done(db, study)
+    file_name = image_file(done, image)
+    if image in AI_IMAGES:
+        rep = reports.for_study(db, study.id)
+        if not ai_results_open(actor, rep.status if rep else None):
+            raise refusal(
+                db,
+                actor,
+                f"the {image} is an AI result: it opens to you once the report is signed",
+                study_id=study.id,
+                detail={"image": image},
+            )
+    folder = private_tmp(settings, "img-")
+    try:
+        path = jobs.result_path(settings, db, done, file_name, folder)
+    except BaseException:
+        remove_tmp(folder)
+        raise
+    audit_event(db, actor, "study.image", target_type="study", target_id=study.id, detail={"image": image})
+    return ImageFile(path, folder)
+
+
+__all__ = [
+    "IMAGES",
+    "AnalysisOut",
+    "ImageFile",
+    "StudyDetail",
+    "StudyOut",
+    "StudyPage",
+    "UploadOut",
+    "analysis_result",
+    "analysis_status",
+    "image_file",
+    "latest_done",
+    "load_study",
+    "read_study",
+    "receive_and_analyse",
+    "start",
+    "study_image",
+    "study_object",
+    "study_out",
+]

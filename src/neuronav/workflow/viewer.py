@@ -1,0 +1,122 @@
+"""The viewer's manifest of a study: what a viewer (the web UI, or any other) loads for it.
+
+Its images (each analysed sequence as acquired; the AI images only to readers of AI results), the
+lesions (for readers of AI results, or once the report is signed; located in the same words as the
+report, :func:`neuronav.report.build.location_text`), the report and the prior studies of the same
+patient (same pseudonym, finished analysis, earlier examination).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from neuronav.config import Settings
+from neuronav.db.models import StudyRow
+from neuronav.findings import Findings
+from neuronav.report.build import location_text
+from neuronav.security.access import AI_IMAGES, Actor, ai_results_open, breakglass_study
+from neuronav.security.permissions import Permission
+from neuronav.workflow import jobs, reports
+from neuronav.workflow.access import audit_event, authorize_object
+from neuronav.workflow.studies import IMAGES, latest_done, load_study, study_object
+from neuronav.workflow.uploads import private_tmp, remove_tmp
+
+
+class LesionOut(BaseModel):
+    index: int
+    volume_ml: float
+    centroid_ras_mm: tuple[float, float, float]
+    max_diameter_mm: float
+    location: str
+
+
+class PriorOut(BaseModel):
+    study_id: str
+    study_date: str | None
+    uploaded_at: datetime | None
+    description: str | None
+
+
+class ViewerOut(BaseModel):
+    study_id: str
+    analysis_id: str
+    images: list[str]
+    sequences: list[str]
+    reference_sequence: str | None
+    lesions: list[LesionOut] | None  # None: the AI results are not open to this reader yet
+    report_id: str | None
+    report_status: str | None
+    priors: list[PriorOut]
+
+
+def priors_of(db: Session, study: StudyRow) -> list[StudyRow]:
+    """Earlier examinations of the same patient (same pseudonym) with a finished analysis, newest first:
+    earlier by study date when both have one (a historical study may be uploaded later), else by upload."""
+    if not study.patient_pseudonym:
+        return []
+    rows = db.scalars(
+        select(StudyRow)
+        .where(StudyRow.patient_pseudonym == study.patient_pseudonym, StudyRow.id != study.id, StudyRow.state == "done")
+        .order_by(StudyRow.study_date.desc(), StudyRow.uploaded_at.desc())
+    ).all()
+
+    def earlier(other: StudyRow) -> bool:
+        if other.study_date and study.study_date:
+            return other.study_date < study.study_date
+        return other.uploaded_at < study.uploaded_at
+
+    return [s for s in rows if earlier(s)]
+
+
+def viewer_manifest(db: Session, settings: Settings, actor: Actor, study_id: str) -> ViewerOut:
+    """What the viewer loads for a study: its images, the lesion centroids (for readers of AI results, or
+    once the report is signed), the report and the prior studies of the same patient."""
+    study = load_study(db, study_id)
+    authorize_object(db, actor, Permission.STUDY_READ, study_object(study))
+    done = latest_done(db, study)
+    stored = (done.result or {}).get("objects") or {}
+    sequences = sorted(n.removeprefix("sequence-").removesuffix(".nii.gz") for n in stored if n.startswith("sequence-"))
+    rep = reports.for_study(db, study.id)
+    lesions: list[LesionOut] | None = None
+    folder = private_tmp(settings, "viewer-")
+    try:
+        findings = Findings.model_validate_json(
+            jobs.result_path(settings, db, done, "findings.json", folder).read_text()
+        )
+    finally:
+        remove_tmp(folder)
+    reference = findings.study.reference_sequence
+    ai_open = ai_results_open(actor, rep.status if rep else None)
+    if ai_open:
+        lesions = [
+            LesionOut(
+                index=les.index,
+                volume_ml=les.volume_ml,
+                centroid_ras_mm=(les.centroid_ras_mm[0], les.centroid_ras_mm[1], les.centroid_ras_mm[2]),
+                max_diameter_mm=les.max_diameter_mm,
+                location=location_text(les),
+            )
+            for les in findings.segmentation.lesions
+        ]
+    audit_event(db, actor, "study.viewer", target_type="study", target_id=study.id, detail={"analysis": done.id})
+    return ViewerOut(
+        study_id=study.id,
+        analysis_id=done.id,
+        images=[*(i for i in IMAGES if ai_open or i not in AI_IMAGES), *(f"sequence-{n}" for n in sequences)],
+        sequences=sequences,
+        reference_sequence=reference,
+        lesions=lesions,
+        report_id=rep.id if rep else None,
+        report_status=rep.status if rep else None,
+        priors=[
+            PriorOut(study_id=p.id, study_date=p.study_date, uploaded_at=p.uploaded_at, description=p.description)
+            for p in (priors_of(db, study) if breakglass_study(actor) is None else [])  # the grant opens one study
+        ],
+    )
+
+
+__all__ = ["LesionOut", "PriorOut", "ViewerOut", "priors_of", "viewer_manifest"]
