@@ -343,7 +343,7 @@ def models(
     """List the installed models (shipped and registered), with their checksums and metrics."""
     if ctx.invoked_subcommand is not None:
         return
-    from neuronav.analysis.registry import model_rows
+    from neuronav.analysis.models import model_rows
 
     rows = model_rows(verify=verify)
     if not rows:
@@ -364,7 +364,7 @@ def models_register(
     overwrite: Annotated[bool, typer.Option(help="replace a registered model of the same name and version")] = False,
 ) -> None:
     """Register a site's own model (ONNX, or a MONAI bundle converted to ONNX) with its card."""
-    from neuronav.analysis.registry import register_model
+    from neuronav.analysis.models import register_model
 
     transforms = ("softmax", "brats_regions", "none")
     if output_transform is not None and output_transform not in transforms:

@@ -62,8 +62,8 @@ def analyze(
     from neuronav.analysis import measure
     from neuronav.analysis.features import classification_features, detection_features
     from neuronav.analysis.inference import confine_to_head, segment
+    from neuronav.analysis.models import resolve
     from neuronav.analysis.preprocess import preprocess
-    from neuronav.analysis.registry import resolve
 
     def step(name: str, fraction: float) -> None:
         if progress is not None:

@@ -39,7 +39,7 @@ def _progress(log: Log, what: str) -> Callable[[int, int], None]:
 
 
 def _install(onnx_file: Path, models_dir: Path, card: dict[str, Any]) -> Path:
-    from neuronav.analysis.registry import ModelCard, file_sha256, write_card
+    from neuronav.analysis.models import ModelCard, file_sha256, write_card
 
     target: Path = models_dir / str(card["name"]) / str(card["version"])
     target.mkdir(parents=True, exist_ok=True)
@@ -123,7 +123,7 @@ def train_segmentation_member(
 def _head_data(cache: Path, workers: int, log: Log) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     from neuronav.analysis.features import classification_features, detection_features
     from neuronav.analysis.inference import confine_to_head, segment
-    from neuronav.analysis.registry import resolve
+    from neuronav.analysis.models import resolve
 
     files = build_cache(cache, recipes.HEAD_SEEDS, workers=workers, progress=_progress(log, "head cases"))
     models = resolve(None, "segmentation")
@@ -227,7 +227,7 @@ def train_heads(cache: Path, models_dir: Path, *, workers: int = 2, log: Log = p
 
 def record_evaluation(summary: dict[str, Any], command: str) -> list[Path]:
     """Write the metrics of ``neuronav evaluate`` into the cards of the shipped default models."""
-    from neuronav.analysis.registry import read_card, resolve, write_card
+    from neuronav.analysis.models import read_card, resolve, write_card
 
     keys = [k for k in summary if k not in ("per_case", "normal_brains")]
     metrics = {k: summary[k] for k in keys}

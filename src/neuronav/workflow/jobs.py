@@ -48,7 +48,7 @@ _stores: dict[str, ObjectStore] = {}
 def model_versions() -> str:
     """Names, versions and checksums of every model an analysis uses (part of the cache key; from the
     cards only: nothing is loaded in the web process)."""
-    from neuronav.analysis.registry import select_models
+    from neuronav.analysis.models import select_models
 
     return ",".join(
         f"{m.card.name}@{m.card.version}:{m.card.sha256[:12]}"
