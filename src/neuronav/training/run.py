@@ -38,10 +38,14 @@ def _progress(log: Log, what: str) -> Callable[[int, int], None]:
     return report
 
 
-def _install(onnx_file: Path, models_dir: Path, card: dict[str, Any]) -> Path:
+def _install(onnx_file: Path, models_dir: Path | None, card: dict[str, Any]) -> Path:
+    """Put the model and its card into ``models_dir``; by default the shipped models (NEURONAV_MODELS_DIR:
+    in a source checkout, src/neuronav/shipped_models, where the recipes' results are committed)."""
     from neuronav.analysis.models import ModelCard, file_sha256, write_card
+    from neuronav.config import read_settings
 
-    target: Path = models_dir / str(card["name"]) / str(card["version"])
+    base = models_dir if models_dir is not None else read_settings().models_dir
+    target: Path = base / str(card["name"]) / str(card["version"])
     target.mkdir(parents=True, exist_ok=True)
     partial = target / ".model.onnx.partial"
     shutil.copyfile(onnx_file, partial)
@@ -52,7 +56,7 @@ def _install(onnx_file: Path, models_dir: Path, card: dict[str, Any]) -> Path:
 
 
 def train_segmentation_member(
-    member: str, cache: Path, models_dir: Path, *, workers: int = 2, steps: int | None = None, log: Log = print
+    member: str, cache: Path, models_dir: Path | None, *, workers: int = 2, steps: int | None = None, log: Log = print
 ) -> Path:
     from neuronav.training.segmentation import train
 
@@ -168,7 +172,7 @@ def _cross_validated(x: np.ndarray, y: np.ndarray, k: int, folds: int = 5) -> di
     }
 
 
-def train_heads(cache: Path, models_dir: Path, *, workers: int = 2, log: Log = print) -> list[Path]:
+def train_heads(cache: Path, models_dir: Path | None, *, workers: int = 2, log: Log = print) -> list[Path]:
     from neuronav.training.linear import export_onnx, fit
 
     det_x, det_y, cls_x, cls_y = _head_data(cache, workers, log)

@@ -15,10 +15,11 @@ Layout (the same for shipped and user models)::
     <models dir>/<name>/<version>/card.json    its :class:`ModelCard`
     <models dir>/<name>/<version>/card.md      the same card for humans, generated from card.json
 
-Shipped models live in ``$NEURONAV_MODELS_DIR`` when that is set, else in the repository's
-top-level ``models/`` folder. Models a site registers itself (:func:`register_model`) go to
-``$NEURONAV_USER_MODELS_DIR``, else ``$XDG_DATA_HOME/neuronav/models``, else
-``~/.local/share/neuronav/models``. A shipped model shadows a user model of the same name and version.
+Shipped models are package data, ``neuronav/shipped_models`` (a wheel carries them), unless the
+setting ``NEURONAV_MODELS_DIR`` names another folder. Models a site registers itself
+(:func:`register_model`) go to ``NEURONAV_USER_MODELS_DIR``, by default
+``$XDG_DATA_HOME/neuronav/models``, else ``~/.local/share/neuronav/models``. A shipped model shadows
+a user model of the same name and version. ``NEURONAV_THREADS`` sets ONNX Runtime's threads.
 
 Every load verifies the sha256 of the file against its card before ONNX Runtime sees it
 (:class:`ModelIntegrityError` otherwise). Every card must say "not for clinical use".

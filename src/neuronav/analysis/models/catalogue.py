@@ -6,10 +6,12 @@ Layout (the same for both places)::
     <models dir>/<name>/<version>/card.json    its card (:mod:`neuronav.analysis.models.cards`)
     <models dir>/<name>/<version>/card.md      the same card for humans, generated from card.json
 
-Shipped models live in ``$NEURONAV_MODELS_DIR`` when that is set, else in the repository's
-top-level ``models/`` folder. Models a site registers itself go to ``$NEURONAV_USER_MODELS_DIR``,
-else ``$XDG_DATA_HOME/neuronav/models``, else ``~/.local/share/neuronav/models``. A shipped model
-shadows a user model of the same name and version.
+Both places are settings (:mod:`neuronav.config`, read on each lookup with
+:func:`~neuronav.config.read_settings`, so no secret is generated): shipped models are in
+``NEURONAV_MODELS_DIR``, by default ``neuronav/shipped_models`` installed with the package (package
+data, so a wheel carries them); models a site registers itself go to ``NEURONAV_USER_MODELS_DIR``,
+by default ``$XDG_DATA_HOME/neuronav/models``, else ``~/.local/share/neuronav/models``. A shipped
+model shadows a user model of the same name and version.
 
 Ensembles: models whose cards share ``ensemble`` and ``version`` form one ensemble release.
 :func:`select_models` picks the models of a task from their cards alone (nothing is loaded or
@@ -19,7 +21,6 @@ hashed); a folder with a broken card is reported, never silently dropped.
 from __future__ import annotations
 
 import logging
-import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ from typing import Any, Literal
 
 from neuronav.analysis.models.cards import CARD_JSON, ModelCard, file_sha256, read_card
 from neuronav.analysis.models.errors import ModelCardError, ModelNotFoundError
+from neuronav.config import read_settings
 
 log = logging.getLogger(__name__)
 
@@ -37,30 +39,14 @@ Where = Literal["shipped", "user"]
 # -------------------------------------------------------------------------------------- locations
 
 
-def _repo_models_dir() -> Path | None:
-    repo = Path(__file__).resolve().parents[4]  # src/neuronav/analysis/models/catalogue.py → repository root
-    candidate = repo / "models"
-    if candidate.is_dir() and (repo / "pyproject.toml").is_file():
-        return candidate
-    return None
-
-
-def shipped_models_dir() -> Path | None:
-    """``$NEURONAV_MODELS_DIR`` when set, else the repository's ``models/``; None when neither exists."""
-    env = os.environ.get("NEURONAV_MODELS_DIR")
-    if env:
-        return Path(env).expanduser()
-    return _repo_models_dir()
+def shipped_models_dir() -> Path:
+    """Where the shipped models are: ``NEURONAV_MODELS_DIR``, by default the package's own folder."""
+    return read_settings().models_dir
 
 
 def user_models_dir() -> Path:
-    """Where a site's own models are registered (may not exist yet)."""
-    env = os.environ.get("NEURONAV_USER_MODELS_DIR")
-    if env:
-        return Path(env).expanduser()
-    xdg = os.environ.get("XDG_DATA_HOME")
-    base = Path(xdg).expanduser() if xdg else Path.home() / ".local" / "share"
-    return base / "neuronav" / "models"
+    """Where a site's own models are registered: ``NEURONAV_USER_MODELS_DIR`` (may not exist yet)."""
+    return read_settings().user_models_dir
 
 
 # --------------------------------------------------------------------------------------- listing
@@ -258,7 +244,7 @@ def select_models(spec: str | None, task: str) -> list[RegisteredModel]:
             singles = [m for m in shipped if m.card.task == task]
             if not singles:
                 raise ModelNotFoundError(
-                    f"no shipped {task} model (looked in {shipped_models_dir() or 'no models folder'}); "
+                    f"no shipped {task} model (looked in {shipped_models_dir()}); "
                     f"{_not_found_message('default', models, task)}"
                 )
             members = [max(singles, key=lambda m: (version_key(m.card.version), m.card.created))]

@@ -115,8 +115,7 @@ def _register_onnx(onnx_path: Path, data: dict[str, Any], base: Path, overwrite:
                 f"{where}: a segmentation model must output (1, {len(card.labels)} labels, x, y, z) "
                 f"probabilities, the card declares {out}"
             )
-    shipped = shipped_models_dir()
-    if shipped is not None and (shipped / card.name / card.version / CARD_JSON).exists():
+    if (shipped_models_dir() / card.name / card.version / CARD_JSON).exists():
         raise ModelRegistrationError(f"{card.spec} is a shipped model; register under another name or version")
     final = base / card.name / card.version
     if final.exists() and not overwrite:

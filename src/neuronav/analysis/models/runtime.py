@@ -2,16 +2,16 @@
 
 Every load verifies the sha256 of the file against its card before ONNX Runtime sees it
 (:class:`ModelIntegrityError` otherwise) and checks that the network's inputs and outputs are the
-ones its card declares. Sessions run on the CPU with ``$NEURONAV_THREADS`` intra-op threads
-(default: every core) and are cached per process, keyed by the file's path, size, mtime and
-checksum, so a replaced file is verified again. :func:`resolve` gives the loaded models of a task
-(:func:`neuronav.analysis.models.catalogue.select_models` says which).
+ones its card declares. Sessions run on the CPU with ``NEURONAV_THREADS`` intra-op threads (a
+setting, :mod:`neuronav.config`; default: every core) and are cached per process, keyed by the
+file's path, size, mtime and checksum, so a replaced file is verified again. :func:`resolve`
+gives the loaded models of a task (:func:`neuronav.analysis.models.catalogue.select_models` says
+which).
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -26,29 +26,15 @@ import onnxruntime as ort
 from neuronav.analysis.models.cards import CARD_JSON, ModelCard, file_sha256
 from neuronav.analysis.models.catalogue import RegisteredModel, Where, find_model, list_models, select_models
 from neuronav.analysis.models.errors import ModelCardError, ModelError, ModelIntegrityError
+from neuronav.config import read_settings
 from neuronav.findings import ProducedBy
 
 log = logging.getLogger(__name__)
 
 
-def _threads() -> int:
-    raw = os.environ.get("NEURONAV_THREADS")
-    if raw is None or raw == "":
-        return os.cpu_count() or 1
-    try:
-        n = int(raw)
-    except ValueError:
-        n = 0
-    if n < 1:
-        from neuronav.errors import ConfigError
-
-        raise ConfigError(f"NEURONAV_THREADS must be a positive integer, not {raw!r}")
-    return n
-
-
 def _session_options() -> ort.SessionOptions:
     opts = ort.SessionOptions()
-    opts.intra_op_num_threads = _threads()
+    opts.intra_op_num_threads = read_settings().threads
     opts.inter_op_num_threads = 1
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.log_severity_level = 3
