@@ -7,16 +7,18 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import numpy as np
 
 from neuronav.analysis.features import CLASSIFICATION_FEATURES, DETECTION_FEATURES
 from neuronav.errors import InputError
+from neuronav.findings import TumourClass
 from neuronav.training import recipes
 from neuronav.training.data import SEQUENCES, build_cache, load_case
 
 Log = Callable[[str], None]
+CLASSES: tuple[str, ...] = get_args(TumourClass)  # the classifier's labels, in output order, written on its card
 CLINICAL = "not for clinical use"
 DATA_RECIPE = (
     "Synthetic phantom heads (neuronav.phantom, MNI152 2009 tissue maps) with gliomas, meningiomas, "
@@ -141,7 +143,7 @@ def _head_data(cache: Path, workers: int, log: Log) -> tuple[np.ndarray, np.ndar
         det_y.append(int(case.lesion != "none"))
         if case.lesion != "none":
             cls_x.append(classification_features(labels, case.brain_mask, channels["T1c"]))
-            cls_y.append(("glioma", "meningioma", "metastasis").index(case.lesion))
+            cls_y.append(CLASSES.index(case.lesion))
         if (n + 1) % 20 == 0:
             log(f"heads: segmented {n + 1}/{len(files)} cases")
     return np.asarray(det_x), np.asarray(det_y), np.asarray(cls_x), np.asarray(cls_y)
@@ -179,7 +181,7 @@ def train_heads(cache: Path, models_dir: Path | None, *, workers: int = 2, log: 
     installed = []
     for task, x, y, names, features in (
         ("detection", det_x, det_y, ["no tumour", "tumour"], DETECTION_FEATURES),
-        ("classification", cls_x, cls_y, ["glioma", "meningioma", "metastasis"], CLASSIFICATION_FEATURES),
+        ("classification", cls_x, cls_y, list(CLASSES), CLASSIFICATION_FEATURES),
     ):
         k = len(names)
         model = fit(x, y, k)
