@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from neuronav.config import get_settings, load_settings
+from neuronav.config import get_settings, load_settings, packaged_models_dir, read_settings
 from neuronav.errors import ConfigError
 from neuronav.pseudonym import pseudonymise
 
@@ -58,3 +58,34 @@ def test_pseudonym_is_a_keyed_hmac_not_a_hash(monkeypatch: pytest.MonkeyPatch) -
     assert pseudonymise("PAT-001") != a  # another site's key, another pseudonym
     with pytest.raises(ValueError):
         pseudonymise("  ")
+
+
+def test_model_settings_default_to_the_packaged_models_and_write_no_secrets(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    for name in ("MODELS_DIR", "USER_MODELS_DIR", "THREADS"):
+        monkeypatch.delenv(f"NEURONAV_{name}", raising=False)
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    s = read_settings()
+    assert s.models_dir == packaged_models_dir()
+    assert (s.models_dir / "tumour-classification" / "1.0.0" / "card.json").is_file()  # package data
+    assert s.user_models_dir == tmp_path / "xdg" / "neuronav" / "models"
+    assert s.threads >= 1
+    assert not (tmp_path / "data" / "secrets.json").exists()  # no secrets generated for a model lookup
+
+    monkeypatch.setenv("NEURONAV_MODELS_DIR", str(tmp_path / "site"))
+    monkeypatch.setenv("NEURONAV_USER_MODELS_DIR", "")  # empty is the default, as unset
+    monkeypatch.setenv("NEURONAV_THREADS", "3")
+    s = read_settings()
+    assert (s.models_dir, s.user_models_dir, s.threads) == (
+        tmp_path / "site",
+        tmp_path / "xdg" / "neuronav" / "models",
+        3,
+    )
+
+
+@pytest.mark.parametrize("threads", ["0", "-2", "many"])
+def test_bad_threads_are_a_config_error_naming_the_variable(monkeypatch: pytest.MonkeyPatch, threads: str) -> None:
+    monkeypatch.setenv("NEURONAV_THREADS", threads)
+    with pytest.raises(ConfigError, match="NEURONAV_THREADS"):
+        read_settings()

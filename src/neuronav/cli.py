@@ -343,11 +343,14 @@ def models(
     """List the installed models (shipped and registered), with their checksums and metrics."""
     if ctx.invoked_subcommand is not None:
         return
-    from neuronav.analysis.registry import model_rows
+    from neuronav.analysis.models import model_rows
 
     rows = model_rows(verify=verify)
     if not rows:
-        raise _fail("no models installed (the shipped ones live in models/; see models/README.md)")
+        raise _fail(
+            "no models installed (the shipped ones are package data in neuronav/shipped_models, "
+            "or in NEURONAV_MODELS_DIR when set)"
+        )
     table = Table(title=f"{len(rows)} models (not for clinical use)")
     for col in rows[0]:
         table.add_column(str(col))
@@ -364,7 +367,7 @@ def models_register(
     overwrite: Annotated[bool, typer.Option(help="replace a registered model of the same name and version")] = False,
 ) -> None:
     """Register a site's own model (ONNX, or a MONAI bundle converted to ONNX) with its card."""
-    from neuronav.analysis.registry import register_model
+    from neuronav.analysis.models import register_model
 
     transforms = ("softmax", "brats_regions", "none")
     if output_transform is not None and output_transform not in transforms:
@@ -384,9 +387,10 @@ def train(
     cache: Annotated[Path, typer.Option(help="folder for the rendered training cases")] = Path(".cache/training"),
     workers: Annotated[int, typer.Option(help="processes rendering training cases")] = 2,
     steps: Annotated[int | None, typer.Option(help="override the number of training steps")] = None,
-    models_dir: Annotated[Path, typer.Option("--models-dir", help="where the model folders are written")] = Path(
-        "models"
-    ),
+    models_dir: Annotated[
+        Path | None,
+        typer.Option("--models-dir", help="where the model folders are written [default: NEURONAV_MODELS_DIR]"),
+    ] = None,
 ) -> None:
     """Reproduce a shipped model from its recipe (seeded, synthetic data; needs the train extra)."""
     from neuronav.training.run import train_heads, train_segmentation_member

@@ -16,10 +16,16 @@ NEURONAV_OLD_MASTER_KEYS    earlier master keys (comma-separated), only while `n
 NEURONAV_SECRET_KEY         signs session tokens and CSRF tokens (≥ 32 characters)
 NEURONAV_PSEUDONYM_KEY      keyed HMAC of patient ids (≥ 32 bytes; see neuronav.pseudonym)
 NEURONAV_MAX_UPLOAD_BYTES   upload size cap (default 2 GiB)
+NEURONAV_MODELS_DIR         the shipped models (default: the package's own shipped_models folder)
+NEURONAV_USER_MODELS_DIR    models a site registers (default $XDG_DATA_HOME/neuronav/models,
+                            else ~/.local/share/neuronav/models)
+NEURONAV_THREADS            ONNX Runtime intra-op threads per model session (default: every core)
 ==========================  =================================================================
 
 In development mode, missing secrets are generated once and kept in ``<data>/secrets.json``
-(mode 0600), so a restart keeps sessions and stored data readable.
+(mode 0600), so a restart keeps sessions and stored data readable. The model folders and threads
+are read with :func:`read_settings`, which neither generates nor checks secrets (``neuronav
+analyze`` writes no secrets.json).
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from neuronav.errors import ConfigError
@@ -43,6 +49,15 @@ GENERATED_SECRETS = ("master_key", "secret_key", "pseudonym_key")
 def default_data_dir() -> Path:
     base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
     return Path(base) / "neuronav"
+
+
+def packaged_models_dir() -> Path:
+    """The shipped models, installed with the package (``neuronav/shipped_models``)."""
+    return Path(__file__).resolve().parent / "shipped_models"
+
+
+def default_user_models_dir() -> Path:
+    return default_data_dir() / "models"
 
 
 class Settings(BaseSettings):
@@ -60,6 +75,27 @@ class Settings(BaseSettings):
     max_upload_bytes: int = 2 * 1024**3
     access_token_minutes: int = 15
     session_hours: int = 8
+    # models (neuronav.analysis.models), read through read_settings(): no secrets involved
+    models_dir: Path = Field(default_factory=packaged_models_dir)
+    user_models_dir: Path = Field(default_factory=default_user_models_dir)
+    threads: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1)
+
+    @field_validator("models_dir", "user_models_dir", "threads", mode="before")
+    @classmethod
+    def _empty_is_default(cls, value: object, info: ValidationInfo) -> object:
+        if value != "":
+            return value
+        # set but empty (NEURONAV_THREADS=) means the default, as when unset
+        if info.field_name == "models_dir":
+            return packaged_models_dir()
+        if info.field_name == "user_models_dir":
+            return default_user_models_dir()
+        return os.cpu_count() or 1
+
+    @field_validator("models_dir", "user_models_dir")
+    @classmethod
+    def _expand_user(cls, value: Path) -> Path:
+        return value.expanduser()
 
     @property
     def development(self) -> bool:
@@ -123,6 +159,23 @@ def load_settings() -> Settings:
         _check_secret("pseudonym_key", settings.pseudonym_key, 32)
     settings.master_key_bytes()
     return settings
+
+
+def read_settings() -> Settings:
+    """Settings from the environment as they are: no secret generated, read or checked.
+
+    For the non-secret fields (model folders, threads) in code that must not write
+    ``<data>/secrets.json`` as a side effect; read again on each call (not cached). An invalid value
+    is a :class:`ConfigError` naming the variable.
+    """
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"NEURONAV_{'_'.join(str(p) for p in e['loc']).upper()} {e['msg'].lower()}, not {e['input']!r}"
+            for e in exc.errors()
+        )
+        raise ConfigError(problems) from None
 
 
 @lru_cache(maxsize=1)

@@ -20,7 +20,7 @@ DICOM handlers each map it to an exit code / HTTP status / DICOM status in one p
     │   └── PasswordPolicyError                                              HTTP 422
     ├── ReportError                a report that cannot be built or written (missing source images, bad format)
     │   └── LifecycleError         a review/sign/amend step not allowed (wrong status or role, bad edit)
-    └── ModelError                 (neuronav.analysis.registry) a model that cannot be found, read or trusted
+    └── ModelError                 (neuronav.analysis.models) a model that cannot be found, read or trusted
         ├── ModelNotFoundError, ModelCardError, ModelRegistrationError
         └── ModelIntegrityError    the file's sha256 differs from its card
 """

@@ -14,13 +14,15 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-SCHEMA_VERSION = "1.1"  # 1.1: Study.patient_pseudonym, Change.prior_volumes_ml (both optional)
+# 1.1: Study.patient_pseudonym, Change.prior_volumes_ml; 1.2: overall_confidence_produced_by (all optional)
+SCHEMA_VERSION = "1.2"
 DISCLAIMER = (
     "Research software, not for clinical use. AI-generated results are not a diagnosis and require "
     "review by a qualified physician."
 )
 
 Vec3 = tuple[float, float, float]
+TumourClass = Literal["glioma", "meningioma", "metastasis"]  # the classes reports code (SNOMED CT, NeuroNav codes)
 
 
 class _Model(BaseModel):
@@ -78,7 +80,7 @@ class Detection(_Model):
 
 
 class Classification(_Model):
-    label: Literal["glioma", "meningioma", "metastasis"] | None  # None when no tumour was detected
+    label: TumourClass | None  # None when no tumour was detected; named by the classifier's card
     probabilities: dict[str, float]
     confidence: float = Field(ge=0.0, le=1.0)
     produced_by: ProducedBy
@@ -143,7 +145,8 @@ class Findings(_Model):
     ventricles: Ventricles
     oedema: Oedema
     haemorrhage: Haemorrhage
-    overall_confidence: float = Field(ge=0.0, le=1.0)
+    overall_confidence: float = Field(ge=0.0, le=1.0)  # not a calibrated probability: neuronav.analysis.confidence
+    overall_confidence_produced_by: ProducedBy | None = None  # the algorithm and version (None before 1.2)
     timings_s: dict[str, float]
     change: Change | None = None
     disclaimer: str = DISCLAIMER

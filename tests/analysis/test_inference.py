@@ -13,10 +13,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from neuronav.analysis import registry
+from neuronav.analysis import models as models_pkg
 from neuronav.analysis.inference import segment
-from neuronav.analysis.registry import LoadedModel, ModelError, file_sha256, load_model, parse_card, write_card
-from tests.analysis.test_registry import build_seg_onnx, card_dict
+from neuronav.analysis.models import LoadedModel, ModelError, file_sha256, load_model, parse_card, write_card
+from tests.analysis.test_models import build_seg_onnx, card_dict
 
 SHAPE = (6, 7, 5)
 
@@ -26,7 +26,7 @@ def models_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("NEURONAV_MODELS_DIR", str(tmp_path / "shipped"))
     monkeypatch.setenv("NEURONAV_USER_MODELS_DIR", str(tmp_path / "user"))
     monkeypatch.setenv("NEURONAV_THREADS", "1")
-    registry.clear_cache()
+    models_pkg.clear_cache()
     return tmp_path / "shipped"
 
 

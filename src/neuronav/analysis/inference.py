@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from neuronav.analysis.registry import SEQUENCES, LoadedModel, ModelError
+from neuronav.analysis.models import SEQUENCES, LoadedModel, ModelError
 from neuronav.findings import ProducedBy
 
 F32Array = npt.NDArray[np.float32]

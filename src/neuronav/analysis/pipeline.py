@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, get_args
 
 import numpy as np
 
@@ -23,11 +23,14 @@ from neuronav.findings import (
     Findings,
     Segmentation,
     Study,
+    TumourClass,
 )
 from neuronav.volume import Volume, save_nifti
 
+if TYPE_CHECKING:  # importing the models package loads ONNX Runtime: only when analysing
+    from neuronav.analysis.models import ModelCard
+
 ProgressFn = Callable[[str, float], None]
-CLASS_NAMES = ("glioma", "meningioma", "metastasis")
 DETECTION_THRESHOLD = 0.5
 REFERENCE_IMAGE = "reference.nii.gz"  # the reference series itself, on the grid of segmentation.nii.gz
 SEQUENCE_IMAGE = "sequence-{name}.nii.gz"  # each input sequence on its own grid, in scanner space (viewers)
@@ -59,11 +62,11 @@ def analyze(
 ) -> Findings:
     """Analyse one study; write findings.json, segmentation.nii.gz, probability.nii.gz, reference.nii.gz
     and one sequence-<NAME>.nii.gz per input sequence."""
-    from neuronav.analysis import measure
+    from neuronav.analysis import confidence, measure
     from neuronav.analysis.features import classification_features, detection_features
     from neuronav.analysis.inference import confine_to_head, segment
+    from neuronav.analysis.models import ModelError, resolve
     from neuronav.analysis.preprocess import preprocess
-    from neuronav.analysis.registry import resolve
 
     def step(name: str, fraction: float) -> None:
         if progress is not None:
@@ -118,21 +121,27 @@ def analyze(
     det_x = detection_features(tumour_probability, pre.brain_mask)[None]
     p_tumour = float(detector.run({"features": det_x})["probabilities"][0, 1])
     detected = p_tumour >= DETECTION_THRESHOLD
+    class_names = tumour_classes(classifier.card)
     cls_x = classification_features(grid_labels, pre.brain_mask, pre.channels.get("T1c"))[None]
     cls_p = classifier.run({"features": cls_x})["probabilities"][0]
-    probabilities = {name: round(float(p), 4) for name, p in zip(CLASS_NAMES, cls_p, strict=True)}
+    if cls_p.shape != (len(class_names),):
+        raise ModelError(
+            f"{classifier.card.spec}: the model gave {cls_p.shape[0]} class probabilities, "
+            f"its card names {len(class_names)} classes ({', '.join(class_names)})"
+        )
+    probabilities: dict[str, float] = {name: round(float(p), 4) for name, p in zip(class_names, cls_p, strict=True)}
     best = int(np.argmax(cls_p))
     timings["detection_classification"] = time.perf_counter() - t0
 
     used = [s for s in ANALYSED if s in pre.channels]
     missing = [s for s in ANALYSED if s not in pre.channels]
-    detection_certainty = abs(p_tumour - 0.5) * 2.0
-    # ensemble disagreement counts only when a tumour is called (on a normal brain it is measured on a
-    # few scattered voxels and says nothing about the "no tumour" answer)
-    seg_agreement = (1.0 - seg.uncertainty) if detected else 1.0
-    overall = detection_certainty * seg_agreement * (0.7 + 0.3 * len(used) / len(ANALYSED))
-    if detected:
-        overall *= float(cls_p[best])
+    overall = confidence.overall_confidence(
+        tumour_probability=p_tumour,
+        tumour_detected=detected,
+        ensemble_uncertainty=float(seg.uncertainty),
+        sequences_used=len(used),
+        class_probability=float(cls_p[best]),
+    )
     timings["total"] = sum(timings.values())
     findings = Findings(
         neuronav_version=__version__,
@@ -153,7 +162,7 @@ def analyze(
             produced_by=detector.produced_by(),
         ),
         classification=Classification(
-            label=CLASS_NAMES[best] if detected else None,  # type: ignore[arg-type]
+            label=class_names[best] if detected else None,
             probabilities=probabilities,
             confidence=round(float(cls_p[best]), 4) if detected else 0.0,
             produced_by=classifier.produced_by(),
@@ -168,13 +177,30 @@ def analyze(
         ventricles=vents,
         oedema=oedema,
         haemorrhage=haem,
-        overall_confidence=round(float(np.clip(overall, 0.0, 1.0)), 4),
+        overall_confidence=overall,
+        overall_confidence_produced_by=confidence.produced_by(),
         timings_s={k: round(v, 3) for k, v in timings.items()},
         change=_change(volumes.model_dump(), prior_findings) if prior_findings else None,
     )
     write_findings(findings, out_dir / "findings.json")
     step("done", 1.0)
     return findings
+
+
+def tumour_classes(card: ModelCard) -> tuple[TumourClass, ...]:
+    """The classifier's classes in output order, from its card's labels; each must be a class the
+    findings and reports know (:data:`neuronav.findings.TumourClass`), else :class:`ModelCardError`."""
+    from neuronav.analysis.models import ModelCardError
+
+    known: tuple[TumourClass, ...] = get_args(TumourClass)
+    names = card.class_names
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise ModelCardError(
+            f"{card.spec}: the card's labels {', '.join(unknown)} are not tumour classes NeuroNav reports "
+            f"({', '.join(known)})"
+        )
+    return tuple(k for n in names for k in known if k == n)
 
 
 def write_findings(findings: Findings, path: Path) -> Path:

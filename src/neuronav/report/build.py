@@ -71,6 +71,7 @@ def _models(f: Findings) -> list[ModelInfo]:
         f.midline_shift.produced_by,
         f.ventricles.produced_by,
         f.haemorrhage.produced_by,
+        *([f.overall_confidence_produced_by] if f.overall_confidence_produced_by is not None else []),
     ]
     for p in every:
         seen.setdefault((p.name, p.version), model_info(p))

@@ -208,9 +208,18 @@ def _study(r: Report, width: float) -> list[Any]:
         ("Sequences missing", ", ".join(s.sequences_missing) or "none"),
         ("Models and algorithms", _p(models or "none recorded", "cell")),
         ("Processing time", f"{s.processing_time_s:.1f} s"),
-        ("Overall confidence", f"{s.overall_confidence:.2f}"),
+        ("Overall confidence", _overall_confidence(r)),
     ]
     return [_heading("Study"), _key_value(pairs, width)]
+
+
+def _overall_confidence(r: Report) -> str:
+    """The value with the algorithm that computed it (neuronav.analysis.confidence), which is not a probability."""
+    value = f"{r.study_info.overall_confidence:.2f}"
+    algo = r.findings.overall_confidence_produced_by
+    if algo is None:  # findings written before the algorithm was recorded
+        return value
+    return f"{value} ({algo.name} {algo.version}: a summary of the models' own certainty, not a calibrated probability)"
 
 
 def _ai_findings(r: Report, width: float) -> list[Any]:

@@ -149,11 +149,15 @@ def missing_sequences(f: Findings) -> Recommendation | None:
 def low_confidence(f: Findings) -> Recommendation | None:
     if f.overall_confidence >= LOW_CONFIDENCE:
         return None
+    algo = f.overall_confidence_produced_by
+    by = f", {algo.name} {algo.version}" if algo is not None else ""
     return _rec(
         "R-LOW-CONFIDENCE",
         "routine",
-        f"Low overall AI confidence ({f.overall_confidence:.2f}): read the images without relying on these results.",
+        f"Low overall AI confidence ({f.overall_confidence:.2f}{by}; not a calibrated probability): read the images "
+        "without relying on these results.",
         ("/overall_confidence", f.overall_confidence),
+        *([("/overall_confidence_produced_by", f"{algo.name} {algo.version}")] if algo is not None else []),
     )
 
 

@@ -114,8 +114,8 @@ GENERIC_500 = "An internal error occurred. Quote error id {error_id} to the admi
 
 
 def _model_error(exc: BaseException) -> bool:
-    registry = sys.modules.get("neuronav.analysis.registry")  # never imported just to check
-    model_error = getattr(registry, "ModelError", None)
+    errors = sys.modules.get("neuronav.analysis.models.errors")  # never imported just to check
+    model_error = getattr(errors, "ModelError", None)
     return isinstance(model_error, type) and isinstance(exc, model_error)
 
 

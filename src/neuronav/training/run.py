@@ -7,16 +7,18 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import numpy as np
 
 from neuronav.analysis.features import CLASSIFICATION_FEATURES, DETECTION_FEATURES
 from neuronav.errors import InputError
+from neuronav.findings import TumourClass
 from neuronav.training import recipes
 from neuronav.training.data import SEQUENCES, build_cache, load_case
 
 Log = Callable[[str], None]
+CLASSES: tuple[str, ...] = get_args(TumourClass)  # the classifier's labels, in output order, written on its card
 CLINICAL = "not for clinical use"
 DATA_RECIPE = (
     "Synthetic phantom heads (neuronav.phantom, MNI152 2009 tissue maps) with gliomas, meningiomas, "
@@ -38,10 +40,14 @@ def _progress(log: Log, what: str) -> Callable[[int, int], None]:
     return report
 
 
-def _install(onnx_file: Path, models_dir: Path, card: dict[str, Any]) -> Path:
-    from neuronav.analysis.registry import ModelCard, file_sha256, write_card
+def _install(onnx_file: Path, models_dir: Path | None, card: dict[str, Any]) -> Path:
+    """Put the model and its card into ``models_dir``; by default the shipped models (NEURONAV_MODELS_DIR:
+    in a source checkout, src/neuronav/shipped_models, where the recipes' results are committed)."""
+    from neuronav.analysis.models import ModelCard, file_sha256, write_card
+    from neuronav.config import read_settings
 
-    target: Path = models_dir / str(card["name"]) / str(card["version"])
+    base = models_dir if models_dir is not None else read_settings().models_dir
+    target: Path = base / str(card["name"]) / str(card["version"])
     target.mkdir(parents=True, exist_ok=True)
     partial = target / ".model.onnx.partial"
     shutil.copyfile(onnx_file, partial)
@@ -52,7 +58,7 @@ def _install(onnx_file: Path, models_dir: Path, card: dict[str, Any]) -> Path:
 
 
 def train_segmentation_member(
-    member: str, cache: Path, models_dir: Path, *, workers: int = 2, steps: int | None = None, log: Log = print
+    member: str, cache: Path, models_dir: Path | None, *, workers: int = 2, steps: int | None = None, log: Log = print
 ) -> Path:
     from neuronav.training.segmentation import train
 
@@ -123,7 +129,7 @@ def train_segmentation_member(
 def _head_data(cache: Path, workers: int, log: Log) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     from neuronav.analysis.features import classification_features, detection_features
     from neuronav.analysis.inference import confine_to_head, segment
-    from neuronav.analysis.registry import resolve
+    from neuronav.analysis.models import resolve
 
     files = build_cache(cache, recipes.HEAD_SEEDS, workers=workers, progress=_progress(log, "head cases"))
     models = resolve(None, "segmentation")
@@ -137,7 +143,7 @@ def _head_data(cache: Path, workers: int, log: Log) -> tuple[np.ndarray, np.ndar
         det_y.append(int(case.lesion != "none"))
         if case.lesion != "none":
             cls_x.append(classification_features(labels, case.brain_mask, channels["T1c"]))
-            cls_y.append(("glioma", "meningioma", "metastasis").index(case.lesion))
+            cls_y.append(CLASSES.index(case.lesion))
         if (n + 1) % 20 == 0:
             log(f"heads: segmented {n + 1}/{len(files)} cases")
     return np.asarray(det_x), np.asarray(det_y), np.asarray(cls_x), np.asarray(cls_y)
@@ -168,14 +174,14 @@ def _cross_validated(x: np.ndarray, y: np.ndarray, k: int, folds: int = 5) -> di
     }
 
 
-def train_heads(cache: Path, models_dir: Path, *, workers: int = 2, log: Log = print) -> list[Path]:
+def train_heads(cache: Path, models_dir: Path | None, *, workers: int = 2, log: Log = print) -> list[Path]:
     from neuronav.training.linear import export_onnx, fit
 
     det_x, det_y, cls_x, cls_y = _head_data(cache, workers, log)
     installed = []
     for task, x, y, names, features in (
         ("detection", det_x, det_y, ["no tumour", "tumour"], DETECTION_FEATURES),
-        ("classification", cls_x, cls_y, ["glioma", "meningioma", "metastasis"], CLASSIFICATION_FEATURES),
+        ("classification", cls_x, cls_y, list(CLASSES), CLASSIFICATION_FEATURES),
     ):
         k = len(names)
         model = fit(x, y, k)
@@ -227,7 +233,7 @@ def train_heads(cache: Path, models_dir: Path, *, workers: int = 2, log: Log = p
 
 def record_evaluation(summary: dict[str, Any], command: str) -> list[Path]:
     """Write the metrics of ``neuronav evaluate`` into the cards of the shipped default models."""
-    from neuronav.analysis.registry import read_card, resolve, write_card
+    from neuronav.analysis.models import read_card, resolve, write_card
 
     keys = [k for k in summary if k not in ("per_case", "normal_brains")]
     metrics = {k: summary[k] for k in keys}

@@ -17,6 +17,7 @@ URL and shared storage folder.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import shutil
 import threading
@@ -48,7 +49,7 @@ _stores: dict[str, ObjectStore] = {}
 def model_versions() -> str:
     """Names, versions and checksums of every model an analysis uses (part of the cache key; from the
     cards only: nothing is loaded in the web process)."""
-    from neuronav.analysis.registry import select_models
+    from neuronav.analysis.models import select_models
 
     return ",".join(
         f"{m.card.name}@{m.card.version}:{m.card.sha256[:12]}"
@@ -57,10 +58,27 @@ def model_versions() -> str:
     )
 
 
-def cache_key(study: StudyRow) -> str:
-    from neuronav import __version__
+def model_labels() -> str:
+    """The class names each model's card gives its outputs (the classification's labels come from its
+    card: an edited card changes the findings without changing the model file)."""
+    from neuronav.analysis.models import select_models
 
-    return hashlib.sha256(f"{study.content_sha256}|{model_versions()}|{__version__}".encode()).hexdigest()
+    return ",".join(
+        f"{m.card.name}@{m.card.version}:{json.dumps(m.card.labels, sort_keys=True)}"
+        for task in ("segmentation", "detection", "classification")
+        for m in select_models(None, task)
+    )
+
+
+def cache_key(study: StudyRow) -> str:
+    """What decides an analysis's result: the study's content, the models (files and card labels), the
+    overall-confidence algorithm and NeuroNav's version."""
+    from neuronav import __version__
+    from neuronav.analysis import confidence
+
+    algorithm = f"{confidence.ALGORITHM}@{confidence.VERSION}"
+    parts = (study.content_sha256, model_versions(), model_labels(), algorithm, __version__)
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()
 
 
 def store_for(settings: Settings) -> ObjectStore:

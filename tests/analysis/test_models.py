@@ -1,4 +1,4 @@
-"""Model registry: cards, checksums at load, listing, resolving ensembles, registering ONNX and MONAI bundles.
+"""Models: cards, checksums at load, listing, resolving ensembles, registering ONNX and MONAI bundles.
 
 Models are tiny networks built here (a 1×1×1 convolution + softmax as an ONNX graph, or a small
 TorchScript net packed as a MONAI bundle); nothing is downloaded.
@@ -19,8 +19,8 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from neuronav.analysis import registry
-from neuronav.analysis.registry import (
+from neuronav.analysis import models as models_pkg
+from neuronav.analysis.models import (
     BRATS_LABELS,
     ModelCard,
     ModelCardError,
@@ -88,7 +88,7 @@ def card_dict(name: str = "tiny", version: str = "1.0", **over: Any) -> dict[str
             {"name": "probabilities", "shape": [shape[0], 4, *shape[2:]], "dtype": "float32", "description": "softmax"}
         ],
         "labels": dict(BRATS_LABELS),
-        "input_space": registry.WORKING_GRID_SPACE,
+        "input_space": models_pkg.WORKING_GRID_SPACE,
         "training": {"data": "none: a test network", "seeds": [0], "steps": 0, "command": "pytest"},
         "metrics": {"unseen_phantoms": {"dice_whole_tumour": 0.5}},
         "intended_use": "tests",
@@ -117,9 +117,9 @@ def model_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tupl
     monkeypatch.setenv("NEURONAV_MODELS_DIR", str(shipped))
     monkeypatch.setenv("NEURONAV_USER_MODELS_DIR", str(user))
     monkeypatch.setenv("NEURONAV_THREADS", "1")
-    registry.clear_cache()
+    models_pkg.clear_cache()
     yield shipped, user
-    registry.clear_cache()
+    models_pkg.clear_cache()
 
 
 # ----------------------------------------------------------------------------------------- cards
@@ -221,9 +221,9 @@ def test_run_checks_input_names_and_shapes(model_dirs: tuple[Path, Path]) -> Non
     f = build_seg_onnx(folder / "model.onnx", shape=(1, 4, 4, 4, 4))
     write_card(folder, parse_card(card_dict("fixed", shape=[1, 4, 4, 4, 4], sha256=file_sha256(f))))
     model = load_model("fixed")
-    with pytest.raises(registry.ModelError, match="missing"):
+    with pytest.raises(models_pkg.ModelError, match="missing"):
         model.run({"img": np.zeros((1, 4, 4, 4, 4), np.float32)})
-    with pytest.raises(registry.ModelError, match="shape"):
+    with pytest.raises(models_pkg.ModelError, match="shape"):
         model.run({"image": np.zeros((1, 4, 5, 4, 4), np.float32)})
 
 
@@ -347,7 +347,7 @@ def test_register_refuses_a_file_onnxruntime_cannot_load(tmp_path: Path) -> None
 
 
 def test_importing_the_engine_does_not_import_torch() -> None:
-    code = "import sys, neuronav.analysis.registry, neuronav.analysis.inference; sys.exit('torch' in sys.modules)"
+    code = "import sys, neuronav.analysis.models, neuronav.analysis.inference; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
 
 
