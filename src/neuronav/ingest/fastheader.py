@@ -13,6 +13,8 @@ from __future__ import annotations
 import struct
 from typing import Any
 
+from neuronav.errors import DicomReadError
+
 EXPLICIT_LE = "1.2.840.10008.1.2.1"
 IMPLICIT_LE = "1.2.840.10008.1.2"
 NOT_HANDLED = {"1.2.840.10008.1.2.1.99", "1.2.840.10008.1.2.2"}  # deflated, big endian
@@ -50,12 +52,18 @@ _U32 = struct.Struct("<I")
 _TAG = struct.Struct("<HH")
 
 
-class UnsupportedHeaderError(Exception):
+class UnsupportedHeaderError(DicomReadError):
     """This file needs the full parser (pydicom)."""
 
+    def __init__(self, problem: str = "unsupported header") -> None:
+        super().__init__(problem)
 
-class NeedMoreBytesError(Exception):
+
+class NeedMoreBytesError(DicomReadError):
     """The buffer ended before Pixel Data: read more of the file and try again."""
+
+    def __init__(self, problem: str = "the header continues past the bytes read") -> None:
+        super().__init__(problem)
 
 
 def _convert(raw: bytes, kind: str) -> Any:
