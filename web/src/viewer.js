@@ -86,7 +86,9 @@ export class StudyViewer {
     // re-processes all layers; colours are set before that pass)
     const loads = [NVImage.loadFromUrl({ url: imageUrl(this.studyId, 'reference'), name: 'reference.nii.gz', colormap: 'gray' })]
     if (withOverlay) {
-      loads.push(NVImage.loadFromUrl({ url: imageUrl(this.studyId, 'segmentation'), name: 'segmentation.nii.gz', opacity: this.overlayOpacity }))
+      loads.push(
+        NVImage.loadFromUrl({ url: imageUrl(this.studyId, 'segmentation'), name: 'segmentation.nii.gz', opacity: this.overlayOpacity }),
+      )
     }
     const [reference, segmentation] = await Promise.all(loads)
     if (segmentation) {

@@ -19,7 +19,13 @@ function usersSection() {
   const stateSel = h('select', {}, ...['pending', 'active', 'disabled', ''].map((s) => h('option', { value: s }, s || 'any')))
   const q = h('input', { type: 'search', maxlength: 100 })
   const list = h('div', { class: 'table-wrap' })
-  const form = h('form', { class: 'filters', role: 'search', 'aria-label': 'Filter users' }, field('State', stateSel), field('Name or e-mail', q), h('button', { type: 'submit' }, 'Apply'))
+  const form = h(
+    'form',
+    { class: 'filters', role: 'search', 'aria-label': 'Filter users' },
+    field('State', stateSel),
+    field('Name or e-mail', q),
+    h('button', { type: 'submit' }, 'Apply'),
+  )
   form.addEventListener('submit', (e) => {
     e.preventDefault()
     load()
@@ -53,12 +59,22 @@ function usersSection() {
       const cells = []
       if (u.state === 'pending') {
         const lic = h('input', { type: 'text', value: u.licence_number || '', 'aria-label': `Licence number of ${u.display_name}` })
-        const role = h('select', { 'aria-label': `Role of ${u.display_name}` }, ...ROLES.map((r) => h('option', { value: r, selected: r === u.role }, r)))
+        const role = h(
+          'select',
+          { 'aria-label': `Role of ${u.display_name}` },
+          ...ROLES.map((r) => h('option', { value: r, selected: r === u.role }, r)),
+        )
         const verify = h('button', { type: 'button', class: 'small primary' }, 'Verify')
-        verify.addEventListener('click', () => act(post(`/api/users/${u.id}/verify`, { licence_number: lic.value.trim(), role: role.value }), `${u.display_name} verified.`))
+        verify.addEventListener('click', () =>
+          act(post(`/api/users/${u.id}/verify`, { licence_number: lic.value.trim(), role: role.value }), `${u.display_name} verified.`),
+        )
         cells.push(lic, role, verify)
       } else {
-        const role = h('select', { 'aria-label': `Role of ${u.display_name}` }, ...ROLES.map((r) => h('option', { value: r, selected: r === u.role }, r)))
+        const role = h(
+          'select',
+          { 'aria-label': `Role of ${u.display_name}` },
+          ...ROLES.map((r) => h('option', { value: r, selected: r === u.role }, r)),
+        )
         role.addEventListener('change', () => act(post(`/api/users/${u.id}/role`, { role: role.value }), `Role changed to ${role.value}.`))
         cells.push(role)
         if (u.state === 'active') {
@@ -87,7 +103,20 @@ function usersSection() {
       )
     })
     list.replaceChildren(
-      h('table', {}, h('thead', {}, h('tr', {}, ...['Name', 'E-mail', 'Role', 'State', 'Licence', 'Second factor', 'Actions'].map((t) => h('th', { scope: 'col' }, t)))), h('tbody', {}, ...rows)),
+      h(
+        'table',
+        {},
+        h(
+          'thead',
+          {},
+          h(
+            'tr',
+            {},
+            ...['Name', 'E-mail', 'Role', 'State', 'Licence', 'Second factor', 'Actions'].map((t) => h('th', { scope: 'col' }, t)),
+          ),
+        ),
+        h('tbody', {}, ...rows),
+      ),
     )
   }
   load()
@@ -106,12 +135,23 @@ function auditSection() {
   verify.addEventListener('click', async () => {
     try {
       const v = await get('/api/audit/verify')
-      chain.textContent = v.intact ? `Intact: ${v.events} events verified.` : `Broken at event ${v.first_broken.seq}: ${v.first_broken.problem}`
+      chain.textContent = v.intact
+        ? `Intact: ${v.events} events verified.`
+        : `Broken at event ${v.first_broken.seq}: ${v.first_broken.problem}`
     } catch (err) {
       chain.textContent = err.message
     }
   })
-  const form = h('form', { class: 'filters', role: 'search', 'aria-label': 'Filter the audit log' }, field('Action', action), field('Outcome', outcome), field('Actor id', actor), field('From', since), field('Until', until), h('button', { type: 'submit' }, 'Apply'))
+  const form = h(
+    'form',
+    { class: 'filters', role: 'search', 'aria-label': 'Filter the audit log' },
+    field('Action', action),
+    field('Outcome', outcome),
+    field('Actor id', actor),
+    field('From', since),
+    field('Until', until),
+    h('button', { type: 'submit' }, 'Apply'),
+  )
   form.addEventListener('submit', (e) => {
     e.preventDefault()
     load()
@@ -140,7 +180,16 @@ function auditSection() {
       )
       list.replaceChildren(
         rows.length
-          ? h('table', {}, h('thead', {}, h('tr', {}, ...['#', 'When', 'Who', 'From', 'Action', 'Target', 'Outcome'].map((t) => h('th', { scope: 'col' }, t)))), h('tbody', {}, ...rows))
+          ? h(
+              'table',
+              {},
+              h(
+                'thead',
+                {},
+                h('tr', {}, ...['#', 'When', 'Who', 'From', 'Action', 'Target', 'Outcome'].map((t) => h('th', { scope: 'col' }, t))),
+              ),
+              h('tbody', {}, ...rows),
+            )
           : h('p', { class: 'empty' }, 'No events match.'),
       )
     } catch (err) {
@@ -148,5 +197,13 @@ function auditSection() {
     }
   }
   load()
-  return h('section', { 'aria-labelledby': 'audit-h' }, h('h2', { id: 'audit-h' }, 'Audit log'), form, h('div', { class: 'actions' }, verify), chain, list)
+  return h(
+    'section',
+    { 'aria-labelledby': 'audit-h' },
+    h('h2', { id: 'audit-h' }, 'Audit log'),
+    form,
+    h('div', { class: 'actions' }, verify),
+    chain,
+    list,
+  )
 }

@@ -60,23 +60,47 @@ export function reportPanel(container, reportId, { compact }) {
       h(
         'ul',
         { class: 'findings' },
-        h('li', {}, pd.detected ? `Tumour detected (probability ${num(pd.probability, 2)})` : `No tumour detected (probability ${num(pd.probability, 2)})`),
-        pd.detected ? h('li', {}, `Classification: ${pd.classification || '—'} (confidence ${num(pd.classification_confidence, 2)})`) : null,
-        pd.detected ? h('li', {}, `Whole tumour ${num(pd.volume_ml)} mL · ${pd.lesion_count} lesion(s) · largest ${num(pd.size_mm)} mm · ${pd.location || '—'}`) : null,
-        h('li', {}, `Oedema ${sf.oedema_present ? `${num(sf.oedema_ml)} mL` : 'none'} · midline shift ${num(sf.midline_shift_mm)} mm · ventricles ${sf.ventricular_status} · haemorrhage ${sf.haemorrhage_suspected ? `suspected (${num(sf.haemorrhage_ml)} mL)` : 'not suspected'}`),
+        h(
+          'li',
+          {},
+          pd.detected
+            ? `Tumour detected (probability ${num(pd.probability, 2)})`
+            : `No tumour detected (probability ${num(pd.probability, 2)})`,
+        ),
+        pd.detected
+          ? h('li', {}, `Classification: ${pd.classification || '—'} (confidence ${num(pd.classification_confidence, 2)})`)
+          : null,
+        pd.detected
+          ? h(
+              'li',
+              {},
+              `Whole tumour ${num(pd.volume_ml)} mL · ${pd.lesion_count} lesion(s) · largest ${num(pd.size_mm)} mm · ${pd.location || '—'}`,
+            )
+          : null,
+        h(
+          'li',
+          {},
+          `Oedema ${sf.oedema_present ? `${num(sf.oedema_ml)} mL` : 'none'} · midline shift ${num(sf.midline_shift_mm)} mm · ventricles ${sf.ventricular_status} · haemorrhage ${sf.haemorrhage_suspected ? `suspected (${num(sf.haemorrhage_ml)} mL)` : 'not suspected'}`,
+        ),
       ),
     ]
     if (r.measurements.length) {
-      const rows = (compact ? r.measurements.slice(0, 8) : r.measurements).map((m) => h('tr', {}, h('th', { scope: 'row' }, m.label), h('td', {}, `${num(m.value, m.unit === 'mL' ? 2 : 1)} ${m.unit}`)))
+      const rows = (compact ? r.measurements.slice(0, 8) : r.measurements).map((m) =>
+        h('tr', {}, h('th', { scope: 'row' }, m.label), h('td', {}, `${num(m.value, m.unit === 'mL' ? 2 : 1)} ${m.unit}`)),
+      )
       parts.push(h('h3', {}, 'Measurements'), h('table', { class: 'measurements' }, h('tbody', {}, ...rows)))
-      if (compact && r.measurements.length > 8) parts.push(h('p', { class: 'muted' }, `${r.measurements.length - 8} more in the full report.`))
+      if (compact && r.measurements.length > 8)
+        parts.push(h('p', { class: 'muted' }, `${r.measurements.length - 8} more in the full report.`))
     }
     if (r.change_versus_prior) {
       const c = r.change_versus_prior
       parts.push(h('h3', {}, 'Change versus prior'), h('p', {}, `${c.prior_date}: ${c.rano_category.replaceAll('_', ' ')}`))
     }
     if (r.recommendations.length) {
-      parts.push(h('h3', {}, 'Recommendations (AI-generated suggestions)'), h('ul', {}, ...r.recommendations.map((x) => h('li', {}, `${x.text} (${x.urgency})`))))
+      parts.push(
+        h('h3', {}, 'Recommendations (AI-generated suggestions)'),
+        h('ul', {}, ...r.recommendations.map((x) => h('li', {}, `${x.text} (${x.urgency})`))),
+      )
     }
     parts.push(h('h3', {}, 'Narrative'))
     const editable = can('report:edit') && !signed

@@ -77,8 +77,8 @@ export function worklistPage(main) {
           h(
             'tr',
             {},
-            ...['AI finding', 'Patient', 'Study date', 'Description', 'Sequences', 'Status', 'Report', 'Uploaded', ''].map(
-              (t) => h('th', { scope: 'col' }, t),
+            ...['AI finding', 'Patient', 'Study date', 'Description', 'Sequences', 'Status', 'Report', 'Uploaded', ''].map((t) =>
+              h('th', { scope: 'col' }, t),
             ),
           ),
         ),
@@ -116,7 +116,11 @@ export function worklistPage(main) {
     return h(
       'tr',
       { dataset: { studyId: s.id }, class: s.flagged ? 'flagged' : '' },
-      h('td', { 'data-label': 'AI finding' }, s.flagged ? h('span', { class: 'flag' }, 'Tumour detected') : s.state === 'done' ? 'none' : '—'),
+      h(
+        'td',
+        { 'data-label': 'AI finding' },
+        s.flagged ? h('span', { class: 'flag' }, 'Tumour detected') : s.state === 'done' ? 'none' : '—',
+      ),
       h('td', { 'data-label': 'Patient' }, s.patient_pseudonym || '—'),
       h('td', { 'data-label': 'Study date' }, studyDate(s.study_date)),
       h('td', { 'data-label': 'Description' }, s.description || '—'),
@@ -169,7 +173,9 @@ function uploadPanel(onDone) {
     const show = (f, label) => bar.replaceChildren(progressBar(f, 'Upload progress'), h('small', {}, label))
     show(0, 'Uploading…')
     try {
-      const res = await upload('/api/studies', files.files, (f) => show(f, f < 1 ? `Uploading… ${Math.round(f * 100)} %` : 'Checking the files…'))
+      const res = await upload('/api/studies', files.files, (f) =>
+        show(f, f < 1 ? `Uploading… ${Math.round(f * 100)} %` : 'Checking the files…'),
+      )
       bar.hidden = true
       message.className = 'upload-message ok'
       message.textContent = res.created
@@ -190,4 +196,3 @@ function uploadPanel(onDone) {
   })
   return form
 }
-
