@@ -1,21 +1,21 @@
 // Administration: users (verify professionals, roles, disable/enable) and the audit log with filters.
 import { get, post } from '../api.js'
-import { can } from '../main.js'
+import { can } from '../session.js'
 import { field, fmtDate, h, say } from '../ui.js'
 
 const ROLES = ['technician', 'radiologist', 'neurologist', 'admin']
 
-export function adminPage(main) {
+export function adminPage(main, life) {
   main.append(h('h1', {}, 'Administration'))
   if (!can('user:manage') && !can('audit:read')) {
     main.append(h('p', { class: 'error', role: 'alert' }, 'This page is for administrators.'))
     return
   }
-  if (can('user:manage')) main.append(usersSection())
-  if (can('audit:read')) main.append(auditSection())
+  if (can('user:manage')) main.append(usersSection(life.signal))
+  if (can('audit:read')) main.append(auditSection(life.signal))
 }
 
-function usersSection() {
+function usersSection(signal) {
   const stateSel = h('select', {}, ...['pending', 'active', 'disabled', ''].map((s) => h('option', { value: s }, s || 'any')))
   const q = h('input', { type: 'search', maxlength: 100 })
   const list = h('div', { class: 'table-wrap' })
@@ -35,7 +35,7 @@ function usersSection() {
     if (stateSel.value) params.set('state', stateSel.value)
     if (q.value.trim()) params.set('q', q.value.trim())
     try {
-      const page = await get(`/api/users?${params}`)
+      const page = await get(`/api/users?${params}`, { signal })
       render(page.items || [])
     } catch (err) {
       list.replaceChildren(h('p', { class: 'error', role: 'alert' }, err.message))
@@ -123,7 +123,7 @@ function usersSection() {
   return h('section', { 'aria-labelledby': 'users-h' }, h('h2', { id: 'users-h' }, 'Users'), form, list)
 }
 
-function auditSection() {
+function auditSection(signal) {
   const action = h('input', { type: 'text', maxlength: 61, placeholder: 'login, report.*' })
   const outcome = h('select', {}, ...['', 'success', 'failure', 'denied'].map((s) => h('option', { value: s }, s || 'any')))
   const actor = h('input', { type: 'text', maxlength: 32 })
@@ -134,7 +134,7 @@ function auditSection() {
   const verify = h('button', { type: 'button' }, 'Verify the hash chain')
   verify.addEventListener('click', async () => {
     try {
-      const v = await get('/api/audit/verify')
+      const v = await get('/api/audit/verify', { signal })
       chain.textContent = v.intact
         ? `Intact: ${v.events} events verified.`
         : `Broken at event ${v.first_broken.seq}: ${v.first_broken.problem}`
@@ -164,7 +164,7 @@ function auditSection() {
     if (since.value) params.set('since', new Date(since.value).toISOString())
     if (until.value) params.set('until', new Date(until.value).toISOString())
     try {
-      const page = await get(`/api/audit?${params}`)
+      const page = await get(`/api/audit?${params}`, { signal })
       const rows = (page.items || []).map((e) =>
         h(
           'tr',

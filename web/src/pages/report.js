@@ -1,7 +1,7 @@
 // The report: AI findings, measurements, recommendations, narrative; the radiologist edits and signs
 // (amends a signed one); downloads in every format the reader may export.
 import { ApiError, download, get, post } from '../api.js'
-import { can } from '../main.js'
+import { can } from '../session.js'
 import { fmtDate, h, num, say } from '../ui.js'
 
 const DOWNLOADS = [
@@ -18,14 +18,16 @@ const NARRATIVE = [
   ['radiologist_comment', "Radiologist's comment"],
 ]
 
-export function reportPage(main, reportId) {
+export function reportPage(main, life, reportId) {
   main.append(h('h1', {}, `Report ${reportId}`))
   const box = h('section', { class: 'report-box full' })
   main.append(box)
-  reportPanel(box, reportId, { compact: false })
+  reportPanel(box, reportId, { compact: false, signal: life.signal })
 }
 
-export function reportPanel(container, reportId, { compact }) {
+// signal: the page's (router.js): the report's reads stop when the page is left. Writes (save, sign,
+// amend) are carried out once clicked; their answer paints only this panel.
+export function reportPanel(container, reportId, { compact, signal }) {
   async function reload() {
     if (!reportId) {
       container.replaceChildren(h('h2', {}, 'Report'), h('p', { class: 'muted' }, 'No report yet.'))
@@ -33,7 +35,7 @@ export function reportPanel(container, reportId, { compact }) {
     }
     let r
     try {
-      r = await get(`/api/reports/${reportId}`)
+      r = await get(`/api/reports/${reportId}`, { signal })
     } catch (err) {
       const text = err instanceof ApiError && err.status === 403 ? 'The report is not open to you yet (it is not signed).' : err.message
       container.replaceChildren(h('h2', {}, 'Report'), h('p', { class: 'muted' }, text))

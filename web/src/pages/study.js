@@ -1,19 +1,22 @@
 // The study view: the viewer (MPR + 3D, overlays, heatmap, window/level, sequences, prior comparison),
 // lesion jumps, measurements and annotations, and the report panel.
 import { api, get, post } from '../api.js'
-import { can, session } from '../main.js'
+import { can, session } from '../session.js'
 import { field, fmtDate, h, num, say, studyDate } from '../ui.js'
 import { LABELS, LAYOUTS, PLANES, StudyViewer, softwareRendering } from '../viewer.js'
 import { reportPanel } from './report.js'
 
-export async function studyPage(main, studyId) {
+// Everything the page starts belongs to `life` (router.js): its requests carry life.signal, and its
+// viewers (WebGL contexts) are destroyed when the page is left, also while they are still loading.
+export async function studyPage(main, life, studyId) {
+  const { signal } = life
   performance.clearMarks()
   performance.mark('neuronav:study-open')
   const heading = h('h1', {}, 'Study')
   main.append(heading)
   let study, manifest
   try {
-    ;[study, manifest] = await Promise.all([get(`/api/studies/${studyId}`), get(`/api/studies/${studyId}/viewer`)])
+    ;[study, manifest] = await Promise.all([get(`/api/studies/${studyId}`, { signal }), get(`/api/studies/${studyId}/viewer`, { signal })])
   } catch (err) {
     main.append(h('p', { class: 'error', role: 'alert' }, err.message), h('p', {}, h('a', { href: '#/worklist' }, 'Back to the worklist')))
     return
@@ -62,17 +65,24 @@ export async function studyPage(main, studyId) {
     onMeasure: (m) => onMeasure(m),
   })
   let prior = null
+  life.onLeave(() => {
+    viewer.destroy()
+    if (prior) prior.destroy()
+  })
   // without a graphics card the 3D tile redraws slowly: start with the three planes, 3D one choice away
   const software = softwareRendering()
   const aiImages = manifest.images.includes('segmentation') // the AI overlays, when open to this reader
   const startLayout = software ? 'mpr' : 'mpr3d'
   try {
     await viewer.open(startLayout, aiImages)
+    if (life.left) return
   } catch (err) {
+    if (life.left) return
     stage.replaceWith(h('p', { class: 'error', role: 'alert' }, `The images could not be shown: ${err.message || err}`))
     return
   }
   requestAnimationFrame(() => {
+    if (life.left) return
     performance.mark('neuronav:first-render')
     const m = performance.measure('neuronav:open-to-render', 'neuronav:study-open', 'neuronav:first-render')
     window.__neuronav = { ...(window.__neuronav || {}), firstRenderMs: m.duration }
@@ -96,9 +106,11 @@ export async function studyPage(main, studyId) {
     seqSel.disabled = true
     try {
       await viewer.setBackground(seqSel.value)
+      if (life.left) return
       syncWindowInputs()
       say(`Showing ${seqSel.selectedOptions[0].textContent}.`)
     } catch (err) {
+      if (life.left) return
       say(`That sequence could not be loaded: ${err.message || err}`, 'error')
     } finally {
       seqSel.disabled = false
@@ -116,8 +128,10 @@ export async function studyPage(main, studyId) {
     const mode = overlaySel.value
     try {
       await viewer.setHeatmap(mode === 'heatmap')
+      if (life.left) return
       viewer.setOverlay(mode === 'labels')
     } catch (err) {
+      if (life.left) return
       say(`The heatmap could not be loaded: ${err.message || err}`, 'error')
     }
     labelBoxes.forEach((b) => (b.disabled = mode !== 'labels'))
@@ -254,15 +268,17 @@ export async function studyPage(main, studyId) {
     stage.classList.add('compare')
     compare.disabled = true
     try {
-      const priorManifest = await get(`/api/studies/${encodeURIComponent(priorSel.value)}/viewer`)
+      const priorManifest = await get(`/api/studies/${encodeURIComponent(priorSel.value)}/viewer`, { signal })
       prior = new StudyViewer(priorCanvas, priorSel.value)
       await prior.open('mpr3d', priorManifest.images.includes('segmentation'))
+      if (life.left) return
       prior.setLayout(layoutSel.value)
       viewer.syncWith(prior)
       viewer.follow()
       compare.setAttribute('aria-pressed', 'true')
       say('Prior study shown side by side; views are synchronised.')
     } catch (err) {
+      if (life.left) return
       priorBox.hidden = true
       stage.classList.remove('compare')
       say(`The prior study could not be shown: ${err.message || err}`, 'error')
@@ -326,7 +342,7 @@ export async function studyPage(main, studyId) {
   async function loadAnnotations() {
     if (!can('annotation:read')) return
     try {
-      const items = await get(`/api/studies/${studyId}/annotations`)
+      const items = await get(`/api/studies/${studyId}/annotations`, { signal })
       renderAnnotations(items)
     } catch (err) {
       annoList.replaceChildren(h('p', { class: 'error' }, err.message))
@@ -445,11 +461,6 @@ export async function studyPage(main, studyId) {
   if (can('annotation:read')) side.append(h('section', {}, h('h2', {}, 'Measurements and annotations'), annoList))
   const reportBox = h('section', { class: 'report-box' })
   side.append(reportBox)
-  const report = reportPanel(reportBox, manifest.report_id, { compact: true })
+  const report = reportPanel(reportBox, manifest.report_id, { compact: true, signal })
   loadAnnotations()
-
-  return () => {
-    viewer.destroy()
-    if (prior) prior.destroy()
-  }
 }
