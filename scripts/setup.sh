@@ -51,11 +51,12 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   echo "$want" > "$stamp"
 fi
 
-# The web UI (web/: NiiVue + Vite) built into src/neuronav/service/webui/; rebuilt when its sources change.
+# The web UI (web/: NiiVue + Vite) built into src/neuronav/service/webui/; rebuilt when its sources change
+# or web/node_modules is missing (npm ci installs the devDependencies too: Vite, ESLint, Prettier, axe-core).
 if command -v npm >/dev/null 2>&1; then
   web_want=$(cat web/package.json web/package-lock.json web/vite.config.js web/index.html $(find web/src -type f | sort) | sha256sum | cut -c1-16)
   web_stamp=src/neuronav/service/webui/.neuronav-build
-  if [ ! -f "$web_stamp" ] || [ "$(cat "$web_stamp")" != "$web_want" ]; then
+  if [ ! -f "$web_stamp" ] || [ "$(cat "$web_stamp")" != "$web_want" ] || [ ! -d web/node_modules ]; then
     echo "setup: building the web UI (npm ci + vite build)"
     (cd web && npm ci --no-audit --no-fund --loglevel=error && npm run build --silent) >/dev/null
     echo "$web_want" > "$web_stamp"

@@ -1,4 +1,6 @@
 // The service's HTTP API: JSON requests with the session cookie and the CSRF token, clear errors.
+// A page passes its `signal` (router.js PageLife): once the page is left the request is aborted and
+// never settles, so neither its answer nor its error reaches code written for a page that is gone.
 
 let csrf = sessionStorage.getItem('nn.csrf') || ''
 let onUnauthorized = () => {}
@@ -39,7 +41,12 @@ async function parse(response) {
   return { detail: text.slice(0, 300) }
 }
 
-export async function api(method, path, body, { quiet401 = false } = {}) {
+// A promise that never settles (a fresh one each time, so nothing piles up on it: it is collected
+// with whatever awaits it).
+const never = () => new Promise(() => {})
+
+export async function api(method, path, body, { quiet401 = false, signal } = {}) {
+  if (signal?.aborted) return never()
   const headers = { Accept: 'application/json' }
   let payload
   if (body !== undefined) {
@@ -49,11 +56,19 @@ export async function api(method, path, body, { quiet401 = false } = {}) {
   if (method !== 'GET' && csrf) headers['X-CSRF-Token'] = csrf
   let response
   try {
-    response = await fetch(path, { method, headers, body: payload, credentials: 'same-origin' })
+    response = await fetch(path, { method, headers, body: payload, credentials: 'same-origin', signal })
   } catch {
+    if (signal?.aborted) return never()
     throw new ApiError(0, { detail: 'The server cannot be reached. Check the connection and try again.' })
   }
-  const data = await parse(response)
+  let data
+  try {
+    data = await parse(response)
+  } catch (err) {
+    if (signal?.aborted) return never()
+    throw new ApiError(response.status, { detail: `The answer could not be read: ${err.message || err}` })
+  }
+  if (signal?.aborted) return never()
   if (!response.ok) {
     const error = new ApiError(response.status, data)
     if (response.status === 401 && !quiet401) onUnauthorized(error)
@@ -79,7 +94,7 @@ export function upload(path, files, onProgress) {
     }
     xhr.onerror = () => reject(new ApiError(0, { detail: 'The upload failed: the server cannot be reached.' }))
     xhr.onload = () => {
-      let data = null
+      let data
       try {
         data = JSON.parse(xhr.responseText)
       } catch {

@@ -1,53 +1,23 @@
-// NeuroNav web UI: hash routes, the signed-in session, the navigation bar.
+// NeuroNav web UI: the route table, the navigation bar, the start. The router (router.js) ends each
+// page before the next; the session (session.js) is shared with the pages, which never import this file.
 import './style.css'
-import { get, post, setCsrf, whenUnauthorized } from './api.js'
-import { h, say } from './ui.js'
+import { whenUnauthorized } from './api.js'
+import { startRouter } from './router.js'
+import { can, loadSession, session, sessionEnded, signOut } from './session.js'
+import { h } from './ui.js'
 import { loginPage } from './pages/login.js'
 import { worklistPage } from './pages/worklist.js'
 import { studyPage } from './pages/study.js'
 import { reportPage } from './pages/report.js'
 import { adminPage } from './pages/admin.js'
 
-export const session = { user: null }
-let cleanup = null
-
-export function can(permission) {
-  return !!session.user && (session.user.permissions || []).includes(permission)
-}
-
-export function go(hash) {
-  if (location.hash === hash) route()
-  else location.hash = hash
-}
-
-async function loadSession() {
-  try {
-    const me = await get('/api/auth/me', { quiet401: true })
-    session.user = me
-    if (me.csrf_token) setCsrf(me.csrf_token)
-  } catch {
-    session.user = null
-  }
-}
-
-export async function signedIn(user, csrfToken) {
-  setCsrf(csrfToken)
-  session.user = user
-  await loadSession()
-  go(session.user && session.user.role === 'admin' ? '#/admin' : '#/worklist')
-}
-
-async function signOut() {
-  try {
-    await post('/api/auth/logout')
-  } catch {
-    /* already signed out */
-  }
-  setCsrf('')
-  session.user = null
-  say('Signed out.')
-  go('#/login')
-}
+const ROUTES = [
+  [/^#\/login$/, loginPage],
+  [/^#\/worklist$/, worklistPage],
+  [/^#\/study\/([\w-]+)$/, studyPage],
+  [/^#\/report\/([\w-]+)$/, reportPage],
+  [/^#\/admin$/, adminPage],
+]
 
 function renderNav() {
   const nav = document.getElementById('nav')
@@ -57,10 +27,8 @@ function renderNav() {
     return
   }
   const links = []
-  if (u.role !== 'admin' || (u.permissions || []).includes('study:status')) {
-    links.push(h('a', { href: '#/worklist' }, 'Worklist'))
-  }
-  if ((u.permissions || []).includes('user:manage')) links.push(h('a', { href: '#/admin' }, 'Admin'))
+  if (u.role !== 'admin' || can('study:status')) links.push(h('a', { href: '#/worklist' }, 'Worklist'))
+  if (can('user:manage')) links.push(h('a', { href: '#/admin' }, 'Admin'))
   nav.replaceChildren(
     ...links,
     h('span', { class: 'who' }, `${u.display_name} (${u.role})`),
@@ -68,57 +36,20 @@ function renderNav() {
   )
 }
 
-const ROUTES = [
-  [/^#\/login$/, () => loginPage],
-  [/^#\/worklist$/, () => worklistPage],
-  [/^#\/study\/([\w-]+)$/, () => studyPage],
-  [/^#\/report\/([\w-]+)$/, () => reportPage],
-  [/^#\/admin$/, () => adminPage],
-]
-
-export async function route() {
-  if (cleanup) {
-    try {
-      cleanup()
-    } catch {
-      /* a page's cleanup never blocks navigation */
-    }
-    cleanup = null
-  }
-  const hash = location.hash || '#/worklist'
+// Before each page: signed in (or on the sign-in page), no pending password change; the bar drawn.
+async function before(hash) {
   if (!session.user && hash !== '#/login') {
     await loadSession()
-    if (!session.user) {
-      go('#/login')
-      return
-    }
+    if (!session.user) return '#/login'
   }
-  if (session.user && session.user.password_change_required && hash !== '#/login') {
-    go('#/login')
-    return
-  }
+  if (session.user && session.user.password_change_required && hash !== '#/login') return '#/login'
   renderNav()
-  const main = document.getElementById('main')
-  for (const [pattern, page] of ROUTES) {
-    const m = pattern.exec(hash)
-    if (m) {
-      main.replaceChildren()
-      cleanup = (await page()(main, ...m.slice(1))) || null
-      const title = main.querySelector('h1')
-      document.title = title ? `${title.textContent} — NeuroNav` : 'NeuroNav'
-      main.focus({ preventScroll: true })
-      return
-    }
-  }
+  return null
+}
+
+function notFound(main) {
   main.replaceChildren(h('h1', {}, 'Page not found'), h('p', {}, h('a', { href: '#/worklist' }, 'Back to the worklist')))
 }
 
-whenUnauthorized(() => {
-  if (location.hash !== '#/login') {
-    session.user = null
-    say('Your session has ended. Please sign in again.', 'error')
-    go('#/login')
-  }
-})
-window.addEventListener('hashchange', route)
-route()
+whenUnauthorized(sessionEnded)
+startRouter({ routes: ROUTES, main: document.getElementById('main'), before, notFound })

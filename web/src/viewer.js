@@ -77,18 +77,23 @@ export class StudyViewer {
 
   // withOverlay: false when the AI results are not open to this reader (the server refuses them anyway)
   async open(layout = 'mpr3d', withOverlay = true) {
+    if (this.destroyed) return
     const start = LAYOUTS[layout] || LAYOUTS.mpr3d
     this.nv.opts.multiplanarShowRender = start.render ?? 0
     this.nv.opts.sliceType = start.slice
     await this.nv.attachToCanvas(this.canvas)
+    if (this.destroyed) return this.release() // left while opening: the context made meanwhile goes too
     performance.mark('neuronav:viewer-attached')
     // both images are fetched in parallel and handed to the GPU in ONE pass (every NiiVue volume change
     // re-processes all layers; colours are set before that pass)
     const loads = [NVImage.loadFromUrl({ url: imageUrl(this.studyId, 'reference'), name: 'reference.nii.gz', colormap: 'gray' })]
     if (withOverlay) {
-      loads.push(NVImage.loadFromUrl({ url: imageUrl(this.studyId, 'segmentation'), name: 'segmentation.nii.gz', opacity: this.overlayOpacity }))
+      loads.push(
+        NVImage.loadFromUrl({ url: imageUrl(this.studyId, 'segmentation'), name: 'segmentation.nii.gz', opacity: this.overlayOpacity }),
+      )
     }
     const [reference, segmentation] = await Promise.all(loads)
+    if (this.destroyed) return
     if (segmentation) {
       segmentation.setColormapLabel(labelColormap(this.visible))
       this.nv.volumes = [reference]
@@ -113,7 +118,7 @@ export class StudyViewer {
     if (this.pending) return
     this.pending = requestAnimationFrame(() => {
       this.pending = 0
-      this.nv.updateGLVolume()
+      if (!this.destroyed) this.nv.updateGLVolume()
     })
   }
 
@@ -148,6 +153,7 @@ export class StudyViewer {
         cal_max: 1,
         opacity: this.overlayOpacity,
       })
+      if (this.destroyed) return
       this.heatmap = heatmap
       if (this.segmentation) this.segmentation.opacity = 0
       this.nv.volumes.push(heatmap)
@@ -161,6 +167,7 @@ export class StudyViewer {
   async setBackground(image) {
     if (image === this.background) return
     const vol = await NVImage.loadFromUrl({ url: imageUrl(this.studyId, image), name: `${image}.nii.gz`, colormap: 'gray' })
+    if (this.destroyed) return
     this.nv.volumes[0] = vol
     this.nv.setVolume(vol, 0)
     this.background = image
@@ -232,14 +239,31 @@ export class StudyViewer {
     this.nv.broadcastTo([], {})
   }
 
+  // Release everything the viewer holds: NiiVue's listeners and observers (its window 'resize'
+  // listener would otherwise keep the instance, its volumes and its WebGL context alive after the
+  // page is gone: NiiVue cleans up by itself only when the canvas is removed from its own parent),
+  // the synchronisation with a peer, a pending frame, the volumes, and the WebGL context. Safe to
+  // call more than once, and while open() is still loading (open() then stops).
   destroy() {
+    if (this.destroyed) return
+    this.destroyed = true
+    if (this.pending) cancelAnimationFrame(this.pending)
+    this.pending = 0
+    for (const peer of this.peers || []) peer.unsync()
+    this.peers = []
+    this.release()
+  }
+
+  release() {
     try {
+      this.nv.broadcastTo([], {})
+      this.nv.cleanup()
       this.nv.volumes.splice(0)
       const gl = this.nv.gl
       const lose = gl && gl.getExtension('WEBGL_lose_context')
       if (lose) lose.loseContext()
-    } catch {
-      /* the page is going away */
+    } catch (err) {
+      console.warn('the viewer was not released cleanly', err)
     }
   }
 }

@@ -1,25 +1,31 @@
 // Administration: users (verify professionals, roles, disable/enable) and the audit log with filters.
 import { get, post } from '../api.js'
-import { can } from '../main.js'
+import { can } from '../session.js'
 import { field, fmtDate, h, say } from '../ui.js'
 
 const ROLES = ['technician', 'radiologist', 'neurologist', 'admin']
 
-export function adminPage(main) {
+export function adminPage(main, life) {
   main.append(h('h1', {}, 'Administration'))
   if (!can('user:manage') && !can('audit:read')) {
     main.append(h('p', { class: 'error', role: 'alert' }, 'This page is for administrators.'))
     return
   }
-  if (can('user:manage')) main.append(usersSection())
-  if (can('audit:read')) main.append(auditSection())
+  if (can('user:manage')) main.append(usersSection(life.signal))
+  if (can('audit:read')) main.append(auditSection(life.signal))
 }
 
-function usersSection() {
+function usersSection(signal) {
   const stateSel = h('select', {}, ...['pending', 'active', 'disabled', ''].map((s) => h('option', { value: s }, s || 'any')))
   const q = h('input', { type: 'search', maxlength: 100 })
   const list = h('div', { class: 'table-wrap' })
-  const form = h('form', { class: 'filters', role: 'search', 'aria-label': 'Filter users' }, field('State', stateSel), field('Name or e-mail', q), h('button', { type: 'submit' }, 'Apply'))
+  const form = h(
+    'form',
+    { class: 'filters', role: 'search', 'aria-label': 'Filter users' },
+    field('State', stateSel),
+    field('Name or e-mail', q),
+    h('button', { type: 'submit' }, 'Apply'),
+  )
   form.addEventListener('submit', (e) => {
     e.preventDefault()
     load()
@@ -29,7 +35,7 @@ function usersSection() {
     if (stateSel.value) params.set('state', stateSel.value)
     if (q.value.trim()) params.set('q', q.value.trim())
     try {
-      const page = await get(`/api/users?${params}`)
+      const page = await get(`/api/users?${params}`, { signal })
       render(page.items || [])
     } catch (err) {
       list.replaceChildren(h('p', { class: 'error', role: 'alert' }, err.message))
@@ -53,12 +59,22 @@ function usersSection() {
       const cells = []
       if (u.state === 'pending') {
         const lic = h('input', { type: 'text', value: u.licence_number || '', 'aria-label': `Licence number of ${u.display_name}` })
-        const role = h('select', { 'aria-label': `Role of ${u.display_name}` }, ...ROLES.map((r) => h('option', { value: r, selected: r === u.role }, r)))
+        const role = h(
+          'select',
+          { 'aria-label': `Role of ${u.display_name}` },
+          ...ROLES.map((r) => h('option', { value: r, selected: r === u.role }, r)),
+        )
         const verify = h('button', { type: 'button', class: 'small primary' }, 'Verify')
-        verify.addEventListener('click', () => act(post(`/api/users/${u.id}/verify`, { licence_number: lic.value.trim(), role: role.value }), `${u.display_name} verified.`))
+        verify.addEventListener('click', () =>
+          act(post(`/api/users/${u.id}/verify`, { licence_number: lic.value.trim(), role: role.value }), `${u.display_name} verified.`),
+        )
         cells.push(lic, role, verify)
       } else {
-        const role = h('select', { 'aria-label': `Role of ${u.display_name}` }, ...ROLES.map((r) => h('option', { value: r, selected: r === u.role }, r)))
+        const role = h(
+          'select',
+          { 'aria-label': `Role of ${u.display_name}` },
+          ...ROLES.map((r) => h('option', { value: r, selected: r === u.role }, r)),
+        )
         role.addEventListener('change', () => act(post(`/api/users/${u.id}/role`, { role: role.value }), `Role changed to ${role.value}.`))
         cells.push(role)
         if (u.state === 'active') {
@@ -87,14 +103,27 @@ function usersSection() {
       )
     })
     list.replaceChildren(
-      h('table', {}, h('thead', {}, h('tr', {}, ...['Name', 'E-mail', 'Role', 'State', 'Licence', 'Second factor', 'Actions'].map((t) => h('th', { scope: 'col' }, t)))), h('tbody', {}, ...rows)),
+      h(
+        'table',
+        {},
+        h(
+          'thead',
+          {},
+          h(
+            'tr',
+            {},
+            ...['Name', 'E-mail', 'Role', 'State', 'Licence', 'Second factor', 'Actions'].map((t) => h('th', { scope: 'col' }, t)),
+          ),
+        ),
+        h('tbody', {}, ...rows),
+      ),
     )
   }
   load()
   return h('section', { 'aria-labelledby': 'users-h' }, h('h2', { id: 'users-h' }, 'Users'), form, list)
 }
 
-function auditSection() {
+function auditSection(signal) {
   const action = h('input', { type: 'text', maxlength: 61, placeholder: 'login, report.*' })
   const outcome = h('select', {}, ...['', 'success', 'failure', 'denied'].map((s) => h('option', { value: s }, s || 'any')))
   const actor = h('input', { type: 'text', maxlength: 32 })
@@ -105,13 +134,24 @@ function auditSection() {
   const verify = h('button', { type: 'button' }, 'Verify the hash chain')
   verify.addEventListener('click', async () => {
     try {
-      const v = await get('/api/audit/verify')
-      chain.textContent = v.intact ? `Intact: ${v.events} events verified.` : `Broken at event ${v.first_broken.seq}: ${v.first_broken.problem}`
+      const v = await get('/api/audit/verify', { signal })
+      chain.textContent = v.intact
+        ? `Intact: ${v.events} events verified.`
+        : `Broken at event ${v.first_broken.seq}: ${v.first_broken.problem}`
     } catch (err) {
       chain.textContent = err.message
     }
   })
-  const form = h('form', { class: 'filters', role: 'search', 'aria-label': 'Filter the audit log' }, field('Action', action), field('Outcome', outcome), field('Actor id', actor), field('From', since), field('Until', until), h('button', { type: 'submit' }, 'Apply'))
+  const form = h(
+    'form',
+    { class: 'filters', role: 'search', 'aria-label': 'Filter the audit log' },
+    field('Action', action),
+    field('Outcome', outcome),
+    field('Actor id', actor),
+    field('From', since),
+    field('Until', until),
+    h('button', { type: 'submit' }, 'Apply'),
+  )
   form.addEventListener('submit', (e) => {
     e.preventDefault()
     load()
@@ -124,7 +164,7 @@ function auditSection() {
     if (since.value) params.set('since', new Date(since.value).toISOString())
     if (until.value) params.set('until', new Date(until.value).toISOString())
     try {
-      const page = await get(`/api/audit?${params}`)
+      const page = await get(`/api/audit?${params}`, { signal })
       const rows = (page.items || []).map((e) =>
         h(
           'tr',
@@ -140,7 +180,16 @@ function auditSection() {
       )
       list.replaceChildren(
         rows.length
-          ? h('table', {}, h('thead', {}, h('tr', {}, ...['#', 'When', 'Who', 'From', 'Action', 'Target', 'Outcome'].map((t) => h('th', { scope: 'col' }, t)))), h('tbody', {}, ...rows))
+          ? h(
+              'table',
+              {},
+              h(
+                'thead',
+                {},
+                h('tr', {}, ...['#', 'When', 'Who', 'From', 'Action', 'Target', 'Outcome'].map((t) => h('th', { scope: 'col' }, t))),
+              ),
+              h('tbody', {}, ...rows),
+            )
           : h('p', { class: 'empty' }, 'No events match.'),
       )
     } catch (err) {
@@ -148,5 +197,13 @@ function auditSection() {
     }
   }
   load()
-  return h('section', { 'aria-labelledby': 'audit-h' }, h('h2', { id: 'audit-h' }, 'Audit log'), form, h('div', { class: 'actions' }, verify), chain, list)
+  return h(
+    'section',
+    { 'aria-labelledby': 'audit-h' },
+    h('h2', { id: 'audit-h' }, 'Audit log'),
+    form,
+    h('div', { class: 'actions' }, verify),
+    chain,
+    list,
+  )
 }

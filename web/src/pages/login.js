@@ -1,7 +1,7 @@
 // Sign-in: e-mail and password, then the TOTP code when the account has one; a first sign-in with a
 // one-time password continues with choosing a new password.
 import { ApiError, post, setCsrf } from '../api.js'
-import { signedIn } from '../main.js'
+import { signedIn } from '../session.js'
 import { field, h } from '../ui.js'
 
 export function loginPage(main) {

@@ -1,7 +1,7 @@
 // The report: AI findings, measurements, recommendations, narrative; the radiologist edits and signs
 // (amends a signed one); downloads in every format the reader may export.
 import { ApiError, download, get, post } from '../api.js'
-import { can } from '../main.js'
+import { can } from '../session.js'
 import { fmtDate, h, num, say } from '../ui.js'
 
 const DOWNLOADS = [
@@ -18,14 +18,16 @@ const NARRATIVE = [
   ['radiologist_comment', "Radiologist's comment"],
 ]
 
-export function reportPage(main, reportId) {
+export function reportPage(main, life, reportId) {
   main.append(h('h1', {}, `Report ${reportId}`))
   const box = h('section', { class: 'report-box full' })
   main.append(box)
-  reportPanel(box, reportId, { compact: false })
+  reportPanel(box, reportId, { compact: false, signal: life.signal })
 }
 
-export function reportPanel(container, reportId, { compact }) {
+// signal: the page's (router.js): the report's reads stop when the page is left. Writes (save, sign,
+// amend) are carried out once clicked; their answer paints only this panel.
+export function reportPanel(container, reportId, { compact, signal }) {
   async function reload() {
     if (!reportId) {
       container.replaceChildren(h('h2', {}, 'Report'), h('p', { class: 'muted' }, 'No report yet.'))
@@ -33,7 +35,7 @@ export function reportPanel(container, reportId, { compact }) {
     }
     let r
     try {
-      r = await get(`/api/reports/${reportId}`)
+      r = await get(`/api/reports/${reportId}`, { signal })
     } catch (err) {
       const text = err instanceof ApiError && err.status === 403 ? 'The report is not open to you yet (it is not signed).' : err.message
       container.replaceChildren(h('h2', {}, 'Report'), h('p', { class: 'muted' }, text))
@@ -60,23 +62,47 @@ export function reportPanel(container, reportId, { compact }) {
       h(
         'ul',
         { class: 'findings' },
-        h('li', {}, pd.detected ? `Tumour detected (probability ${num(pd.probability, 2)})` : `No tumour detected (probability ${num(pd.probability, 2)})`),
-        pd.detected ? h('li', {}, `Classification: ${pd.classification || '—'} (confidence ${num(pd.classification_confidence, 2)})`) : null,
-        pd.detected ? h('li', {}, `Whole tumour ${num(pd.volume_ml)} mL · ${pd.lesion_count} lesion(s) · largest ${num(pd.size_mm)} mm · ${pd.location || '—'}`) : null,
-        h('li', {}, `Oedema ${sf.oedema_present ? `${num(sf.oedema_ml)} mL` : 'none'} · midline shift ${num(sf.midline_shift_mm)} mm · ventricles ${sf.ventricular_status} · haemorrhage ${sf.haemorrhage_suspected ? `suspected (${num(sf.haemorrhage_ml)} mL)` : 'not suspected'}`),
+        h(
+          'li',
+          {},
+          pd.detected
+            ? `Tumour detected (probability ${num(pd.probability, 2)})`
+            : `No tumour detected (probability ${num(pd.probability, 2)})`,
+        ),
+        pd.detected
+          ? h('li', {}, `Classification: ${pd.classification || '—'} (confidence ${num(pd.classification_confidence, 2)})`)
+          : null,
+        pd.detected
+          ? h(
+              'li',
+              {},
+              `Whole tumour ${num(pd.volume_ml)} mL · ${pd.lesion_count} lesion(s) · largest ${num(pd.size_mm)} mm · ${pd.location || '—'}`,
+            )
+          : null,
+        h(
+          'li',
+          {},
+          `Oedema ${sf.oedema_present ? `${num(sf.oedema_ml)} mL` : 'none'} · midline shift ${num(sf.midline_shift_mm)} mm · ventricles ${sf.ventricular_status} · haemorrhage ${sf.haemorrhage_suspected ? `suspected (${num(sf.haemorrhage_ml)} mL)` : 'not suspected'}`,
+        ),
       ),
     ]
     if (r.measurements.length) {
-      const rows = (compact ? r.measurements.slice(0, 8) : r.measurements).map((m) => h('tr', {}, h('th', { scope: 'row' }, m.label), h('td', {}, `${num(m.value, m.unit === 'mL' ? 2 : 1)} ${m.unit}`)))
+      const rows = (compact ? r.measurements.slice(0, 8) : r.measurements).map((m) =>
+        h('tr', {}, h('th', { scope: 'row' }, m.label), h('td', {}, `${num(m.value, m.unit === 'mL' ? 2 : 1)} ${m.unit}`)),
+      )
       parts.push(h('h3', {}, 'Measurements'), h('table', { class: 'measurements' }, h('tbody', {}, ...rows)))
-      if (compact && r.measurements.length > 8) parts.push(h('p', { class: 'muted' }, `${r.measurements.length - 8} more in the full report.`))
+      if (compact && r.measurements.length > 8)
+        parts.push(h('p', { class: 'muted' }, `${r.measurements.length - 8} more in the full report.`))
     }
     if (r.change_versus_prior) {
       const c = r.change_versus_prior
       parts.push(h('h3', {}, 'Change versus prior'), h('p', {}, `${c.prior_date}: ${c.rano_category.replaceAll('_', ' ')}`))
     }
     if (r.recommendations.length) {
-      parts.push(h('h3', {}, 'Recommendations (AI-generated suggestions)'), h('ul', {}, ...r.recommendations.map((x) => h('li', {}, `${x.text} (${x.urgency})`))))
+      parts.push(
+        h('h3', {}, 'Recommendations (AI-generated suggestions)'),
+        h('ul', {}, ...r.recommendations.map((x) => h('li', {}, `${x.text} (${x.urgency})`))),
+      )
     }
     parts.push(h('h3', {}, 'Narrative'))
     const editable = can('report:edit') && !signed

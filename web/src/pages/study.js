@@ -1,19 +1,22 @@
 // The study view: the viewer (MPR + 3D, overlays, heatmap, window/level, sequences, prior comparison),
 // lesion jumps, measurements and annotations, and the report panel.
 import { api, get, post } from '../api.js'
-import { can, session } from '../main.js'
+import { can, session } from '../session.js'
 import { field, fmtDate, h, num, say, studyDate } from '../ui.js'
 import { LABELS, LAYOUTS, PLANES, StudyViewer, softwareRendering } from '../viewer.js'
 import { reportPanel } from './report.js'
 
-export async function studyPage(main, studyId) {
+// Everything the page starts belongs to `life` (router.js): its requests carry life.signal, and its
+// viewers (WebGL contexts) are destroyed when the page is left, also while they are still loading.
+export async function studyPage(main, life, studyId) {
+  const { signal } = life
   performance.clearMarks()
   performance.mark('neuronav:study-open')
   const heading = h('h1', {}, 'Study')
   main.append(heading)
   let study, manifest
   try {
-    ;[study, manifest] = await Promise.all([get(`/api/studies/${studyId}`), get(`/api/studies/${studyId}/viewer`)])
+    ;[study, manifest] = await Promise.all([get(`/api/studies/${studyId}`, { signal }), get(`/api/studies/${studyId}/viewer`, { signal })])
   } catch (err) {
     main.append(h('p', { class: 'error', role: 'alert' }, err.message), h('p', {}, h('a', { href: '#/worklist' }, 'Back to the worklist')))
     return
@@ -24,14 +27,28 @@ export async function studyPage(main, studyId) {
     : null
   main.append(
     identity,
-    h('p', { class: 'meta' }, `${studyDate(study.study_date)} · ${study.description || 'no description'} · ${study.sequences.join(', ')} · uploaded ${fmtDate(study.uploaded_at)}`),
+    h(
+      'p',
+      { class: 'meta' },
+      `${studyDate(study.study_date)} · ${study.description || 'no description'} · ${study.sequences.join(', ')} · uploaded ${fmtDate(study.uploaded_at)}`,
+    ),
   )
 
   const readout = h('p', { class: 'readout', 'aria-live': 'off' }, ' ')
-  const canvas = h('canvas', { id: 'viewer-canvas', role: 'img', tabindex: 0, 'aria-label': 'Image viewer: axial, coronal, sagittal and 3D views of the study' })
+  const canvas = h('canvas', {
+    id: 'viewer-canvas',
+    role: 'img',
+    tabindex: 0,
+    'aria-label': 'Image viewer: axial, coronal, sagittal and 3D views of the study',
+  })
   const priorCanvas = h('canvas', { id: 'prior-canvas', role: 'img', tabindex: 0, 'aria-label': 'Image viewer of the prior study' })
   // NiiVue sizes its canvas to its parent: the parent's height is fixed by CSS (.canvas-box)
-  const priorBox = h('figure', { class: 'pane prior', hidden: true }, h('figcaption', {}, 'Prior study'), h('div', { class: 'canvas-box' }, priorCanvas))
+  const priorBox = h(
+    'figure',
+    { class: 'pane prior', hidden: true },
+    h('figcaption', {}, 'Prior study'),
+    h('div', { class: 'canvas-box' }, priorCanvas),
+  )
   const currentBox = h('figure', { class: 'pane' }, h('figcaption', {}, 'This study'), h('div', { class: 'canvas-box' }, canvas))
   const stage = h('div', { class: 'stage' }, currentBox, priorBox)
   const controls = h('div', { class: 'controls' })
@@ -48,17 +65,24 @@ export async function studyPage(main, studyId) {
     onMeasure: (m) => onMeasure(m),
   })
   let prior = null
+  life.onLeave(() => {
+    viewer.destroy()
+    if (prior) prior.destroy()
+  })
   // without a graphics card the 3D tile redraws slowly: start with the three planes, 3D one choice away
   const software = softwareRendering()
   const aiImages = manifest.images.includes('segmentation') // the AI overlays, when open to this reader
   const startLayout = software ? 'mpr' : 'mpr3d'
   try {
     await viewer.open(startLayout, aiImages)
+    if (life.left) return
   } catch (err) {
+    if (life.left) return
     stage.replaceWith(h('p', { class: 'error', role: 'alert' }, `The images could not be shown: ${err.message || err}`))
     return
   }
   requestAnimationFrame(() => {
+    if (life.left) return
     performance.mark('neuronav:first-render')
     const m = performance.measure('neuronav:open-to-render', 'neuronav:study-open', 'neuronav:first-render')
     window.__neuronav = { ...(window.__neuronav || {}), firstRenderMs: m.duration }
@@ -82,22 +106,32 @@ export async function studyPage(main, studyId) {
     seqSel.disabled = true
     try {
       await viewer.setBackground(seqSel.value)
+      if (life.left) return
       syncWindowInputs()
       say(`Showing ${seqSel.selectedOptions[0].textContent}.`)
     } catch (err) {
+      if (life.left) return
       say(`That sequence could not be loaded: ${err.message || err}`, 'error')
     } finally {
       seqSel.disabled = false
     }
   })
 
-  const overlaySel = h('select', {}, h('option', { value: 'labels' }, 'Segmentation'), h('option', { value: 'heatmap' }, 'Heatmap (tumour probability)'), h('option', { value: 'none' }, 'None'))
+  const overlaySel = h(
+    'select',
+    {},
+    h('option', { value: 'labels' }, 'Segmentation'),
+    h('option', { value: 'heatmap' }, 'Heatmap (tumour probability)'),
+    h('option', { value: 'none' }, 'None'),
+  )
   overlaySel.addEventListener('change', async () => {
     const mode = overlaySel.value
     try {
       await viewer.setHeatmap(mode === 'heatmap')
+      if (life.left) return
       viewer.setOverlay(mode === 'labels')
     } catch (err) {
+      if (life.left) return
       say(`The heatmap could not be loaded: ${err.message || err}`, 'error')
     }
     labelBoxes.forEach((b) => (b.disabled = mode !== 'labels'))
@@ -111,7 +145,13 @@ export async function studyPage(main, studyId) {
       const box = h('input', { type: 'checkbox', checked: true, id: `label-${l.value}` })
       box.addEventListener('change', () => viewer.setLabelVisible(l.value, box.checked))
       labelBoxes.push(box)
-      return h('label', { for: `label-${l.value}`, class: 'check' }, box, h('span', { class: 'swatch', style: `background:rgb(${l.rgb.join(',')})` }), l.name)
+      return h(
+        'label',
+        { for: `label-${l.value}`, class: 'check' },
+        box,
+        h('span', { class: 'swatch', style: `background:rgb(${l.rgb.join(',')})` }),
+        l.name,
+      )
     }),
   )
   const opacity = h('input', { type: 'range', min: 0, max: 100, value: 50 })
@@ -144,7 +184,11 @@ export async function studyPage(main, studyId) {
   })
 
   const lesions = manifest.lesions || []
-  const lesionSel = h('select', {}, ...lesions.map((l) => h('option', { value: l.index }, `Lesion ${l.index}: ${num(l.volume_ml)} mL, ${l.location}`)))
+  const lesionSel = h(
+    'select',
+    {},
+    ...lesions.map((l) => h('option', { value: l.index }, `Lesion ${l.index}: ${num(l.volume_ml)} mL, ${l.location}`)),
+  )
   const jump = h('button', { type: 'button', class: 'primary', disabled: !lesions.length }, 'Jump to lesion')
   jump.addEventListener('click', () => {
     const l = lesions.find((x) => String(x.index) === lesionSel.value) || lesions[0]
@@ -154,7 +198,14 @@ export async function studyPage(main, studyId) {
     }
   })
 
-  const tool = h('select', {}, h('option', { value: 'navigate' }, 'Navigate (click: crosshair, right-drag: window/level)'), h('option', { value: 'distance' }, 'Measure distance (drag)'), h('option', { value: 'roi' }, 'Region of interest (drag a box)'), h('option', { value: 'pan' }, 'Pan'))
+  const tool = h(
+    'select',
+    {},
+    h('option', { value: 'navigate' }, 'Navigate (click: crosshair, right-drag: window/level)'),
+    h('option', { value: 'distance' }, 'Measure distance (drag)'),
+    h('option', { value: 'roi' }, 'Region of interest (drag a box)'),
+    h('option', { value: 'pan' }, 'Pan'),
+  )
   tool.addEventListener('change', () => viewer.setTool(tool.value))
   const markA = h('button', { type: 'button' }, 'Mark point A at crosshair')
   const measureB = h('button', { type: 'button', disabled: true }, 'Measure A to crosshair')
@@ -174,7 +225,9 @@ export async function studyPage(main, studyId) {
       noteText.focus()
       return
     }
-    saveAnnotation({ kind: 'text', points_mm: [viewer.crosshairMM()], text: noteText.value.trim() }).then((ok) => ok && (noteText.value = ''))
+    saveAnnotation({ kind: 'text', points_mm: [viewer.crosshairMM()], text: noteText.value.trim() }).then(
+      (ok) => ok && (noteText.value = ''),
+    )
   })
 
   const stepButtons = h(
@@ -194,7 +247,11 @@ export async function studyPage(main, studyId) {
     }),
   )
 
-  const priorSel = h('select', { disabled: !manifest.priors.length }, ...manifest.priors.map((p) => h('option', { value: p.study_id }, `${studyDate(p.study_date)} · ${p.description || p.study_id}`)))
+  const priorSel = h(
+    'select',
+    { disabled: !manifest.priors.length },
+    ...manifest.priors.map((p) => h('option', { value: p.study_id }, `${studyDate(p.study_date)} · ${p.description || p.study_id}`)),
+  )
   const compare = h('button', { type: 'button', 'aria-pressed': 'false', disabled: !manifest.priors.length }, 'Compare with prior')
   compare.addEventListener('click', async () => {
     const on = compare.getAttribute('aria-pressed') !== 'true'
@@ -211,15 +268,17 @@ export async function studyPage(main, studyId) {
     stage.classList.add('compare')
     compare.disabled = true
     try {
-      const priorManifest = await get(`/api/studies/${encodeURIComponent(priorSel.value)}/viewer`)
+      const priorManifest = await get(`/api/studies/${encodeURIComponent(priorSel.value)}/viewer`, { signal })
       prior = new StudyViewer(priorCanvas, priorSel.value)
       await prior.open('mpr3d', priorManifest.images.includes('segmentation'))
+      if (life.left) return
       prior.setLayout(layoutSel.value)
       viewer.syncWith(prior)
       viewer.follow()
       compare.setAttribute('aria-pressed', 'true')
       say('Prior study shown side by side; views are synchronised.')
     } catch (err) {
+      if (life.left) return
       priorBox.hidden = true
       stage.classList.remove('compare')
       say(`The prior study could not be shown: ${err.message || err}`, 'error')
@@ -229,12 +288,53 @@ export async function studyPage(main, studyId) {
   })
 
   controls.append(
-    h('details', { open: true }, h('summary', {}, 'View'), h('div', { class: 'group' }, field('Layout', layoutSel, software ? 'No graphics acceleration here: the 3D view redraws slowly.' : null), field('Sequence', seqSel), ...(aiImages ? [field('Overlay', overlaySel), labelToggles, field('Overlay opacity', opacity)] : [h('span', { class: 'muted' }, 'AI overlays are shown once the report is signed.')]), field('Window', winInput), field('Level', levInput), autoWin)),
-    h('div', { class: 'group' }, lesions.length ? field('Lesion', lesionSel) : h('span', { class: 'muted' }, manifest.lesions ? 'No lesion segmented.' : 'AI results are shown once the report is signed.'), jump),
+    h(
+      'details',
+      { open: true },
+      h('summary', {}, 'View'),
+      h(
+        'div',
+        { class: 'group' },
+        field('Layout', layoutSel, software ? 'No graphics acceleration here: the 3D view redraws slowly.' : null),
+        field('Sequence', seqSel),
+        ...(aiImages
+          ? [field('Overlay', overlaySel), labelToggles, field('Overlay opacity', opacity)]
+          : [h('span', { class: 'muted' }, 'AI overlays are shown once the report is signed.')]),
+        field('Window', winInput),
+        field('Level', levInput),
+        autoWin,
+      ),
+    ),
+    h(
+      'div',
+      { class: 'group' },
+      lesions.length
+        ? field('Lesion', lesionSel)
+        : h('span', { class: 'muted' }, manifest.lesions ? 'No lesion segmented.' : 'AI results are shown once the report is signed.'),
+      jump,
+    ),
     can('annotation:create')
-      ? h('details', {}, h('summary', {}, 'Measure and annotate'), h('div', { class: 'group' }, field('Mouse tool', tool), markA, measureB, field('Note', noteText, 'Added at the crosshair, or to the next distance or region you draw.'), addNote))
+      ? h(
+          'details',
+          {},
+          h('summary', {}, 'Measure and annotate'),
+          h(
+            'div',
+            { class: 'group' },
+            field('Mouse tool', tool),
+            markA,
+            measureB,
+            field('Note', noteText, 'Added at the crosshair, or to the next distance or region you draw.'),
+            addNote,
+          ),
+        )
       : null,
-    h('details', {}, h('summary', {}, 'Crosshair and comparison'), h('div', { class: 'group' }, stepButtons, field('Prior study', priorSel), compare)),
+    h(
+      'details',
+      {},
+      h('summary', {}, 'Crosshair and comparison'),
+      h('div', { class: 'group' }, stepButtons, field('Prior study', priorSel), compare),
+    ),
   )
 
   // -- annotations ----------------------------------------------------------------------------
@@ -242,7 +342,7 @@ export async function studyPage(main, studyId) {
   async function loadAnnotations() {
     if (!can('annotation:read')) return
     try {
-      const items = await get(`/api/studies/${studyId}/annotations`)
+      const items = await get(`/api/studies/${studyId}/annotations`, { signal })
       renderAnnotations(items)
     } catch (err) {
       annoList.replaceChildren(h('p', { class: 'error' }, err.message))
@@ -331,25 +431,36 @@ export async function studyPage(main, studyId) {
     const b = [p.mmEnd[0], p.mmEnd[1], p.mmEnd[2]]
     if (tool.value === 'roi' && PLANES[p.axCorSag] !== undefined) {
       // a note written beforehand labels the region (text on a region)
-      saveAnnotation({ kind: 'roi', points_mm: [a, b], plane: PLANES[p.axCorSag], image: viewer.background, text: noteText.value.trim() || undefined })
+      saveAnnotation({
+        kind: 'roi',
+        points_mm: [a, b],
+        plane: PLANES[p.axCorSag],
+        image: viewer.background,
+        text: noteText.value.trim() || undefined,
+      })
     }
   }
 
   // -- side panel -----------------------------------------------------------------------------
   if (manifest.lesions && manifest.lesions.length) {
     side.append(
-      h('section', {}, h('h2', {}, 'Lesions'), h('ul', { class: 'lesions' }, ...manifest.lesions.map((l) => h('li', {}, `Lesion ${l.index}: ${num(l.volume_ml)} mL, max diameter ${num(l.max_diameter_mm)} mm, ${l.location}`)))),
+      h(
+        'section',
+        {},
+        h('h2', {}, 'Lesions'),
+        h(
+          'ul',
+          { class: 'lesions' },
+          ...manifest.lesions.map((l) =>
+            h('li', {}, `Lesion ${l.index}: ${num(l.volume_ml)} mL, max diameter ${num(l.max_diameter_mm)} mm, ${l.location}`),
+          ),
+        ),
+      ),
     )
   }
   if (can('annotation:read')) side.append(h('section', {}, h('h2', {}, 'Measurements and annotations'), annoList))
   const reportBox = h('section', { class: 'report-box' })
   side.append(reportBox)
-  const report = reportPanel(reportBox, manifest.report_id, { compact: true })
+  const report = reportPanel(reportBox, manifest.report_id, { compact: true, signal })
   loadAnnotations()
-
-  return () => {
-    viewer.destroy()
-    if (prior) prior.destroy()
-  }
 }
-

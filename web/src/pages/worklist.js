@@ -1,14 +1,16 @@
 // The worklist: studies with detected tumours first, status and progress, filters, search, pages;
 // upload with progress for those who may upload.
 import { get, upload } from '../api.js'
-import { can } from '../main.js'
+import { can } from '../session.js'
 import { field, fmtDate, h, progressBar, say, studyDate } from '../ui.js'
 
 const PAGE = 25
 const STATES = ['', 'received', 'queued', 'running', 'done', 'failed']
 
-export function worklistPage(main) {
-  const state = { offset: 0, timer: 0, alive: true }
+// While a study is being analysed the list is fetched again every 2 s, until the page is left (the
+// timer and the request in flight belong to `life`, router.js).
+export function worklistPage(main, life) {
+  const state = { offset: 0, cancelPoll: () => {}, latest: 0 }
   const search = h('input', { type: 'search', name: 'q', maxlength: 100, placeholder: 'Pseudonym or description' })
   const stateSel = h('select', { name: 'state' }, ...STATES.map((s) => h('option', { value: s }, s || 'any')))
   const flagSel = h(
@@ -41,22 +43,24 @@ export function worklistPage(main) {
   main.append(filters, table, pager)
 
   async function refresh() {
-    clearTimeout(state.timer)
+    state.cancelPoll()
+    const call = ++state.latest // only the newest refresh paints and polls
     const params = new URLSearchParams({ limit: PAGE, offset: state.offset })
     if (search.value.trim()) params.set('q', search.value.trim())
     if (stateSel.value) params.set('state', stateSel.value)
     if (flagSel.value) params.set('flagged', flagSel.value)
     let page
     try {
-      page = await get(`/api/studies?${params}`)
+      page = await get(`/api/studies?${params}`, { signal: life.signal })
     } catch (err) {
+      if (call !== state.latest) return
       table.replaceChildren(h('p', { class: 'error', role: 'alert' }, err.message))
       return
     }
-    if (!state.alive) return
+    if (call !== state.latest) return
     renderTable(page)
     const active = page.items.some((s) => ['queued', 'running', 'received'].includes(s.state))
-    if (active) state.timer = setTimeout(refresh, 2000)
+    if (active) state.cancelPoll = life.setTimeout(refresh, 2000)
   }
 
   function renderTable(page) {
@@ -77,8 +81,8 @@ export function worklistPage(main) {
           h(
             'tr',
             {},
-            ...['AI finding', 'Patient', 'Study date', 'Description', 'Sequences', 'Status', 'Report', 'Uploaded', ''].map(
-              (t) => h('th', { scope: 'col' }, t),
+            ...['AI finding', 'Patient', 'Study date', 'Description', 'Sequences', 'Status', 'Report', 'Uploaded', ''].map((t) =>
+              h('th', { scope: 'col' }, t),
             ),
           ),
         ),
@@ -116,7 +120,11 @@ export function worklistPage(main) {
     return h(
       'tr',
       { dataset: { studyId: s.id }, class: s.flagged ? 'flagged' : '' },
-      h('td', { 'data-label': 'AI finding' }, s.flagged ? h('span', { class: 'flag' }, 'Tumour detected') : s.state === 'done' ? 'none' : '—'),
+      h(
+        'td',
+        { 'data-label': 'AI finding' },
+        s.flagged ? h('span', { class: 'flag' }, 'Tumour detected') : s.state === 'done' ? 'none' : '—',
+      ),
       h('td', { 'data-label': 'Patient' }, s.patient_pseudonym || '—'),
       h('td', { 'data-label': 'Study date' }, studyDate(s.study_date)),
       h('td', { 'data-label': 'Description' }, s.description || '—'),
@@ -135,10 +143,6 @@ export function worklistPage(main) {
   }
 
   refresh()
-  return () => {
-    state.alive = false
-    clearTimeout(state.timer)
-  }
 }
 
 function uploadPanel(onDone) {
@@ -169,7 +173,9 @@ function uploadPanel(onDone) {
     const show = (f, label) => bar.replaceChildren(progressBar(f, 'Upload progress'), h('small', {}, label))
     show(0, 'Uploading…')
     try {
-      const res = await upload('/api/studies', files.files, (f) => show(f, f < 1 ? `Uploading… ${Math.round(f * 100)} %` : 'Checking the files…'))
+      const res = await upload('/api/studies', files.files, (f) =>
+        show(f, f < 1 ? `Uploading… ${Math.round(f * 100)} %` : 'Checking the files…'),
+      )
       bar.hidden = true
       message.className = 'upload-message ok'
       message.textContent = res.created
@@ -190,4 +196,3 @@ function uploadPanel(onDone) {
   })
   return form
 }
-
