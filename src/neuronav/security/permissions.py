@@ -84,42 +84,7 @@ class Permission(StrEnum):
 
 P = Permission
 
-ROLE_PERMISSIONS: MappingProxyType[Role, frozenset[Permission]] = MappingProxyType(
-    {
-        Role.TECHNICIAN: frozenset({P.STUDY_UPLOAD, P.STUDY_STATUS}),
-        Role.RADIOLOGIST: frozenset(
-            {
-                P.STUDY_LIST,
-                P.STUDY_READ,
-                P.STUDY_STATUS,
-                P.STUDY_EXPORT_DEIDENTIFIED,
-                P.ANALYSIS_START,
-                P.ANALYSIS_READ,
-                P.REPORT_READ_PRELIMINARY,
-                P.REPORT_READ_FINAL,
-                P.REPORT_EDIT,
-                P.REPORT_SIGN,
-                P.REPORT_AMEND,
-                P.REPORT_EXPORT,
-                P.ANNOTATION_CREATE,
-                P.ANNOTATION_READ,
-            }
-        ),
-        Role.NEUROLOGIST: frozenset(
-            {
-                P.STUDY_LIST,
-                P.STUDY_READ,
-                P.STUDY_EXPORT_DEIDENTIFIED,
-                P.REPORT_READ_FINAL,
-                P.ANNOTATION_CREATE,
-                P.ANNOTATION_READ,
-            }
-        ),
-        Role.ADMIN: frozenset({P.USER_MANAGE, P.USER_VERIFY, P.SETTINGS_MANAGE, P.AUDIT_READ, P.BREAKGLASS_USE}),
-    }
-)
-
-# Permissions that show or change patient data (admins hold none of them by role).
+# Permissions that show or change patient data (a radiologist holds them all; admins none by role).
 PATIENT_DATA_PERMISSIONS = frozenset(
     {
         P.STUDY_LIST,
@@ -138,6 +103,25 @@ PATIENT_DATA_PERMISSIONS = frozenset(
         P.ANNOTATION_READ,
     }
 )
+
+ROLE_PERMISSIONS: MappingProxyType[Role, frozenset[Permission]] = MappingProxyType(
+    {
+        Role.TECHNICIAN: frozenset({P.STUDY_UPLOAD, P.STUDY_STATUS}),
+        Role.RADIOLOGIST: PATIENT_DATA_PERMISSIONS,
+        Role.NEUROLOGIST: frozenset(
+            {
+                P.STUDY_LIST,
+                P.STUDY_READ,
+                P.STUDY_EXPORT_DEIDENTIFIED,
+                P.REPORT_READ_FINAL,
+                P.ANNOTATION_CREATE,
+                P.ANNOTATION_READ,
+            }
+        ),
+        Role.ADMIN: frozenset({P.USER_MANAGE, P.USER_VERIFY, P.SETTINGS_MANAGE, P.AUDIT_READ, P.BREAKGLASS_USE}),
+    }
+)
+
 
 # What an open break-glass adds: reading, and the de-identified export (which shows less than reading
 # does) — no report export, no edits, no analysis runs, no annotations.

@@ -24,7 +24,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
 from neuronav.config import Settings
-from neuronav.db.session import session_factory
+from neuronav.db.session import session_scope
 from neuronav.errors import InputError
 from neuronav.security import tokens
 from neuronav.security.access import Actor
@@ -52,15 +52,8 @@ SettingsDep = Annotated[Settings, Depends(app_settings)]
 
 def get_db(settings: SettingsDep) -> Iterator[Session]:
     """One database session per request: committed when the route returns, rolled back when it raises."""
-    session = session_factory(settings.database)()
-    try:
+    with session_scope(settings.database) as session:
         yield session
-        session.commit()
-    except BaseException:
-        session.rollback()
-        raise
-    finally:
-        session.close()
 
 
 # scope="function": the commit happens when the route function returns, before the response is sent
