@@ -16,6 +16,7 @@ NEURONAV_OLD_MASTER_KEYS    earlier master keys (comma-separated), only while `n
 NEURONAV_SECRET_KEY         signs session tokens and CSRF tokens (≥ 32 characters)
 NEURONAV_PSEUDONYM_KEY      keyed HMAC of patient ids (≥ 32 bytes; see neuronav.pseudonym)
 NEURONAV_MAX_UPLOAD_BYTES   upload size cap (default 2 GiB)
+NEURONAV_REPORT_SERIAL      1 = Secondary Captures made in the calling thread, not the spawned report helper
 ==========================  =================================================================
 
 In development mode, missing secrets are generated once and kept in ``<data>/secrets.json``
@@ -60,6 +61,7 @@ class Settings(BaseSettings):
     max_upload_bytes: int = 2 * 1024**3
     access_token_minutes: int = 15
     session_hours: int = 8
+    report_serial: bool = False  # neuronav.report._helper
 
     @property
     def development(self) -> bool:
