@@ -10,13 +10,15 @@ CPU-bound, GIL-holding work stays out of the calling process (a web server's req
   the report model and the source headers, about 25 MB and 0.1 s for 192 slices) and it reads the
   analysis images itself (0.4 s on its own core, less than pickling the three arrays costs the caller).
 * One worker per process (a :class:`~concurrent.futures.ProcessPoolExecutor` of one spawn-context
-  worker), created on first use and kept for the next; :func:`warm_up` starts it early (its imports
-  take about 0.6 s), so a command that knows it will need it can start it before other work.
-* :func:`available` is False when ``NEURONAV_REPORT_SERIAL`` is set, on one core, and in a daemonic
-  process (which may not have children): callers then do the work themselves.
+  worker), started by :func:`warm_up` and kept for the next task. Only a caller that gains from it
+  starts it: the web server's export (and ``neuronav analyze --formats … sc``, which starts it while
+  the study is analysed). A one-shot command does not: the worker's start-up (imports, about 0.6 s of
+  CPU) and the caller compete for the same cores, and the work is done sooner in the caller.
+* :func:`submit` returns None when the worker was not started, when ``NEURONAV_REPORT_SERIAL`` is set,
+  on one core, and in a daemonic process (which may not have children): callers then do the work.
 * :func:`wait` waits at most ``timeout`` seconds (queueing behind another caller's task included); a
-  timeout or a worker that died is a :class:`~neuronav.errors.ReportError`, the worker is stopped and
-  a new one is started on next use.
+  timeout or a worker that died is a :class:`~neuronav.errors.ReportError`, and the worker is stopped
+  (the next :func:`warm_up` starts a new one).
 """
 
 from __future__ import annotations
@@ -48,14 +50,6 @@ def available() -> bool:
     return cores > 1 and not multiprocessing.current_process().daemon
 
 
-def _pool() -> ProcessPoolExecutor:
-    global _executor
-    with _lock:
-        if _executor is None:
-            _executor = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
-        return _executor
-
-
 def _ready() -> None:
     """Run in the worker by :func:`warm_up`: the imports the report tasks need."""
     import neuronav.report.dicom_sc
@@ -64,20 +58,27 @@ def _ready() -> None:
 
 
 def warm_up() -> None:
-    """Start the worker now (when :func:`available`), without waiting for it."""
-    if available():
-        _pool().submit(_ready)
+    """Start the worker now (when :func:`available` and not yet started), without waiting for it."""
+    global _executor
+    if not available():
+        return
+    with _lock:
+        if _executor is None:
+            _executor = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+            _executor.submit(_ready)
 
 
 def submit(fn: Callable[..., T], *args: Any) -> Future[T] | None:
-    """``fn(*args)`` in the helper (``fn`` and ``args`` must pickle); None when not :func:`available`."""
-    if not available():
+    """``fn(*args)`` in the helper (``fn`` and ``args`` must pickle); None when the worker was not
+    started (:func:`warm_up`) or is not :func:`available` (any more)."""
+    executor = _executor
+    if executor is None or not available():
         return None
     try:
-        return _pool().submit(fn, *args)
-    except BrokenProcessPool:  # the worker died since the last task: start a new one
-        _discard(_executor, kill=False)
-        return _pool().submit(fn, *args)
+        return executor.submit(fn, *args)
+    except (BrokenProcessPool, RuntimeError):  # it died, or was shut down, since it was started
+        _discard(executor, kill=False)
+        return None
 
 
 def wait(future: Future[T], what: str, *, timeout: float = TIMEOUT_S) -> T:
@@ -105,6 +106,11 @@ def abandon(future: Future[Any], *, kill: bool) -> None:
     except BaseException:  # its outcome no longer matters; the caller's error is raised
         if not future.done():
             _discard(_executor, kill=True)
+
+
+def stop() -> None:
+    """Stop the worker now (a test, or a server shutting down); without this it ends with the process."""
+    _discard(_executor, kill=True)
 
 
 def _discard(executor: ProcessPoolExecutor | None, *, kill: bool) -> None:

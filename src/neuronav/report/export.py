@@ -21,7 +21,7 @@ from neuronav.ingest import Series
 from neuronav.report.build import build_report
 from neuronav.report.lifecycle import verify_signature
 from neuronav.report.model import Report
-from neuronav.report.outputs import DICOM_FORMATS, Paper, Written, start_helper, write_outputs
+from neuronav.report.outputs import DICOM_FORMATS, Paper, Written, write_outputs
 from neuronav.report.sources import find_reference_series, load_source_series
 
 
@@ -93,7 +93,6 @@ def export(
 ) -> Written:
     """Write ``formats``; DICOM formats need ``series`` (the analysed reference series) or ``dicom`` paths."""
     source = None
-    start_helper(formats)
     if DICOM_FORMATS & set(formats):
         if series is None:
             if not dicom:

@@ -16,7 +16,8 @@ hl7       report.hl7                   :mod:`.hl7v2` (ORU^R01, HL7 v2.5, ER7)
 
 DICOM formats need the source series of the analysis (``source``); the PDF and SC need the analysis
 folder's images. Every file is written under a temporary name and renamed when complete. The SC
-series is made by the report helper process (:mod:`._helper`) while the other formats are made.
+series is made by the report helper process (:mod:`._helper`) while the other formats are made,
+when the caller started it (:func:`start_helper`: the web server's export, ``neuronav analyze``).
 """
 
 from __future__ import annotations
@@ -97,8 +98,8 @@ def _dicom_bytes(ds: Dataset) -> bytes:
 
 
 def start_helper(formats: Iterable[str]) -> None:
-    """Start the report helper process now if ``formats`` will need it, so that its start-up (about
-    0.6 s of imports, on another core) overlaps what the caller does before :func:`write_outputs`."""
+    """Start the report helper process now if ``formats`` will need it (:mod:`._helper`: for a server,
+    or long enough before :func:`write_outputs` that its start-up overlaps other work)."""
     if "sc" in formats:
         _helper.warm_up()
 
@@ -115,7 +116,8 @@ def write_outputs(
     """Write ``report`` in each of ``formats`` into ``out_dir``; return the files and seconds per format.
 
     The Secondary Capture series is made by the report helper process (:mod:`._helper`: spawned,
-    never forked) while this thread makes the other formats, or here when the helper is not available.
+    never forked) while this thread makes the other formats when :func:`start_helper` started it,
+    else here.
     """
     formats = list(formats)
     if DICOM_FORMATS & set(formats) and source is None:
@@ -153,8 +155,8 @@ def write_outputs(
 
         _write_each(report, formats, out_dir, written, analysis_dir, source, images, pdf, background is not None)
         if background is not None:
-            status, value = _helper.wait(background, "the Secondary Capture writer")
-            background = None
+            future, background = background, None  # a timeout or a dead helper is handled by wait
+            status, value = _helper.wait(future, "the Secondary Capture writer")
             if status != "ok":
                 raise ReportError(str(value))
             written.seconds["sc"] = float(value)
