@@ -114,7 +114,7 @@ def stop() -> None:
 
 
 def _discard(executor: ProcessPoolExecutor | None, *, kill: bool) -> None:
-    """Forget ``executor`` (the next task starts a new worker); with ``kill``, stop its worker first."""
+    """Forget ``executor`` (the next :func:`warm_up` starts a new worker); with ``kill``, stop its worker first."""
     global _executor
     if executor is None:
         return
