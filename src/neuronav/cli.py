@@ -222,7 +222,7 @@ def analyze(
     if not nifti and not paths:
         raise _fail("nothing to analyse: give DICOM paths or --t1/--t1c/--t2/--flair NIfTI files")
     inputs = from_nifti(nifti) if nifti else from_paths(paths or [])
-    from neuronav.report.outputs import DICOM_FORMATS
+    from neuronav.report.outputs import DICOM_FORMATS, start_helper
 
     if inputs.kind != "dicom" and DICOM_FORMATS & set(wanted):
         raise _fail(
@@ -231,6 +231,7 @@ def analyze(
         )
     for note in inputs.notes:
         err.print(f"warning: {note}", markup=False, highlight=False)
+    start_helper(wanted)  # the Secondary Capture helper process starts while the study is analysed
     bar = _progress_bar("analysing")
     if bar is None:
         findings = run_analysis(inputs, out_dir, model=model, prior=prior, debug_dir=debug_dir)

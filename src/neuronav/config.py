@@ -20,6 +20,7 @@ NEURONAV_MODELS_DIR         the shipped models (default: the package's own shipp
 NEURONAV_USER_MODELS_DIR    models a site registers (default $XDG_DATA_HOME/neuronav/models,
                             else ~/.local/share/neuronav/models)
 NEURONAV_THREADS            ONNX Runtime intra-op threads per model session (default: every core)
+NEURONAV_REPORT_SERIAL      1 = Secondary Captures made in the calling thread, not the spawned report helper
 ==========================  =================================================================
 
 In development mode, missing secrets are generated once and kept in ``<data>/secrets.json``
@@ -96,6 +97,8 @@ class Settings(BaseSettings):
     @classmethod
     def _expand_user(cls, value: Path) -> Path:
         return value.expanduser()
+
+    report_serial: bool = False  # neuronav.report._helper
 
     @property
     def development(self) -> bool:

@@ -100,7 +100,7 @@ def test_header_patient_and_order(report: Report) -> None:
     assert obr[4] == "24590-2^MR Brain^LN"
     assert obr[7] == report.study_info.study_date
     assert obr[25] == "P"
-    notes = [unescape(f[3]) for f in segments(er7, "NTE")]
+    notes = [" ".join(unescape(line) for line in f[3].split("~")) for f in segments(er7, "NTE")]  # lines of 80
     assert notes[: len(report.disclaimers)] == report.disclaimers
     (sft,) = segments(er7, "SFT")
     assert sft[2] == report.findings.neuronav_version

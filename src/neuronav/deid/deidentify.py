@@ -58,7 +58,6 @@ import os
 import re
 import struct
 import time
-import warnings
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -351,9 +350,7 @@ class Deidentifier:
 
         Raises DeidentificationError for BurnedInAnnotation YES and for structured content.
         """
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # pydicom's warnings about invalid values quote the values
-            return self._dataset(ds)
+        return self._dataset(ds)
 
     def _dataset(self, ds: Dataset) -> Dataset:
         if _text(ds, _TAG_BURNED_IN).upper() == "YES":
@@ -510,8 +507,7 @@ class Deidentifier:
         patients: set[str] = set()
         written: set[str] = set()
         folders: set[Path] = set()
-        with SourceReader(limits) as reader, warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # pydicom's warnings about invalid values quote the values
+        with SourceReader(limits) as reader:  # pydicom warnings: see neuronav.ingest.pydicom_messages
             for source in iter_sources(items, report.skipped, limits):
                 if source.member is None and _inside(source.path, out_root):
                     continue  # our own output, when out_dir lies inside an input folder

@@ -11,7 +11,6 @@ from __future__ import annotations
 import io
 import math
 import struct
-import warnings
 import zlib
 from typing import Any
 
@@ -25,6 +24,7 @@ from neuronav.errors import DicomReadError, UnsafeInputError
 from neuronav.ingest import fastheader
 from neuronav.ingest.limits import DEFAULT_LIMITS, Limits
 from neuronav.ingest.model import Instance, PatientIdentity, SeriesMetadata, Source
+from neuronav.ingest.pydicom_messages import collected
 
 PIXEL_DATA = Tag(0x7FE0, 0x0010)
 UNDEFINED_LENGTH = 0xFFFFFFFF
@@ -56,10 +56,8 @@ class Header:
     @property
     def dataset(self) -> Dataset:
         if self._dataset is None:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                src: Any = io.BytesIO(self._data) if self._data is not None else self.instance.source.path
-                self._dataset = dcmread(src, stop_before_pixels=True)
+            src: Any = io.BytesIO(self._data) if self._data is not None else self.instance.source.path
+            self._dataset = dcmread(src, stop_before_pixels=True)
         return self._dataset
 
 
@@ -219,15 +217,13 @@ def _parse(fh: Any, head: bytes, size: int, where: str, limits: Limits) -> tuple
             dataset_size = _inflated_size(fh, meta[0], where, limits)
             fh.seek(0)
     try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
+        with collected() as messages:  # what pydicom reports about this file, in this thread
             ds = dcmread(fh, defer_size=512, force=not part10)
     except InvalidDicomError as exc:
         raise DicomReadError(f"not a valid DICOM file ({exc})", where) from exc
     except Exception as exc:  # pydicom raises many types on corrupt input
         raise DicomReadError(f"corrupt or truncated DICOM header ({type(exc).__name__}: {exc})", where) from exc
-    for warning in caught:
-        text = str(warning.message)
+    for text in messages:
         if "end of file" in text.lower():
             raise DicomReadError(f"file truncated: {text.split(' in file ')[0]}", where)
     if len(ds) == 0:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -53,22 +52,20 @@ def _add(inv: Inventory, seen: set[str], source: Source, reader: SourceReader, l
         return
     study = inv.studies.get(inst.study_instance_uid)
     series = study.series.get(inst.series_instance_uid) if study is not None else None
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # pydicom warns (with values) about invalid elements
-        if study is None:
-            ds = header.dataset
-            study = ScannedStudy(
-                study_instance_uid=inst.study_instance_uid,
-                patient=patient_identity(ds),
-                study_date=str(ds.get("StudyDate", "") or ""),
-                study_description=str(ds.get("StudyDescription", "") or ""),
-            )
-        if series is None:
-            series = Series(
-                series_instance_uid=inst.series_instance_uid,
-                study_instance_uid=inst.study_instance_uid,
-                metadata=series_metadata(header.dataset),
-            )
+    if study is None:
+        ds = header.dataset
+        study = ScannedStudy(
+            study_instance_uid=inst.study_instance_uid,
+            patient=patient_identity(ds),
+            study_date=str(ds.get("StudyDate", "") or ""),
+            study_description=str(ds.get("StudyDescription", "") or ""),
+        )
+    if series is None:
+        series = Series(
+            series_instance_uid=inst.series_instance_uid,
+            study_instance_uid=inst.study_instance_uid,
+            metadata=series_metadata(header.dataset),
+        )
     # only now, with everything read, does the instance join the inventory
     seen.add(inst.sop_instance_uid)
     inv.studies.setdefault(inst.study_instance_uid, study)

@@ -6,9 +6,10 @@ analysis), in the same slice order, so a reader scrolls the overlay series like 
 * pixels: the source slice, windowed once for the whole series (:func:`series_window`, the 1st–99.5th
   percentile window of :func:`figures.window`), with the BraTS labels blended in their colours
   (:func:`figures.overlay_rgb`), and the text ``NeuroNav AI - not for clinical use`` /
-  ``<STATUS> v<version>`` burnt into the top-left corner (cyan on a black box, which hides that corner
-  of the field of view, outside the head in brain MRI), so a viewer that shows nothing but pixels
-  still shows what the image is;
+  ``AI trained on synthetic data only`` / ``<STATUS> v<version>`` burnt into the top-left corner
+  (cyan on a black box, which hides that corner of the field of view, outside the head in brain
+  MRI), so a viewer that shows nothing but pixels still shows what the image is (ImageComments
+  holds the report's disclaimers in full);
 * geometry: rows and columns, PixelSpacing, ImagePositionPatient, ImageOrientationPatient,
   SliceThickness and the FrameOfReferenceUID of the source slice (the SC IOD allows the Image Plane
   and Frame of Reference modules), and PatientOrientation from the direction cosines, so the series
@@ -54,7 +55,7 @@ from neuronav.report.dicom_pdf import (
     software_versions,
 )
 from neuronav.report.figures import LABEL_NAMES, OVERLAY_ALPHA, AnalysisImages, overlay_rgb
-from neuronav.report.model import Report
+from neuronav.report.model import SYNTHETIC_TRAINING_SHORT, Report
 from neuronav.report.sources import SourceSeries
 
 SC_SERIES_NUMBER = 9004  # after SEG 9001, SR 9002 and the Encapsulated PDF 9003
@@ -77,7 +78,7 @@ _GEOMETRY: tuple[str, ...] = (
 
 def annotation_lines(report: Report) -> list[str]:
     """The text burnt into every image (ASCII, so any font has the glyphs)."""
-    return ["NeuroNav AI - not for clinical use", status_text(report)]
+    return ["NeuroNav AI - not for clinical use", SYNTHETIC_TRAINING_SHORT, status_text(report)]
 
 
 def annotation_mask(lines: Sequence[str], max_width: int) -> U8:
@@ -295,7 +296,7 @@ def make_secondary_captures(report: Report, images: AnalysisImages, source: Sour
         del template.ContributingEquipmentSequence
     template.BurnedInAnnotation = "YES"
     template.LossyImageCompression = "00"
-    template.ImageComments = f"NeuroNav AI - not for clinical use - {label} - report {report.report_id}"
+    template.ImageComments = f"NeuroNav AI - {label} - report {report.report_id} - {' '.join(report.notices)}"
     template.DerivationDescription = (
         f"Source image windowed (1st-99.5th percentile of the series) with the NeuroNav AI segmentation "
         f"blended at alpha {OVERLAY_ALPHA} ({colours}); report {report.report_id} {label}"

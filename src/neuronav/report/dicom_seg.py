@@ -25,7 +25,8 @@ not the detection verdict, because the report's volumes are measured on that lab
 The SEG is what the segmentation models produced; a radiologist's edits of the findings do not
 change its voxels. The report status and version at the time of writing (``PRELIMINARY v1``) are
 recorded in SeriesDescription (``NeuroNav AI segmentation - not for clinical use - PRELIMINARY v1``,
-plain ASCII to stay within the 64 bytes of a DICOM LO) and ContentDescription.
+plain ASCII to stay within the 64 bytes of a DICOM LO) and ContentDescription. ImageComments holds
+the report's disclaimers in full (research software; models trained on synthetic data only).
 """
 
 from __future__ import annotations
@@ -207,4 +208,5 @@ def make_seg(report: Report, analysis_dir: Path, source: SourceSeries) -> Datase
         )
     except (ValueError, TypeError) as exc:
         raise ReportError(f"DICOM SEG cannot be made from the reference series: {exc}") from exc
+    seg.ImageComments = " ".join(report.notices)  # General Image module (LT): the disclaimers, in full
     return seg

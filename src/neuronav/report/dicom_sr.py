@@ -294,7 +294,7 @@ def _disclaimers(report: Report) -> hd.sr.ContainerContentItem:
             hd.sr.TextContentItem(
                 name=coded(DISCLAIMER_TEXT), value=text, relationship_type=hd.sr.RelationshipTypeValues.CONTAINS
             )
-            for text in report.disclaimers
+            for text in report.notices
         ]
     )
     return box

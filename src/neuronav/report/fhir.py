@@ -210,7 +210,7 @@ def _text_rendition(report: Report) -> str:
     if report.signature is not None:
         s = report.signature
         lines += ["", f"Signed by {s.signed_by} ({s.role}) at {_instant(s.signed_at)}"]
-    lines += ["", *report.disclaimers]
+    lines += ["", *report.notices]
     return "\n".join(lines) + "\n"
 
 
@@ -235,7 +235,7 @@ def make_bundle(report: Report, *, version: FhirVersion = "R4B", pdf: bytes | No
     created = _instant(report.created)
     issued = _instant(report.signature.signed_at) if report.signature is not None else created
     effective = study_date_iso(si.study_date)
-    disclaimer = " ".join(report.disclaimers)
+    disclaimer = " ".join(report.notices)
 
     # Patient: pseudonymous (identifier only, security label); anonymous when there is no pseudonym.
     patient_url = _urn("patient", si.patient_pseudonym or f"anonymous/{rid}")

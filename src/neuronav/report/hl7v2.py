@@ -200,7 +200,7 @@ def make_oru(report: Report, *, pdf: bytes | None = None) -> str:
     if signature is not None:
         obr[32] = f"&{_st(signature.signed_by)}"
     order.add(_segment("|".join(obr).rstrip("|"), strict))
-    notes = list(report.disclaimers)
+    notes = list(report.notices)
     if report.amendment_reason:
         notes.append(f"Amendment of version {report.supersedes_version}: {report.amendment_reason}")
     if report.narrative.radiologist_comment:

@@ -24,8 +24,13 @@ REPORT_ID_PATTERN = r"^NN-\d{8}-[0-9a-f]{8}$"
 Status = Literal["preliminary", "reviewed", "final", "amended"]
 Urgency = Literal["routine", "soon", "urgent"]
 
+SYNTHETIC_TRAINING = (
+    "The AI models were trained on synthetic images only (no patient data) and are not validated for clinical use."
+)
+SYNTHETIC_TRAINING_SHORT = "AI trained on synthetic data only"  # burnt into Secondary Capture pixels
 DISCLAIMERS: tuple[str, ...] = (
     "Research software, not for clinical use.",
+    SYNTHETIC_TRAINING,
     "AI-generated results are not a diagnosis.",
     "All findings require review and confirmation by a qualified physician.",
 )
@@ -211,6 +216,12 @@ class Report(_Model):
     signature: Signature | None = None
     findings: Findings  # the (possibly radiologist-edited) findings every section above is derived from
 
+    @property
+    def notices(self) -> list[str]:
+        """The disclaimers every output writes: this report's, then any standard one it predates (a report
+        stored before :data:`SYNTHETIC_TRAINING` was added says it too, its signed content unchanged)."""
+        return [*self.disclaimers, *(d for d in DISCLAIMERS if d not in self.disclaimers)]
+
 
 def model_info(p: ProducedBy) -> ModelInfo:
     return ModelInfo(name=p.name, version=p.version, kind=p.kind, sha256=p.sha256)
@@ -219,6 +230,8 @@ def model_info(p: ProducedBy) -> ModelInfo:
 __all__ = [
     "DISCLAIMERS",
     "REPORT_SCHEMA_VERSION",
+    "SYNTHETIC_TRAINING",
+    "SYNTHETIC_TRAINING_SHORT",
     "AIFindings",
     "Change",
     "ChangeRow",

@@ -15,16 +15,18 @@ hl7       report.hl7                   :mod:`.hl7v2` (ORU^R01, HL7 v2.5, ER7)
 ========  ===========================  =========================================================
 
 DICOM formats need the source series of the analysis (``source``); the PDF and SC need the analysis
-folder's images. Every file is written under a temporary name and renamed when complete.
+folder's images. Every file is written under a temporary name and renamed when complete. The SC
+series is made by the report helper process (:mod:`._helper`) while the other formats are made,
+when the caller started it (:func:`start_helper`: the web server's export, ``neuronav analyze``).
 """
 
 from __future__ import annotations
 
 import io
-import os
 import shutil
 import time
 from collections.abc import Callable, Iterable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -32,6 +34,7 @@ from typing import Literal
 from pydicom.dataset import Dataset
 
 from neuronav.errors import NeuroNavError, ReportError
+from neuronav.report import _helper
 from neuronav.report.figures import AnalysisImages, load_analysis_images
 from neuronav.report.model import Report
 from neuronav.report.sources import SourceSeries
@@ -73,6 +76,8 @@ def _dicom_bytes(ds: Dataset) -> bytes:
 
     Native little-endian syntaxes are written directly (pydicom's ``save_as`` validates and copies
     the file meta of every one of a few hundred Secondary Capture images); others go through save_as.
+    Nothing global is changed: the values are valid when set, and every text is UTF-8 (ISO_IR 192),
+    so pydicom's writer has nothing to warn about.
     """
     from pydicom.filebase import DicomBytesIO
     from pydicom.filewriter import write_dataset, write_file_meta_info
@@ -83,20 +88,20 @@ def _dicom_bytes(ds: Dataset) -> bytes:
         buf = io.BytesIO()
         ds.save_as(buf, enforce_file_format=True)
         return buf.getvalue()
-    from pydicom import config
-
     fp = DicomBytesIO()
     fp.write(b"\0" * 128 + b"DICM")
     write_file_meta_info(fp, ds.file_meta, enforce_standard=True)
     fp.is_little_endian = True
     fp.is_implicit_VR = syntax == ImplicitVRLittleEndian
-    mode = config.settings.writing_validation_mode
-    config.settings.writing_validation_mode = config.IGNORE  # values were validated when they were set
-    try:
-        write_dataset(fp, ds)
-    finally:
-        config.settings.writing_validation_mode = mode
+    write_dataset(fp, ds)
     return fp.getvalue()
+
+
+def start_helper(formats: Iterable[str]) -> None:
+    """Start the report helper process now if ``formats`` will need it (:mod:`._helper`: for a server,
+    or long enough before :func:`write_outputs` that its start-up overlaps other work)."""
+    if "sc" in formats:
+        _helper.warm_up()
 
 
 def write_outputs(
@@ -108,7 +113,12 @@ def write_outputs(
     source: SourceSeries | None = None,
     paper: Paper = "A4",
 ) -> Written:
-    """Write ``report`` in each of ``formats`` into ``out_dir``; return the files and seconds per format."""
+    """Write ``report`` in each of ``formats`` into ``out_dir``; return the files and seconds per format.
+
+    The Secondary Capture series is made by the report helper process (:mod:`._helper`: spawned,
+    never forked) while this thread makes the other formats when :func:`start_helper` started it,
+    else here.
+    """
     formats = list(formats)
     if DICOM_FORMATS & set(formats) and source is None:
         raise ReportError(
@@ -117,39 +127,46 @@ def write_outputs(
         )
     if "seg" in formats and analysis_dir is None:
         raise ReportError("DICOM SEG needs the analysis folder (segmentation.nii.gz)")
+    if "sc" in formats and analysis_dir is None:
+        raise ReportError("Secondary Capture images need the analysis folder (reference and segmentation)")
     out_dir.mkdir(parents=True, exist_ok=True)
     written = Written()
-    images = None
-    if analysis_dir is not None and {"pdf", "epdf", "sc", "hl7", "fhir", "fhir-r5"} & set(formats):
-        images = load_analysis_images(analysis_dir)
-    pdf_bytes: bytes | None = None
-    background: _Child | None = None
+    sc_tmp = out_dir / ".sc.partial"
+    background: Future[tuple[str, float | str]] | None = None
     if "sc" in formats:
-        if images is None:
-            raise ReportError("Secondary Capture images need the analysis folder (reference and segmentation)")
-        if _can_fork():  # the largest output, made on the second core while this process makes the others
-            sc_images, sc_source = images, source
-            background = _Child(lambda: len(_write_sc(report, sc_images, sc_source, out_dir)))
-
-    def pdf() -> bytes:
-        nonlocal pdf_bytes
-        if pdf_bytes is None:
-            from neuronav.report.pdf import render_pdf
-
-            pdf_bytes = render_pdf(report, images, paper=paper)
-        return pdf_bytes
-
+        assert analysis_dir is not None and source is not None
+        shutil.rmtree(sc_tmp, ignore_errors=True)
+        sc_tmp.mkdir()
+        background = _helper.submit(_sc_task, report, source, analysis_dir, sc_tmp)
     try:
-        _write_each(report, formats, out_dir, written, analysis_dir, source, images, pdf, background)
-    except BaseException:
+        images = None
+        needs_images = {"pdf", "epdf", "hl7", "fhir", "fhir-r5"} | ({"sc"} if background is None else set())
+        if analysis_dir is not None and needs_images & set(formats):
+            images = load_analysis_images(analysis_dir)
+        pdf_bytes: bytes | None = None
+
+        def pdf() -> bytes:
+            nonlocal pdf_bytes
+            if pdf_bytes is None:
+                from neuronav.report.pdf import render_pdf
+
+                pdf_bytes = render_pdf(report, images, paper=paper)
+            return pdf_bytes
+
+        _write_each(report, formats, out_dir, written, analysis_dir, source, images, pdf, background is not None)
         if background is not None:
-            background.cancel()
-            shutil.rmtree(out_dir / ".sc.partial", ignore_errors=True)
+            future, background = background, None  # a timeout or a dead helper is handled by wait
+            status, value = _helper.wait(future, "the Secondary Capture writer")
+            if status != "ok":
+                raise ReportError(str(value))
+            written.seconds["sc"] = float(value)
+        if "sc" in formats:
+            written.files["sc"] = _install_sc(sc_tmp, out_dir)
+    except BaseException as exc:
+        if background is not None:
+            _helper.abandon(background, kill=not isinstance(exc, Exception))
+        shutil.rmtree(sc_tmp, ignore_errors=True)
         raise
-    if background is not None:
-        seconds = background.result()
-        written.files["sc"] = sorted((out_dir / "sc").glob("IM*.dcm"))
-        written.seconds["sc"] = seconds
     return written
 
 
@@ -162,7 +179,7 @@ def _write_each(
     source: SourceSeries | None,
     images: AnalysisImages | None,
     pdf: Callable[[], bytes],
-    background: _Child | None,
+    sc_elsewhere: bool,
 ) -> None:
     seg_ds = None
     for fmt in formats:
@@ -194,9 +211,12 @@ def _write_each(
             assert source is not None
             paths = [_atomic(out_dir / "report-pdf.dcm", _dicom_bytes(make_encapsulated_pdf(report, pdf(), source)))]
         elif fmt == "sc":
-            if background is not None:
-                continue  # written by the child process started above
-            paths = _write_sc(report, images, source, out_dir)
+            if sc_elsewhere:
+                continue  # made by the report helper; installed by write_outputs once complete
+            assert images is not None and source is not None
+            _write_sc_files(report, images, source, out_dir / ".sc.partial")
+            written.seconds[fmt] = time.perf_counter() - t0
+            continue
         elif fmt in ("fhir", "fhir-r5"):
             import json
 
@@ -217,82 +237,32 @@ def _write_each(
         written.seconds[fmt] = time.perf_counter() - t0
 
 
-def _write_sc(report: Report, images: AnalysisImages | None, source: SourceSeries | None, out_dir: Path) -> list[Path]:
-    """The Secondary Capture series into ``out_dir/sc`` (replacing an earlier one only once complete)."""
+def _write_sc_files(report: Report, images: AnalysisImages, source: SourceSeries, folder: Path) -> None:
+    """The Secondary Capture series as IM0001.dcm … in ``folder`` (an empty folder)."""
     from neuronav.report.dicom_sc import make_secondary_captures
 
-    assert images is not None and source is not None
-    tmp, final, old = out_dir / ".sc.partial", out_dir / "sc", out_dir / ".sc.old"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
+    for n, ds in enumerate(make_secondary_captures(report, images, source), start=1):
+        (folder / f"IM{n:04d}.dcm").write_bytes(_dicom_bytes(ds))
+
+
+def _sc_task(report: Report, source: SourceSeries, analysis_dir: Path, folder: Path) -> tuple[str, float | str]:
+    """Run in the report helper: ("ok", seconds) or ("error", message), never an exception to unpickle."""
+    t0 = time.perf_counter()
     try:
-        for n, ds in enumerate(make_secondary_captures(report, images, source), start=1):
-            (tmp / f"IM{n:04d}.dcm").write_bytes(_dicom_bytes(ds))
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        _write_sc_files(report, load_analysis_images(analysis_dir), source, folder)
+    except NeuroNavError as exc:
+        return ("error", str(exc))
+    except Exception as exc:  # reported to the caller as a failure, with its type
+        return ("error", f"Secondary Capture writer failed ({type(exc).__name__}: {exc})")
+    return ("ok", time.perf_counter() - t0)
+
+
+def _install_sc(tmp: Path, out_dir: Path) -> list[Path]:
+    """Make the complete series in ``tmp`` the ``sc`` folder (replacing an earlier one only now)."""
+    final, old = out_dir / "sc", out_dir / ".sc.old"
     shutil.rmtree(old, ignore_errors=True)
     if final.exists():
         final.rename(old)
     tmp.rename(final)
     shutil.rmtree(old, ignore_errors=True)
     return sorted(final.glob("IM*.dcm"))
-
-
-def _can_fork() -> bool:
-    """A forked helper is used when there is a second core and this process may have children
-    (Celery's prefork workers and other daemonic processes may not)."""
-    import multiprocessing
-
-    return (
-        hasattr(os, "fork")
-        and len(os.sched_getaffinity(0)) > 1
-        and not multiprocessing.current_process().daemon
-        and os.environ.get("NEURONAV_REPORT_SERIAL", "") != "1"
-    )
-
-
-class _Child:
-    """Run ``work`` in a forked process (its inputs are inherited, not pickled); :meth:`result` waits."""
-
-    def __init__(self, work: Callable[[], int]) -> None:
-        import multiprocessing
-
-        ctx = multiprocessing.get_context("fork")
-        self._recv, send = ctx.Pipe(duplex=False)
-
-        def run() -> None:
-            t0 = time.perf_counter()
-            try:
-                work()
-                send.send(("ok", time.perf_counter() - t0))
-            except NeuroNavError as exc:
-                send.send(("error", str(exc)))
-            except Exception as exc:  # reported to the parent as a failure, with its type
-                send.send(("error", f"Secondary Capture writer failed ({type(exc).__name__}: {exc})"))
-
-        self._proc = ctx.Process(target=run, name="neuronav-sc", daemon=True)
-        self._proc.start()
-        send.close()
-
-    def cancel(self) -> None:
-        """Stop the child (the parent failed): nothing it made is kept."""
-        if self._proc.is_alive():
-            self._proc.terminate()
-        self._proc.join()
-        self._recv.close()
-
-    def result(self) -> float:
-        try:
-            status, value = self._recv.recv()
-        except EOFError:
-            self._proc.join()
-            raise ReportError(
-                f"the Secondary Capture writer stopped without a result (exit code {self._proc.exitcode})"
-            ) from None
-        finally:
-            self._recv.close()
-        self._proc.join()
-        if status != "ok":
-            raise ReportError(str(value))
-        return float(value)

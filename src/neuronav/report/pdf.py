@@ -432,7 +432,7 @@ def _recommendations(r: Report, width: float) -> list[Any]:
 
 
 def _disclaimers(r: Report) -> list[Any]:
-    return [_heading("Disclaimers"), *(_t(f"• {d}", "body") for d in r.disclaimers)]
+    return [_heading("Disclaimers"), *(_t(f"• {d}", "body") for d in r.notices)]
 
 
 def _edits(r: Report, width: float) -> list[Any]:

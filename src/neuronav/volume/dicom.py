@@ -10,7 +10,6 @@ repeated positions) raise :class:`GeometryError` saying exactly what is wrong.
 from __future__ import annotations
 
 import io
-import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -133,10 +132,8 @@ def _affine(
 
 def _decode(ds: Dataset, where: str) -> npt.NDArray[np.generic]:
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            arr = np.asarray(ds.pixel_array)
-            return arr if arr.dtype.isnative else arr.astype(arr.dtype.newbyteorder("="))
+        arr = np.asarray(ds.pixel_array)
+        return arr if arr.dtype.isnative else arr.astype(arr.dtype.newbyteorder("="))
     except Exception as exc:  # decoders raise many types for corrupt streams
         ts = ds.file_meta.get("TransferSyntaxUID", "?") if hasattr(ds, "file_meta") else "?"
         raise DicomReadError(f"pixel data cannot be decoded (transfer syntax {ts}: {exc})", where) from exc
@@ -172,9 +169,7 @@ def _read_slice(inst: Instance, reader: SourceReader) -> npt.NDArray[np.generic]
 
 def _dataset(data: bytes, where: str) -> Dataset:
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return dcmread(io.BytesIO(data), force=True)
+        return dcmread(io.BytesIO(data), force=True)
     except Exception as exc:
         raise DicomReadError(f"cannot re-read file ({exc})", where) from exc
 

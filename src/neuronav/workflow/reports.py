@@ -95,7 +95,7 @@ def export(
 ) -> list[Path]:
     """Write one format of ``report`` into ``folder`` from the stored (encrypted) analysis and upload."""
     from neuronav.analysis.inputs import from_paths
-    from neuronav.report.outputs import DICOM_FORMATS, parse_formats
+    from neuronav.report.outputs import DICOM_FORMATS, parse_formats, start_helper, write_outputs
     from neuronav.report.sources import load_source_series
     from neuronav.workflow.jobs import RESULT_FILES, result_path
     from neuronav.workflow.uploads import restore_upload
@@ -104,6 +104,7 @@ def export(
     if len(formats) != 1:
         raise ReportError("export one format at a time")
     (wanted,) = formats
+    start_helper(formats)  # Secondary Captures: made by the spawned report helper, never by forking this process
     analysis_dir = folder / "analysis"
     analysis_dir.mkdir()
     for name in RESULT_FILES:
@@ -120,8 +121,6 @@ def export(
         if series is None:
             raise ReportError("the reference series of the analysis is no longer in the stored upload")
         source = load_source_series(series)
-    from neuronav.report.outputs import write_outputs
-
     written = write_outputs(report, [wanted], folder / "out", analysis_dir=analysis_dir, source=source)
     if wanted not in written.files:
         raise ReportError(written.notes.get(wanted, f"{wanted} was not written"))
