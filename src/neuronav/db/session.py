@@ -14,12 +14,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
+from typing import Any, TypeVar
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
-from neuronav.errors import SchemaError
+from neuronav.errors import NotFoundError, SchemaError
 
+RowT = TypeVar("RowT")
 MIGRATIONS = Path(__file__).with_name("migrations")
 
 
@@ -116,6 +118,14 @@ def require_current(url: str) -> None:
 @lru_cache(maxsize=8)
 def session_factory(url: str) -> sessionmaker[Session]:
     return sessionmaker(bind=make_engine(url), expire_on_commit=False)
+
+
+def get_row(db: Session, model: type[RowT], key: Any, what: str) -> RowT:
+    """The row of ``model`` with primary key ``key``, or :class:`NotFoundError` ("no <what> <key>")."""
+    row = db.get(model, key)
+    if row is None:
+        raise NotFoundError(f"no {what} {key}")
+    return row
 
 
 @contextmanager

@@ -71,7 +71,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.errors import InvalidDicomError
 from pydicom.filebase import DicomBytesIO
 from pydicom.filereader import read_dataset
-from pydicom.filewriter import write_data_element, write_dataset, write_file_meta_info
+from pydicom.filewriter import write_data_element, write_dataset
 from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
 from pydicom.uid import (
@@ -105,6 +105,7 @@ from neuronav.ingest.model import Problem
 from neuronav.ingest.reader import looks_like_raw_dataset
 from neuronav.ingest.sources import SourceReader, iter_sources
 from neuronav.pseudonym import MIN_KEY_BYTES, pseudonymise
+from neuronav.volume.dicom_write import part10_stream
 
 _DATE_SHIFT_MESSAGE = b"neuronav-deid-date-shift\x00"
 _MAX_FIXED_SHIFT_DAYS = 36_525  # a century: anything larger is a mistake
@@ -695,11 +696,7 @@ def encode(ds: Dataset) -> bytes:
         buf = io.BytesIO()
         dcmwrite(buf, ds, enforce_file_format=True)
         return buf.getvalue()
-    fp = DicomBytesIO()
-    fp.write(b"\0" * 128 + b"DICM")
-    write_file_meta_info(fp, ds.file_meta, enforce_standard=True)
-    fp.is_little_endian = True
-    fp.is_implicit_VR = syntax == ImplicitVRLittleEndian
+    fp = part10_stream(ds.file_meta, implicit=syntax == ImplicitVRLittleEndian)
     _write_le(fp, ds)
     return fp.getvalue()
 

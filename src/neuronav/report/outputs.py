@@ -38,6 +38,7 @@ from neuronav.report import _helper
 from neuronav.report.figures import AnalysisImages, load_analysis_images
 from neuronav.report.model import Report
 from neuronav.report.sources import SourceSeries
+from neuronav.volume.dicom_write import part10_stream
 
 FORMATS = ("json", "pdf", "seg", "sr", "epdf", "sc", "fhir", "fhir-r5", "hl7")
 DICOM_FORMATS = frozenset({"seg", "sr", "epdf", "sc"})
@@ -79,8 +80,7 @@ def _dicom_bytes(ds: Dataset) -> bytes:
     Nothing global is changed: the values are valid when set, and every text is UTF-8 (ISO_IR 192),
     so pydicom's writer has nothing to warn about.
     """
-    from pydicom.filebase import DicomBytesIO
-    from pydicom.filewriter import write_dataset, write_file_meta_info
+    from pydicom.filewriter import write_dataset
     from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
     syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
@@ -88,11 +88,7 @@ def _dicom_bytes(ds: Dataset) -> bytes:
         buf = io.BytesIO()
         ds.save_as(buf, enforce_file_format=True)
         return buf.getvalue()
-    fp = DicomBytesIO()
-    fp.write(b"\0" * 128 + b"DICM")
-    write_file_meta_info(fp, ds.file_meta, enforce_standard=True)
-    fp.is_little_endian = True
-    fp.is_implicit_VR = syntax == ImplicitVRLittleEndian
+    fp = part10_stream(ds.file_meta, implicit=syntax == ImplicitVRLittleEndian)
     write_dataset(fp, ds)
     return fp.getvalue()
 

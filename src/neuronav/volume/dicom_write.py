@@ -15,6 +15,8 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.filebase import DicomBytesIO
+from pydicom.filewriter import write_file_meta_info
 from pydicom.uid import (
     PYDICOM_IMPLEMENTATION_UID,
     UID,
@@ -34,6 +36,17 @@ def new_uid() -> str:
 
 
 SliceOrder = Literal["ascending", "descending"]
+
+
+def part10_stream(file_meta: FileMetaDataset, *, implicit: bool) -> DicomBytesIO:
+    """A buffer holding the DICOM Part 10 preamble, ``DICM`` and ``file_meta``, set up for a little-endian
+    dataset (explicit or implicit VR) written after it."""
+    fp = DicomBytesIO()
+    fp.write(b"\0" * 128 + b"DICM")
+    write_file_meta_info(fp, file_meta, enforce_standard=True)
+    fp.is_little_endian = True
+    fp.is_implicit_VR = implicit
+    return fp
 
 
 def _ds(value: float) -> str:

@@ -41,7 +41,8 @@ from sqlalchemy.orm import Session
 
 from neuronav import audit
 from neuronav.db.models import SessionRow, UserRow
-from neuronav.errors import InputError, NotFoundError
+from neuronav.db.session import get_row
+from neuronav.errors import InputError
 from neuronav.security import accounts, passwords, permissions, throttle
 from neuronav.security.access import Actor
 from neuronav.security.accounts import Account, AccountState, normalize_licence
@@ -125,10 +126,7 @@ def user_out(user: UserRow) -> UserOut:
 
 def load_user(db: Session, user_id: str) -> UserRow:
     """The user row, or :class:`NotFoundError`."""
-    user = db.get(UserRow, user_id)
-    if user is None:
-        raise NotFoundError(f"no user {user_id}")
-    return user
+    return get_row(db, UserRow, user_id, "user")
 
 
 def account_of(user: UserRow) -> Account:

@@ -27,6 +27,7 @@ from sqlalchemy.orm import Session
 
 from neuronav.config import Settings
 from neuronav.db.models import AnnotationRow, UserRow
+from neuronav.db.session import get_row
 from neuronav.errors import InputError, LifecycleError, NotFoundError
 from neuronav.report import lifecycle
 from neuronav.security.access import AI_IMAGES, Actor, ai_results_open
@@ -200,10 +201,7 @@ def annotation_out(a: AnnotationRow, author: UserRow | None) -> AnnotationOut:
 
 
 def _load(db: Session, annotation_id: str) -> AnnotationRow:
-    a = db.get(AnnotationRow, annotation_id)
-    if a is None:
-        raise NotFoundError(f"no annotation {annotation_id}")
-    return a
+    return get_row(db, AnnotationRow, annotation_id, "annotation")
 
 
 def _object(db: Session, study_id: str) -> StudyObject:

@@ -22,7 +22,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from neuronav.db.models import BreakGlassGrantRow, StudyRow
-from neuronav.errors import NotFoundError
+from neuronav.db.session import get_row
 from neuronav.security import permissions
 from neuronav.security.access import Actor
 from neuronav.security.errors import SecurityError
@@ -134,8 +134,8 @@ def open_breakglass(
     db: Session, registry: BreakGlassRegistry, actor: Actor, reason: str, study_id: str | None
 ) -> BreakGlass:
     """Open a break-glass for the actor's session (replacing one already open) and audit it."""
-    if study_id is not None and db.get(StudyRow, study_id) is None:
-        raise NotFoundError(f"no study {study_id}")
+    if study_id is not None:
+        get_row(db, StudyRow, study_id, "study")
     try:
         grant = permissions.open_breakglass(
             user_id=actor.id, role=actor.role, reason=reason, active=True, verified=actor.verified, study_id=study_id

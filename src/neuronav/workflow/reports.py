@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from neuronav.config import Settings
 from neuronav.db.models import AnalysisRow, ReportRow, ReportVersionRow, utcnow
+from neuronav.db.session import get_row
 from neuronav.errors import InputError, LifecycleError, NotFoundError, ReportError
 from neuronav.report import lifecycle
 from neuronav.report.json_report import report_json
@@ -143,10 +144,7 @@ MEDIA = {
 
 
 def _row(db: Session, report_id: str) -> ReportRow:
-    row = db.get(ReportRow, report_id)
-    if row is None:
-        raise NotFoundError(f"no report {report_id}")
-    return row
+    return get_row(db, ReportRow, report_id, "report")
 
 
 def _object(row: ReportRow, report: Report) -> ReportObject:

@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 
 from neuronav.config import Settings
 from neuronav.db.models import AnalysisRow, StudyRow
+from neuronav.db.session import get_row
 from neuronav.errors import InputError, NotFoundError
 from neuronav.security.access import AI_IMAGES, Actor, ai_results_open, allowed
 from neuronav.security.permissions import Permission, StudyObject
@@ -127,10 +128,7 @@ def study_out(db: Session, s: StudyRow, *, with_status: bool = True) -> StudyOut
 
 
 def load_study(db: Session, study_id: str) -> StudyRow:
-    study = db.get(StudyRow, study_id)
-    if study is None:
-        raise NotFoundError(f"no study {study_id}")
-    return study
+    return get_row(db, StudyRow, study_id, "study")
 
 
 def study_object(study: StudyRow) -> StudyObject:
@@ -205,10 +203,7 @@ def start(db: Session, settings: Settings, actor: Actor, study_id: str, *, force
 
 
 def _analysis(db: Session, analysis_id: str) -> AnalysisRow:
-    a = db.get(AnalysisRow, analysis_id)
-    if a is None:
-        raise NotFoundError(f"no analysis {analysis_id}")
-    return a
+    return get_row(db, AnalysisRow, analysis_id, "analysis")
 
 
 def analysis_status(db: Session, actor: Actor, analysis_id: str) -> AnalysisOut:

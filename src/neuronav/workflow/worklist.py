@@ -163,32 +163,12 @@ def _worklist_count(
 
 def _worklist_item(row: Row[Any]) -> StudyOut:
     m = row._mapping
-    analysis = None
-    if m["a_id"] is not None:
-        analysis = AnalysisOut(
-            id=m["a_id"],
-            study_id=m["a_study_id"],
-            state=m["a_state"],
-            progress=m["a_progress"],
-            stage=m["a_stage"],
-            error=m["a_error"],
-            attempts=m["a_attempts"],
-            created_at=m["a_created_at"],
-            finished_at=m["a_finished_at"],
-            seconds=m["a_seconds"],
-            report_id=m["a_report_id"],
-        )
+    latest = {str(k)[2:]: v for k, v in m.items() if str(k).startswith("a_")}  # the a_* columns
+    fields = {name: m[name] for name in StudyOut.model_fields if name in m and name != "sequences"}
     return StudyOut(
-        id=m["id"],
-        state=m["state"],
-        flagged=m["flagged"],
-        uploaded_at=m["uploaded_at"],
-        patient_pseudonym=m["patient_pseudonym"],
-        study_date=m["study_date"],
-        description=m["description"],
+        **fields,
         sequences=sorted(m["sequences"] or ()),
-        n_files=m["n_files"],
-        analysis=analysis,
+        analysis=AnalysisOut.model_validate(latest) if latest["id"] is not None else None,
         report_id=m["r_id"],
         report_status=m["r_status"],
     )
