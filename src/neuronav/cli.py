@@ -586,13 +586,13 @@ def verify(
 ) -> None:
     """Decrypt and hash every stored object; list corrupted or missing ones (exit 1 when any), and
     objects no database row names (debris of an interrupted upload or job; not an error)."""
-    from neuronav.config import get_settings
+    from neuronav.config import get_settings, read_settings
     from neuronav.db.session import require_current
     from neuronav.storage.store import ObjectStore
     from neuronav.workflow import operations as ops
 
+    require_current(read_settings().database)  # before any secret is read (or made, in development)
     settings = get_settings()
-    require_current(settings.database)
     store = ObjectStore.from_settings(settings)
     if remove_unreferenced:
         for key in ops.remove_unreferenced(settings, store):
@@ -660,10 +660,10 @@ def db_upgrade() -> None:
 @db_app.command("status")
 def db_status() -> None:
     """The database's schema version and the one this NeuroNav needs (changes nothing; exit 1 when they differ)."""
-    from neuronav.config import get_settings
+    from neuronav.config import read_settings
     from neuronav.db.session import head_revision, schema_revision
 
-    have, want = schema_revision(get_settings().database), head_revision()
+    have, want = schema_revision(read_settings().database), head_revision()
     out.print(f"database schema {have or 'none (empty)'}; this NeuroNav needs {want}", markup=False, highlight=False)
     if have != want:
         raise _fail("run `neuronav db upgrade`")
@@ -684,14 +684,14 @@ def audit_verify(
 ) -> None:
     """Check the hash chain; name the first altered, deleted or reordered event (exit 1)."""
     from neuronav import audit as audit_log
-    from neuronav.config import get_settings
+    from neuronav.config import read_settings
     from neuronav.db.session import require_current, session_scope
 
     try:
         kept = audit_log.Anchor.parse(anchor) if anchor is not None else None
     except ValueError as exc:
         raise _fail(str(exc)) from exc
-    settings = get_settings()
+    settings = read_settings()  # no secret needed, none made
     require_current(settings.database)
     with session_scope(settings.database) as db:
         problem = audit_log.verify(db, anchor=kept)
@@ -705,10 +705,10 @@ def audit_head() -> None:
     """Print the newest event as SEQ:HASH; keep it outside this server (ticket, log shipper, paper) and
     give it to `neuronav audit verify --anchor` later: a cut-off or rewritten tail then shows."""
     from neuronav import audit as audit_log
-    from neuronav.config import get_settings
+    from neuronav.config import read_settings
     from neuronav.db.session import require_current, session_scope
 
-    settings = get_settings()
+    settings = read_settings()  # no secret needed, none made
     require_current(settings.database)
     with session_scope(settings.database) as db:
         newest = audit_log.head(db)

@@ -41,13 +41,20 @@ def _digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def test_read_only_commands_create_no_database(settings: Settings) -> None:
+def test_read_only_commands_write_nothing_in_a_new_data_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    data = tmp_path / "new-data"
+    monkeypatch.setenv("NEURONAV_DATA_DIR", str(data))
+    monkeypatch.setenv("NEURONAV_ENV", "development")
+    monkeypatch.delenv("NEURONAV_DATABASE_URL", raising=False)
     for command in READ_ONLY:
+        get_settings.cache_clear()
         result = CliRunner().invoke(cli_app, command)
         assert result.exit_code != 0, command
         message = str(result.exception) + result.output
         assert "neuronav db upgrade" in message, (command, message)
-        assert not _db_file(settings).exists(), f"{command} created the database"
+        made = sorted(str(p.relative_to(data)) for p in data.rglob("*")) if data.exists() else []
+        assert made == [], f"{command} wrote {made} (no database, no secrets, no storage folder)"
+    get_settings.cache_clear()
 
 
 def test_read_only_commands_leave_an_outdated_database_as_it_is(settings: Settings) -> None:
