@@ -8,6 +8,8 @@ Routes declare what they need with these names (FastAPI ``Annotated`` dependenci
     BreakGlassDep      the break-glass grants (:class:`~neuronav.workflow.breakglass.BreakGlassRegistry`)
     CurrentUserDep     the signed-in :class:`~neuronav.security.access.Actor`, or 401
     requires(P)        a dependency factory: the Actor when their role (or open break-glass) grants P, or 403
+    Offset, Version    bounded integer query parameters (``0 ≤ offset``, ``1 ≤ version``, both ≤ 2^31 − 1):
+                       a larger number is a 422, never an overflow in the database driver (a 500)
 
 Who the caller is, is decided by :func:`neuronav.workflow.signin.authenticate` from the bearer access
 token, or from the HttpOnly session cookie with its ``X-CSRF-Token``; permission checks and their audit
@@ -19,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, MutableMapping
 from typing import Annotated, Any, cast
 
-from fastapi import Depends, Request
+from fastapi import Depends, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
@@ -37,6 +39,16 @@ from neuronav.workflow.signin import Credentials, authenticate
 
 class UnsupportedMediaTypeError(InputError):
     """A request body of a content type the route does not take: HTTP 415."""
+
+
+# -- bounded query parameters -------------------------------------------------------------------
+
+# Every integer query parameter has an upper bound: SQLite and PostgreSQL refuse integers past 2^63 − 1
+# (OverflowError, a 500) and PostgreSQL's INTEGER columns past 2^31 − 1.
+MAX_QUERY_INT = 2**31 - 1
+
+Offset = Annotated[int, Query(ge=0, le=MAX_QUERY_INT, description="Rows to skip (pagination).")]
+Version = Annotated[int | None, Query(ge=1, le=MAX_QUERY_INT, description="A stored version (default: the newest).")]
 
 
 # -- settings, database, store -------------------------------------------------------------------
@@ -165,12 +177,15 @@ def requires(permission: Permission) -> Callable[..., Actor]:
 
 
 __all__ = [
+    "MAX_QUERY_INT",
     "BreakGlassDep",
     "CurrentUserDep",
     "DbDep",
+    "Offset",
     "SettingsDep",
     "StoreDep",
     "UnsupportedMediaTypeError",
+    "Version",
     "app_settings",
     "client_address",
     "get_current_user",

@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse
 
 from neuronav.security.access import Actor
 from neuronav.security.permissions import Permission
-from neuronav.service.deps import DbDep, requires
+from neuronav.service.deps import DbDep, Offset, requires
 from neuronav.workflow import audit_trail
 from neuronav.workflow.audit_trail import EventPage, VerifyOut
 
@@ -38,7 +38,7 @@ def search_route(
     since: Since = None,
     until: Until = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
     order: Annotated[Literal["newest", "oldest"], Query()] = "newest",
 ) -> EventPage:
     """Search the audit log (administrators): who did what, when, from where, with what outcome."""
@@ -70,7 +70,7 @@ def fhir_route(
     since: Since = None,
     until: Until = None,
     limit: Annotated[int, Query(ge=1, le=5000)] = 1000,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
 ) -> JSONResponse:
     """The audit events of a time range as a FHIR R5 Bundle of AuditEvent resources."""
     bundle = audit_trail.fhir_bundle(db, user, since=since, until=until, limit=limit, offset=offset)

@@ -16,7 +16,7 @@ from starlette.background import BackgroundTask
 from neuronav.report.model import Report
 from neuronav.security.access import Actor
 from neuronav.security.permissions import Permission
-from neuronav.service.deps import CurrentUserDep, DbDep, SettingsDep, StoreDep, requires
+from neuronav.service.deps import CurrentUserDep, DbDep, SettingsDep, StoreDep, Version, requires
 from neuronav.workflow import reports
 from neuronav.workflow.uploads import remove_tmp
 
@@ -45,7 +45,7 @@ class VersionOut(BaseModel):
 
 
 @router.get("/{report_id}", response_model=Report)
-def get_report(report_id: str, user: CurrentUserDep, db: DbDep, store: StoreDep, version: int | None = None) -> Report:
+def get_report(report_id: str, user: CurrentUserDep, db: DbDep, store: StoreDep, version: Version = None) -> Report:
     """The report (newest version unless ``version``); neurologists see signed reports only."""
     return reports.read_report(db, store, user, report_id, version)
 
@@ -69,7 +69,7 @@ def export_report(
     db: DbDep,
     store: StoreDep,
     settings: SettingsDep,
-    version: int | None = None,
+    version: Version = None,
 ) -> FileResponse:
     """The report as ``json``, ``pdf``, ``seg``, ``sr``, ``epdf``, ``sc`` (zip), ``fhir``, ``fhir-r5`` or ``hl7``."""
     exported = reports.export_for(db, store, settings, user, report_id, fmt, version)

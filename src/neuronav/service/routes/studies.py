@@ -19,6 +19,7 @@ from neuronav.security.permissions import Permission
 from neuronav.service.deps import (
     CurrentUserDep,
     DbDep,
+    Offset,
     SettingsDep,
     StoreDep,
     UnsupportedMediaTypeError,
@@ -70,7 +71,7 @@ def list_studies(
     q: Annotated[str | None, Query(max_length=100, description="search pseudonym or description")] = None,
     since: Annotated[datetime | None, Query(description="uploaded at or after")] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
 ) -> StudyPage:
     """The worklist: flagged studies (tumour detected) first, then newest first. Technicians see the
     status of their own uploads only. ``q`` matches a substring of the pseudonym or the description,

@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from neuronav.security.access import Actor
 from neuronav.security.permissions import Permission, Role
-from neuronav.service.deps import DbDep, requires
+from neuronav.service.deps import DbDep, Offset, requires
 from neuronav.workflow import accounts
 from neuronav.workflow.accounts import ChangeOut, PasswordResetOut, UserOut, UserPage
 
@@ -54,7 +54,7 @@ def list_route(
     role: Annotated[Role | None, Query()] = None,
     q: Annotated[str | None, Query(max_length=100, description="Part of the e-mail or name.")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
 ) -> UserPage:
     """List user accounts (administrators), newest first, filtered by state, role or a search text."""
     return accounts.list_users(db, state=state, role=str(role) if role else None, q=q, limit=limit, offset=offset)
