@@ -483,7 +483,9 @@ def serve(
         markup=False,
         highlight=False,
     )
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
+    # proxy_headers off: uvicorn would believe X-Forwarded-For from loopback; the app decides the client
+    # address from NEURONAV_TRUSTED_PROXIES (neuronav.service.deps.client_address)
+    uvicorn.run(create_app(settings), host=host, port=port, log_level="info", proxy_headers=False)
 
 
 @app.command()

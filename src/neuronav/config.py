@@ -21,6 +21,10 @@ NEURONAV_USER_MODELS_DIR    models a site registers (default $XDG_DATA_HOME/neur
                             else ~/.local/share/neuronav/models)
 NEURONAV_THREADS            ONNX Runtime intra-op threads per model session (default: every core)
 NEURONAV_REPORT_SERIAL      1 = Secondary Captures made in the calling thread, not the spawned report helper
+NEURONAV_TRUSTED_PROXIES    reverse proxies whose X-Forwarded-For is believed: IPs / CIDRs, comma-separated
+                            (default empty: the client address is the socket's; neuronav.security.network)
+NEURONAV_METRICS_TOKEN      outside development, a Prometheus scraper may read /metrics with
+                            ``Authorization: Bearer <token>`` (≥ 32 characters; default empty: admins only)
 ==========================  =================================================================
 
 In development mode, missing secrets are generated once and kept in ``<data>/secrets.json``
@@ -99,6 +103,16 @@ class Settings(BaseSettings):
         return value.expanduser()
 
     report_serial: bool = False  # neuronav.report._helper
+    trusted_proxies: str = ""  # neuronav.security.network
+    metrics_token: str = ""  # neuronav.service.deps.operator_access
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies_parse(cls, value: str) -> str:
+        from neuronav.security.network import parse_networks
+
+        parse_networks(value)  # ValueError naming the entry
+        return value
 
     @property
     def development(self) -> bool:
@@ -160,6 +174,8 @@ def load_settings() -> Settings:
         _check_secret("master_key", settings.master_key, 64)
         _check_secret("secret_key", settings.secret_key, 32)
         _check_secret("pseudonym_key", settings.pseudonym_key, 32)
+        if settings.metrics_token:
+            _check_secret("metrics_token", settings.metrics_token, 32)
     settings.master_key_bytes()
     return settings
 

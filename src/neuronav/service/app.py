@@ -28,9 +28,11 @@
   ``settings.max_upload_bytes`` → 413 before the body is read; a body without a length is counted
   as it streams), and the catch-all for unexpected errors.
 
-Run it with ``uvicorn.run(create_app(settings), host=..., port=..., proxy_headers=True,
-forwarded_allow_ips=...)``, in as many worker processes (or machines, with PostgreSQL and shared
-storage) as needed.
+Run it with ``uvicorn.run(create_app(settings), host=..., port=..., proxy_headers=False)`` (uvicorn's
+command line: ``--no-proxy-headers``), in as many worker processes (or machines, with PostgreSQL and
+shared storage) as needed. The app itself decides the client address, believing ``X-Forwarded-For``
+only from ``NEURONAV_TRUSTED_PROXIES`` (:func:`neuronav.service.deps.client_address`); uvicorn's own
+proxy handling would trust any value from loopback.
 """
 
 from __future__ import annotations

@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session
 from neuronav.config import Settings
 from neuronav.db.session import session_scope
 from neuronav.errors import InputError
-from neuronav.security import tokens
+from neuronav.security import network, tokens
 from neuronav.security.access import Actor
 from neuronav.security.permissions import Permission
 from neuronav.storage.store import ObjectStore
@@ -84,10 +84,13 @@ StoreDep = Annotated[ObjectStore, Depends(get_store)]
 
 
 def client_address(request: Request) -> str:
-    """The client's address as the ASGI server reports it (behind a proxy: run uvicorn with
-    ``proxy_headers`` and ``forwarded_allow_ips`` set to the proxy)."""
-    host = request.client.host if request.client is not None else ""
-    return (host or "unknown")[:100]
+    """The client's address, the one every audit event and per-address throttle uses: the socket's peer,
+    or behind a proxy listed in ``NEURONAV_TRUSTED_PROXIES`` the right-most untrusted address of
+    ``X-Forwarded-For`` (:func:`neuronav.security.network.client_address`). The ASGI server must not
+    rewrite the client itself (uvicorn ``proxy_headers=False``, as ``neuronav serve`` runs it)."""
+    peer = request.client.host if request.client is not None else None
+    proxies = network.parse_networks(app_settings(request).trusted_proxies)
+    return network.client_address(peer, request.headers.getlist("x-forwarded-for"), proxies)
 
 
 def route_path(scope: MutableMapping[str, Any]) -> str:
