@@ -28,9 +28,9 @@ NEURONAV_METRICS_TOKEN      outside development, a Prometheus scraper may read /
 ==========================  =================================================================
 
 In development mode, missing secrets are generated once and kept in ``<data>/secrets.json``
-(mode 0600), so a restart keeps sessions and stored data readable. The model folders and threads
-are read with :func:`read_settings`, which neither generates nor checks secrets (``neuronav
-analyze`` writes no secrets.json).
+(mode 0600; a new data folder is made 0700), so a restart keeps sessions and stored data readable.
+The model folders and threads are read with :func:`read_settings`, which neither generates nor
+checks secrets (``neuronav analyze`` writes no secrets.json).
 """
 
 from __future__ import annotations
@@ -154,7 +154,7 @@ def _dev_secrets(settings: Settings) -> dict[str, str]:
     if missing:
         for name in missing:
             data[name] = secrets.token_hex(32)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # the data folder: the service's only
         tmp = path.with_name(".secrets.json.partial")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as fh:

@@ -6,10 +6,16 @@ else: every other command first checks, without writing anything, that the datab
 this version needs (:func:`require_current`), and stops with the command that fixes it when it is not.
 Read-only commands (``neuronav audit verify``, ``audit head``, ``verify``) therefore never change a
 database, not even a new one.
+
+A SQLite database (and its ``-wal`` / ``-shm`` files) is private to the service's account: created
+0600, in a folder created 0700; an existing file readable by others is reduced to 0600
+(:func:`private_sqlite_file`, from :func:`make_engine`).
 """
 
 from __future__ import annotations
 
+import os
+import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
@@ -25,11 +31,32 @@ RowT = TypeVar("RowT")
 MIGRATIONS = Path(__file__).with_name("migrations")
 
 
+PRIVATE_FILE = 0o600
+PRIVATE_FOLDER = 0o700
+SQLITE_COMPANIONS = ("-wal", "-shm", "-journal")
+
+
+def private_sqlite_file(path: Path) -> None:
+    """Make the SQLite database ``path`` readable by its owner only, before SQLite opens it: its folder
+    made 0700 when it is new, the file created 0600 (an empty file is a new database to SQLite) or an
+    existing one, and its ``-wal``, ``-shm`` and ``-journal`` files, reduced to 0600. SQLite creates
+    those companions with the database file's mode, so they stay private too."""
+    path.parent.mkdir(mode=PRIVATE_FOLDER, parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, PRIVATE_FILE)
+    os.close(fd)
+    for file in (path, *(path.with_name(path.name + suffix) for suffix in SQLITE_COMPANIONS)):
+        try:
+            if stat.S_IMODE(file.stat().st_mode) & 0o077:
+                os.chmod(file, PRIVATE_FILE)
+        except FileNotFoundError:
+            continue
+
+
 def make_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
         path = url.split("///", 1)[-1]
-        if path and path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        if path and path != ":memory:" and not path.startswith("file:"):
+            private_sqlite_file(Path(path))
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
 
         @event.listens_for(engine, "connect")

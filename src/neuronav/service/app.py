@@ -22,6 +22,8 @@
   exception's message (it could quote patient data).
 * ``/docs`` (Swagger UI) and ``/redoc`` (ReDoc) are served by the app with their assets
   (:mod:`neuronav.service.docs`): no CDN, so they work offline; their CSP names no other host.
+  Outside development they, ``/openapi.json`` and ``/metrics`` need an administrator's session
+  (``/metrics`` also takes ``NEURONAV_METRICS_TOKEN``): :mod:`neuronav.service.deps`.
 * Middleware (outermost first): metrics, security headers (CSP ``default-src 'self'``,
   ``frame-ancestors 'none'``, nosniff, no referrer; ``Cache-Control: no-store`` on the API; HSTS
   outside development), the request size guard (``Content-Length`` above
@@ -372,6 +374,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         openapi_tags=TAGS,
         docs_url=None,  # self-hosted instead (neuronav.service.docs)
         redoc_url=None,
+        openapi_url=None,  # served by neuronav.service.docs, behind its sign-in outside development
         lifespan=_lifespan,
         middleware=[
             Middleware(MetricsMiddleware, metrics=metrics),

@@ -8,6 +8,9 @@ Routes declare what they need with these names (FastAPI ``Annotated`` dependenci
     BreakGlassDep      the break-glass grants (:class:`~neuronav.workflow.breakglass.BreakGlassRegistry`)
     CurrentUserDep     the signed-in :class:`~neuronav.security.access.Actor`, or 401
     requires(P)        a dependency factory: the Actor when their role (or open break-glass) grants P, or 403
+    operator_access    the API docs (/docs, /redoc, /openapi.json, /docs/assets/*): open in development,
+                       else an admin's session (``settings:manage``), or 401 / 403
+    metrics_access     /metrics: as operator_access, or ``Authorization: Bearer <NEURONAV_METRICS_TOKEN>``
     Offset, Version    bounded integer query parameters (``0 ≤ offset``, ``1 ≤ version``, both ≤ 2^31 − 1):
                        a larger number is a 422, never an overflow in the database driver (a 500)
 
@@ -18,6 +21,7 @@ events are :mod:`neuronav.workflow.access`. Nothing here decides a rule.
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Callable, Iterator, MutableMapping
 from typing import Annotated, Any, cast
 
@@ -179,6 +183,46 @@ def requires(permission: Permission) -> Callable[..., Actor]:
     return dependency
 
 
+# -- operator pages: API docs and metrics ---------------------------------------------------------
+
+
+def _operator(
+    request: Request, db: Session, settings: Settings, credentials: HTTPAuthorizationCredentials | None
+) -> None:
+    user = get_current_user(request, db, settings, credentials)
+    context = {"route": route_template(request), "method": request.method}
+    authorize(db, user, Permission.SETTINGS_MANAGE, context=context)
+
+
+def operator_access(
+    request: Request,
+    db: DbDep,
+    settings: SettingsDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> None:
+    """The API documentation: open in development; outside it an admin's session (401 / 403 otherwise),
+    since the full API description is a map for an attacker (OWASP ASVS 14.3)."""
+    if not settings.development:
+        _operator(request, db, settings, credentials)
+
+
+def metrics_access(
+    request: Request,
+    db: DbDep,
+    settings: SettingsDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> None:
+    """``/metrics``: open in development; outside it the scrape token (``NEURONAV_METRICS_TOKEN``, as a
+    bearer token, compared in constant time) or an admin's session."""
+    if settings.development:
+        return
+    token = settings.metrics_token
+    presented = credentials.credentials if credentials is not None else ""
+    if token and secrets.compare_digest(presented.encode(), token.encode()):
+        return
+    _operator(request, db, settings, credentials)
+
+
 __all__ = [
     "MAX_QUERY_INT",
     "BreakGlassDep",
@@ -194,6 +238,8 @@ __all__ = [
     "get_current_user",
     "get_db",
     "get_store",
+    "metrics_access",
+    "operator_access",
     "requires",
     "route_path",
     "route_template",

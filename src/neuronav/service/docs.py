@@ -3,12 +3,17 @@
 Hospitals often run without internet access, and FastAPI's own ``/docs`` and ``/redoc`` load
 Swagger UI and ReDoc from a CDN and start them with an inline script. Here instead:
 
+* ``GET /openapi.json`` — the OpenAPI document the two pages read;
 * ``GET /docs``  — Swagger UI (interactive: "Try it out" with a bearer token);
 * ``GET /redoc`` — ReDoc (reading);
 * ``GET /docs/assets/{name}`` — their files: ``swagger-ui-bundle.js``, ``swagger-ui.css``,
   ``redoc.standalone.js`` and ``favicon.png`` as the ``fastapi-offline`` package ships them (Swagger UI
   5, Apache-2.0; ReDoc 2, MIT; a PyPI dependency, nothing fetched at run time), plus the two start-up
   scripts of this module (``swagger-init.js``, ``redoc-init.js``). Only these names are served.
+
+Outside development (``NEURONAV_ENV=production``) every one of these needs an administrator's session
+(:func:`neuronav.service.deps.operator_access`): the bearer token, or the session cookie a browser
+sends; in development they are open.
 
 The pages are static HTML that name their scripts and styles by relative URL (so they work under
 a proxy prefix too) and hold no inline script, which lets :data:`DOCS_CSP` say ``script-src 'self'``.
@@ -24,10 +29,11 @@ from __future__ import annotations
 from importlib import resources
 from pathlib import Path
 
-from fastapi import APIRouter
-from fastapi.responses import FileResponse, HTMLResponse, Response
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 
 from neuronav.errors import NotFoundError
+from neuronav.service.deps import operator_access
 
 DOCS_CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
@@ -104,12 +110,19 @@ REDOC_PAGE = _PAGE.format(
     scripts=_scripts("redoc.standalone.js", "redoc-init.js"),
 )
 
-router = APIRouter(include_in_schema=False)
+# outside development only an admin's session opens them (neuronav.service.deps.operator_access)
+router = APIRouter(include_in_schema=False, dependencies=[Depends(operator_access)])
 
 
 def vendor_folder() -> Path:
     """The folder of the packaged Swagger UI and ReDoc files."""
     return Path(str(resources.files("fastapi_offline") / "static"))
+
+
+@router.get("/openapi.json")
+def openapi_document(request: Request) -> JSONResponse:
+    """The OpenAPI document of the app (FastAPI's own route is turned off: it could not be protected)."""
+    return JSONResponse(request.app.openapi())
 
 
 @router.get("/docs", response_class=HTMLResponse)

@@ -1,4 +1,5 @@
-"""Health and metrics: ``/healthz`` (liveness), ``/readyz`` (database and storage), ``/metrics`` (Prometheus).
+"""Health and metrics: ``/healthz`` (liveness), ``/readyz`` (database and storage), ``/metrics`` (Prometheus;
+outside development it needs the scrape token ``NEURONAV_METRICS_TOKEN`` or an administrator's session).
 
 Metrics (one registry per app, so several apps in one process do not collide)::
 
@@ -28,7 +29,7 @@ from pydantic import BaseModel
 from sqlalchemy import text
 
 from neuronav.db.session import session_factory
-from neuronav.service.deps import SettingsDep
+from neuronav.service.deps import SettingsDep, metrics_access
 from neuronav.storage.store import ObjectStore
 
 log = logging.getLogger(__name__)
@@ -154,10 +155,16 @@ def readyz(request: Request, settings: SettingsDep) -> Any:
     return result
 
 
-@router.get("/metrics", response_class=Response, responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}})
+@router.get(
+    "/metrics",
+    response_class=Response,
+    responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}},
+    dependencies=[Depends(metrics_access)],
+)
 def metrics_route(metrics: Annotated[Metrics, Depends(get_metrics)]) -> Response:
     """Prometheus metrics in the text format: request counts and latency by route template and status,
-    and analysis jobs by state."""
+    and analysis jobs by state. Outside development: ``Authorization: Bearer <NEURONAV_METRICS_TOKEN>``
+    (a scraper) or an administrator's session."""
     return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
 
