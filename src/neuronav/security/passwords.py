@@ -22,16 +22,26 @@ when the stored one is weaker than today's parameters, for the caller to store.
 Verification compares in constant time (libargon2). For an unknown account the caller still spends
 one verification (:func:`verify_dummy`), so response time does not reveal whether an account exists.
 
-Policy (NIST SP 800-63B style, no composition rules): at least 12 characters, at most 1024, not a
-common password, and not containing the username or the e-mail's local part.
+Policy (NIST SP 800-63B 5.1.1.2 style, no composition rules): at least 12 characters, at most 1024,
+not a common password, not containing the username or the e-mail's local part, and hard to guess:
+zxcvbn (Dropbox's estimator, the ``zxcvbn`` package) checks the password against its dictionaries of
+breached and common passwords, names and words, keyboard patterns, dates and sequences, with the
+e-mail, the display name and this service's context words (:data:`CONTEXT_WORDS`: the roles, the
+service, the clinical setting) as extra words, and it must reach score :data:`MIN_SCORE` (4: about
+10^10 guesses or more). Score 3 (10^8) would let ``Technician2024!!`` through, a role name with a
+year, which an attacker holding the hash tries early; the hashes are what an offline attacker gets.
+zxcvbn reads at most the first 72 characters (:data:`SCORED_LENGTH`); a longer passphrase is scored
+on those. The refusal says what makes the password guessable, never the password itself.
 """
 
 from __future__ import annotations
 
+import re
 import unicodedata
 
 from argon2 import PasswordHasher, Type
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+from zxcvbn import zxcvbn
 
 from neuronav.security.errors import PasswordPolicyError
 
@@ -43,6 +53,43 @@ SALT_LEN = 16
 
 MIN_LENGTH = 12
 MAX_LENGTH = 1024
+MIN_SCORE = 4  # zxcvbn's scale 0–4; 4: ≥ 10^10 guesses
+SCORED_LENGTH = 72  # zxcvbn refuses longer input
+
+# NIST SP 800-63B: "context-specific words, such as the name of the service, the username, and
+# derivatives thereof" — the first words a targeted guess tries here
+CONTEXT_WORDS = (
+    "neuronav",
+    "technician",
+    "radiologist",
+    "neurologist",
+    "admin",
+    "administrator",
+    "hospital",
+    "clinic",
+    "radiology",
+    "neurology",
+    "neuro",
+    "brain",
+    "mri",
+    "scan",
+    "tumour",
+    "tumor",
+    "doctor",
+    "nurse",
+    "patient",
+    "medical",
+)
+
+_PATTERNS = {  # zxcvbn's match patterns, as the refusal names them
+    "dictionary": "a common word, name or password",
+    "user_inputs": "a word from your name, e-mail or this service",
+    "spatial": "a keyboard pattern",
+    "repeat": "a repetition",
+    "sequence": "a sequence such as abc or 123",
+    "regex": "a year",
+    "date": "a date",
+}
 
 HASHER = PasswordHasher(
     time_cost=TIME_COST,
@@ -169,7 +216,32 @@ def _fold(text: str) -> str:
     return "".join(unicodedata.normalize("NFKC", text).casefold().split())
 
 
-def password_problems(password: str, *, username: str = "", email: str = "") -> list[str]:
+def _user_inputs(username: str, email: str, display_name: str) -> list[str]:
+    words = [*CONTEXT_WORDS]
+    for value in (username, email, display_name):
+        folded = unicodedata.normalize("NFKC", value).casefold().strip()
+        if folded:
+            words.append(folded)
+            words.extend(w for w in re.split(r"[\s@.+_-]+", folded) if len(w) >= 3)
+    return words
+
+
+def guessability(password: str, *, username: str = "", email: str = "", display_name: str = "") -> tuple[int, str]:
+    """zxcvbn's score (0–4) of ``password`` with the person's and the service's words, and what makes it
+    guessable (the kinds of pattern found, never their text)."""
+    result = zxcvbn(password[:SCORED_LENGTH], user_inputs=_user_inputs(username, email, display_name))
+    kinds: list[str] = []
+    for match in result["sequence"]:
+        pattern = str(match.get("pattern", ""))
+        if pattern == "dictionary" and match.get("dictionary_name") == "user_inputs":
+            pattern = "user_inputs"
+        kind = _PATTERNS.get(pattern)
+        if kind is not None and kind not in kinds:
+            kinds.append(kind)
+    return int(result["score"]), ", ".join(kinds) or "too few unpredictable characters"
+
+
+def password_problems(password: str, *, username: str = "", email: str = "", display_name: str = "") -> list[str]:
     """Every policy rule ``password`` breaks, one clear sentence each; empty when it is acceptable."""
     problems: list[str] = []
     if len(password) < MIN_LENGTH:
@@ -191,25 +263,35 @@ def password_problems(password: str, *, username: str = "", email: str = "") -> 
         if len(value) >= 3 and value in folded:
             problems.append(f"The password must not contain your {label}.")
             break
+    if not problems:  # the estimate last: the rules above name the problem more precisely
+        score, found = guessability(password, username=username, email=email, display_name=display_name)
+        if score < MIN_SCORE:
+            problems.append(
+                f"The password is too easy to guess: it is built from {found}. "
+                "Choose a longer phrase of several unrelated words."
+            )
     return problems
 
 
-def check_password_policy(password: str, *, username: str = "", email: str = "") -> None:
+def check_password_policy(password: str, *, username: str = "", email: str = "", display_name: str = "") -> None:
     """Raise :class:`PasswordPolicyError` (with every problem) when ``password`` breaks the policy."""
-    problems = password_problems(password, username=username, email=email)
+    problems = password_problems(password, username=username, email=email, display_name=display_name)
     if problems:
         raise PasswordPolicyError(problems)
 
 
 __all__ = [
     "COMMON_PASSWORDS",
+    "CONTEXT_WORDS",
     "HASHER",
     "MAX_LENGTH",
     "MEMORY_COST_KIB",
     "MIN_LENGTH",
+    "MIN_SCORE",
     "PARALLELISM",
     "TIME_COST",
     "check_password_policy",
+    "guessability",
     "hash_password",
     "needs_rehash",
     "password_problems",

@@ -254,7 +254,7 @@ def new_account_fields(
     name = " ".join(display_name.split())
     if not name:
         raise InputError("a display name is required")
-    passwords.check_password_policy(password, email=address)
+    passwords.check_password_policy(password, email=address, display_name=name)
     licence_number = normalize_licence(licence) if licence and licence.strip() else None
     return NewAccount(address, name, checked_role, licence_number)
 
@@ -421,7 +421,7 @@ def change_password(db: Session, actor: Actor, current: str, new: str) -> int:
         audit_event(db, actor, "password.change", outcome="failure", detail={"reason": "bad current password"})
         db.commit()
         raise PermissionDenied("The current password is wrong.")
-    passwords.check_password_policy(new, email=row.email)
+    passwords.check_password_policy(new, email=row.email, display_name=row.display_name)
     if passwords.verify_password(row.password_hash, new):
         raise PasswordPolicyError(["the new password must differ from the current one"])
     one_time = row.password_must_change
