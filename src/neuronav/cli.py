@@ -717,6 +717,22 @@ def audit_head() -> None:
     out.print(str(newest), markup=False, highlight=False)
 
 
+@audit_app.command("ship")
+def audit_ship() -> None:
+    """Ship the newest event's anchor (SEQ:HASH) once to NEURONAV_AUDIT_ANCHOR_SINK (file:/path or
+    syslog+tls://host:port), as the server does every NEURONAV_AUDIT_ANCHOR_INTERVAL_S seconds."""
+    from neuronav.config import read_settings
+    from neuronav.db.session import require_current
+    from neuronav.workflow.anchors import ship
+
+    settings = read_settings()  # no secret needed, none made
+    require_current(settings.database)
+    shipped = ship(settings)
+    if shipped is None:
+        raise _fail("the audit log is empty: nothing to ship")
+    out.print(f"shipped {shipped}", markup=False, highlight=False)
+
+
 @app.command()
 def deid(
     paths: Annotated[list[Path], typer.Argument(help="DICOM files, folders or zips")],

@@ -57,7 +57,7 @@ def test_altered_database_with_rewritten_digest_is_refused(settings: Settings, t
     promote_in_backup(tmp_path / "bk")
     with session_scope(settings.database) as db:  # the live database moves on after the backup
         db.add(UserRow(email="later@x.org", display_name="L", role="radiologist", password_hash="h"))
-    with pytest.raises(InputError, match="does not verify.*nothing was restored"):
+    with pytest.raises(InputError, match=r"does not verify.*nothing was restored"):
         restore(settings, tmp_path / "bk")
     assert roles(settings) == {"tech@x.org": "technician", "later@x.org": "radiologist"}  # nothing replaced
 

@@ -71,6 +71,7 @@ from neuronav.service.routes import ROUTERS
 from neuronav.service.routes.health import Metrics
 from neuronav.storage.errors import ObjectNotFoundError, StorageError, UploadTooLargeError
 from neuronav.storage.store import ObjectStore
+from neuronav.workflow.anchors import start_shipping
 from neuronav.workflow.jobs import requeue_stale
 from neuronav.workflow.operations import remove_unreferenced
 
@@ -354,8 +355,13 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     requeued = requeue_stale(settings)  # jobs left running by a server or worker that died
     if requeued:
         log.info("jobs: %d stale analyses re-queued", len(requeued))
+    shipping = start_shipping(settings)  # audit anchors off the server (NEURONAV_AUDIT_ANCHOR_SINK)
     log.info("NeuroNav service %s ready", __version__)
-    yield
+    try:
+        yield
+    finally:
+        if shipping is not None:
+            shipping.stop()
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
