@@ -364,7 +364,8 @@ def restore(settings: Settings, source: Path) -> int:
 
 
 def verify_storage(settings: Settings) -> list[str]:
-    """Every stored object decrypted and hashed; plus objects the database names that are missing."""
+    """Every stored object decrypted and hashed; plus objects the database names that are missing, and
+    cleartext left behind (:func:`cleartext_leftovers`)."""
     from sqlalchemy import select
 
     from neuronav.db.models import StoredObjectRow
@@ -378,7 +379,63 @@ def verify_storage(settings: Settings) -> list[str]:
         for key in db.scalars(select(StoredObjectRow.key)):
             if not store.exists(key):
                 problems.append(f"{key}: named in the database but missing from storage")
-    return problems
+    return problems + cleartext_leftovers(settings)
+
+
+def cleartext_leftovers(settings: Settings) -> list[str]:
+    """Patient data in clear at rest: private temporary folders no process uses (decrypted studies a
+    killed process left in ``<data>/tmp``) and stored file names not encrypted. Paths and keys only."""
+    from sqlalchemy import not_, select
+
+    from neuronav.db.models import StoredObjectRow
+    from neuronav.db.session import session_scope
+    from neuronav.storage.crypto import FIELD_PREFIX
+    from neuronav.workflow.uploads import tmp_leftovers
+
+    found = [
+        f"{entry}: decrypted material left in the private temporary folder by a process that stopped "
+        "(removed by the server's next sweep)"
+        for entry in tmp_leftovers(settings)
+    ]
+    with session_scope(settings.database) as db:
+        clear = db.scalars(
+            select(StoredObjectRow.key).where(
+                StoredObjectRow.name.is_not(None), not_(StoredObjectRow.name.like(f"{FIELD_PREFIX}:%"))
+            )
+        ).all()
+    found += [
+        f"{key}: file name stored in clear (encrypted by `neuronav db upgrade` or the server's start-up)"
+        for key in clear
+    ]
+    return found
+
+
+def encrypt_stored_names(settings: Settings, store: ObjectStore, *, batch: int = 500) -> int:
+    """Encrypt every ``stored_objects.name`` still in clear (rows written before migration 0007) with the
+    field key, column-bound like the other PHI columns; idempotent. Returns how many were encrypted."""
+    from sqlalchemy import not_, select
+
+    from neuronav.db.models import StoredObjectRow
+    from neuronav.db.session import session_scope
+    from neuronav.storage import encrypt_field
+    from neuronav.storage.crypto import FIELD_PREFIX
+    from neuronav.workflow.uploads import NAME_COLUMN
+
+    key = store.field_key()
+    done = 0
+    while True:
+        with session_scope(settings.database) as db:
+            rows = db.scalars(
+                select(StoredObjectRow)
+                .where(StoredObjectRow.name.is_not(None), not_(StoredObjectRow.name.like(f"{FIELD_PREFIX}:%")))
+                .limit(batch)
+            ).all()
+            for row in rows:
+                assert row.name is not None
+                row.name = encrypt_field(row.name, key, NAME_COLUMN)
+            done += len(rows)
+        if len(rows) < batch:
+            return done
 
 
 UNREFERENCED_GRACE_S = 3600.0  # an upload or a job commits its rows seconds after storing its objects
@@ -425,8 +482,10 @@ def remove_unreferenced(
 
 __all__ = [
     "backup",
+    "cleartext_leftovers",
     "create_account",
     "demo_setup",
+    "encrypt_stored_names",
     "remove_unreferenced",
     "restore",
     "sign_manifest",
