@@ -647,7 +647,6 @@ def db_upgrade() -> None:
     first: `neuronav backup DIR`). `neuronav serve` does this at start-up too."""
     from neuronav.config import get_settings
     from neuronav.db.session import head_revision, migrate, schema_revision
-
     from neuronav.storage.store import ObjectStore
     from neuronav.workflow.operations import encrypt_stored_names
 
