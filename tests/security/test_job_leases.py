@@ -175,3 +175,28 @@ def test_servers_sweep_expired_leases_periodically(env: Env) -> None:
             time.sleep(0.05)
         assert row(env, killed).state == "queued" and killed in env.dispatched
     assert not any(t.name == "neuronav-maintenance" and t.is_alive() for t in threading.enumerate())
+
+
+@pytest.mark.postgres
+def test_leases_on_postgresql(env: Env, postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same conditional UPDATEs (claim, heartbeat, expiry) on PostgreSQL's timestamptz."""
+    settings = env.settings.model_copy(update={"database_url": postgres_url})
+    migrate(settings.database)
+    with session_scope(settings.database) as db:
+        user = UserRow(email="t@x.org", display_name="T", role="technician", password_hash="x", state="active")
+        db.add(user)
+        db.flush()
+        study = StudyRow(content_sha256="c" * 64, uploaded_by=user.id, state="running")
+        db.add(study)
+        db.flush()
+    pg = Env(settings, study.id, env.dispatched)
+    killed, alive = analysis(pg, silent_s=180), analysis(pg, silent_s=5)
+    assert jobs.recover_expired(settings) == [killed] and row(pg, alive).state == "running"
+
+    def check(db: object, study_id: str) -> list[object]:
+        assert jobs.run_analysis(killed, settings) == "skipped"  # held by this run
+        raise InputError("stop")
+
+    monkeypatch.setattr("neuronav.workflow.uploads.upload_objects", check)
+    assert jobs.run_analysis(killed, settings) == "failed"
+    assert row(pg, killed).lease_owner is None
