@@ -200,3 +200,21 @@ def test_leases_on_postgresql(env: Env, postgres_url: str, monkeypatch: pytest.M
     monkeypatch.setattr("neuronav.workflow.uploads.upload_objects", check)
     assert jobs.run_analysis(killed, settings) == "failed"
     assert row(pg, killed).lease_owner is None
+
+
+def test_celery_workers_run_the_sweep_too(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    from neuronav.workflow import celery_app
+
+    monkeypatch.setenv("NEURONAV_MAINTENANCE_INTERVAL_S", "0.2")
+    monkeypatch.setenv("NEURONAV_JOB_LEASE_S", "120")
+    get_settings.cache_clear()
+    killed = analysis(env, silent_s=180)
+    celery_app._start_maintenance()  # what the worker_ready signal runs
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and row(env, killed).state == "running":
+            time.sleep(0.05)
+        assert row(env, killed).state == "queued" and env.dispatched == [killed]
+    finally:
+        celery_app._stop_maintenance()
+    assert not any(t.name == "neuronav-maintenance" and t.is_alive() for t in threading.enumerate())

@@ -483,7 +483,9 @@ def result_path(settings: Settings, db: Session, analysis: AnalysisRow, name: st
     if not key:
         raise InputError(f"analysis {analysis.id} has no {name}")
     target = folder / name
-    with store_for(settings).open(key) as reader, open(target, "wb") as out:
+    from neuronav.workflow.uploads import create_private
+
+    with store_for(settings).open(key) as reader, create_private(target) as out:
         for chunk in reader:
             out.write(chunk)
     return target
