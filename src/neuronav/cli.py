@@ -586,7 +586,8 @@ def verify(
         ),
     ] = False,
 ) -> None:
-    """Decrypt and hash every stored object; list corrupted or missing ones (exit 1 when any), and
+    """Decrypt and hash every stored object; list corrupted or missing ones and cleartext left behind
+    (decrypted studies in <data>/tmp no process uses, file names not encrypted) (exit 1 when any), and
     objects no database row names (debris of an interrupted upload or job; not an error)."""
     from neuronav.config import get_settings, read_settings
     from neuronav.db.session import require_current
@@ -610,7 +611,7 @@ def verify(
     for p in problems:
         out.print(p, markup=False, highlight=False)
     if problems:
-        raise _fail(f"{len(problems)} stored objects are corrupted or missing")
+        raise _fail(f"{len(problems)} problems: stored objects corrupted or missing, or patient data left in clear")
     out.print("every stored object verified", markup=False)
 
 
@@ -648,11 +649,16 @@ def db_upgrade() -> None:
     first: `neuronav backup DIR`). `neuronav serve` does this at start-up too."""
     from neuronav.config import get_settings
     from neuronav.db.session import head_revision, migrate, schema_revision
+    from neuronav.storage.store import ObjectStore
+    from neuronav.workflow.operations import encrypt_stored_names
 
     settings = get_settings()
     before = schema_revision(settings.database)
     migrate(settings.database)
     after = head_revision()
+    encrypted = encrypt_stored_names(settings, ObjectStore.from_settings(settings))  # needs the field key (0007)
+    if encrypted:
+        out.print(f"{encrypted} stored file names encrypted", markup=False, highlight=False)
     if before == after:
         out.print(f"database already at schema {after}", markup=False, highlight=False)
     else:
@@ -717,6 +723,22 @@ def audit_head() -> None:
     if newest is None:
         raise _fail("the audit log is empty")
     out.print(str(newest), markup=False, highlight=False)
+
+
+@audit_app.command("ship")
+def audit_ship() -> None:
+    """Ship the newest event's anchor (SEQ:HASH) once to NEURONAV_AUDIT_ANCHOR_SINK (file:/path or
+    syslog+tls://host:port), as the server does every NEURONAV_AUDIT_ANCHOR_INTERVAL_S seconds."""
+    from neuronav.config import read_settings
+    from neuronav.db.session import require_current
+    from neuronav.workflow.anchors import ship
+
+    settings = read_settings()  # no secret needed, none made
+    require_current(settings.database)
+    shipped = ship(settings)
+    if shipped is None:
+        raise _fail("the audit log is empty: nothing to ship")
+    out.print(f"shipped {shipped}", markup=False, highlight=False)
 
 
 @app.command()

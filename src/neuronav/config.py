@@ -27,6 +27,22 @@ NEURONAV_METRICS_TOKEN      outside development, a Prometheus scraper may read /
                             ``Authorization: Bearer <token>`` (≥ 32 characters; default empty: admins only)
 ==========================  =================================================================
 
+Jobs, audit anchors and temporary files (security hardening, issue 17):
+
+================================  ===========================================================
+NEURONAV_JOB_HEARTBEAT_S          a running analysis renews its lease this often (default 30 s)
+NEURONAV_JOB_LEASE_S              a running analysis without a heartbeat for this long is re-queued
+                                  (default 120 s; failed with its reason after MAX_ATTEMPTS)
+NEURONAV_MAINTENANCE_INTERVAL_S   how often the server and each Celery worker sweep expired
+                                  leases and unused private temporary folders (default 60 s)
+NEURONAV_AUDIT_ANCHOR_SINK        where audit anchors are shipped: ``file:/path`` (a line appended
+                                  each interval) or ``syslog+tls://host:port`` (RFC 5424 over TLS,
+                                  RFC 5425 framing); empty = not shipped
+NEURONAV_AUDIT_ANCHOR_INTERVAL_S  seconds between two anchors shipped by the server (default 300)
+NEURONAV_AUDIT_ANCHOR_CA_FILE     CA certificate(s) the syslog server's certificate must chain to
+                                  (default: the system's trust store)
+================================  ===========================================================
+
 In development mode, missing secrets are generated once and kept in ``<data>/secrets.json``
 (mode 0600; a new data folder is made 0700), so a restart keeps sessions and stored data readable.
 The model folders and threads are read with :func:`read_settings`, which neither generates nor
@@ -113,6 +129,14 @@ class Settings(BaseSettings):
 
         parse_networks(value)  # ValueError naming the entry
         return value
+
+    # -- jobs, audit anchors, temporary files (issue 17; neuronav.workflow.jobs, .anchors, .uploads) --
+    job_heartbeat_s: float = Field(default=30.0, gt=0)
+    job_lease_s: float = Field(default=120.0, gt=0)
+    maintenance_interval_s: float = Field(default=60.0, gt=0)
+    audit_anchor_sink: str = ""
+    audit_anchor_interval_s: float = Field(default=300.0, gt=0)
+    audit_anchor_ca_file: Path | None = None
 
     @property
     def development(self) -> bool:

@@ -199,7 +199,9 @@ class StoredObjectRow(Base):
     key: Mapped[str] = mapped_column(String(64), primary_key=True)  # server-generated storage key
     study_id: Mapped[str | None] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"), index=True)
     kind: Mapped[str] = mapped_column(String(40))  # upload, findings, segmentation, report-pdf, …
-    name: Mapped[str | None] = mapped_column(String(200))  # a display name; never used as a path
+    # the client's file name (PHI: often the patient's name and birth date), encrypted: encrypt_field(name,
+    # field key, "stored_objects.name"); never used as a path
+    name: Mapped[str | None] = mapped_column(Text)
     sha256: Mapped[str] = mapped_column(String(64))
     size_bytes: Mapped[int] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
@@ -225,6 +227,9 @@ class AnalysisRow(Base):
     finished_at: Mapped[datetime | None]
     seconds: Mapped[float | None] = mapped_column(Float)
     result: Mapped[dict[str, Any]] = mapped_column(default=dict)  # summary + stored object keys
+    # the lease of the process running it (neuronav.workflow.jobs): renewed by its heartbeat; expired → re-queued
+    lease_owner: Mapped[str | None] = mapped_column(String(64))
+    heartbeat_at: Mapped[datetime | None]
 
     study: Mapped[StudyRow] = relationship(back_populates="analyses")
 

@@ -1,8 +1,13 @@
 """The FastAPI application: :func:`create_app`.
 
 * Start-up (lifespan), under ``neuronav serve`` or any ASGI server: ``migrate(settings.database)``,
-  one :class:`ObjectStore` for the process, swept of interrupted writes, and analyses left running by
-  a process that died re-queued (:func:`~neuronav.workflow.jobs.requeue_stale`); ``app.state`` holds
+  one :class:`ObjectStore` for the process, swept of interrupted writes, private temporary folders no
+  process uses removed (:func:`~neuronav.workflow.uploads.sweep_private_tmp`), file names stored in
+  clear encrypted (:func:`~neuronav.workflow.operations.encrypt_stored_names`), analyses whose lease
+  expired re-queued (:func:`~neuronav.workflow.jobs.recover_at_start`); then two background threads
+  until shutdown: the maintenance sweep (expired job leases, temporary folders;
+  :func:`~neuronav.workflow.jobs.start_maintenance`) and the audit anchor shipper
+  (:func:`~neuronav.workflow.anchors.start_shipping`); ``app.state`` holds
   ``settings``, ``store`` and ``metrics``. Nothing a
   request decides on is kept in the process: sessions, login and registration throttles and
   break-glass grants are all in the database.
@@ -75,8 +80,10 @@ from neuronav.service.routes import ROUTERS
 from neuronav.service.routes.health import Metrics
 from neuronav.storage.errors import ObjectNotFoundError, StorageError, UploadTooLargeError
 from neuronav.storage.store import ObjectStore
-from neuronav.workflow.jobs import requeue_stale
-from neuronav.workflow.operations import remove_unreferenced
+from neuronav.workflow.anchors import start_shipping
+from neuronav.workflow.jobs import recover_at_start, start_maintenance
+from neuronav.workflow.operations import encrypt_stored_names, remove_unreferenced
+from neuronav.workflow.uploads import sweep_private_tmp
 
 log = logging.getLogger("neuronav.service")
 
@@ -355,11 +362,24 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     if orphans:
         log.info("storage: removed %d objects no database row names (interrupted uploads or jobs)", len(orphans))
     app.state.store = store
-    requeued = requeue_stale(settings)  # jobs left running by a server or worker that died
+    leftovers = sweep_private_tmp(settings)  # decrypted studies a killed process left (never one in use)
+    if leftovers:
+        log.info("tmp: removed %d private temporary folders no process uses", len(leftovers))
+    encrypted = encrypt_stored_names(settings, store)  # names stored in clear before migration 0007
+    if encrypted:
+        log.info("storage: %d stored file names encrypted", encrypted)
+    requeued = recover_at_start(settings)  # jobs whose lease expired, and the embedded queue lost with a process
     if requeued:
-        log.info("jobs: %d stale analyses re-queued", len(requeued))
+        log.info("jobs: %d analyses re-queued", len(requeued))
+    maintenance = start_maintenance(settings)  # expired leases and unused temporary folders, every minute
+    shipping = start_shipping(settings)  # audit anchors off the server (NEURONAV_AUDIT_ANCHOR_SINK)
     log.info("NeuroNav service %s ready", __version__)
-    yield
+    try:
+        yield
+    finally:
+        maintenance.stop()
+        if shipping is not None:
+            shipping.stop()
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

@@ -250,6 +250,16 @@ def header_key(data_key: bytes) -> bytes:
     return HKDF(algorithm=hashes.SHA256(), length=KEY_BYTES, salt=None, info=_HEADER_INFO).derive(data_key)
 
 
+def derive_key(master: MasterKey, purpose: str) -> bytes:
+    """A 256-bit subkey of ``master`` for one ``purpose`` (HKDF-SHA256, ``info = "neuronav/derived/v1" ‖ 0 ‖
+    purpose``): e.g. the HMAC key that authenticates backup manifests. The master key itself never
+    signs or encrypts anything but wrapped keys."""
+    if not purpose:
+        raise ValueError("a derived key needs a purpose")
+    info = b"neuronav/derived/v1\x00" + purpose.encode("utf-8")
+    return HKDF(algorithm=hashes.SHA256(), length=KEY_BYTES, salt=None, info=info).derive(master.key_bytes)
+
+
 def seal(key: bytes, plaintext: bytes, aad: bytes) -> str:
     """``base64(nonce ‖ AESGCM(key).encrypt(nonce, plaintext, aad))``, for small values (headers)."""
     nonce = os.urandom(NONCE_BYTES)

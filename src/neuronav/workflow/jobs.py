@@ -11,7 +11,18 @@ URL and shared storage folder.
   :data:`MAX_ATTEMPTS` times with back-off; bad input fails at once with its message.
 * Atomic: results are stored (encrypted) and the analysis, report and study rows are updated in
   one transaction at the end; a job interrupted before that leaves the analysis ``running`` with no
-  results, and is picked up again by :func:`requeue_stale`.
+  results.
+* Leased: :func:`run_analysis` claims the analysis with one conditional UPDATE (only a queued or
+  failed analysis, or a running one whose lease expired, can be claimed: a second delivery of the same
+  task while it runs is ``"skipped"``), writes its lease owner (host, pid, a random token) and renews
+  ``heartbeat_at`` every ``NEURONAV_JOB_HEARTBEAT_S`` seconds from a heartbeat thread. A job that lost
+  its lease (re-queued meanwhile) commits nothing.
+* Recovered: an analysis ``running`` without a heartbeat for ``NEURONAV_JOB_LEASE_S`` seconds (its
+  process was killed, its machine died) is re-queued and dispatched again by :func:`recover_expired`,
+  or failed with the reason once it has used :data:`MAX_ATTEMPTS` attempts. Every server runs it every
+  ``NEURONAV_MAINTENANCE_INTERVAL_S`` seconds (:func:`maintenance`, a thread of the app's lifespan) and
+  so does every Celery worker (:mod:`.celery_app`); :func:`start_analysis` does it for the analysis it
+  finds. A conditional UPDATE per analysis makes several servers re-queue it once.
 """
 
 from __future__ import annotations
@@ -19,14 +30,16 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import shutil
+import os
+import socket
 import threading
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, Update, and_, func, or_, select, update
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
@@ -36,6 +49,7 @@ from neuronav.db.session import session_scope
 from neuronav.errors import InputError, NeuroNavError
 from neuronav.storage.errors import StorageError
 from neuronav.storage.store import ObjectStore
+from neuronav.workflow.background import Periodic
 
 log = logging.getLogger(__name__)
 MAX_ATTEMPTS = 3
@@ -103,6 +117,14 @@ def start_analysis(
             )
             .order_by(AnalysisRow.created_at.desc())
         ).first()
+        if found is not None and found.state == "running" and _lease_expired(found, settings):
+            outcome = _release(found, settings)  # its process died: re-queued now, not returned stuck
+            log.info("analysis %s: lease expired, %s", found.id, outcome)
+            if outcome == "queued":
+                study.state = "queued"
+                db.flush()
+                return found, True
+            found = None
         if found is not None:
             return found, False
     analysis = AnalysisRow(study_id=study.id, cache_key=key, model=model_versions(), requested_by=user_id)
@@ -144,24 +166,218 @@ def _set(settings: Settings, analysis_id: str, **values: object) -> None:
                 setattr(a, k, v)
 
 
+# -- leases -------------------------------------------------------------------------------------------------
+
+
+def new_lease_owner() -> str:
+    """Who holds a lease: host, process and a random token (one per run), at most 64 characters."""
+    return f"{socket.gethostname()[:32]}:{os.getpid()}:{uuid.uuid4().hex[:12]}"[-64:]
+
+
+def _lease_cutoff(settings: Settings) -> datetime:
+    return utcnow() - timedelta(seconds=settings.job_lease_s)
+
+
+def _last_sign_of_life(a: AnalysisRow) -> datetime:
+    return a.heartbeat_at or a.started_at or a.created_at
+
+
+def _lease_expired(a: AnalysisRow, settings: Settings) -> bool:
+    return a.state == "running" and _last_sign_of_life(a) < _lease_cutoff(settings)
+
+
+def _updated(db: Session, statement: Update) -> int:
+    """Rows an UPDATE changed (its session's objects are not synchronised: read them again)."""
+    result = db.execute(statement.execution_options(synchronize_session=False))
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+def _expired_clause(settings: Settings) -> ColumnElement[bool]:
+    """SQL: a running analysis with no heartbeat (or start) since the lease time."""
+    last = func.coalesce(AnalysisRow.heartbeat_at, AnalysisRow.started_at, AnalysisRow.created_at)
+    return and_(AnalysisRow.state == "running", last < _lease_cutoff(settings))
+
+
+def _release_values(attempts: int, settings: Settings) -> dict[str, object]:
+    """The columns of an expired analysis: back to ``queued``, or ``failed`` with the reason after the
+    last attempt."""
+    silent = round(settings.job_lease_s)
+    if attempts >= MAX_ATTEMPTS:
+        return {
+            "state": "failed",
+            "lease_owner": None,
+            "finished_at": utcnow(),
+            "error": f"the process running it stopped (no heartbeat for more than {silent} s) on each of its "
+            f"{attempts} attempts; not retried",
+        }
+    return {
+        "state": "queued",
+        "lease_owner": None,
+        "error": f"re-queued: the process running it stopped (no heartbeat for more than {silent} s)",
+    }
+
+
+def _release(a: AnalysisRow, settings: Settings) -> str:
+    for column, value in _release_values(a.attempts, settings).items():
+        setattr(a, column, value)
+    return a.state
+
+
+def recover_expired(settings: Settings, *, dispatch_now: bool = True) -> list[str]:
+    """Analyses whose process died (running, lease expired): re-queued and dispatched again, or failed
+    with the reason after :data:`MAX_ATTEMPTS`. Safe on any number of servers at once: each analysis is
+    taken by one conditional UPDATE. Returns the ids re-queued."""
+    with session_scope(settings.database) as db:
+        candidates = db.scalars(select(AnalysisRow.id).where(_expired_clause(settings))).all()
+    requeued = []
+    for analysis_id in candidates:
+        with session_scope(settings.database) as db:
+            a = db.get(AnalysisRow, analysis_id)
+            if a is None or not _lease_expired(a, settings):
+                continue
+            values = _release_values(a.attempts, settings)
+            taken = _updated(
+                db, update(AnalysisRow).where(AnalysisRow.id == analysis_id, _expired_clause(settings)).values(**values)
+            )
+            if taken != 1:  # another server took it first
+                continue
+            study = db.get(StudyRow, a.study_id)
+            if study is not None:
+                study.state = str(values["state"])
+        log.warning("analysis %s: no heartbeat for %.0f s, %s", analysis_id, settings.job_lease_s, values["state"])
+        if values["state"] == "queued":
+            requeued.append(analysis_id)
+    if dispatch_now:
+        for analysis_id in requeued:
+            dispatch(settings, analysis_id)
+    return requeued
+
+
+def recover_at_start(settings: Settings) -> list[str]:
+    """At a server's start: expired analyses re-queued (:func:`recover_expired`) and, for the embedded
+    worker (whose queue died with the process), every queued analysis dispatched again (a claim makes a
+    job that another server runs meanwhile a no-op)."""
+    ids = recover_expired(settings, dispatch_now=False)
+    if not settings.broker_url:
+        with session_scope(settings.database) as db:
+            ids = sorted(set(ids) | set(db.scalars(select(AnalysisRow.id).where(AnalysisRow.state == "queued"))))
+    for analysis_id in ids:
+        dispatch(settings, analysis_id)
+    return ids
+
+
+def maintenance(settings: Settings) -> None:
+    """The periodic sweep of a server or worker: expired job leases, unused private temporary folders."""
+    from neuronav.workflow.uploads import sweep_private_tmp
+
+    recover_expired(settings)
+    sweep_private_tmp(settings)
+
+
+def start_maintenance(settings: Settings) -> Periodic:
+    """:func:`maintenance` every ``NEURONAV_MAINTENANCE_INTERVAL_S`` seconds in a daemon thread."""
+    return Periodic("maintenance", settings.maintenance_interval_s, lambda: maintenance(settings)).start()
+
+
+def _claim(settings: Settings, analysis_id: str, owner: str) -> tuple[str, datetime, int] | None:
+    """Take the analysis (one conditional UPDATE): (study id, uploaded at, attempts), or None when it is
+    unknown, done, or running under a live lease."""
+    now = utcnow()
+    with session_scope(settings.database) as db:
+        taken = _updated(
+            db,
+            update(AnalysisRow)
+            .where(
+                AnalysisRow.id == analysis_id,
+                AnalysisRow.state != "done",
+                or_(AnalysisRow.state != "running", _expired_clause(settings)),
+            )
+            .values(
+                state="running",
+                attempts=AnalysisRow.attempts + 1,
+                started_at=now,
+                heartbeat_at=now,
+                lease_owner=owner,
+                error=None,
+                progress=0.0,
+            )
+            .execution_options(synchronize_session=False),
+        )
+        if taken != 1:
+            return None
+        a = db.get(AnalysisRow, analysis_id)
+        assert a is not None
+        study = db.get(StudyRow, a.study_id)
+        assert study is not None
+        study.state = "running"
+        return study.id, study.uploaded_at, a.attempts
+
+
+class _Heartbeat:
+    """Renews the lease every ``NEURONAV_JOB_HEARTBEAT_S`` seconds while the job runs; ``lost`` is set
+    when the lease was taken away (the analysis re-queued meanwhile)."""
+
+    def __init__(self, settings: Settings, analysis_id: str, owner: str) -> None:
+        self.settings, self.analysis_id, self.owner = settings, analysis_id, owner
+        self.lost = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name=f"neuronav-heartbeat-{analysis_id[:8]}", daemon=True)
+
+    def __enter__(self) -> _Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+    def beat(self) -> bool:
+        with session_scope(self.settings.database) as db:
+            renewed = _updated(
+                db,
+                update(AnalysisRow)
+                .where(
+                    AnalysisRow.id == self.analysis_id,
+                    AnalysisRow.lease_owner == self.owner,
+                    AnalysisRow.state == "running",
+                )
+                .values(heartbeat_at=utcnow()),
+            )
+        return renewed == 1
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.settings.job_heartbeat_s):
+            try:
+                if not self.beat():
+                    log.warning("analysis %s: lease lost (re-queued meanwhile)", self.analysis_id)
+                    self.lost.set()
+                    return
+            except Exception as exc:  # the database away for a moment: the next beat may do
+                log.warning("analysis %s: heartbeat failed (%s)", self.analysis_id, type(exc).__name__)
+
+
 def run_analysis(analysis_id: str, settings: Settings | None = None) -> str:
-    """Run one analysis job; returns "done", "failed", "retry" or "skipped" (already done / unknown)."""
+    """Run one analysis job; returns "done", "failed", "retry" or "skipped" (already done, unknown, running
+    elsewhere under a live lease, or re-queued meanwhile: its lease lost)."""
+    settings = settings or get_settings()
+    owner = new_lease_owner()
+    claimed = _claim(settings, analysis_id, owner)
+    if claimed is None:
+        return "skipped"
+    with _Heartbeat(settings, analysis_id, owner) as heartbeat:
+        return _run_claimed(settings, analysis_id, owner, claimed, heartbeat)
+
+
+def _run_claimed(
+    settings: Settings, analysis_id: str, owner: str, claimed: tuple[str, datetime, int], heartbeat: _Heartbeat
+) -> str:
     from neuronav.analysis.inputs import from_paths
     from neuronav.analysis.pipeline import analyze, sequence_images, summary
     from neuronav.report.build import build_report
     from neuronav.workflow import reports
-    from neuronav.workflow.uploads import decrypt_upload, private_tmp, upload_objects
+    from neuronav.workflow.uploads import decrypt_upload, private_tmp, remove_tmp, upload_objects
 
-    settings = settings or get_settings()
-    with session_scope(settings.database) as db:
-        a = db.get(AnalysisRow, analysis_id)
-        if a is None or a.state == "done":
-            return "skipped"
-        a.state, a.attempts, a.started_at, a.error, a.progress = "running", a.attempts + 1, utcnow(), None, 0.0
-        study = db.get(StudyRow, a.study_id)
-        assert study is not None
-        study.state = "running"
-        study_id, uploaded_at, attempts = study.id, study.uploaded_at, a.attempts
+    study_id, uploaded_at, attempts = claimed
     folder = private_tmp(settings)
     t0 = time.perf_counter()
     last = [0.0]
@@ -203,12 +419,19 @@ def run_analysis(analysis_id: str, settings: Settings | None = None) -> str:
                     )
                 )
             with session_scope(settings.database) as db:
+                a = db.get(AnalysisRow, analysis_id)
+                if heartbeat.lost.is_set() or a is None or a.lease_owner != owner or a.state != "running":
+                    # re-queued while it ran here (lease lost): another run owns the row; nothing committed
+                    log.warning("analysis %s: lease lost while running; its results are dropped", analysis_id)
+                    for key in stored.values():
+                        store.delete(key, missing_ok=True)
+                    return "skipped"
                 db.add_all(rows)
                 reports.save(db, store, report, study_id=study_id, analysis_id=analysis_id, user_id=None)
-                a = db.get(AnalysisRow, analysis_id)
                 study = db.get(StudyRow, study_id)
-                assert a is not None and study is not None
+                assert study is not None
                 a.state, a.progress, a.stage, a.finished_at = "done", 1.0, "done", utcnow()
+                a.lease_owner = None
                 a.seconds = round(time.perf_counter() - t0, 2)
                 a.result = {"summary": summary(findings), "objects": stored, "report_id": report.report_id}
                 study.state, study.flagged = "done", bool(findings.detection.tumour_detected)
@@ -219,10 +442,14 @@ def run_analysis(analysis_id: str, settings: Settings | None = None) -> str:
         return "done"
     except NeuroNavError as exc:
         transient = isinstance(exc, StorageError) and not isinstance(exc, InputError)
-        return _fail(settings, analysis_id, study_id, str(exc), retry=transient and attempts < MAX_ATTEMPTS)
+        return _fail(
+            settings, analysis_id, study_id, str(exc), retry=transient and attempts < MAX_ATTEMPTS, owner=owner
+        )
     except TRANSIENT as exc:
         log.warning("analysis %s: transient failure (%s), attempt %d", analysis_id, type(exc).__name__, attempts)
-        return _fail(settings, analysis_id, study_id, f"{type(exc).__name__}: {exc}", retry=attempts < MAX_ATTEMPTS)
+        return _fail(
+            settings, analysis_id, study_id, f"{type(exc).__name__}: {exc}", retry=attempts < MAX_ATTEMPTS, owner=owner
+        )
     except Exception as exc:  # a bug: recorded on the analysis with its type, never retried
         log.exception("analysis %s failed unexpectedly", analysis_id)
         return _fail(
@@ -231,37 +458,23 @@ def run_analysis(analysis_id: str, settings: Settings | None = None) -> str:
             study_id,
             f"unexpected failure ({type(exc).__name__}); see the server log",
             retry=False,
+            owner=owner,
         )
     finally:
-        shutil.rmtree(folder, ignore_errors=True)
+        remove_tmp(folder)
 
 
-def _fail(settings: Settings, analysis_id: str, study_id: str, message: str, *, retry: bool) -> str:
+def _fail(settings: Settings, analysis_id: str, study_id: str, message: str, *, retry: bool, owner: str) -> str:
     with session_scope(settings.database) as db:
         a = db.get(AnalysisRow, analysis_id)
+        if a is None or a.lease_owner != owner:  # re-queued meanwhile: the row is someone else's now
+            return "skipped"
         study = db.get(StudyRow, study_id)
-        if a is not None:
-            a.state, a.error = ("queued" if retry else "failed"), message[:2000]
-            a.finished_at = None if retry else utcnow()
+        a.state, a.error, a.lease_owner = ("queued" if retry else "failed"), message[:2000], None
+        a.finished_at = None if retry else utcnow()
         if study is not None:
             study.state = "queued" if retry else "failed"
     return "retry" if retry else "failed"
-
-
-def requeue_stale(settings: Settings, *, older_than: timedelta = timedelta(hours=1)) -> list[str]:
-    """Analyses left running by a worker that died: back to queued and dispatched again."""
-    cutoff = datetime.now(UTC) - older_than
-    with session_scope(settings.database) as db:
-        stale = db.scalars(select(AnalysisRow).where(AnalysisRow.state.in_(("running", "queued")))).all()
-        ids = []
-        for a in stale:
-            started = a.started_at or a.created_at
-            if a.state == "queued" or started < cutoff:
-                a.state = "queued"
-                ids.append(a.id)
-    for analysis_id in ids:
-        dispatch(settings, analysis_id)
-    return ids
 
 
 def result_path(settings: Settings, db: Session, analysis: AnalysisRow, name: str, folder: Path) -> Path:
@@ -270,7 +483,9 @@ def result_path(settings: Settings, db: Session, analysis: AnalysisRow, name: st
     if not key:
         raise InputError(f"analysis {analysis.id} has no {name}")
     target = folder / name
-    with store_for(settings).open(key) as reader, open(target, "wb") as out:
+    from neuronav.workflow.uploads import create_private
+
+    with store_for(settings).open(key) as reader, create_private(target) as out:
         for chunk in reader:
             out.write(chunk)
     return target

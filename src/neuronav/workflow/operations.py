@@ -7,11 +7,19 @@ store as it lies on disk (still encrypted: the master key is NOT in the backup a
 apart), with ``manifest.json`` listing every file with its SHA-256. Restore verifies the manifest,
 then replaces the database and the storage folder, then verifies every stored object. Stop the
 service (and workers) before restoring.
+
+The manifest is authenticated (format 2): ``mac`` is HMAC-SHA256 over the canonical JSON of the rest
+of the manifest, keyed with ``derive_key(master, "backup-manifest")`` (HKDF-SHA256 of the active
+master key, named by ``mac_key_id``). Whoever alters the database file of a backup and rewrites its
+digest cannot write a matching ``mac`` without the master key: restore refuses such a backup before
+anything is replaced, as it refuses format 1 backups (not authenticated) and backups signed under a
+master key this server does not hold.
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import shutil
 import sqlite3
@@ -26,7 +34,8 @@ from neuronav.errors import InputError
 if TYPE_CHECKING:
     from neuronav.storage.store import ObjectStore
 
-BACKUP_FORMAT = 1
+BACKUP_FORMAT = 2  # 2: the manifest is authenticated (HMAC); 1 (unauthenticated) is refused
+MANIFEST_KEY_PURPOSE = "backup-manifest"
 
 
 def create_account(
@@ -144,6 +153,52 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def _manifest_mac(key: bytes, manifest: dict[str, Any]) -> str:
+    body = {k: v for k, v in manifest.items() if k != "mac"}
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode("ascii")
+    return hmac.new(key, b"neuronav backup manifest v2\x00" + canonical, hashlib.sha256).hexdigest()
+
+
+def sign_manifest(settings: Settings, manifest: dict[str, Any]) -> dict[str, Any]:
+    """``manifest`` with ``mac_key_id`` and ``mac`` (HMAC-SHA256 under a key derived from the active master key)."""
+    from neuronav.storage.crypto import derive_key, keyring_from_settings
+
+    master = keyring_from_settings(settings).active
+    signed = {**manifest, "mac_key_id": master.id}
+    signed["mac"] = _manifest_mac(derive_key(master, MANIFEST_KEY_PURPOSE), signed)
+    return signed
+
+
+def verify_manifest(settings: Settings, manifest: dict[str, Any], source: Path) -> None:
+    """Refuse (InputError, nothing restored) a manifest whose ``mac`` does not verify under this server's keys."""
+    from neuronav.storage.crypto import derive_key, keyring_from_settings
+
+    if manifest.get("format") == 1:
+        raise InputError(
+            "backup format 1 has no authenticated manifest and is refused; nothing was restored "
+            "(make a new backup with this version: `neuronav backup DIR`)",
+            str(source),
+        )
+    if manifest.get("format") != BACKUP_FORMAT:
+        raise InputError(f"backup format {manifest.get('format')} is not supported", str(source))
+    key_id, mac = manifest.get("mac_key_id"), manifest.get("mac")
+    if not isinstance(key_id, str) or not isinstance(mac, str):
+        raise InputError("the backup's manifest is not authenticated (no mac); nothing was restored", str(source))
+    keyring = keyring_from_settings(settings)
+    if key_id not in keyring:
+        raise InputError(
+            f"the backup's manifest is authenticated with master key {key_id}, which this server does not hold: "
+            "the backup cannot be read with this server's master keys; nothing was restored",
+            str(source),
+        )
+    expected = _manifest_mac(derive_key(keyring.get(key_id), MANIFEST_KEY_PURPOSE), manifest)
+    if not hmac.compare_digest(expected, mac):
+        raise InputError(
+            "the backup's manifest does not verify (altered after the backup was made); nothing was restored",
+            str(source),
+        )
+
+
 def backup(settings: Settings, target: Path) -> dict[str, Any]:
     """Write a backup into ``target`` (which must not exist or be empty); return its manifest."""
     from neuronav.db.session import require_current
@@ -170,7 +225,10 @@ def backup(settings: Settings, target: Path) -> dict[str, Any]:
     if storage.exists():
         shutil.copytree(storage, tmp / "storage", ignore=shutil.ignore_patterns("tmp", ".lock"))
     files = {str(p.relative_to(tmp)): _sha256(p) for p in sorted(tmp.rglob("*")) if p.is_file()}
-    manifest = {"format": BACKUP_FORMAT, "created": datetime.now(UTC).isoformat(), "database": db_kind, "files": files}
+    manifest = sign_manifest(
+        settings,
+        {"format": BACKUP_FORMAT, "created": datetime.now(UTC).isoformat(), "database": db_kind, "files": files},
+    )
     (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
     if target.exists():
         target.rmdir()
@@ -227,8 +285,8 @@ def _load_tables(url: str, path: Path) -> None:
 def restore(settings: Settings, source: Path) -> int:
     """Restore a backup over the current database and storage; returns the number of objects verified.
 
-    Checked before anything is replaced: every file against the manifest's sha256, and every object
-    decrypted and hashed with this server's master keys."""
+    Checked before anything is replaced: the manifest's HMAC (:func:`verify_manifest`), every file
+    against the manifest's sha256, and every object decrypted and hashed with this server's master keys."""
     from neuronav.storage.crypto import keyring_from_settings
     from neuronav.storage.store import ObjectStore
 
@@ -237,8 +295,17 @@ def restore(settings: Settings, source: Path) -> int:
         manifest = json.loads(manifest_path.read_text())
     except (FileNotFoundError, json.JSONDecodeError) as exc:
         raise InputError("not a NeuroNav backup (manifest.json missing or unreadable)", str(source)) from exc
-    if manifest.get("format") != BACKUP_FORMAT:
-        raise InputError(f"backup format {manifest.get('format')} is not supported", str(source))
+    if not isinstance(manifest, dict):
+        raise InputError("not a NeuroNav backup (manifest.json is not an object)", str(source))
+    verify_manifest(settings, manifest, source)
+    listed = set(manifest["files"])
+    present = {str(p.relative_to(source)) for p in source.rglob("*") if p.is_file() or p.is_symlink()}
+    unlisted = sorted(present - listed - {"manifest.json"})
+    if unlisted:
+        raise InputError(
+            f"backup file {unlisted[0]} is not in the manifest (added after the backup); nothing was restored",
+            str(source),
+        )
     for rel, digest in manifest["files"].items():
         path = source / rel
         if not path.is_file() or _sha256(path) != digest:
@@ -297,7 +364,8 @@ def restore(settings: Settings, source: Path) -> int:
 
 
 def verify_storage(settings: Settings) -> list[str]:
-    """Every stored object decrypted and hashed; plus objects the database names that are missing."""
+    """Every stored object decrypted and hashed; plus objects the database names that are missing, and
+    cleartext left behind (:func:`cleartext_leftovers`)."""
     from sqlalchemy import select
 
     from neuronav.db.models import StoredObjectRow
@@ -311,7 +379,63 @@ def verify_storage(settings: Settings) -> list[str]:
         for key in db.scalars(select(StoredObjectRow.key)):
             if not store.exists(key):
                 problems.append(f"{key}: named in the database but missing from storage")
-    return problems
+    return problems + cleartext_leftovers(settings)
+
+
+def cleartext_leftovers(settings: Settings) -> list[str]:
+    """Patient data in clear at rest: private temporary folders no process uses (decrypted studies a
+    killed process left in ``<data>/tmp``) and stored file names not encrypted. Paths and keys only."""
+    from sqlalchemy import not_, select
+
+    from neuronav.db.models import StoredObjectRow
+    from neuronav.db.session import session_scope
+    from neuronav.storage.crypto import FIELD_PREFIX
+    from neuronav.workflow.uploads import tmp_leftovers
+
+    found = [
+        f"{entry}: decrypted material left in the private temporary folder by a process that stopped "
+        "(removed by the server's next sweep)"
+        for entry in tmp_leftovers(settings)
+    ]
+    with session_scope(settings.database) as db:
+        clear = db.scalars(
+            select(StoredObjectRow.key).where(
+                StoredObjectRow.name.is_not(None), not_(StoredObjectRow.name.like(f"{FIELD_PREFIX}:%"))
+            )
+        ).all()
+    found += [
+        f"{key}: file name stored in clear (encrypted by `neuronav db upgrade` or the server's start-up)"
+        for key in clear
+    ]
+    return found
+
+
+def encrypt_stored_names(settings: Settings, store: ObjectStore, *, batch: int = 500) -> int:
+    """Encrypt every ``stored_objects.name`` still in clear (rows written before migration 0007) with the
+    field key, column-bound like the other PHI columns; idempotent. Returns how many were encrypted."""
+    from sqlalchemy import not_, select
+
+    from neuronav.db.models import StoredObjectRow
+    from neuronav.db.session import session_scope
+    from neuronav.storage import encrypt_field
+    from neuronav.storage.crypto import FIELD_PREFIX
+    from neuronav.workflow.uploads import NAME_COLUMN
+
+    key = store.field_key()
+    done = 0
+    while True:
+        with session_scope(settings.database) as db:
+            rows = db.scalars(
+                select(StoredObjectRow)
+                .where(StoredObjectRow.name.is_not(None), not_(StoredObjectRow.name.like(f"{FIELD_PREFIX}:%")))
+                .limit(batch)
+            ).all()
+            for row in rows:
+                assert row.name is not None
+                row.name = encrypt_field(row.name, key, NAME_COLUMN)
+            done += len(rows)
+        if len(rows) < batch:
+            return done
 
 
 UNREFERENCED_GRACE_S = 3600.0  # an upload or a job commits its rows seconds after storing its objects
@@ -358,10 +482,14 @@ def remove_unreferenced(
 
 __all__ = [
     "backup",
+    "cleartext_leftovers",
     "create_account",
     "demo_setup",
+    "encrypt_stored_names",
     "remove_unreferenced",
     "restore",
+    "sign_manifest",
     "unreferenced_objects",
+    "verify_manifest",
     "verify_storage",
 ]

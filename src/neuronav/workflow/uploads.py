@@ -9,6 +9,17 @@
    steps 1-3 run: they take seconds) and the Study row written, in one short transaction; on any
    error the objects already stored are deleted again. The temporary folder is always removed.
 
+Decrypted material lives only in private temporary folders under ``<data>/tmp`` (0700, files 0600),
+made by :func:`private_tmp` and removed by :func:`remove_tmp` on every exit path (``finally``, and an
+``atexit`` hook for what a clean interpreter exit leaves). Each folder holds ``._neuronav-in-use``, a lock file
+its process keeps locked (``flock``) while it uses the folder: the lock dies with the process, so after
+a kill -9 :func:`sweep_private_tmp` (the server's start-up and its periodic maintenance, every Celery
+worker) removes folders whose lock is free, never one in use by another thread or process, and
+``neuronav verify`` names them (:func:`tmp_leftovers`).
+
+The client's file names are PHI (hospitals make them from the patient's name and birth date): stored
+only encrypted, ``encrypt_field(name, field key, "stored_objects.name")`` (:data:`NAME_COLUMN`).
+
 Idempotent: the content hash is the SHA-256 of the sorted per-instance SOPInstanceUID and pixel-file
 digests, so the same study uploaded twice (as files or as a zip) is one study; the second upload
 returns the first (``created=False``).
@@ -16,11 +27,14 @@ returns the first (``created=False``).
 
 from __future__ import annotations
 
+import atexit
+import fcntl
 import hashlib
 import os
 import shutil
 import tempfile
 import threading
+import time
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -33,7 +47,7 @@ from sqlalchemy.orm import Session
 from neuronav.config import Settings
 from neuronav.db.models import StoredObjectRow, StudyRow
 from neuronav.errors import InputError, NeuroNavError
-from neuronav.storage import encrypt_field
+from neuronav.storage import decrypt_field, encrypt_field, is_encrypted_field
 from neuronav.storage.errors import UploadTooLargeError
 from neuronav.storage.store import EncryptedObject, ObjectStore
 
@@ -42,6 +56,12 @@ COPY_CHUNK = 1024 * 1024
 # volumes in memory): as many as there are cores; more would only make every upload of a burst finish
 # late together instead of one after another (waiters are woken in arrival order)
 _HEAVY = threading.BoundedSemaphore(max(1, os.cpu_count() or 1))
+NAME_COLUMN = "stored_objects.name"
+IN_USE = "._neuronav-in-use"  # the lock file of a private temporary folder (flock held while in use; the
+# "._" prefix makes the DICOM scanner skip it, like macOS resource forks)
+TMP_GRACE_S = 3600.0  # an entry without a lock file is swept once this old
+_held: dict[str, int] = {}  # folder → the descriptor holding its lock
+_held_lock = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -65,13 +85,87 @@ def private_tmp_root(settings: Settings) -> Path:
 
 
 def private_tmp(settings: Settings, prefix: str = "upload-") -> Path:
-    """A new private temporary folder (the caller removes it)."""
-    return Path(tempfile.mkdtemp(prefix=prefix, dir=private_tmp_root(settings)))
+    """A new private temporary folder (0700), locked as in use by this process: the caller removes it
+    with :func:`remove_tmp`."""
+    folder = Path(tempfile.mkdtemp(prefix=prefix, dir=private_tmp_root(settings)))
+    fd = os.open(folder / IN_USE, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    with _held_lock:
+        _held[str(folder)] = fd
+    return folder
 
 
 def remove_tmp(folder: Path) -> None:
     """Remove a private temporary folder and what it holds (nothing raised: it may be gone already)."""
     shutil.rmtree(folder, ignore_errors=True)
+    with _held_lock:
+        fd = _held.pop(str(folder), None)
+    if fd is not None:
+        os.close(fd)
+
+
+@atexit.register
+def _remove_held() -> None:
+    """What a clean exit (SIGTERM handled, an exception out of main) leaves: removed (kill -9: the sweep)."""
+    for folder in list(_held):
+        remove_tmp(Path(folder))
+
+
+def create_private(path: Path) -> BinaryIO:
+    """A new file opened for writing, created 0600 whatever the umask."""
+    return os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb")
+
+
+def _unused(entry: Path, now: float, grace_s: float) -> bool:
+    """True when nothing uses ``entry`` of ``<data>/tmp``: its lock file is not locked (its process
+    ended), or it has none and is older than ``grace_s``. Never blocks."""
+    lock = entry / IN_USE
+    if entry.is_dir() and not entry.is_symlink() and lock.is_file():
+        try:
+            fd = os.open(lock, os.O_RDONLY)
+        except FileNotFoundError:  # removed meanwhile by its owner
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False  # in use by a thread or process now
+        finally:
+            os.close(fd)
+        return True
+    try:
+        return now - entry.lstat().st_mtime >= grace_s
+    except FileNotFoundError:
+        return False
+
+
+def tmp_leftovers(settings: Settings, *, grace_s: float = TMP_GRACE_S) -> list[Path]:
+    """Entries of ``<data>/tmp`` no thread or process uses (decrypted material a killed process left)."""
+    root = settings.data_dir / "tmp"
+    if not root.is_dir():
+        return []
+    now = time.time()
+    return sorted(entry for entry in root.iterdir() if str(entry) not in _held and _unused(entry, now, grace_s))
+
+
+def sweep_private_tmp(settings: Settings, *, grace_s: float = TMP_GRACE_S) -> list[Path]:
+    """Remove :func:`tmp_leftovers`; folders in use (locked) are never touched. Returns what was removed."""
+    removed = []
+    for entry in tmp_leftovers(settings, grace_s=grace_s):
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+        removed.append(entry)
+    return removed
+
+
+def upload_name(store: ObjectStore, obj: StoredObjectRow) -> str:
+    """The client's file name of a stored object (decrypted; a name still in clear is returned as is)."""
+    if not obj.name:
+        return ""
+    if not is_encrypted_field(obj.name):
+        return obj.name
+    return decrypt_field(obj.name, store.field_key(), NAME_COLUMN)
 
 
 def _spool(uploads: Iterable[Upload], folder: Path, cap: int) -> list[tuple[str, Path]]:
@@ -81,7 +175,7 @@ def _spool(uploads: Iterable[Upload], folder: Path, cap: int) -> list[tuple[str,
         lower = up.name.lower()
         suffix = ".zip" if lower.endswith(".zip") else ".dcm"
         path = folder / f"{n:05d}-{uuid.uuid4().hex[:8]}{suffix}"
-        with open(path, "wb") as out:
+        with create_private(path) as out:
             while chunk := up.stream.read(COPY_CHUNK):
                 total += len(chunk)
                 if total > cap:
@@ -191,7 +285,12 @@ def _receive(
         for name, obj in objects:
             db.add(
                 StoredObjectRow(
-                    key=obj.key, study_id=study.id, kind="upload", name=name, sha256=obj.sha256, size_bytes=obj.size
+                    key=obj.key,
+                    study_id=study.id,
+                    kind="upload",
+                    name=encrypt_field(name, key, NAME_COLUMN),
+                    sha256=obj.sha256,
+                    size_bytes=obj.size,
                 )
             )
         db.flush()
@@ -201,7 +300,7 @@ def _receive(
             store.delete(key_, missing_ok=True)
         raise
     finally:
-        shutil.rmtree(folder, ignore_errors=True)
+        remove_tmp(folder)
 
 
 def _same_content(db: Session, digest: str) -> StudyRow | None:
@@ -226,8 +325,8 @@ def upload_objects(db: Session, study_id: str) -> list[StoredObjectRow]:
 def decrypt_upload(store: ObjectStore, objects: list[StoredObjectRow], folder: Path) -> Path:
     """Decrypt the files of :func:`upload_objects` into ``folder`` (needs no database session)."""
     for n, obj in enumerate(objects):
-        suffix = ".zip" if (obj.name or "").lower().endswith(".zip") else ".dcm"
-        with store.open(obj.key) as reader, open(folder / f"{n:05d}{suffix}", "wb") as out:
+        suffix = ".zip" if upload_name(store, obj).lower().endswith(".zip") else ".dcm"
+        with store.open(obj.key) as reader, create_private(folder / f"{n:05d}{suffix}") as out:
             for chunk in reader:
                 out.write(chunk)
     return folder
