@@ -24,17 +24,21 @@
   (:mod:`neuronav.service.docs`): no CDN, so they work offline; their CSP names no other host.
 * Middleware (outermost first): metrics, security headers (CSP ``default-src 'self'``,
   ``frame-ancestors 'none'``, nosniff, no referrer; ``Cache-Control: no-store`` on the API; HSTS
-  outside development), the request size guard (``Content-Length`` above
-  ``settings.max_upload_bytes`` → 413 before the body is read; a body without a length is counted
-  as it streams), and the catch-all for unexpected errors.
+  outside development), the request size guard (``Content-Length`` above the route's limit → 413
+  before the body is read; a body without a length is counted as it streams; the limit is
+  ``settings.max_upload_bytes`` on the upload route, ``settings.max_body_bytes`` on every other; a body
+  that sends nothing for ``settings.body_timeout_s`` → 408), and the catch-all for unexpected errors.
+* Who is calling, and their permission, is checked before a route reads its body
+  (:class:`~neuronav.service.deps.AuthFirstRoute`).
 
-Run it with ``uvicorn.run(create_app(settings), host=..., port=..., proxy_headers=True,
-forwarded_allow_ips=...)``, in as many worker processes (or machines, with PostgreSQL and shared
+Run it with ``uvicorn.run(create_app(settings), host=..., port=..., timeout_keep_alive=settings.keep_alive_s,
+proxy_headers=True, forwarded_allow_ips=...)``, in as many worker processes (or machines, with PostgreSQL and shared
 storage) as needed.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 import sys
@@ -187,7 +191,7 @@ async def _neuronav_error(request: Request, exc: Exception) -> JSONResponse:
     return error_response(exc, request.scope)
 
 
-_HTTP_ERROR_NAMES = {404: "NotFound", 405: "MethodNotAllowed", 413: "UploadTooLargeError"}
+_HTTP_ERROR_NAMES = {404: "NotFound", 405: "MethodNotAllowed", 408: "RequestTimeout", 413: "UploadTooLargeError"}
 
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
@@ -266,21 +270,40 @@ class SecurityHeadersMiddleware:
         await self.app(scope, receive, send_with_headers)
 
 
-class BodySizeMiddleware:
-    """413 for a declared ``Content-Length`` over the limit, before any of the body is read; a body
-    sent without a length is counted as it streams and refused when it passes the limit."""
+# the routes that take an upload: only these get settings.max_upload_bytes, every other body max_body_bytes
+UPLOAD_ROUTES = frozenset({("POST", "/api/studies")})
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+
+class BodySizeMiddleware:
+    """413 for a declared ``Content-Length`` over the route's limit, before any of the body is read; a
+    body sent without a length is counted as it streams and refused when it passes the limit. The limit
+    is ``upload_bytes`` on :data:`UPLOAD_ROUTES` and ``max_bytes`` (small: JSON) everywhere else. A body
+    that sends nothing for ``read_timeout_s`` gets 408 (a slow client cannot hold a worker)."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        max_bytes: int,
+        *,
+        upload_bytes: int | None = None,
+        read_timeout_s: float | None = None,
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.upload_bytes = upload_bytes if upload_bytes is not None else max_bytes
+        self.read_timeout_s = read_timeout_s
 
-    def _too_large(self) -> str:
-        return f"The request is larger than the limit of {self.max_bytes} bytes."
+    def limit(self, scope: Scope) -> int:
+        """The body limit of the request's route (by method and path: routing has not happened yet)."""
+        upload = (str(scope.get("method", "")), str(scope.get("path", "")).rstrip("/")) in UPLOAD_ROUTES
+        return self.upload_bytes if upload else self.max_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = self.limit(scope)
+        too_large = f"The request is larger than the limit of {limit} bytes."
         declared = Headers(scope=scope).get("content-length")
         if declared is not None:
             try:
@@ -291,19 +314,33 @@ class BodySizeMiddleware:
                 response = JSONResponse({"detail": "Invalid Content-Length header.", "error": "InputError"}, 400)
                 await response(scope, receive, send)
                 return
-            if length > self.max_bytes:
-                body = {"detail": self._too_large(), "error": "UploadTooLargeError"}
+            if length > limit:
+                body = {"detail": too_large, "error": "UploadTooLargeError"}
                 await JSONResponse(body, 413, headers={"Connection": "close"})(scope, receive, send)
                 return
         received = 0
+        complete = False
 
         async def counted_receive() -> Message:
-            nonlocal received
-            message = await receive()
+            nonlocal received, complete
+            if complete or self.read_timeout_s is None:
+                message = await receive()  # after the body: a disconnect is waited for as long as it takes
+            else:
+                try:
+                    message = await asyncio.wait_for(receive(), self.read_timeout_s)
+                except TimeoutError:
+                    raise StarletteHTTPException(
+                        408,
+                        f"The request body sent nothing for {self.read_timeout_s:g} seconds.",
+                        headers={"Connection": "close"},
+                    ) from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_bytes:
-                    raise StarletteHTTPException(413, self._too_large())
+                complete = not message.get("more_body", False)
+                if received > limit:
+                    raise StarletteHTTPException(413, too_large)
+            else:
+                complete = True
             return message
 
         await self.app(scope, counted_receive, send)
@@ -374,7 +411,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         middleware=[
             Middleware(MetricsMiddleware, metrics=metrics),
             Middleware(SecurityHeadersMiddleware, production=not settings.development),
-            Middleware(BodySizeMiddleware, max_bytes=settings.max_upload_bytes),
+            Middleware(
+                BodySizeMiddleware,
+                max_bytes=settings.max_body_bytes,
+                upload_bytes=settings.max_upload_bytes,
+                read_timeout_s=settings.body_timeout_s,
+            ),
             Middleware(UnexpectedErrorMiddleware),
         ],
     )
