@@ -14,7 +14,7 @@
       PermissionDenied 403 (PasswordChangeRequired among them) ·
       AccountStateError 409 · PasswordPolicyError 422 (+ "problems") · UploadTooLargeError 413 ·
       UnsupportedMediaTypeError 415 · InputError 400 · ObjectNotFoundError / NotFoundError 404 ·
-      LifecycleError 409 · ReportError 400 ·
+      ConflictError 409 · LifecycleError 409 · ReportError 400 ·
       ConfigError, StorageError, ModelError 500 · any other NeuroNavError 400 ·
       anything unexpected 500 with a generic message and an ``error_id``
 
@@ -59,7 +59,15 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from neuronav import __version__
 from neuronav.config import Settings, get_settings
 from neuronav.db.session import migrate
-from neuronav.errors import ConfigError, InputError, LifecycleError, NeuroNavError, NotFoundError, ReportError
+from neuronav.errors import (
+    ConfigError,
+    ConflictError,
+    InputError,
+    LifecycleError,
+    NeuroNavError,
+    NotFoundError,
+    ReportError,
+)
 from neuronav.security.errors import (
     AccountLocked,
     AccountStateError,
@@ -137,7 +145,7 @@ def error_status(exc: BaseException) -> int:
         (UnsupportedMediaTypeError, 415),
         (InputError, 400),
         ((ObjectNotFoundError, NotFoundError), 404),
-        (LifecycleError, 409),
+        ((ConflictError, LifecycleError), 409),
         (ReportError, 400),
         ((ConfigError, StorageError), 500),
     )
