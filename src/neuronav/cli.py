@@ -483,16 +483,9 @@ def serve(
         markup=False,
         highlight=False,
     )
-    # idle keep-alive connections closed after keep_alive_s; a body that stalls gets 408 (the app's
-    # BodySizeMiddleware); at most 1000 connections at once, so a flood of half-open ones cannot pile up
-    uvicorn.run(
-        create_app(settings),
-        host=host,
-        port=port,
-        log_level="info",
-        timeout_keep_alive=settings.keep_alive_s,
-        limit_concurrency=1000,
-    )
+    served = create_app(settings)
+    # headers due within read_timeout_s, idle keep-alive closed after keep_alive_s, a connection limit
+    uvicorn.run(served, host=host, port=port, log_level="info", **served.state.uvicorn_options)
 
 
 @app.command()

@@ -22,7 +22,7 @@ NEURONAV_USER_MODELS_DIR    models a site registers (default $XDG_DATA_HOME/neur
 NEURONAV_THREADS            ONNX Runtime intra-op threads per model session (default: every core)
 NEURONAV_REPORT_SERIAL      1 = Secondary Captures made in the calling thread, not the spawned report helper
 NEURONAV_MAX_BODY_BYTES     body cap of every route but the upload (JSON; default 1 MiB)
-NEURONAV_BODY_TIMEOUT_S     a request whose body sends nothing for this long gets 408 (default 30)
+NEURONAV_READ_TIMEOUT_S     request headers due within, and a body silent for no longer than, this (default 15 s)
 NEURONAV_KEEP_ALIVE_S       an idle keep-alive connection is closed after this long (default 5)
 NEURONAV_FAILED_REQUEUES    re-uploads of a study whose analysis failed queue it again at most this often (3)
 ==========================  =================================================================
@@ -105,7 +105,7 @@ class Settings(BaseSettings):
     report_serial: bool = False  # neuronav.report._helper
     # request limits (neuronav.service.app BodySizeMiddleware, `neuronav serve`) and re-upload re-queues
     max_body_bytes: int = Field(default=1024**2, ge=1024)
-    body_timeout_s: float = Field(default=30.0, gt=0)
+    read_timeout_s: float = Field(default=15.0, gt=0)
     keep_alive_s: int = Field(default=5, ge=1)
     failed_requeues: int = Field(default=3, ge=0)
 

@@ -5,7 +5,7 @@
   and the permission are checked first (``AuthFirstRoute``), and not one byte of the body is read.
 * JSON routes shared the 2 GiB upload cap: every body but the upload's is capped at 1 MiB.
 * A client that stops sending its body held a worker for as long as it liked: 408 after
-  ``NEURONAV_BODY_TIMEOUT_S``; ``neuronav serve`` closes idle keep-alive connections.
+  ``NEURONAV_READ_TIMEOUT_S``; ``neuronav serve`` closes idle keep-alive connections.
 * A 300,000-character impression was stored (and made every PDF export crawl): narrative texts are
   bounded.
 * Uploads, analyses, exports and image reads had no per-user limit: 429 with Retry-After, counted in
@@ -15,6 +15,10 @@
 from __future__ import annotations
 
 import asyncio
+import socket
+import threading
+import time
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -33,6 +37,7 @@ from neuronav.security.throttle import RATE_LIMITS, RateLimit, ThrottleState
 from neuronav.service import create_app
 from neuronav.service.deps import AuthFirstRoute, _guards
 from neuronav.service.routes import ROUTERS
+from neuronav.service.server import MAX_CONNECTIONS, GuardedH11Protocol
 from neuronav.workflow import throttles
 from tests.analysis.findings_factory import make_findings
 from tests.service.conftest import People, Person, audit_events
@@ -43,7 +48,7 @@ CHUNK = 64 * 1024
 @pytest.fixture
 def settings(settings: Settings) -> Settings:
     """Uploads may be large (200 MiB, as a site sets them); a stalled body is given up after 0.5 s."""
-    return settings.model_copy(update={"max_upload_bytes": 200 * 1024 * 1024, "body_timeout_s": 0.5})
+    return settings.model_copy(update={"max_upload_bytes": 200 * 1024 * 1024, "read_timeout_s": 0.5})
 
 
 class Sent:
@@ -183,7 +188,7 @@ def test_a_body_that_stops_arriving_gets_408(app: FastAPI, client: TestClient) -
     assert b"RequestTimeout" in sent.body
 
 
-def test_serve_closes_idle_connections(monkeypatch: pytest.MonkeyPatch, settings: Settings) -> None:
+def test_serve_runs_uvicorn_with_the_connection_guards(monkeypatch: pytest.MonkeyPatch, settings: Settings) -> None:
     import uvicorn
     from typer.testing import CliRunner
 
@@ -194,7 +199,53 @@ def test_serve_closes_idle_connections(monkeypatch: pytest.MonkeyPatch, settings
     monkeypatch.setattr(config, "get_settings", lambda: settings.model_copy(update={"keep_alive_s": 7}))
     result = CliRunner().invoke(cli.app, ["serve", "--port", "8123"])
     assert result.exit_code == 0, result.output
-    assert seen["timeout_keep_alive"] == 7
+    assert seen["timeout_keep_alive"] == 7 and seen["limit_concurrency"] == MAX_CONNECTIONS
+    assert issubclass(seen["http"], GuardedH11Protocol) and seen["http"].header_timeout_s == settings.read_timeout_s
+
+
+@pytest.fixture
+def served(settings: Settings) -> Iterator[tuple[str, int]]:
+    """The app under a real uvicorn, as `neuronav serve` runs it (headers due within 0.5 s)."""
+    import uvicorn
+
+    app = create_app(settings)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", **app.state.uvicorn_options)
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
+        time.sleep(0.05)
+    yield "127.0.0.1", port
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+def test_half_open_requests_are_dropped_within_the_read_timeout(served: tuple[str, int]) -> None:
+    started = time.monotonic()
+    half_open = []
+    for _ in range(20):
+        conn = socket.create_connection(served, timeout=5)
+        conn.sendall(b"POST /api/auth/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n")  # no end
+        half_open.append(conn)
+    stalled_body = socket.create_connection(served, timeout=5)
+    stalled_body.sendall(
+        b"POST /api/auth/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 50\r\n\r\n{"
+    )
+    for conn in half_open:
+        with conn:
+            assert conn.recv(1024) == b""  # closed by the server, not by the 5 s client timeout
+    with stalled_body:
+        assert stalled_body.recv(4096).startswith(b"HTTP/1.1 408")
+    assert time.monotonic() - started < 4
+    with socket.create_connection(served, timeout=5) as conn:  # a whole request is still served
+        conn.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        assert conn.recv(1024).startswith(b"HTTP/1.1 200")
 
 
 # -- field lengths ---------------------------------------------------------------------------------

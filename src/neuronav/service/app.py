@@ -27,13 +27,14 @@
   outside development), the request size guard (``Content-Length`` above the route's limit → 413
   before the body is read; a body without a length is counted as it streams; the limit is
   ``settings.max_upload_bytes`` on the upload route, ``settings.max_body_bytes`` on every other; a body
-  that sends nothing for ``settings.body_timeout_s`` → 408), and the catch-all for unexpected errors.
+  that sends nothing for ``settings.read_timeout_s`` → 408), and the catch-all for unexpected errors.
 * Who is calling, and their permission, is checked before a route reads its body
   (:class:`~neuronav.service.deps.AuthFirstRoute`).
 
-Run it with ``uvicorn.run(create_app(settings), host=..., port=..., timeout_keep_alive=settings.keep_alive_s,
-proxy_headers=True, forwarded_allow_ips=...)``, in as many worker processes (or machines, with PostgreSQL and shared
-storage) as needed.
+Run it with ``app = create_app(settings); uvicorn.run(app, host=..., port=...,
+**app.state.uvicorn_options, proxy_headers=True, forwarded_allow_ips=...)`` (the options: a deadline
+for request headers, the keep-alive timeout, a connection limit: :mod:`neuronav.service.server`), in
+as many worker processes (or machines, with PostgreSQL and shared storage) as needed.
 """
 
 from __future__ import annotations
@@ -81,6 +82,7 @@ from neuronav.service.deps import UnsupportedMediaTypeError, route_path
 from neuronav.service.docs import DOCS_CSP, DOCS_PATHS
 from neuronav.service.routes import ROUTERS
 from neuronav.service.routes.health import Metrics
+from neuronav.service.server import uvicorn_options
 from neuronav.storage.errors import ObjectNotFoundError, StorageError, UploadTooLargeError
 from neuronav.storage.store import ObjectStore
 from neuronav.workflow.jobs import requeue_stale
@@ -423,13 +425,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 BodySizeMiddleware,
                 max_bytes=settings.max_body_bytes,
                 upload_bytes=settings.max_upload_bytes,
-                read_timeout_s=settings.body_timeout_s,
+                read_timeout_s=settings.read_timeout_s,
             ),
             Middleware(UnexpectedErrorMiddleware),
         ],
     )
     app.state.settings = settings
     app.state.metrics = metrics
+    app.state.uvicorn_options = uvicorn_options(settings)  # how `neuronav serve` runs it (service.server)
     app.add_exception_handler(NeuroNavError, _neuronav_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
