@@ -483,9 +483,12 @@ def serve(
         markup=False,
         highlight=False,
     )
+    served = create_app(settings)
     # proxy_headers off: uvicorn would believe X-Forwarded-For from loopback; the app decides the client
-    # address from NEURONAV_TRUSTED_PROXIES (neuronav.service.deps.client_address)
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="info", proxy_headers=False)
+    # address from NEURONAV_TRUSTED_PROXIES (neuronav.service.deps.client_address). Headers due within
+    # read_timeout_s, idle keep-alive closed after keep_alive_s, a connection limit (service/server.py)
+    options = {**served.state.uvicorn_options, "proxy_headers": False}
+    uvicorn.run(served, host=host, port=port, log_level="info", **options)
 
 
 @app.command()

@@ -25,6 +25,10 @@ NEURONAV_TRUSTED_PROXIES    reverse proxies whose X-Forwarded-For is believed: I
                             (default empty: the client address is the socket's; neuronav.security.network)
 NEURONAV_METRICS_TOKEN      outside development, a Prometheus scraper may read /metrics with
                             ``Authorization: Bearer <token>`` (≥ 32 characters; default empty: admins only)
+NEURONAV_MAX_BODY_BYTES     body cap of every route but the upload (JSON; default 1 MiB)
+NEURONAV_READ_TIMEOUT_S     request headers due within, and a body silent for no longer than, this (default 15 s)
+NEURONAV_KEEP_ALIVE_S       an idle keep-alive connection is closed after this long (default 5)
+NEURONAV_FAILED_REQUEUES    re-uploads of a study whose analysis failed queue it again at most this often (3)
 ==========================  =================================================================
 
 Jobs, audit anchors and temporary files (security hardening, issue 17):
@@ -137,6 +141,11 @@ class Settings(BaseSettings):
     audit_anchor_sink: str = ""
     audit_anchor_interval_s: float = Field(default=300.0, gt=0)
     audit_anchor_ca_file: Path | None = None
+    # request limits (neuronav.service.app BodySizeMiddleware, `neuronav serve`) and re-upload re-queues
+    max_body_bytes: int = Field(default=1024**2, ge=1024)
+    read_timeout_s: float = Field(default=15.0, gt=0)
+    keep_alive_s: int = Field(default=5, ge=1)
+    failed_requeues: int = Field(default=3, ge=0)
 
     @property
     def development(self) -> bool:

@@ -20,6 +20,7 @@ DICOM handlers each map it to an exit code / HTTP status / DICOM status in one p
     ├── ConfigError                  invalid settings
     │   └── SchemaError              the database is not at this version's schema (neuronav db upgrade)
     ├── NotFoundError                a user, study, analysis, report or annotation that does not exist
+    ├── ConflictError                a request the record's state refuses (HTTP 409): a study someone else sent
     ├── SecurityError                (security.errors) authentication and authorisation
     │   ├── AuthError                HTTP 401
     │   │   ├── InvalidToken
@@ -97,6 +98,11 @@ class SchemaError(ConfigError):
 
 class NotFoundError(NeuroNavError):
     """A record (user, study, analysis, report, annotation) that does not exist: HTTP 404."""
+
+
+class ConflictError(NeuroNavError):
+    """A request the current state of a record refuses (HTTP 409): a study uploaded already by someone
+    else, a forced analysis while one is queued or running."""
 
 
 class AnalysisError(NeuroNavError):

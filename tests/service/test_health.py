@@ -150,7 +150,7 @@ def test_hsts_outside_development(settings: Settings) -> None:
 
 
 def test_a_declared_oversized_body_is_refused_before_it_is_read(probe_app: FastAPI, client: TestClient) -> None:
-    limit = probe_app.state.settings.max_upload_bytes
+    limit = probe_app.state.settings.max_body_bytes  # not the upload route: the JSON limit
     assert client.post("/test-probe/echo-size", content=b"x" * limit).json() == {"size": limit}
     response = client.post("/test-probe/echo-size", content=b"x" * (limit + 1))
     assert response.status_code == 413
@@ -163,7 +163,7 @@ def test_a_declared_oversized_body_is_refused_before_it_is_read(probe_app: FastA
 
 
 def test_a_streamed_body_is_cut_off_at_the_limit(probe_app: FastAPI, client: TestClient) -> None:
-    limit = probe_app.state.settings.max_upload_bytes
+    limit = probe_app.state.settings.max_body_bytes  # not the upload route: the JSON limit
 
     def chunks() -> Iterator[bytes]:
         for _ in range(limit // 10_000 + 2):

@@ -24,6 +24,8 @@ from neuronav.report.model import REPORT_ID_PATTERN, Edit, Report, Signature
 
 SIGNING_ROLES = frozenset({"radiologist"})
 EDITABLE_TEXT = frozenset({"/narrative/findings_text", "/narrative/impression", "/narrative/radiologist_comment"})
+# the longest narrative text an edit may set: pages of prose, not a payload that makes every export crawl
+MAX_NARRATIVE_CHARS = 20_000
 
 
 def canonical_json(report: Report) -> bytes:
@@ -102,6 +104,8 @@ def edit(report: Report, changes: dict[str, Any], *, who: str, role: str, when: 
         if path in EDITABLE_TEXT:
             if not isinstance(new, str):
                 raise LifecycleError(f"{path} must be text")
+            if len(new) > MAX_NARRATIVE_CHARS:
+                raise LifecycleError(f"{path} is longer than {MAX_NARRATIVE_CHARS} characters ({len(new)})")
             key = path.rsplit("/", 1)[1]
             old = data["narrative"][key]
             data["narrative"][key] = new

@@ -27,6 +27,12 @@ A third counter, per **client address**, limits registrations (:data:`REGISTRATI
 registration attempt counts (each one costs an argon2 hash); the 10th within an hour locks the
 address out of registering for an hour (:func:`check_registration`, :data:`REGISTRATION_MESSAGE`).
 
+Per-**user** rate limits (:data:`RATE_LIMITS`) bound the expensive actions of a signed-in user:
+uploads, analyses started (forced or not), report exports and viewer image reads. Each is a fixed
+window counted from the first use: the ``max_uses``-th use within ``window`` is the last; further
+ones are refused (429, ``Retry-After``) until the window ends (:func:`check_rate`,
+:func:`record_use`, the same :class:`ThrottleState` record: ``failures`` counts the uses).
+
 The service stores every state in the database (``users.throttle`` for an existing account, the
 ``throttles`` table for the rest: :mod:`neuronav.workflow.throttles`), so all server processes share them.
 """
@@ -43,6 +49,7 @@ from neuronav.security._time import aware, now_utc
 
 LOCKED_MESSAGE = "Too many failed sign-in attempts. Try again in {wait}."
 REGISTRATION_MESSAGE = "Too many registrations from this address. Try again in {wait}."
+RATE_MESSAGE = "Too many {what} in {window}. Try again in {wait}."
 
 
 @dataclass(frozen=True)
@@ -92,6 +99,26 @@ REGISTRATION_POLICY = ThrottlePolicy(
     forget_after=timedelta(hours=24),
     reset_on_success=False,
 )
+
+
+RateScope = Literal["rate:upload", "rate:analysis", "rate:export", "rate:image"]
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    """At most ``max_uses`` of an action per user within ``window`` (a fixed window from the first use)."""
+
+    scope: RateScope
+    max_uses: int
+    window: timedelta
+    what: str  # for the message: "uploads", "analyses started", …
+
+
+UPLOAD_RATE = RateLimit("rate:upload", 60, timedelta(hours=1), "uploads")
+ANALYSIS_RATE = RateLimit("rate:analysis", 30, timedelta(hours=1), "analyses started")
+EXPORT_RATE = RateLimit("rate:export", 120, timedelta(hours=1), "report exports")
+IMAGE_RATE = RateLimit("rate:image", 600, timedelta(hours=1), "image reads")
+RATE_LIMITS = {limit.scope: limit for limit in (UPLOAD_RATE, ANALYSIS_RATE, EXPORT_RATE, IMAGE_RATE)}
 
 
 @dataclass(frozen=True)
@@ -154,6 +181,34 @@ def check_registration(state: ThrottleState, *, now: datetime | None = None) -> 
     return _locked(decision.retry_after_s, decision.reason, REGISTRATION_MESSAGE)
 
 
+def _window_text(window: timedelta) -> str:
+    seconds = int(window.total_seconds())
+    if seconds % 3600 == 0:
+        hours = seconds // 3600
+        return "an hour" if hours == 1 else f"{hours} hours"
+    return _wait_text(seconds)
+
+
+def check_rate(state: ThrottleState, limit: RateLimit, *, now: datetime | None = None) -> Decision:
+    """Whether one more use is allowed; when not, the seconds until the window ends."""
+    t = now_utc(now)
+    start = aware(state.window_start)
+    if start is None or t - start >= limit.window or state.failures < limit.max_uses:
+        return ALLOWED
+    seconds = max(1, math.ceil((start + limit.window - t).total_seconds()))
+    message = RATE_MESSAGE.format(what=limit.what, window=_window_text(limit.window), wait=_wait_text(seconds))
+    return Decision(False, seconds, f"{limit.scope} limit", message)
+
+
+def record_use(state: ThrottleState, limit: RateLimit, *, now: datetime | None = None) -> ThrottleState:
+    """The state after one use (a new window when the last one has ended)."""
+    t = now_utc(now)
+    start = aware(state.window_start)
+    if start is None or t - start >= limit.window:
+        return ThrottleState(failures=1, window_start=t, last_failure=t)
+    return replace(state, failures=state.failures + 1, last_failure=t)
+
+
 def check_all(account: ThrottleState, address: ThrottleState, *, now: datetime | None = None) -> Decision:
     """The stricter of the account and address decisions (the longer wait)."""
     decisions = [check(account, ACCOUNT_POLICY, now=now), check(address, ADDRESS_POLICY, now=now)]
@@ -197,17 +252,27 @@ __all__ = [
     "ACCOUNT_POLICY",
     "ADDRESS_POLICY",
     "ALLOWED",
+    "ANALYSIS_RATE",
+    "EXPORT_RATE",
+    "IMAGE_RATE",
     "LOCKED_MESSAGE",
+    "RATE_LIMITS",
+    "RATE_MESSAGE",
     "REGISTRATION_MESSAGE",
     "REGISTRATION_POLICY",
+    "UPLOAD_RATE",
     "Decision",
+    "RateLimit",
+    "RateScope",
     "ThrottlePolicy",
     "ThrottleState",
     "check",
     "check_all",
+    "check_rate",
     "check_registration",
     "lockout_duration",
     "login_key",
     "record_failure",
     "record_success",
+    "record_use",
 ]

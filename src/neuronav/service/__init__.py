@@ -7,6 +7,7 @@ routes                      ROUTERS: health, auth, users, admin, audit (+ the st
 bootstrap.create_user       accounts made from the command line (the first admin, demo users)
 throttles                   sign-in and registration counters in the database (shared by all processes)
 docs                        /docs and /redoc with their assets, served by the app (no CDN)
+server                      uvicorn options: a deadline for request headers, keep-alive, a connection limit
 ==========================  ====================================================================
 """
 

@@ -19,7 +19,7 @@
       PermissionDenied 403 (PasswordChangeRequired among them) ·
       AccountStateError 409 · PasswordPolicyError 422 (+ "problems") · UploadTooLargeError 413 ·
       UnsupportedMediaTypeError 415 · InputError 400 · ObjectNotFoundError / NotFoundError 404 ·
-      LifecycleError 409 · ReportError 400 ·
+      ConflictError 409 · LifecycleError 409 · ReportError 400 ·
       ConfigError, StorageError, ModelError 500 · any other NeuroNavError 400 ·
       anything unexpected 500 with a generic message and an ``error_id``
 
@@ -31,19 +31,25 @@
   (``/metrics`` also takes ``NEURONAV_METRICS_TOKEN``): :mod:`neuronav.service.deps`.
 * Middleware (outermost first): metrics, security headers (CSP ``default-src 'self'``,
   ``frame-ancestors 'none'``, nosniff, no referrer; ``Cache-Control: no-store`` on the API; HSTS
-  outside development), the request size guard (``Content-Length`` above
-  ``settings.max_upload_bytes`` → 413 before the body is read; a body without a length is counted
-  as it streams), and the catch-all for unexpected errors.
+  outside development), the request size guard (``Content-Length`` above the route's limit → 413
+  before the body is read; a body without a length is counted as it streams; the limit is
+  ``settings.max_upload_bytes`` on the upload route, ``settings.max_body_bytes`` on every other; a body
+  that sends nothing for ``settings.read_timeout_s`` → 408), and the catch-all for unexpected errors.
+* Who is calling, and their permission, is checked before a route reads its body
+  (:class:`~neuronav.service.deps.AuthFirstRoute`).
 
-Run it with ``uvicorn.run(create_app(settings), host=..., port=..., proxy_headers=False)`` (uvicorn's
-command line: ``--no-proxy-headers``), in as many worker processes (or machines, with PostgreSQL and
-shared storage) as needed. The app itself decides the client address, believing ``X-Forwarded-For``
-only from ``NEURONAV_TRUSTED_PROXIES`` (:func:`neuronav.service.deps.client_address`); uvicorn's own
-proxy handling would trust any value from loopback.
+Run it with ``app = create_app(settings); uvicorn.run(app, host=..., port=...,
+**app.state.uvicorn_options, proxy_headers=False)`` (the options: a deadline for request headers, the
+keep-alive timeout, a connection limit: :mod:`neuronav.service.server`; uvicorn's command line:
+``--no-proxy-headers``), in as many worker processes (or machines, with PostgreSQL and shared storage)
+as needed. The app itself decides the client address, believing ``X-Forwarded-For`` only from
+``NEURONAV_TRUSTED_PROXIES`` (:func:`neuronav.service.deps.client_address`); uvicorn's own proxy
+handling would trust any value from loopback.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 import sys
@@ -64,7 +70,15 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from neuronav import __version__
 from neuronav.config import Settings, get_settings
 from neuronav.db.session import migrate
-from neuronav.errors import ConfigError, InputError, LifecycleError, NeuroNavError, NotFoundError, ReportError
+from neuronav.errors import (
+    ConfigError,
+    ConflictError,
+    InputError,
+    LifecycleError,
+    NeuroNavError,
+    NotFoundError,
+    ReportError,
+)
 from neuronav.security.errors import (
     AccountLocked,
     AccountStateError,
@@ -78,6 +92,7 @@ from neuronav.service.deps import UnsupportedMediaTypeError, route_path
 from neuronav.service.docs import DOCS_CSP, DOCS_PATHS
 from neuronav.service.routes import ROUTERS
 from neuronav.service.routes.health import Metrics
+from neuronav.service.server import uvicorn_options
 from neuronav.storage.errors import ObjectNotFoundError, StorageError, UploadTooLargeError
 from neuronav.storage.store import ObjectStore
 from neuronav.workflow.anchors import start_shipping
@@ -144,7 +159,7 @@ def error_status(exc: BaseException) -> int:
         (UnsupportedMediaTypeError, 415),
         (InputError, 400),
         ((ObjectNotFoundError, NotFoundError), 404),
-        (LifecycleError, 409),
+        ((ConflictError, LifecycleError), 409),
         (ReportError, 400),
         ((ConfigError, StorageError), 500),
     )
@@ -198,7 +213,7 @@ async def _neuronav_error(request: Request, exc: Exception) -> JSONResponse:
     return error_response(exc, request.scope)
 
 
-_HTTP_ERROR_NAMES = {404: "NotFound", 405: "MethodNotAllowed", 413: "UploadTooLargeError"}
+_HTTP_ERROR_NAMES = {404: "NotFound", 405: "MethodNotAllowed", 408: "RequestTimeout", 413: "UploadTooLargeError"}
 
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
@@ -277,21 +292,40 @@ class SecurityHeadersMiddleware:
         await self.app(scope, receive, send_with_headers)
 
 
-class BodySizeMiddleware:
-    """413 for a declared ``Content-Length`` over the limit, before any of the body is read; a body
-    sent without a length is counted as it streams and refused when it passes the limit."""
+# the routes that take an upload: only these get settings.max_upload_bytes, every other body max_body_bytes
+UPLOAD_ROUTES = frozenset({("POST", "/api/studies")})
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+
+class BodySizeMiddleware:
+    """413 for a declared ``Content-Length`` over the route's limit, before any of the body is read; a
+    body sent without a length is counted as it streams and refused when it passes the limit. The limit
+    is ``upload_bytes`` on :data:`UPLOAD_ROUTES` and ``max_bytes`` (small: JSON) everywhere else. A body
+    that sends nothing for ``read_timeout_s`` gets 408 (a slow client cannot hold a worker)."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        max_bytes: int,
+        *,
+        upload_bytes: int | None = None,
+        read_timeout_s: float | None = None,
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.upload_bytes = upload_bytes if upload_bytes is not None else max_bytes
+        self.read_timeout_s = read_timeout_s
 
-    def _too_large(self) -> str:
-        return f"The request is larger than the limit of {self.max_bytes} bytes."
+    def limit(self, scope: Scope) -> int:
+        """The body limit of the request's route (by method and path: routing has not happened yet)."""
+        upload = (str(scope.get("method", "")), str(scope.get("path", "")).rstrip("/")) in UPLOAD_ROUTES
+        return self.upload_bytes if upload else self.max_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = self.limit(scope)
+        too_large = f"The request is larger than the limit of {limit} bytes."
         declared = Headers(scope=scope).get("content-length")
         if declared is not None:
             try:
@@ -302,19 +336,33 @@ class BodySizeMiddleware:
                 response = JSONResponse({"detail": "Invalid Content-Length header.", "error": "InputError"}, 400)
                 await response(scope, receive, send)
                 return
-            if length > self.max_bytes:
-                body = {"detail": self._too_large(), "error": "UploadTooLargeError"}
+            if length > limit:
+                body = {"detail": too_large, "error": "UploadTooLargeError"}
                 await JSONResponse(body, 413, headers={"Connection": "close"})(scope, receive, send)
                 return
         received = 0
+        complete = False
 
         async def counted_receive() -> Message:
-            nonlocal received
-            message = await receive()
+            nonlocal received, complete
+            if complete or self.read_timeout_s is None:
+                message = await receive()  # after the body: a disconnect is waited for as long as it takes
+            else:
+                try:
+                    message = await asyncio.wait_for(receive(), self.read_timeout_s)
+                except TimeoutError:
+                    raise StarletteHTTPException(
+                        408,
+                        f"The request body sent nothing for {self.read_timeout_s:g} seconds.",
+                        headers={"Connection": "close"},
+                    ) from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_bytes:
-                    raise StarletteHTTPException(413, self._too_large())
+                complete = not message.get("more_body", False)
+                if received > limit:
+                    raise StarletteHTTPException(413, too_large)
+            else:
+                complete = True
             return message
 
         await self.app(scope, counted_receive, send)
@@ -399,12 +447,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         middleware=[
             Middleware(MetricsMiddleware, metrics=metrics),
             Middleware(SecurityHeadersMiddleware, production=not settings.development),
-            Middleware(BodySizeMiddleware, max_bytes=settings.max_upload_bytes),
+            Middleware(
+                BodySizeMiddleware,
+                max_bytes=settings.max_body_bytes,
+                upload_bytes=settings.max_upload_bytes,
+                read_timeout_s=settings.read_timeout_s,
+            ),
             Middleware(UnexpectedErrorMiddleware),
         ],
     )
     app.state.settings = settings
     app.state.metrics = metrics
+    app.state.uvicorn_options = uvicorn_options(settings)  # how `neuronav serve` runs it (service.server)
     app.add_exception_handler(NeuroNavError, _neuronav_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)

@@ -13,6 +13,9 @@ Routes declare what they need with these names (FastAPI ``Annotated`` dependenci
     metrics_access     /metrics: as operator_access, or ``Authorization: Bearer <NEURONAV_METRICS_TOKEN>``
     Offset, Version    bounded integer query parameters (``0 ≤ offset``, ``1 ≤ version``, both ≤ 2^31 − 1):
                        a larger number is a 422, never an overflow in the database driver (a 500)
+    AuthFirstRoute     the route class of every router: on a route that takes a body and a signed-in user,
+                       the user and the permissions are checked *before* the body is read (FastAPI reads
+                       bodies, multipart uploads spooled to disk included, before it runs dependencies)
 
 Who the caller is, is decided by :func:`neuronav.workflow.signin.authenticate` from the bearer access
 token, or from the HttpOnly session cookie with its ``X-CSRF-Token``; permission checks and their audit
@@ -22,12 +25,16 @@ events are :mod:`neuronav.workflow.access`. Nothing here decides a rule.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable, Iterator, MutableMapping
+from collections.abc import Callable, Coroutine, Iterator, MutableMapping
 from typing import Annotated, Any, cast
 
-from fastapi import Depends, Query, Request
+from fastapi import Depends, Query, Request, Response
+from fastapi.dependencies.models import Dependant
+from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security.utils import get_authorization_scheme_param
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
 from neuronav.config import Settings
 from neuronav.db.session import session_scope
@@ -137,16 +144,14 @@ def session_cookie_name(settings: Settings) -> str:
     return tokens.DEV_SESSION_COOKIE if settings.development else tokens.SESSION_COOKIE
 
 
-def get_current_user(
-    request: Request,
-    db: DbDep,
-    settings: SettingsDep,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> Actor:
-    """The signed-in user (:func:`neuronav.workflow.signin.authenticate`): bearer access token, or session
-    cookie + CSRF header."""
+# what AuthFirstRoute decided before the body was read (request.state): reused, not decided twice
+_ACTOR_STATE = "neuronav_actor"
+_GRANTED_STATE = "neuronav_granted"
+
+
+def _authenticate(request: Request, db: Session, settings: Settings, bearer: str | None) -> Actor:
     presented = Credentials(
-        bearer=credentials.credentials if credentials is not None else None,
+        bearer=bearer,
         session_token=request.cookies.get(session_cookie_name(settings)),
         csrf_header=request.headers.get(tokens.CSRF_HEADER),
     )
@@ -160,6 +165,20 @@ def get_current_user(
     )
 
 
+def get_current_user(
+    request: Request,
+    db: DbDep,
+    settings: SettingsDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Actor:
+    """The signed-in user (:func:`neuronav.workflow.signin.authenticate`): bearer access token, or session
+    cookie + CSRF header."""
+    checked = getattr(request.state, _ACTOR_STATE, None)
+    if isinstance(checked, Actor):  # by AuthFirstRoute, before the body was read
+        return checked
+    return _authenticate(request, db, settings, credentials.credentials if credentials is not None else None)
+
+
 CurrentUserDep = Annotated[Actor, Depends(get_current_user)]
 
 
@@ -171,15 +190,13 @@ def requires(permission: Permission) -> Callable[..., Actor]:
     """
 
     def dependency(request: Request, user: CurrentUserDep, db: DbDep) -> Actor:
-        context = {
-            "route": route_template(request),
-            "method": request.method,
-            "params": {k: str(v)[:64] for k, v in request.path_params.items()},
-        }
-        authorize(db, user, permission, context=context)
+        if permission in getattr(request.state, _GRANTED_STATE, ()):  # granted (and audited) by AuthFirstRoute
+            return user
+        authorize(db, user, permission, context=_context(request))
         return user
 
     dependency.__name__ = f"requires_{permission.name.lower()}"
+    dependency.permission = permission  # type: ignore[attr-defined]  # read by AuthFirstRoute
     return dependency
 
 
@@ -223,8 +240,70 @@ def metrics_access(
     _operator(request, db, settings, credentials)
 
 
+def _context(request: Request) -> dict[str, Any]:
+    return {
+        "route": route_template(request),
+        "method": request.method,
+        "params": {k: str(v)[:64] for k, v in request.path_params.items()},
+    }
+
+
+# -- authentication before the body --------------------------------------------------------------
+
+
+def _guards(dependant: Dependant) -> tuple[bool, list[Permission]]:
+    """Whether the route needs a signed-in user, and the permissions it requires (``requires(P)``)."""
+    needs_user, permissions = False, []
+    for sub in dependant.dependencies:
+        if sub.call is get_current_user:
+            needs_user = True
+        permission = getattr(sub.call, "permission", None)
+        if isinstance(permission, Permission):
+            permissions.append(permission)
+        below_user, below = _guards(sub)
+        needs_user = needs_user or below_user
+        permissions.extend(p for p in below if p not in permissions)
+    return needs_user, permissions
+
+
+def _check_first(request: Request, permissions: list[Permission]) -> None:
+    """Authenticate and authorise in a short transaction of its own (refusals and break-glass accesses
+    audited and committed there); the route's dependencies then reuse the result."""
+    settings = app_settings(request)
+    scheme, credentials = get_authorization_scheme_param(request.headers.get("authorization"))
+    bearer = credentials if scheme.lower() == "bearer" and credentials else None
+    with session_scope(settings.database) as db:
+        actor = _authenticate(request, db, settings, bearer)
+        for permission in permissions:
+            authorize(db, actor, permission, context=_context(request))
+    setattr(request.state, _ACTOR_STATE, actor)
+    setattr(request.state, _GRANTED_STATE, frozenset(permissions))
+
+
+class AuthFirstRoute(APIRoute):
+    """A route that checks who is calling, and their permissions, before it reads a request body.
+
+    FastAPI reads (and, for multipart, spools to disk) the whole body before it runs a route's
+    dependencies, so without this an anonymous client could make the server receive a 2 GiB upload
+    before being told 401. Routes without a body, or without a signed-in user (sign-in, registration),
+    are left as FastAPI makes them."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+        needs_user, permissions = _guards(self.dependant)
+        if self.body_field is None or not needs_user:
+            return handler
+
+        async def checked_first(request: Request) -> Response:
+            await run_in_threadpool(_check_first, request, permissions)
+            return await handler(request)
+
+        return checked_first
+
+
 __all__ = [
     "MAX_QUERY_INT",
+    "AuthFirstRoute",
     "BreakGlassDep",
     "CurrentUserDep",
     "DbDep",

@@ -27,8 +27,10 @@ from neuronav.report.model import Report
 from neuronav.security import permissions
 from neuronav.security.access import Actor, export_permission
 from neuronav.security.permissions import ReportObject
+from neuronav.security.throttle import EXPORT_RATE
 from neuronav.storage import decrypt_field, encrypt_field
 from neuronav.storage.store import ObjectStore
+from neuronav.workflow import throttles
 from neuronav.workflow.access import audit_event, authorize_object
 from neuronav.workflow.uploads import private_tmp, remove_tmp
 
@@ -197,9 +199,11 @@ def export_for(
     version: int | None = None,
 ) -> ExportFile:
     """The report exported as ``fmt`` for ``actor`` (audited as ``report.export``): reading it, and
-    :func:`~neuronav.security.access.export_permission` for the format."""
+    :func:`~neuronav.security.access.export_permission` for the format. Counted against
+    :data:`~neuronav.security.throttle.EXPORT_RATE` (a PDF or DICOM export costs seconds of CPU)."""
     if fmt not in MEDIA:
         raise InputError(f"unknown format {fmt!r}; one of {', '.join(MEDIA)}")
+    throttles.spend(db, actor, EXPORT_RATE)
     row = _row(db, report_id)
     report = read(db, store, actor, report_id, version)
     needed = export_permission(actor, fmt, _object(row, report))

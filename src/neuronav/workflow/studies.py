@@ -19,18 +19,20 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from neuronav.config import Settings
 from neuronav.db.models import AnalysisRow, StudyRow
 from neuronav.db.session import get_row
-from neuronav.errors import InputError, NotFoundError
+from neuronav.errors import ConflictError, InputError, NotFoundError
 from neuronav.security.access import AI_IMAGES, Actor, ai_results_open, allowed
-from neuronav.security.permissions import Permission, StudyObject
+from neuronav.security.errors import PermissionDenied
+from neuronav.security.permissions import Permission, StudyObject, object_access
+from neuronav.security.throttle import ANALYSIS_RATE, IMAGE_RATE, UPLOAD_RATE
 from neuronav.storage import decrypt_field
 from neuronav.storage.store import ObjectStore
-from neuronav.workflow import jobs, reports
+from neuronav.workflow import jobs, reports, throttles
 from neuronav.workflow.access import audit_event, authorize_object, refusal
 from neuronav.workflow.uploads import Upload, private_tmp, receive_upload, remove_tmp
 
@@ -136,14 +138,60 @@ def study_object(study: StudyRow) -> StudyObject:
     return StudyObject(study_id=study.id, uploaded_by=study.uploaded_by)
 
 
+def _may_follow(actor: Actor, study: StudyRow) -> bool:
+    """Whether ``actor`` may see the study at all (its status: a reader, or the technician who uploaded it)."""
+    try:
+        object_access(
+            actor.role,
+            Permission.STUDY_STATUS,
+            study_object(study),
+            user_id=actor.id,
+            active=True,
+            verified=actor.verified,
+            breakglass=actor.breakglass,
+        )
+    except PermissionDenied:
+        return False
+    return True
+
+
+def _failed_runs(db: Session, study_id: str) -> int:
+    stmt = select(func.count()).select_from(AnalysisRow)
+    return int(db.scalar(stmt.where(AnalysisRow.study_id == study_id, AnalysisRow.state == "failed")) or 0)
+
+
 def receive_and_analyse(
     db: Session, store: ObjectStore, settings: Settings, actor: Actor, uploads: list[Upload], *, via: str
 ) -> UploadOut:
     """Receive one study's files (validated whole, stored encrypted, idempotent), start its analysis and
-    audit the receipt (``via``: upload, dicom, cli); the job is dispatched once the rows are committed."""
+    audit the receipt (``via``: upload, dicom, cli); the job is dispatched once the rows are committed.
+
+    Counted against the uploader's :data:`~neuronav.security.throttle.UPLOAD_RATE`. The same study sent
+    again is the same study (``created=False``), with two limits:
+
+    * sent by someone who may not see it (another technician's upload): :class:`ConflictError` (409)
+      saying only that the study is in NeuroNav already and to ask a radiologist, who can find it;
+      neither its id, pseudonym nor state is revealed (audited, with the study id, for the auditors).
+      One study stays one record, with one analysis and one report: what a reading room expects.
+    * a study whose analysis failed is queued again by a re-upload at most ``settings.failed_requeues``
+      times (a radiologist can still run it again, ``force``); never while one is queued or running.
+    """
+    throttles.spend(db, actor, UPLOAD_RATE)
     received = receive_upload(db, store, settings, user_id=actor.id, uploads=uploads)
     study = received.study
-    analysis, queued = jobs.start_analysis(db, settings, study, user_id=actor.id)
+    if not received.created and not _may_follow(actor, study):
+        detail = {"files": len(uploads), "reason": "uploaded by another user", "via": via}
+        audit_event(db, actor, "study.upload", outcome="denied", target_type="study", target_id=study.id, detail=detail)
+        db.commit()
+        raise ConflictError(
+            "this study is in NeuroNav already, uploaded by another user; ask a radiologist to find it "
+            "(nothing was stored again)"
+        )
+    latest = None if received.created else _latest(db, study.id)
+    if latest is not None and latest.state == "failed" and _failed_runs(db, study.id) > settings.failed_requeues:
+        analysis, queued = latest, False  # failed too often: a re-upload no longer queues it again
+    else:
+        analysis, queued = jobs.start_analysis(db, settings, study, user_id=actor.id)
     audit_event(
         db,
         actor,
@@ -182,9 +230,20 @@ def read_study(db: Session, store: ObjectStore, actor: Actor, study_id: str) -> 
 
 
 def start(db: Session, settings: Settings, actor: Actor, study_id: str, *, force: bool = False) -> AnalysisOut:
-    """Start (or return the cached / running) analysis of a study; ``force`` runs it again."""
+    """Start (or return the cached / running) analysis of a study; ``force`` runs it again, refused
+    (:class:`ConflictError`) while one is queued or running. Counted against
+    :data:`~neuronav.security.throttle.ANALYSIS_RATE`."""
+    throttles.spend(db, actor, ANALYSIS_RATE)
     study = load_study(db, study_id)
     authorize_object(db, actor, Permission.ANALYSIS_START, study_object(study))
+    if force:
+        pending = db.scalars(
+            select(AnalysisRow).where(AnalysisRow.study_id == study.id, AnalysisRow.state.in_(("queued", "running")))
+        ).first()
+        if pending is not None:
+            raise ConflictError(
+                f"analysis {pending.id} of study {study.id} is {pending.state}: wait for it before running it again"
+            )
     analysis, queued = jobs.start_analysis(db, settings, study, user_id=actor.id, force=force)
     audit_event(
         db,
@@ -263,7 +322,9 @@ class ImageFile:
 
 
 def study_image(db: Session, settings: Settings, actor: Actor, study_id: str, image: str) -> ImageFile:
-    """A NIfTI image of the latest finished analysis (audited); the AI images only to readers of AI results."""
+    """A NIfTI image of the latest finished analysis (audited); the AI images only to readers of AI results.
+    Counted against :data:`~neuronav.security.throttle.IMAGE_RATE`."""
+    throttles.spend(db, actor, IMAGE_RATE)
     study = load_study(db, study_id)
     authorize_object(db, actor, Permission.STUDY_READ, study_object(study))
     done = latest_done(db, study)

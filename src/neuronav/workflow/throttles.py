@@ -10,7 +10,14 @@ scope           key                                    policy
 ``account``     a login name that has no account       :data:`~neuronav.security.throttle.ACCOUNT_POLICY`
 ``address``     the client address (sign-in failures)  :data:`~neuronav.security.throttle.ADDRESS_POLICY`
 ``registration``  the client address (registrations)   :data:`~neuronav.security.throttle.REGISTRATION_POLICY`
+``rate:upload``   the user id (uploads)                 :data:`~neuronav.security.throttle.UPLOAD_RATE`
+``rate:analysis`` the user id (analyses started)        :data:`~neuronav.security.throttle.ANALYSIS_RATE`
+``rate:export``   the user id (report exports)          :data:`~neuronav.security.throttle.EXPORT_RATE`
+``rate:image``    the user id (viewer image reads)      :data:`~neuronav.security.throttle.IMAGE_RATE`
 ==============  =====================================  ===========================================
+
+:func:`spend` is the one place a rate-limited action is counted: the workflow function of the action
+calls it first (uploads, analysis starts, report exports, viewer images), for every edge.
 
 Keys are stored as SHA-256 digests of scope and key (a login name typed by mistake can be a
 password). Reading (:func:`load`) takes no lock: a decision may be a moment stale. Counting
@@ -33,9 +40,13 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from neuronav.db.models import ThrottleRow
-from neuronav.security.throttle import ThrottleState
+from neuronav.security import throttle
+from neuronav.security.access import Actor
+from neuronav.security.errors import RateLimited
+from neuronav.security.throttle import RateLimit, RateScope, ThrottleState
+from neuronav.workflow.access import audit_event
 
-Scope = Literal["account", "address", "registration"]
+Scope = Literal["account", "address", "registration"] | RateScope
 STALE_AFTER = timedelta(hours=24)  # the longest forget_after / max_lockout of the policies
 
 
@@ -118,4 +129,18 @@ def prune(db: Session, *, now: datetime | None = None) -> int:
     return int(getattr(result, "rowcount", 0) or 0)
 
 
-__all__ = ["STALE_AFTER", "Scope", "key_digest", "load", "prune", "update"]
+def spend(db: Session, actor: Actor, limit: RateLimit, *, now: datetime | None = None) -> None:
+    """Count one use of a rate-limited action by ``actor`` (committed, so a request that fails later still
+    counts), or refuse it: :class:`RateLimited` (429 with Retry-After), audited (``rate.limited``)."""
+    t = now or datetime.now(UTC)
+    decision = throttle.check_rate(load(db, limit.scope, actor.id), limit, now=t)
+    if not decision.allowed:
+        detail = {"limit": limit.scope, "retry_after_s": decision.retry_after_s}
+        audit_event(db, actor, "rate.limited", outcome="denied", detail=detail)
+        db.commit()
+        raise RateLimited(decision.message, decision.retry_after_s)
+    update(db, limit.scope, actor.id, lambda s: throttle.record_use(s, limit, now=t), now=t)
+    db.commit()
+
+
+__all__ = ["STALE_AFTER", "Scope", "key_digest", "load", "prune", "spend", "update"]

@@ -15,10 +15,10 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from neuronav.security.access import Actor
 from neuronav.security.permissions import BREAKGLASS_MIN_REASON, Permission
-from neuronav.service.deps import BreakGlassDep, DbDep, requires
+from neuronav.service.deps import AuthFirstRoute, BreakGlassDep, DbDep, requires
 from neuronav.workflow.breakglass import BreakGlassOut, breakglass_out, close_breakglass, open_breakglass
 
-router = APIRouter(prefix="/api/admin", tags=["admin"])
+router = APIRouter(prefix="/api/admin", tags=["admin"], route_class=AuthFirstRoute)
 
 BreakGlassUser = Annotated[Actor, Depends(requires(Permission.BREAKGLASS_USE))]
 

@@ -18,11 +18,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from neuronav.security.access import Actor
 from neuronav.security.permissions import Permission
-from neuronav.service.deps import DbDep, SettingsDep, StoreDep, requires
+from neuronav.service.deps import AuthFirstRoute, DbDep, SettingsDep, StoreDep, requires
 from neuronav.workflow import annotations as logic
 from neuronav.workflow.annotations import AnnotationOut
 
-router = APIRouter(tags=["annotations"])
+router = APIRouter(tags=["annotations"], route_class=AuthFirstRoute)
 
 Reader = Annotated[Actor, Depends(requires(Permission.ANNOTATION_READ))]
 Author = Annotated[Actor, Depends(requires(Permission.ANNOTATION_CREATE))]

@@ -13,11 +13,11 @@ from fastapi.responses import JSONResponse
 
 from neuronav.security.access import Actor
 from neuronav.security.permissions import Permission
-from neuronav.service.deps import DbDep, Offset, requires
+from neuronav.service.deps import AuthFirstRoute, DbDep, Offset, requires
 from neuronav.workflow import audit_trail
 from neuronav.workflow.audit_trail import EventPage, VerifyOut
 
-router = APIRouter(prefix="/api/audit", tags=["audit"])
+router = APIRouter(prefix="/api/audit", tags=["audit"], route_class=AuthFirstRoute)
 
 Auditor = Annotated[Actor, Depends(requires(Permission.AUDIT_READ))]
 OutcomeFilter = Literal["success", "failure", "denied"]

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from neuronav.security import passwords, tokens
 from neuronav.security.permissions import Role
 from neuronav.service.deps import (
+    AuthFirstRoute,
     BreakGlassDep,
     CurrentUserDep,
     DbDep,
@@ -28,7 +29,7 @@ from neuronav.workflow import accounts, signin
 from neuronav.workflow.accounts import UserOut, load_user, user_out
 from neuronav.workflow.breakglass import BreakGlassOut, breakglass_out
 
-router = APIRouter(prefix="/api/auth", tags=["auth"])
+router = APIRouter(prefix="/api/auth", tags=["auth"], route_class=AuthFirstRoute)
 
 REGISTERED = "Registration received. An administrator will verify your professional licence and role."
 

@@ -29,11 +29,11 @@ from pydantic import BaseModel
 from sqlalchemy import text
 
 from neuronav.db.session import session_factory
-from neuronav.service.deps import SettingsDep, metrics_access
+from neuronav.service.deps import AuthFirstRoute, SettingsDep, metrics_access
 from neuronav.storage.store import ObjectStore
 
 log = logging.getLogger(__name__)
-router = APIRouter(tags=["health"])
+router = APIRouter(tags=["health"], route_class=AuthFirstRoute)
 
 JobsSource = Callable[[], Mapping[str, float]]
 

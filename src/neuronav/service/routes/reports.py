@@ -13,14 +13,15 @@ from fastapi.responses import FileResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.background import BackgroundTask
 
+from neuronav.report.lifecycle import MAX_NARRATIVE_CHARS
 from neuronav.report.model import Report
 from neuronav.security.access import Actor
 from neuronav.security.permissions import Permission
-from neuronav.service.deps import CurrentUserDep, DbDep, SettingsDep, StoreDep, Version, requires
+from neuronav.service.deps import AuthFirstRoute, CurrentUserDep, DbDep, SettingsDep, StoreDep, Version, requires
 from neuronav.workflow import reports
 from neuronav.workflow.uploads import remove_tmp
 
-router = APIRouter(prefix="/api/reports", tags=["reports"])
+router = APIRouter(prefix="/api/reports", tags=["reports"], route_class=AuthFirstRoute)
 
 Editor = Annotated[Actor, Depends(requires(Permission.REPORT_EDIT))]
 Signer = Annotated[Actor, Depends(requires(Permission.REPORT_SIGN))]
@@ -29,7 +30,11 @@ Amender = Annotated[Actor, Depends(requires(Permission.REPORT_AMEND))]
 
 class EditIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    changes: dict[str, Any] = Field(description="JSON pointer → new value: /narrative/impression, /findings/…")
+    changes: dict[str, Any] = Field(
+        max_length=100,
+        description="JSON pointer → new value: /narrative/impression, /findings/… (narrative texts up to "
+        f"{MAX_NARRATIVE_CHARS} characters)",
+    )
 
 
 class AmendIn(BaseModel):

@@ -17,6 +17,7 @@ from starlette.background import BackgroundTask
 from neuronav.security.access import Actor
 from neuronav.security.permissions import Permission
 from neuronav.service.deps import (
+    AuthFirstRoute,
     CurrentUserDep,
     DbDep,
     Offset,
@@ -30,7 +31,7 @@ from neuronav.workflow.studies import AnalysisOut, StudyDetail, StudyOut, StudyP
 from neuronav.workflow.uploads import Upload, remove_tmp
 from neuronav.workflow.viewer import ViewerOut
 
-router = APIRouter(tags=["studies"])
+router = APIRouter(tags=["studies"], route_class=AuthFirstRoute)
 
 Uploader = Annotated[Actor, Depends(requires(Permission.STUDY_UPLOAD))]
 Starter = Annotated[Actor, Depends(requires(Permission.ANALYSIS_START))]

@@ -13,11 +13,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from neuronav.security.access import Actor
 from neuronav.security.permissions import Permission, Role
-from neuronav.service.deps import DbDep, Offset, requires
+from neuronav.service.deps import AuthFirstRoute, DbDep, Offset, requires
 from neuronav.workflow import accounts
 from neuronav.workflow.accounts import ChangeOut, PasswordResetOut, UserOut, UserPage
 
-router = APIRouter(prefix="/api/admin/users", tags=["users"])
+router = APIRouter(prefix="/api/admin/users", tags=["users"], route_class=AuthFirstRoute)
 
 Manager = Annotated[Actor, Depends(requires(Permission.USER_MANAGE))]
 Verifier = Annotated[Actor, Depends(requires(Permission.USER_VERIFY))]
