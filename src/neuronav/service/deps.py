@@ -13,6 +13,8 @@ Routes declare what they need with these names (FastAPI ``Annotated`` dependenci
     metrics_access     /metrics: as operator_access, or ``Authorization: Bearer <NEURONAV_METRICS_TOKEN>``
     Offset, Version    bounded integer query parameters (``0 ≤ offset``, ``1 ≤ version``, both ≤ 2^31 − 1):
                        a larger number is a 422, never an overflow in the database driver (a 500)
+    DateTime           a date-time query parameter: ISO 8601 text only (``2026-01-31T14:00:00Z``; UTC if no
+                       zone), never a number read as a Unix time (``since=0.5``) nor a bare date: 422
 
 Who the caller is, is decided by :func:`neuronav.workflow.signin.authenticate` from the bearer access
 token, or from the HttpOnly session cookie with its ``X-CSRF-Token``; permission checks and their audit
@@ -21,12 +23,15 @@ events are :mod:`neuronav.workflow.access`. Nothing here decides a rule.
 
 from __future__ import annotations
 
+import re
 import secrets
 from collections.abc import Callable, Iterator, MutableMapping
+from datetime import datetime
 from typing import Annotated, Any, cast
 
 from fastapi import Depends, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BeforeValidator, WithJsonSchema
 from sqlalchemy.orm import Session
 
 from neuronav.config import Settings
@@ -53,6 +58,28 @@ MAX_QUERY_INT = 2**31 - 1
 
 Offset = Annotated[int, Query(ge=0, le=MAX_QUERY_INT, description="Rows to skip (pagination).")]
 Version = Annotated[int | None, Query(ge=1, le=MAX_QUERY_INT, description="A stored version (default: the newest).")]
+
+# ISO 8601 date and time, the seconds, fraction and zone optional (UTC if none). Pydantic alone would also
+# read a number as a Unix time (since=0.5 is 1970) and a bare date as midnight: the OpenAPI document and
+# the check are this one pattern ([0-9], not \d: Python's \d matches every Unicode digit).
+DATETIME_PATTERN = (
+    r"^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])[Tt ]([01][0-9]|2[0-3]):[0-5][0-9]"
+    r"(:[0-5][0-9](\.[0-9]{1,6})?)?([Zz]|[+-]([01][0-9]|2[0-3]):[0-5][0-9])?$"
+)
+_DATETIME = re.compile(DATETIME_PATTERN)
+
+
+def _iso_datetime(value: object) -> object:
+    if not isinstance(value, datetime) and not (isinstance(value, str) and _DATETIME.fullmatch(value)):
+        raise ValueError("an ISO 8601 date-time is expected, such as 2026-01-31T14:00:00Z (UTC if no zone)")
+    return value
+
+
+DateTime = Annotated[
+    datetime,
+    BeforeValidator(_iso_datetime),
+    WithJsonSchema({"type": "string", "pattern": DATETIME_PATTERN, "examples": ["2026-01-31T14:00:00Z"]}),
+]
 
 
 # -- settings, database, store -------------------------------------------------------------------
@@ -224,9 +251,11 @@ def metrics_access(
 
 
 __all__ = [
+    "DATETIME_PATTERN",
     "MAX_QUERY_INT",
     "BreakGlassDep",
     "CurrentUserDep",
+    "DateTime",
     "DbDep",
     "Offset",
     "SettingsDep",

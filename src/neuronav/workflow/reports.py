@@ -12,7 +12,7 @@ from __future__ import annotations
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -130,7 +130,8 @@ def export(
 
 # -- what a reader does with a report (every edge calls these) -------------------------------------
 
-MEDIA = {
+ExportFormat = Literal["json", "pdf", "seg", "sr", "epdf", "sc", "fhir", "fhir-r5", "hl7"]  # the keys of MEDIA
+MEDIA: dict[str, tuple[str, str]] = {
     "json": ("application/json", "report.json"),
     "pdf": ("application/pdf", "report.pdf"),
     "seg": ("application/dicom", "seg.dcm"),
