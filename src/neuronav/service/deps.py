@@ -26,12 +26,12 @@ from __future__ import annotations
 import re
 import secrets
 from collections.abc import Callable, Iterator, MutableMapping
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, cast
 
 from fastapi import Depends, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BeforeValidator, WithJsonSchema
+from pydantic import AfterValidator, BeforeValidator, WithJsonSchema
 from sqlalchemy.orm import Session
 
 from neuronav.config import Settings
@@ -61,9 +61,13 @@ Version = Annotated[int | None, Query(ge=1, le=MAX_QUERY_INT, description="A sto
 
 # ISO 8601 date and time, the seconds, fraction and zone optional (UTC if none). Pydantic alone would also
 # read a number as a Unix time (since=0.5 is 1970) and a bare date as midnight: the OpenAPI document and
-# the check are this one pattern ([0-9], not \d: Python's \d matches every Unicode digit).
+# the check are this one pattern, calendar included (30 days in April, 29 February in leap years only),
+# so that a date the schema allows is a date the route takes. [0-9], not \d: Python's \d is any digit.
+_YEAR = "([0-9]{3}[1-9]|[0-9]{2}[1-9][0-9]|[0-9][1-9][0-9]{2}|[1-9][0-9]{3})"  # 0001 to 9999
+_MONTH_DAY = "((0[13578]|1[02])-(0[1-9]|[12][0-9]|3[01])|(0[469]|11)-(0[1-9]|[12][0-9]|30)|02-(0[1-9]|1[0-9]|2[0-8]))"
+_LEAP_DAY = "([0-9]{2}(0[48]|[2468][048]|[13579][26])|(0[48]|[2468][048]|[13579][26])00)-02-29"
 DATETIME_PATTERN = (
-    r"^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])[Tt ]([01][0-9]|2[0-3]):[0-5][0-9]"
+    rf"^({_YEAR}-{_MONTH_DAY}|{_LEAP_DAY})[Tt ]([01][0-9]|2[0-3]):[0-5][0-9]"
     r"(:[0-5][0-9](\.[0-9]{1,6})?)?([Zz]|[+-]([01][0-9]|2[0-3]):[0-5][0-9])?$"
 )
 _DATETIME = re.compile(DATETIME_PATTERN)
@@ -75,9 +79,17 @@ def _iso_datetime(value: object) -> object:
     return value
 
 
+def _in_utc(value: datetime) -> datetime:
+    try:  # 9999-12-31T23:59-01:00 is past the last date-time Python can hold: a 422, not an OverflowError
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    except OverflowError as exc:
+        raise ValueError("the date-time is out of range in UTC") from exc
+
+
 DateTime = Annotated[
     datetime,
     BeforeValidator(_iso_datetime),
+    AfterValidator(_in_utc),
     WithJsonSchema({"type": "string", "pattern": DATETIME_PATTERN, "examples": ["2026-01-31T14:00:00Z"]}),
 ]
 

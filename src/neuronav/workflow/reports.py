@@ -69,11 +69,11 @@ def save(
 def load(db: Session, store: ObjectStore, report_id: str, version: int | None = None) -> Report:
     row = db.get(ReportRow, report_id)
     if row is None:
-        raise ReportError(f"no report {report_id}")
+        raise NotFoundError(f"no report {report_id}")
     wanted = version or row.version
     ver = db.get(ReportVersionRow, (report_id, wanted))
     if ver is None:
-        raise ReportError(f"no version {wanted} of report {report_id}")
+        raise NotFoundError(f"no version {wanted} of report {report_id}")
     return Report.model_validate_json(decrypt_field(ver.document_enc, store.field_key(), DOCUMENT_COLUMN))
 
 

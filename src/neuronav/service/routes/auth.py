@@ -45,9 +45,10 @@ class RegisterIn(BaseModel):
         min_length=3, max_length=254, pattern=EMAIL_PATTERN, description="Work e-mail address; the sign-in name."
     )
     password: str = Field(
-        min_length=passwords.MIN_LENGTH,
+        min_length=1,
         max_length=passwords.MAX_LENGTH,
-        description="At least 12 characters, hard to guess (not common, not made of your name or e-mail).",
+        description="At least 12 characters, hard to guess (not common, not made of your name or e-mail): "
+        "checked by the password policy, which answers 422 PasswordPolicyError naming every problem.",
     )
     display_name: str = Field(min_length=1, max_length=200)
     role: Role = Field(description="The role requested; the verifying administrator confirms or corrects it.")
@@ -92,9 +93,10 @@ class PasswordIn(BaseModel):
 
     current_password: str = Field(min_length=1, max_length=passwords.MAX_LENGTH * 4)
     new_password: str = Field(
-        min_length=passwords.MIN_LENGTH,
+        min_length=1,
         max_length=passwords.MAX_LENGTH,
-        description="At least 12 characters, hard to guess (not common, not made of your name or e-mail).",
+        description="At least 12 characters, hard to guess (not common, not made of your name or e-mail): "
+        "checked by the password policy, which answers 422 PasswordPolicyError naming every problem.",
     )
 
 
