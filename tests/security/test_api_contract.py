@@ -39,6 +39,7 @@ from tests.service.test_route_walk import _objects
 MAX_EXAMPLES = 10
 ROLES = ("anonymous", "technician", "radiologist", "neurologist", "admin")
 
+
 def _accepting(status: int) -> dict[str, Any]:
     statuses = ["2xx", "3xx", "401", "403", "404", "409", "429", "5xx", str(status)]
     return {"positive_data_acceptance": {"expected-statuses": statuses}}
@@ -46,7 +47,14 @@ def _accepting(status: int) -> dict[str, Any]:
 
 CONFIG: dict[str, Any] = {
     "seed": 17,
-    "generation": {"mode": "all", "max-examples": MAX_EXAMPLES, "no-shrink": True, "deterministic": True},
+    "cache": {"enabled": False},  # no .schemathesis/ folder in the working tree: every run starts afresh
+    "generation": {
+        "mode": "all",
+        "max-examples": MAX_EXAMPLES,
+        "no-shrink": True,
+        "deterministic": True,
+        "database": "none",
+    },
     "phases": {"examples": {"enabled": False}, "coverage": {"enabled": True}, "fuzzing": {"enabled": True}},
     "suppress-health-check": ["all"],
     "auth": {"auto-signup": False},  # anonymous stays anonymous (no sign-up through POST /api/auth/register)
@@ -89,7 +97,9 @@ def run(schema: BaseSchema) -> list[str]:
                 for check in checks:
                     if check.failure_info is not None:
                         failure = check.failure_info.failure
-                        found.append(f"{failure.operation}: {failure.title} (got {got})\n{check.failure_info.code_sample}")
+                        found.append(
+                            f"{failure.operation}: {failure.title} (got {got})\n{check.failure_info.code_sample}"
+                        )
         elif isinstance(event, events.NonFatalError | events.FatalError):
             found.append(f"error: {event!r}")
     return sorted(set(found))
@@ -139,11 +149,20 @@ def test_the_api_keeps_its_contract(settings: Settings, dispatched: list[str], r
 # -- what the run found, each pinned by a fast test -------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    "value",
-    ["0.5", "1700000000", "2026-01-31", "yesterday", "2026-01-31T25:00:00Z", "2026-02-30T00:00", "9999-12-31T23:59-01:00"],
-)
-@pytest.mark.parametrize("route", ["/api/studies?since=", "/api/audit?since=", "/api/audit?until=", "/api/audit/fhir?until="])
+NOT_DATE_TIMES = [
+    "0.5",  # was read as a Unix time: 1970-01-01T00:00:00.5Z
+    "1700000000",
+    "2026-01-31",  # a bare date was read as midnight
+    "yesterday",
+    "2026-01-31T25:00:00Z",
+    "2026-02-30T00:00",
+    "9999-12-31T23:59-01:00",  # past the last date-time in UTC: was an OverflowError, a 500
+]
+DATE_TIME_ROUTES = ["/api/studies?since=", "/api/audit?since=", "/api/audit?until=", "/api/audit/fhir?until="]
+
+
+@pytest.mark.parametrize("value", NOT_DATE_TIMES)
+@pytest.mark.parametrize("route", DATE_TIME_ROUTES)
 def test_a_date_time_query_parameter_is_iso_8601_never_a_number(
     client: TestClient, staff: dict[str, Person], route: str, value: str
 ) -> None:
@@ -173,7 +192,7 @@ def test_every_operation_documents_its_errors_and_files(client: TestClient) -> N
             if "requestBody" in operation:
                 assert {"413", "415", "422"} <= set(responses), (method, path)
             for status, response in responses.items():
-                if status[0] in "45":
+                if status[0] in "45" and status != "503":  # /readyz answers its Readiness
                     assert response["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/Error"}
     paths = document["paths"]
     assert set(paths["/api/studies/{study_id}/images/{image}"]["get"]["responses"]["200"]["content"]) == {

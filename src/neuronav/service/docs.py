@@ -22,7 +22,8 @@ error answers of every operation, derived in one place from what the route depen
 
 * every operation: 400 (input refused beyond the schema, an invalid ``Content-Length``), 500;
 * parameters or a body: 422 (the body of FastAPI's validation errors as this app answers them);
-* a path parameter or a body (which may name an object): 404; a body: 413, 415; an unsafe method: 409;
+* a path parameter or a body (which may name an object): 404; a body: 413, 415;
+* an unsafe method or a path parameter (the object's state): 409;
 * a signed-in user (``get_current_user`` among its dependencies) or a body: 429 (``Retry-After``);
 * a signed-in user or an operator page: 401 (``WWW-Authenticate: Bearer``), 403;
 * beyond its dependencies (:data:`EXTRA_STATUSES`): sign-in answers 401 and 403 itself.
@@ -210,8 +211,7 @@ STATUS_TEXT = {
     409: "Conflicts with the object's state: a signed report, an account's state, a second factor enrolled.",
     413: "The request body is larger than its limit.",
     415: "The request body is not of the content type this operation takes.",
-    422: "The request does not match the schema (detail: where and what), or a password the policy refuses "
-    "(problems).",
+    422: "The request does not match the schema (detail: where and what), or a password the policy refuses (problems).",
     429: "Too many requests: a sign-in lockout, the registration limit or a rate limit. Retry after "
     "Retry-After seconds.",
     500: "Internal error: a generic message and an error_id to quote to the administrator.",
@@ -248,12 +248,13 @@ def error_statuses(route: Any, method: str) -> set[int]:
     statuses = {400, 500}
     if body or any(True for _ in _parameters(route.dependant)):
         statuses.add(422)
-    if body or route.dependant.path_params or "{" in route.path_format:
+    named = bool(route.dependant.path_params) or "{" in route.path_format
+    if body or named:
         statuses.add(404)  # an object named in the path, or in the body (a break-glass's study_id)
     if body:
         statuses |= {413, 415}
-    if method in UNSAFE:
-        statuses.add(409)
+    if method in UNSAFE or named:
+        statuses.add(409)  # a change, or an object not in the state asked of it (an analysis not done)
     if user or body:
         statuses.add(429)
     if user or operator:

@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 from neuronav.config import Settings
 from neuronav.db.models import AnalysisRow, StudyRow
 from neuronav.db.session import get_row
-from neuronav.errors import InputError, LifecycleError, NotFoundError
+from neuronav.errors import LifecycleError, NotFoundError
 from neuronav.security.access import AI_IMAGES, Actor, ai_results_open, allowed
 from neuronav.security.permissions import Permission, StudyObject
 from neuronav.storage import decrypt_field
