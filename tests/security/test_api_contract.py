@@ -5,17 +5,27 @@ declare, no invalid request accepted and no valid request refused.
 How the run is bounded and what it touches:
 
 * The real app (:func:`neuronav.service.create_app`, development settings, SQLite in a temporary data
-  folder); schemathesis calls it in-process (ASGI) and runs its lifespan, stopped when the test ends.
+  folder); schemathesis (its engine, as its command line runs it: ``schemathesis.engine.from_schema``)
+  calls it in-process over ASGI and runs its lifespan, stopped when the test ends.
 * One run per role: a technician, a radiologist, a neurologist and an administrator (each a bearer
-  token of a fresh session, minted again for every request so a generated ``POST /api/auth/logout``
-  does not sign the rest of the run out), and anonymous (no token).
-* One study, uploaded before the run, is the ``study_id`` of every study route, so the routes past
-  their 404 are walked too (its analysis included). Analysis work is never queued:
-  :func:`neuronav.workflow.jobs.dispatch` is replaced by a function that only counts, so the
+  token of a fresh session, minted for every request so that a generated ``POST /api/auth/logout``
+  signs out only itself), and anonymous (no token; schemathesis' automatic sign-up is off).
+* Real records made before the run by the route walk's factory (a study with a finished analysis, its
+  preliminary report, an annotation, a user to administer): their ids are half of the values of every
+  id path parameter, so the routes past their 404 are walked too. Analysis work is never queued:
+  :func:`neuronav.workflow.jobs.dispatch` is replaced by a function that only records the id, so the
   analysis-start route (``force=true`` included) writes its rows and starts nothing.
-* Phases: coverage (boundary and invalid values of every parameter, the ``since=0.5`` kind) and
-  fuzzing (positive and negative data), at most :data:`MAX_EXAMPLES` examples per operation, no
-  shrinking, a fixed seed (the same cases every run).
+* Phases: coverage (boundary and invalid values of every parameter, unexpected methods, the
+  ``since=0.5`` kind) and fuzzing (positive and negative data), at most :data:`MAX_EXAMPLES` examples
+  per operation, no shrinking, a fixed seed (the same cases every run), no example database or cache
+  written. About 20 s a role on two cores.
+* Checks: schemathesis' defaults: no 5xx, status codes, content types, headers and bodies as
+  documented, negative data rejected, positive data accepted (401, 403, 404, 409, 429 allowed; the few
+  refusals no schema can state are listed in :data:`CONFIG`, each with its reason), authentication
+  not ignored, the ``Allow`` header of a 405.
+
+(schemathesis 4.32's pytest integration, ``schemathesis.pytest.from_fixture``, fails on pytest 9.2:
+``Function`` has no ``_nodeid``; the engine is what its command line uses.)
 """
 
 from __future__ import annotations
