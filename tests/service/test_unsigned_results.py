@@ -28,14 +28,14 @@ def test_no_roi_statistics_on_an_ai_image_before_the_report_is_signed(
         assert "once the report is signed" in refused.json()["detail"]
         event = audit_events(settings, "access.denied")[-1]
         assert event.actor_id == neuro.id and event.detail == {"image": image}
-    # the radiologist reads AI results before signing: the same request passes the rule (400: this
+    # the radiologist reads AI results before signing: the same request passes the rule (409: this
     # walk's analysis has no stored images, which is about the record, not the permission)
     allowed = client.post(
         f"/api/studies/{ids['study_id']}/annotations",
         json={**roi, "image": "segmentation"},
         headers=people.direct_headers(rad),
     )
-    assert allowed.status_code == 400 and "has no segmentation" in allowed.json()["detail"]
+    assert allowed.status_code == 409 and "has no segmentation" in allowed.json()["detail"]
 
 
 def test_a_break_glass_exports_nothing(client: TestClient, app: FastAPI, people: People, settings: Settings) -> None:

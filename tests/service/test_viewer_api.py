@@ -82,7 +82,7 @@ def test_viewer_images_annotations_and_report_inclusion(
     )
     assert flair.ndim == 3 and np.asarray(flair.dataobj).std() > 0
     bad = client.get(f"/api/studies/{study_id}/images/sequence-DWI", headers=rad.headers)
-    assert bad.status_code == 400 and "sequence-T1c" in bad.json()["detail"]
+    assert bad.status_code == 404 and "sequence-T1c" in bad.json()["detail"]
     assert client.get(f"/api/studies/{study_id}/images/reference", headers=tech.headers).status_code == 403
 
     # -- measurements and annotations ------------------------------------------------------------

@@ -23,8 +23,12 @@
       ConfigError, StorageError, ModelError 500 · any other NeuroNavError 400 ·
       anything unexpected 500 with a generic message and an ``error_id``
 
+  A 405 names in ``Allow`` every method of the path (all its routes, not only the first one matched).
+
   A 500 is logged with its error id, the exception's class and the stack frames, never the
   exception's message (it could quote patient data).
+* The OpenAPI document declares every operation's error answers, derived from each route's dependencies
+  (:func:`neuronav.service.docs.install_contract`), so the statuses above are part of the contract.
 * ``/docs`` (Swagger UI) and ``/redoc`` (ReDoc) are served by the app with their assets
   (:mod:`neuronav.service.docs`): no CDN, so they work offline; their CSP names no other host.
   Outside development they, ``/openapi.json`` and ``/metrics`` need an administrator's session
@@ -62,9 +66,11 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import iter_route_contexts
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware import Middleware
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from neuronav import __version__
@@ -216,10 +222,23 @@ async def _neuronav_error(request: Request, exc: Exception) -> JSONResponse:
 _HTTP_ERROR_NAMES = {404: "NotFound", 405: "MethodNotAllowed", 408: "RequestTimeout", 413: "UploadTooLargeError"}
 
 
+def allowed_methods(app: FastAPI, scope: Scope) -> list[str]:
+    """Every method some route takes on the request's path (Starlette's 405 names only the first route's)."""
+    methods: set[str] = set()
+    for route in iter_route_contexts(app.routes):
+        match, _ = route.matches(scope)
+        if match != Match.NONE:
+            methods |= set(route.methods or ())
+    return sorted(methods)
+
+
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     body = {"detail": exc.detail, "error": _HTTP_ERROR_NAMES.get(exc.status_code, "HTTPException")}
-    return JSONResponse(body, status_code=exc.status_code, headers=dict(exc.headers or {}))
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:
+        headers["Allow"] = ", ".join(allowed_methods(request.app, request.scope)) or headers.get("Allow", "")
+    return JSONResponse(body, status_code=exc.status_code, headers=headers)
 
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
@@ -465,6 +484,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(docs.router)
     for router in ROUTERS:
         app.include_router(router)
+    docs.install_contract(app, development=settings.development)  # every operation's error answers
     return app
 
 

@@ -16,6 +16,8 @@ Routes declare what they need with these names (FastAPI ``Annotated`` dependenci
     AuthFirstRoute     the route class of every router: on a route that takes a body and a signed-in user,
                        the user and the permissions are checked *before* the body is read (FastAPI reads
                        bodies, multipart uploads spooled to disk included, before it runs dependencies)
+    DateTime           a date-time query parameter: ISO 8601 text only (``2026-01-31T14:00:00Z``; UTC if no
+                       zone), never a number read as a Unix time (``since=0.5``) nor a bare date: 422
 
 Who the caller is, is decided by :func:`neuronav.workflow.signin.authenticate` from the bearer access
 token, or from the HttpOnly session cookie with its ``X-CSRF-Token``; permission checks and their audit
@@ -24,8 +26,10 @@ events are :mod:`neuronav.workflow.access`. Nothing here decides a rule.
 
 from __future__ import annotations
 
+import re
 import secrets
 from collections.abc import Callable, Coroutine, Iterator, MutableMapping
+from datetime import UTC, datetime
 from typing import Annotated, Any, cast
 
 from fastapi import Depends, Query, Request, Response
@@ -33,6 +37,7 @@ from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.security.utils import get_authorization_scheme_param
+from pydantic import AfterValidator, BeforeValidator, WithJsonSchema
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
@@ -60,6 +65,40 @@ MAX_QUERY_INT = 2**31 - 1
 
 Offset = Annotated[int, Query(ge=0, le=MAX_QUERY_INT, description="Rows to skip (pagination).")]
 Version = Annotated[int | None, Query(ge=1, le=MAX_QUERY_INT, description="A stored version (default: the newest).")]
+
+# ISO 8601 date and time, the seconds, fraction and zone optional (UTC if none). Pydantic alone would also
+# read a number as a Unix time (since=0.5 is 1970) and a bare date as midnight: the OpenAPI document and
+# the check are this one pattern, calendar included (30 days in April, 29 February in leap years only),
+# so that a date the schema allows is a date the route takes. [0-9], not \d: Python's \d is any digit.
+_YEAR = "([0-9]{3}[1-9]|[0-9]{2}[1-9][0-9]|[0-9][1-9][0-9]{2}|[1-9][0-9]{3})"  # 0001 to 9999
+_MONTH_DAY = "((0[13578]|1[02])-(0[1-9]|[12][0-9]|3[01])|(0[469]|11)-(0[1-9]|[12][0-9]|30)|02-(0[1-9]|1[0-9]|2[0-8]))"
+_LEAP_DAY = "([0-9]{2}(0[48]|[2468][048]|[13579][26])|(0[48]|[2468][048]|[13579][26])00)-02-29"
+DATETIME_PATTERN = (
+    rf"^({_YEAR}-{_MONTH_DAY}|{_LEAP_DAY})[Tt ]([01][0-9]|2[0-3]):[0-5][0-9]"
+    r"(:[0-5][0-9](\.[0-9]{1,6})?)?([Zz]|[+-]([01][0-9]|2[0-3]):[0-5][0-9])?$"
+)
+_DATETIME = re.compile(DATETIME_PATTERN)
+
+
+def _iso_datetime(value: object) -> object:
+    if not isinstance(value, datetime) and not (isinstance(value, str) and _DATETIME.fullmatch(value)):
+        raise ValueError("an ISO 8601 date-time is expected, such as 2026-01-31T14:00:00Z (UTC if no zone)")
+    return value
+
+
+def _in_utc(value: datetime) -> datetime:
+    try:  # 9999-12-31T23:59-01:00 is past the last date-time Python can hold: a 422, not an OverflowError
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    except OverflowError as exc:
+        raise ValueError("the date-time is out of range in UTC") from exc
+
+
+DateTime = Annotated[
+    datetime,
+    BeforeValidator(_iso_datetime),
+    AfterValidator(_in_utc),
+    WithJsonSchema({"type": "string", "pattern": DATETIME_PATTERN, "examples": ["2026-01-31T14:00:00Z"]}),
+]
 
 
 # -- settings, database, store -------------------------------------------------------------------
@@ -302,10 +341,12 @@ class AuthFirstRoute(APIRoute):
 
 
 __all__ = [
+    "DATETIME_PATTERN",
     "MAX_QUERY_INT",
     "AuthFirstRoute",
     "BreakGlassDep",
     "CurrentUserDep",
+    "DateTime",
     "DbDep",
     "Offset",
     "SettingsDep",

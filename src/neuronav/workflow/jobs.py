@@ -46,7 +46,7 @@ from sqlalchemy.orm import Session
 from neuronav.config import Settings, get_settings
 from neuronav.db.models import AnalysisRow, StoredObjectRow, StudyRow, utcnow
 from neuronav.db.session import session_scope
-from neuronav.errors import InputError, NeuroNavError
+from neuronav.errors import InputError, LifecycleError, NeuroNavError
 from neuronav.storage.errors import StorageError
 from neuronav.storage.store import ObjectStore
 from neuronav.workflow.background import Periodic
@@ -481,7 +481,7 @@ def result_path(settings: Settings, db: Session, analysis: AnalysisRow, name: st
     """Decrypt one stored result file of ``analysis`` into ``folder``."""
     key = (analysis.result.get("objects") or {}).get(name)
     if not key:
-        raise InputError(f"analysis {analysis.id} has no {name}")
+        raise LifecycleError(f"analysis {analysis.id} has no {name}")  # 409: a result this analysis did not write
     target = folder / name
     from neuronav.workflow.uploads import create_private
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -71,11 +71,11 @@ def save(
 def load(db: Session, store: ObjectStore, report_id: str, version: int | None = None) -> Report:
     row = db.get(ReportRow, report_id)
     if row is None:
-        raise ReportError(f"no report {report_id}")
+        raise NotFoundError(f"no report {report_id}")
     wanted = version or row.version
     ver = db.get(ReportVersionRow, (report_id, wanted))
     if ver is None:
-        raise ReportError(f"no version {wanted} of report {report_id}")
+        raise NotFoundError(f"no version {wanted} of report {report_id}")
     return Report.model_validate_json(decrypt_field(ver.document_enc, store.field_key(), DOCUMENT_COLUMN))
 
 
@@ -132,7 +132,8 @@ def export(
 
 # -- what a reader does with a report (every edge calls these) -------------------------------------
 
-MEDIA = {
+ExportFormat = Literal["json", "pdf", "seg", "sr", "epdf", "sc", "fhir", "fhir-r5", "hl7"]  # the keys of MEDIA
+MEDIA: dict[str, tuple[str, str]] = {
     "json": ("application/json", "report.json"),
     "pdf": ("application/pdf", "report.pdf"),
     "seg": ("application/dicom", "seg.dcm"),

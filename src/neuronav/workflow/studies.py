@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 from neuronav.config import Settings
 from neuronav.db.models import AnalysisRow, StudyRow
 from neuronav.db.session import get_row
-from neuronav.errors import ConflictError, InputError, NotFoundError
+from neuronav.errors import ConflictError, LifecycleError, NotFoundError
 from neuronav.security.access import AI_IMAGES, Actor, ai_results_open, allowed
 from neuronav.security.errors import PermissionDenied
 from neuronav.security.permissions import Permission, StudyObject, object_access
@@ -279,7 +279,7 @@ def analysis_result(db: Session, actor: Actor, analysis_id: str) -> dict[str, An
     a = _analysis(db, analysis_id)
     authorize_object(db, actor, Permission.ANALYSIS_READ, study_object(load_study(db, a.study_id)))
     if a.state != "done":
-        raise InputError(f"analysis {analysis_id} is {a.state}, not done")
+        raise LifecycleError(f"analysis {analysis_id} is {a.state}, not done")  # 409: ask again when done
     audit_event(db, actor, "analysis.read", target_type="study", target_id=a.study_id, detail={"analysis": a.id})
     return {
         "analysis": a.id,
@@ -310,7 +310,7 @@ def image_file(analysis: AnalysisRow, image: str) -> str:
     if image.startswith("sequence-") and name in stored:
         return name
     have = [*IMAGES, *sorted(n.removesuffix(".nii.gz") for n in stored if n.startswith("sequence-"))]
-    raise InputError(f"unknown image {image!r}; this study has {', '.join(have)}")
+    raise NotFoundError(f"unknown image {image!r}; this study has {', '.join(have)}")
 
 
 @dataclass(frozen=True)

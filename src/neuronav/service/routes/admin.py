@@ -20,20 +20,27 @@ from neuronav.workflow.breakglass import BreakGlassOut, breakglass_out, close_br
 
 router = APIRouter(prefix="/api/admin", tags=["admin"], route_class=AuthFirstRoute)
 
+# BREAKGLASS_MIN_REASON characters other than white space, anywhere in the text
+REASON_PATTERN = rf"\S(\s*\S){{{BREAKGLASS_MIN_REASON - 1}}}"
 BreakGlassUser = Annotated[Actor, Depends(requires(Permission.BREAKGLASS_USE))]
 
 
 class BreakGlassIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    reason: str = Field(max_length=1000, description="Why you need this patient's data (audited).")
+    reason: str = Field(
+        max_length=1000,
+        pattern=REASON_PATTERN,
+        description=f"Why you need this patient's data (audited): at least {BREAKGLASS_MIN_REASON} characters "
+        "besides white space.",
+    )
     study_id: str | None = Field(default=None, max_length=32, description="Limit the access to this study.")
 
     @field_validator("reason")
     @classmethod
     def _reason_long_enough(cls, value: str) -> str:
         text = " ".join(value.split())
-        if len(text) < BREAKGLASS_MIN_REASON:
+        if len(text.replace(" ", "")) < BREAKGLASS_MIN_REASON:
             raise ValueError(f"a break-glass needs a reason of at least {BREAKGLASS_MIN_REASON} characters")
         return text
 

@@ -5,7 +5,6 @@ Thin: the queries and the audit of each read are :mod:`neuronav.workflow.audit_t
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query
@@ -13,7 +12,7 @@ from fastapi.responses import JSONResponse
 
 from neuronav.security.access import Actor
 from neuronav.security.permissions import Permission
-from neuronav.service.deps import AuthFirstRoute, DbDep, Offset, requires
+from neuronav.service.deps import AuthFirstRoute, DateTime, DbDep, Offset, requires
 from neuronav.workflow import audit_trail
 from neuronav.workflow.audit_trail import EventPage, VerifyOut
 
@@ -23,8 +22,8 @@ Auditor = Annotated[Actor, Depends(requires(Permission.AUDIT_READ))]
 OutcomeFilter = Literal["success", "failure", "denied"]
 
 
-Since = Annotated[datetime | None, Query(description="From this time (inclusive, ISO 8601; UTC if no zone).")]
-Until = Annotated[datetime | None, Query(description="Before this time (exclusive).")]
+Since = Annotated[DateTime | None, Query(description="From this time (inclusive, ISO 8601; UTC if no zone).")]
+Until = Annotated[DateTime | None, Query(description="Before this time (exclusive, ISO 8601; UTC if no zone).")]
 
 
 @router.get("", response_model=EventPage)

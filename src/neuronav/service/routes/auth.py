@@ -31,6 +31,8 @@ from neuronav.workflow.breakglass import BreakGlassOut, breakglass_out
 
 router = APIRouter(prefix="/api/auth", tags=["auth"], route_class=AuthFirstRoute)
 
+# what accounts.new_account_fields checks after trimming: one @, neither first nor last, no white space
+EMAIL_PATTERN = r"^\s*[^@\s]\S*@\S*[^@\s]\s*$"
 REGISTERED = "Registration received. An administrator will verify your professional licence and role."
 
 
@@ -40,8 +42,15 @@ REGISTERED = "Registration received. An administrator will verify your professio
 class RegisterIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    email: str = Field(min_length=3, max_length=254, description="Work e-mail address; the sign-in name.")
-    password: str = Field(min_length=1, max_length=passwords.MAX_LENGTH)
+    email: str = Field(
+        min_length=3, max_length=254, pattern=EMAIL_PATTERN, description="Work e-mail address; the sign-in name."
+    )
+    password: str = Field(
+        min_length=1,
+        max_length=passwords.MAX_LENGTH,
+        description="At least 12 characters, hard to guess (not common, not made of your name or e-mail): "
+        "checked by the password policy, which answers 422 PasswordPolicyError naming every problem.",
+    )
     display_name: str = Field(min_length=1, max_length=200)
     role: Role = Field(description="The role requested; the verifying administrator confirms or corrects it.")
     licence_number: str | None = Field(default=None, max_length=100, description="Professional licence number.")
@@ -84,7 +93,12 @@ class PasswordIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     current_password: str = Field(min_length=1, max_length=passwords.MAX_LENGTH * 4)
-    new_password: str = Field(min_length=1, max_length=passwords.MAX_LENGTH)
+    new_password: str = Field(
+        min_length=1,
+        max_length=passwords.MAX_LENGTH,
+        description="At least 12 characters, hard to guess (not common, not made of your name or e-mail): "
+        "checked by the password policy, which answers 422 PasswordPolicyError naming every problem.",
+    )
 
 
 class PasswordOut(BaseModel):

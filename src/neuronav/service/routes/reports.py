@@ -19,6 +19,7 @@ from neuronav.security.access import Actor
 from neuronav.security.permissions import Permission
 from neuronav.service.deps import AuthFirstRoute, CurrentUserDep, DbDep, SettingsDep, StoreDep, Version, requires
 from neuronav.workflow import reports
+from neuronav.workflow.reports import MEDIA, ExportFormat
 from neuronav.workflow.uploads import remove_tmp
 
 router = APIRouter(prefix="/api/reports", tags=["reports"], route_class=AuthFirstRoute)
@@ -26,6 +27,13 @@ router = APIRouter(prefix="/api/reports", tags=["reports"], route_class=AuthFirs
 Editor = Annotated[Actor, Depends(requires(Permission.REPORT_EDIT))]
 Signer = Annotated[Actor, Depends(requires(Permission.REPORT_SIGN))]
 Amender = Annotated[Actor, Depends(requires(Permission.REPORT_AMEND))]
+
+
+# the export's media types, as each format answers (not JSON only)
+EXPORT_MEDIA: dict[str, dict[str, Any]] = {
+    media: {"schema": {} if media.endswith("json") else {"type": "string", "format": "binary"}}
+    for media in sorted({media for media, _ in MEDIA.values()})
+}
 
 
 class EditIn(BaseModel):
@@ -66,10 +74,14 @@ def get_versions(report_id: str, user: CurrentUserDep, db: DbDep, store: StoreDe
     ]
 
 
-@router.get("/{report_id}/export/{fmt}")
+@router.get(
+    "/{report_id}/export/{fmt}",
+    response_class=FileResponse,
+    responses={200: {"description": "The exported report file.", "content": EXPORT_MEDIA}},
+)
 def export_report(
     report_id: str,
-    fmt: str,
+    fmt: ExportFormat,
     user: CurrentUserDep,
     db: DbDep,
     store: StoreDep,

@@ -7,7 +7,6 @@ permission's object rules and audits every read of patient data) and shapes the 
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, File, Query, Request, UploadFile
@@ -19,6 +18,7 @@ from neuronav.security.permissions import Permission
 from neuronav.service.deps import (
     AuthFirstRoute,
     CurrentUserDep,
+    DateTime,
     DbDep,
     Offset,
     SettingsDep,
@@ -33,6 +33,7 @@ from neuronav.workflow.viewer import ViewerOut
 
 router = APIRouter(tags=["studies"], route_class=AuthFirstRoute)
 
+BINARY: dict[str, Any] = {"schema": {"type": "string", "format": "binary"}}
 Uploader = Annotated[Actor, Depends(requires(Permission.STUDY_UPLOAD))]
 Starter = Annotated[Actor, Depends(requires(Permission.ANALYSIS_START))]
 Reader = Annotated[Actor, Depends(requires(Permission.STUDY_READ))]
@@ -55,7 +56,7 @@ def upload_study(
     db: DbDep,
     settings: SettingsDep,
     store: StoreDep,
-    files: Annotated[list[UploadFile], File(description="DICOM files and/or zip archives of ONE study")],
+    files: Annotated[list[UploadFile], File(min_length=1, description="DICOM files and/or zip archives of ONE study")],
 ) -> UploadOut:
     """Upload one study (DICOM files or zip archives, multipart). It is validated whole, stored encrypted
     and its analysis is queued. The same study uploaded again returns the first upload."""
@@ -70,7 +71,7 @@ def list_studies(
     state: Annotated[str | None, Query(description="received | queued | running | done | failed")] = None,
     flagged: Annotated[bool | None, Query(description="only studies with (or without) a detected tumour")] = None,
     q: Annotated[str | None, Query(max_length=100, description="search pseudonym or description")] = None,
-    since: Annotated[datetime | None, Query(description="uploaded at or after")] = None,
+    since: Annotated[DateTime | None, Query(description="uploaded at or after (ISO 8601; UTC if no zone)")] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     offset: Offset = 0,
 ) -> StudyPage:
@@ -107,7 +108,11 @@ def analysis_result(
     return studies.analysis_result(db, user, analysis_id)
 
 
-@router.get("/api/studies/{study_id}/images/{image}")
+@router.get(
+    "/api/studies/{study_id}/images/{image}",
+    response_class=FileResponse,
+    responses={200: {"description": "The image, NIfTI gzipped.", "content": {"application/gzip": BINARY}}},
+)
 def study_image(study_id: str, image: str, user: Reader, db: DbDep, settings: SettingsDep) -> FileResponse:
     """A NIfTI image of the latest finished analysis for the viewer: ``reference``, ``segmentation``,
     ``heatmap`` or ``sequence-<NAME>`` (each analysed sequence as acquired, in scanner space)."""
@@ -128,7 +133,11 @@ def viewer_manifest(study_id: str, user: Reader, db: DbDep, settings: SettingsDe
     return viewer.viewer_manifest(db, settings, user, study_id)
 
 
-@router.get("/api/studies/{study_id}/export/deidentified")
+@router.get(
+    "/api/studies/{study_id}/export/deidentified",
+    response_class=FileResponse,
+    responses={200: {"description": "The de-identified study, a zip.", "content": {"application/zip": BINARY}}},
+)
 def export_deidentified(
     study_id: str,
     user: Annotated[Actor, Depends(requires(Permission.STUDY_EXPORT_DEIDENTIFIED))],
