@@ -28,13 +28,8 @@ class Env:
     dispatched: list[str]
 
 
-@pytest.fixture
-def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Env]:
-    monkeypatch.setenv("NEURONAV_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.delenv("NEURONAV_DATABASE_URL", raising=False)
-    monkeypatch.delenv("NEURONAV_BROKER_URL", raising=False)
-    get_settings.cache_clear()
-    settings = get_settings().model_copy(update={"job_lease_s": 120.0, "job_heartbeat_s": 0.1})
+def _running_study(settings: Settings) -> str:
+    """A migrated database holding a technician and a study being analysed; the study's id."""
     migrate(settings.database)
     with session_scope(settings.database) as db:
         user = UserRow(email="t@x.org", display_name="T", role="technician", password_hash="x", state="active")
@@ -43,7 +38,17 @@ def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Env]:
         study = StudyRow(content_sha256="c" * 64, uploaded_by=user.id, state="running")
         db.add(study)
         db.flush()
-        study_id = study.id
+        return study.id
+
+
+@pytest.fixture
+def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Env]:
+    monkeypatch.setenv("NEURONAV_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.delenv("NEURONAV_DATABASE_URL", raising=False)
+    monkeypatch.delenv("NEURONAV_BROKER_URL", raising=False)
+    get_settings.cache_clear()
+    settings = get_settings().model_copy(update={"job_lease_s": 120.0, "job_heartbeat_s": 0.1})
+    study_id = _running_study(settings)
     dispatched: list[str] = []
     monkeypatch.setattr(jobs, "dispatch", lambda _settings, analysis_id: dispatched.append(analysis_id))
     monkeypatch.setattr(jobs, "cache_key", lambda study: "k" * 64)
@@ -181,15 +186,7 @@ def test_servers_sweep_expired_leases_periodically(env: Env) -> None:
 def test_leases_on_postgresql(env: Env, postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """The same conditional UPDATEs (claim, heartbeat, expiry) on PostgreSQL's timestamptz."""
     settings = env.settings.model_copy(update={"database_url": postgres_url})
-    migrate(settings.database)
-    with session_scope(settings.database) as db:
-        user = UserRow(email="t@x.org", display_name="T", role="technician", password_hash="x", state="active")
-        db.add(user)
-        db.flush()
-        study = StudyRow(content_sha256="c" * 64, uploaded_by=user.id, state="running")
-        db.add(study)
-        db.flush()
-    pg = Env(settings, study.id, env.dispatched)
+    pg = Env(settings, _running_study(settings), env.dispatched)
     killed, alive = analysis(pg, silent_s=180), analysis(pg, silent_s=5)
     assert jobs.recover_expired(settings) == [killed] and row(pg, alive).state == "running"
 
