@@ -313,6 +313,7 @@ class SecurityHeadersMiddleware:
 
 # the routes that take an upload: only these get settings.max_upload_bytes, every other body max_body_bytes
 UPLOAD_ROUTES = frozenset({("POST", "/api/studies")})
+UPLOAD_PREFIXES = ("/dicomweb/studies",)  # STOW-RS: POST /dicomweb/studies[/{StudyInstanceUID}]
 
 
 class BodySizeMiddleware:
@@ -336,7 +337,8 @@ class BodySizeMiddleware:
 
     def limit(self, scope: Scope) -> int:
         """The body limit of the request's route (by method and path: routing has not happened yet)."""
-        upload = (str(scope.get("method", "")), str(scope.get("path", "")).rstrip("/")) in UPLOAD_ROUTES
+        method, path = str(scope.get("method", "")), str(scope.get("path", "")).rstrip("/")
+        upload = (method, path) in UPLOAD_ROUTES or (method == "POST" and path.startswith(UPLOAD_PREFIXES))
         return self.upload_bytes if upload else self.max_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

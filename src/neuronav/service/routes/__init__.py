@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from neuronav.service.routes import admin, annotation, audit, auth, health, reports, studies, users, web
+from neuronav.service.routes import admin, annotation, audit, auth, dicomweb, health, reports, studies, users, web
 
 ROUTERS: list[APIRouter] = [
     health.router,
@@ -20,6 +20,7 @@ ROUTERS: list[APIRouter] = [
     studies.router,
     reports.router,
     annotation.router,
+    dicomweb.router,
     web.router,  # last: the web UI's pages and assets
 ]
 
