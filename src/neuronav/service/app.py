@@ -126,6 +126,10 @@ TAGS: list[dict[str, Any]] = [
     {"name": "analyses", "description": "AI analyses of a study: segmentation, detection, measurements."},
     {"name": "reports", "description": "Structured reports: review, sign, amend, export (PDF, DICOM, FHIR, HL7)."},
     {"name": "annotations", "description": "Readers' measurements (distance, ROI) and annotations, per user."},
+    {
+        "name": "dicomweb",
+        "description": "DICOMweb (PS3.18) at /dicomweb: QIDO-RS search, WADO-RS retrieve and metadata, STOW-RS store.",
+    },
     {"name": "health", "description": "Liveness, readiness and Prometheus metrics."},
 ]
 

@@ -15,10 +15,18 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.background import BackgroundTask
 
 from neuronav.integrations.dicomweb import related_content_type, split_related, write_related
-from neuronav.integrations.dicomweb.multipart import new_boundary
+from neuronav.integrations.dicomweb.multipart import new_boundary, parse_content_type
 from neuronav.security.access import Actor
 from neuronav.security.permissions import Permission
-from neuronav.service.deps import AuthFirstRoute, DbDep, Offset, SettingsDep, StoreDep, requires
+from neuronav.service.deps import (
+    AuthFirstRoute,
+    DbDep,
+    Offset,
+    SettingsDep,
+    StoreDep,
+    UnsupportedMediaTypeError,
+    requires,
+)
 from neuronav.workflow import dicomweb
 from neuronav.workflow.uploads import private_tmp, remove_tmp
 
@@ -156,6 +164,12 @@ def retrieve_instance(
 
 
 async def _store(request: Request, user: Actor, db: Any, store: Any, settings: Any, study: str | None) -> JSONResponse:
+    content_type = request.headers.get("content-type", "")
+    if parse_content_type(content_type)[0] != "multipart/related":
+        raise UnsupportedMediaTypeError(
+            'STOW-RS takes multipart/related; type="application/dicom" (one part per instance), '
+            f"not {content_type.split(';')[0] or 'a body without a content type'}"
+        )
     folder = private_tmp(settings, "stow-")
     try:
         body = folder / "body"
@@ -164,7 +178,6 @@ async def _store(request: Request, user: Actor, db: Any, store: Any, settings: A
                 fh.write(chunk)
         parts_dir = folder / "parts"
         parts_dir.mkdir()
-        content_type = request.headers.get("content-type", "")
         parts = await run_in_threadpool(split_related, body, content_type, parts_dir)
         body.unlink()
         _received, answer = await run_in_threadpool(
