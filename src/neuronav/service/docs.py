@@ -26,7 +26,8 @@ error answers of every operation, derived in one place from what the route depen
 * an unsafe method or a path parameter (the object's state): 409;
 * a signed-in user (``get_current_user`` among its dependencies) or a body: 429 (``Retry-After``);
 * a signed-in user or an operator page: 401 (``WWW-Authenticate: Bearer``), 403;
-* beyond its dependencies (:data:`EXTRA_STATUSES`): sign-in answers 401 and 403 itself.
+* beyond its dependencies (:data:`EXTRA_STATUSES`): sign-in answers 401 and 403 itself; STOW-RS, which
+  reads its body itself, 413 and 415.
 
 In development ``/metrics`` is open: its security is then declared optional. Routes answering files
 declare their media types themselves (``responses=``: zip, gzip, DICOM, FHIR, PDF, HL7 v2).
@@ -221,7 +222,12 @@ _HEADERS: dict[int, dict[str, Any]] = {
     429: {"Retry-After": {"schema": {"type": "string"}, "description": "Seconds to wait."}},
 }
 # what a route answers beyond what its dependencies say: sign-in checks the credentials itself
-EXTRA_STATUSES: dict[tuple[str, str], frozenset[int]] = {("POST", "/api/auth/login"): frozenset({401, 403})}
+EXTRA_STATUSES: dict[tuple[str, str], frozenset[int]] = {
+    ("POST", "/api/auth/login"): frozenset({401, 403}),
+    # STOW-RS reads its multipart/related body itself (no body field FastAPI could see)
+    ("POST", "/dicomweb/studies"): frozenset({413, 415}),
+    ("POST", "/dicomweb/studies/{study}"): frozenset({413, 415}),
+}
 UNSAFE = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
