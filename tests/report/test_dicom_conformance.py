@@ -19,7 +19,7 @@ from pydicom.uid import ComprehensiveSRStorage, EncapsulatedPDFStorage, Secondar
 
 from neuronav.report.build import build_report
 from neuronav.report.dicom_sr import make_sr
-from neuronav.report.outputs import Written, write_outputs
+from neuronav.report.outputs import Written
 from tests.dicom_validate import assert_valid, dciodvfy, dciodvfy_all, pixelmed_sr
 from tests.report.conftest import Analysed
 
@@ -27,12 +27,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.dicom_validators]
 
 
 @pytest.fixture(scope="module")
-def written(analysed: Analysed, tmp_path_factory: pytest.TempPathFactory) -> Written:
-    report = build_report(analysed.findings, analysis_dir=analysed.analysis_dir)
-    out = tmp_path_factory.mktemp("conformance")
-    return write_outputs(
-        report, ["seg", "sr", "epdf", "sc"], out, analysis_dir=analysed.analysis_dir, source=analysed.source
-    )
+def written(written_dicom: Written) -> Written:
+    return written_dicom
 
 
 def test_seg_has_no_dciodvfy_error(written: Written) -> None:
