@@ -28,13 +28,17 @@ the Retain Patient Characteristics Option: their attributes get the Basic Profil
 (DeidentificationMethod, DeidentificationMethodCodeSequence, LongitudinalTemporalInformationModified
 ``REMOVED``) names only what was applied.
 
-Refused objects
----------------
-:class:`DeidentificationError` (an :class:`~neuronav.errors.InputError`) is raised for an object
-whose BurnedInAnnotation is YES (the Clean Pixel Data Option is not implemented, and text burned
-into pixels cannot be removed by editing attributes) and for structured reports (a ContentSequence:
-the Clean Structured Content Option is not implemented). :meth:`Deidentifier.files` lists such
-files in its report and goes on with the others.
+Derived objects and refused objects
+-----------------------------------
+SEG, SR, Encapsulated PDF and Secondary Capture objects keep the modules their IODs require (see
+:mod:`neuronav.deid`). TEXT content items of an SR keep their value only for the concepts of
+:data:`~neuronav.deid.profile.SAFE_TEXT_CONCEPTS` (and NeuroNav's private scheme); any other is
+replaced by a dummy and counted in the warnings. An Encapsulated PDF's document is replaced by a
+placeholder PDF (BurnedInAnnotation NO). A Secondary Capture written by NeuroNav gets its burnt-in
+text box (:func:`neuronav.report.dicom_sc.annotation_box`) blanked. :class:`DeidentificationError`
+(an :class:`~neuronav.errors.InputError`) is raised for any other object whose BurnedInAnnotation is
+YES (text burned into pixels cannot be removed by editing attributes). :meth:`Deidentifier.files`
+lists such files in its report and goes on with the others.
 
 Speed
 -----
@@ -149,7 +153,7 @@ _UNDEFINED_LENGTH = 0xFFFFFFFF
 
 
 class DeidentificationError(InputError):
-    """An object that this profile cannot de-identify (burned-in annotation, structured content)."""
+    """An object that this profile cannot de-identify (burned-in annotation it cannot clean)."""
 
 
 @dataclass
@@ -361,7 +365,7 @@ class Deidentifier:
     def dataset(self, ds: Dataset) -> Dataset:
         """A de-identified copy of ``ds`` (``ds`` itself is not changed).
 
-        Raises DeidentificationError for BurnedInAnnotation YES and for structured content.
+        Raises DeidentificationError for BurnedInAnnotation YES on an object whose text it cannot clean.
         """
         return self._dataset(ds)
 
