@@ -37,6 +37,7 @@ WANTED: dict[int, tuple[str, str]] = {
     0x00200032: ("ImagePositionPatient", "ds"),
     0x00200037: ("ImageOrientationPatient", "ds"),
     0x00280002: ("SamplesPerPixel", "us"),
+    0x00280004: ("PhotometricInterpretation", "str"),
     0x00280008: ("NumberOfFrames", "int"),
     0x00280010: ("Rows", "us"),
     0x00280011: ("Columns", "us"),
@@ -46,6 +47,9 @@ WANTED: dict[int, tuple[str, str]] = {
     0x00280030: ("PixelSpacing", "ds"),
     0x00281052: ("RescaleIntercept", "ds"),
     0x00281053: ("RescaleSlope", "ds"),
+    0x00080070: ("Manufacturer", "str"),
+    0x20050010: ("PhilipsPrivateCreator", "str"),  # (2005,0010): "Philips MR Imaging DD 001"
+    0x2005100E: ("PhilipsScaleSlope", "fl"),  # (2005,100E) MR Scale Slope, in that creator's block
 }
 _U16 = struct.Struct("<H")
 _U32 = struct.Struct("<I")
@@ -71,6 +75,8 @@ def _convert(raw: bytes, kind: str) -> Any:
         if len(raw) < 2:
             raise UnsupportedHeaderError("short US value")
         return _U16.unpack_from(raw)[0]
+    if kind == "fl":
+        return struct.unpack_from("<f", raw)[0] if len(raw) == 4 else None
     text = raw.decode("ascii", "replace").strip("\x00 ")
     if kind == "str":
         return text

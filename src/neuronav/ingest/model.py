@@ -125,6 +125,7 @@ class Instance:
     pixel_offset: int | None = None  # byte offset of native pixel data in the file or zip member (fast path)
     rescale_slope: float = 1.0
     rescale_intercept: float = 0.0
+    philips_scale_slope: float | None = None  # Philips private MR Scale Slope: precise values (see reader)
     pixel_spacing: tuple[float, float] | None = None
 
 

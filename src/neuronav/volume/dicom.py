@@ -139,9 +139,51 @@ def _decode(ds: Dataset, where: str) -> npt.NDArray[np.generic]:
         raise DicomReadError(f"pixel data cannot be decoded (transfer syntax {ts}: {exc})", where) from exc
 
 
+CHROMA_TOLERANCE = 1  # Cb, Cr within 128 ± 1 (or R, G, B within 1 of each other): a grey image
+
+
+def _grey(ds: Dataset, where: str) -> npt.NDArray[np.generic]:
+    """The intensities of a three-sample image that holds a grey image (some scanners and converters
+    export MR as RGB or YBR, uncompressed YBR_FULL_422 included): its luminance. A colour image
+    (real chroma) is refused: it is not an MR intensity image.
+    """
+    from pydicom.pixels.utils import pixel_array
+
+    photometric = str(ds.get("PhotometricInterpretation", "")).strip().upper()
+    try:
+        arr = np.asarray(pixel_array(ds, as_rgb=False))  # YBR stays YBR (expanded from 4:2:2): Y is luminance
+    except Exception as exc:
+        ts = ds.file_meta.get("TransferSyntaxUID", "?") if hasattr(ds, "file_meta") else "?"
+        raise DicomReadError(f"pixel data cannot be decoded (transfer syntax {ts}: {exc})", where) from exc
+    if arr.ndim != 3 or arr.shape[-1] != 3:
+        raise DicomReadError(f"decoded {photometric} pixels have shape {arr.shape}, not rows × columns × 3", where)
+    wide = arr.astype(np.int32)
+    if photometric.startswith("YBR"):
+        colour = np.abs(wide[..., 1:] - 128).max(initial=0)
+    elif photometric == "RGB":
+        colour = max(
+            np.abs(wide[..., 0] - wide[..., 1]).max(initial=0), np.abs(wide[..., 1] - wide[..., 2]).max(initial=0)
+        )
+    else:
+        raise DicomReadError(f"three samples per pixel with PhotometricInterpretation {photometric!r}", where)
+    if colour > CHROMA_TOLERANCE:
+        raise DicomReadError(f"a colour image ({photometric}), not an MR intensity image; refused", where)
+    return np.ascontiguousarray(arr[..., 0])
+
+
 def _native_dtype(inst: Instance) -> np.dtype[np.generic]:
     kind = "i" if inst.pixel_representation == 1 else "u"
     return np.dtype(f"<{kind}{inst.bits_allocated // 8}")
+
+
+def _scaling(inst: Instance) -> tuple[float, float]:
+    """(slope, intercept) from stored to volume values: Rescale Slope/Intercept, and for Philips images with
+    a private MR Scale Slope SS the precise values (PV × RS + RI) / (RS × SS), as dcm2niix writes them."""
+    slope, intercept = inst.rescale_slope, inst.rescale_intercept
+    if inst.philips_scale_slope:
+        div = slope * inst.philips_scale_slope
+        return slope / div, intercept / div
+    return slope, intercept
 
 
 def _read_slice(inst: Instance, reader: SourceReader) -> npt.NDArray[np.generic]:
@@ -161,7 +203,7 @@ def _read_slice(inst: Instance, reader: SourceReader) -> npt.NDArray[np.generic]
         return np.frombuffer(buf, dtype=dtype).reshape(inst.rows, inst.columns)
     data = reader.read(inst.source)
     ds = _dataset(data, where)
-    arr = _decode(ds, where)
+    arr = _grey(ds, where) if inst.samples_per_pixel == 3 else _decode(ds, where)
     if arr.shape != (inst.rows, inst.columns):
         raise DicomReadError(f"decoded pixels have shape {arr.shape}, expected {(inst.rows, inst.columns)}", where)
     return arr
@@ -198,13 +240,14 @@ def volume_from_series(series: Series, *, limits: Limits = DEFAULT_LIMITS) -> Vo
         # frames are stacked as (k, row, column), contiguous; the volume is its [i, j, k] view, which
         # is Fortran-contiguous: no strided copies here, and NIfTI (Fortran order) writes it as is
         first = _read_slice(ordered[0], reader)
-        scaled = any(i.rescale_slope != 1.0 or i.rescale_intercept != 0.0 for i in ordered)
+        scaled = any(i.rescale_slope != 1.0 or i.rescale_intercept != 0.0 or i.philips_scale_slope for i in ordered)
         frames = np.empty((len(ordered), first.shape[0], first.shape[1]), np.float32 if scaled else first.dtype)
         for k, inst in enumerate(ordered):
             sl = first if k == 0 else _read_slice(inst, reader)
             if scaled:
-                np.multiply(sl, np.float32(inst.rescale_slope), out=frames[k], casting="unsafe")
-                frames[k] += np.float32(inst.rescale_intercept)
+                slope, intercept = _scaling(inst)
+                np.multiply(sl, np.float32(slope), out=frames[k], casting="unsafe")
+                frames[k] += np.float32(intercept)
             else:
                 frames[k] = sl
         stack = frames.transpose(2, 1, 0)

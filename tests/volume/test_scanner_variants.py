@@ -1,0 +1,97 @@
+"""What real scanners send, compared with dcm2niix: Philips private scaling, uncompressed YBR_FULL_422.
+
+The inputs are made here with pydicom (no data set in git): a series written by
+:func:`~neuronav.volume.dicom_write.write_dicom_series`, then changed the way the vendor's files are.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+from pydicom import dcmread
+from pydicom.pixels import convert_color_space
+
+from neuronav.errors import DicomReadError
+from neuronav.volume import Volume
+from tests.volume.test_dicom_geometry import dcm2niix_volume, make_affine, make_image, ours, write
+
+PHILIPS_CREATOR = "Philips MR Imaging DD 001"
+
+
+@pytest.mark.dcm2niix
+@pytest.mark.parametrize("implicit", [False, True], ids=["explicit-vr", "implicit-vr"])
+def test_philips_private_scaling_applied_like_dcm2niix(tmp_path: Path, implicit: bool) -> None:
+    """Philips precise values FP = (PV × RS + RI) / (RS × SS), SS the private MR Scale Slope (2005,100E)."""
+    truth = Volume(make_image((36, 40, 8), seed=11), make_affine("oblique", (1.0, 1.0, 3.0)))
+    write(truth, tmp_path / "dcm")
+    for f in sorted((tmp_path / "dcm").glob("*.dcm")):
+        ds = dcmread(f)
+        ds.Manufacturer = "Philips Medical Systems"
+        ds.RescaleSlope, ds.RescaleIntercept = "1.53724", "0"
+        block = ds.private_block(0x2005, PHILIPS_CREATOR, create=True)
+        block.add_new(0x0E, "FL", 0.00734)  # one per series (dcm2niix applies the first slice's to all)
+        if implicit:
+            ds.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2"
+        ds.save_as(f, implicit_vr=implicit, little_endian=True)
+    mine = ours(tmp_path / "dcm")
+    ref = nib.as_closest_canonical(dcm2niix_volume(tmp_path / "dcm", tmp_path / "nii"))
+    canon = mine.canonical()
+    np.testing.assert_allclose(canon.affine, ref.affine, atol=1e-3)
+    assert mine.data.dtype == np.float32
+    np.testing.assert_allclose(canon.data, ref.get_fdata(), rtol=1e-5, atol=1e-3)
+    # and the values are the precise ones, not the displayed ones (PV × RS + RI)
+    stored = truth.canonical().data.astype(np.float64)
+    assert not np.allclose(canon.data, stored * 1.53724, rtol=1e-3)
+
+
+def _ybr_422(grey: np.ndarray) -> bytes:
+    """Rows × columns grey values as uncompressed YBR_FULL_422 (Y0 Y1 Cb Cr per pair of pixels)."""
+    ybr = convert_color_space(np.repeat(grey[..., None], 3, axis=-1), "RGB", "YBR_FULL")
+    rows, cols = grey.shape
+    cb = ybr[..., 1].reshape(rows, cols // 2, 2).mean(-1).round().astype(np.uint8)
+    cr = ybr[..., 2].reshape(rows, cols // 2, 2).mean(-1).round().astype(np.uint8)
+    return np.stack([ybr[:, 0::2, 0], ybr[:, 1::2, 0], cb, cr], axis=-1).astype(np.uint8).tobytes()
+
+
+@pytest.mark.dcm2niix
+def test_ybr_full_422_uncompressed_is_read(tmp_path: Path) -> None:
+    """The same slices as MONOCHROME2 (dcm2niix 1.0.20220720 cannot read uncompressed YBR_FULL_422) and as
+    YBR_FULL_422: our volume of the YBR series equals dcm2niix's volume of the grey one."""
+    image = (make_image((40, 36, 7), seed=13).astype(np.float32) / 3000 * 255).round().astype(np.uint8)
+    truth = Volume(image, make_affine("coronal", (0.8, 0.8, 4.0)))
+    write(truth, tmp_path / "grey")
+    (tmp_path / "ybr").mkdir()
+    for f in sorted((tmp_path / "grey").glob("*.dcm")):
+        ds = dcmread(f)
+        grey = ds.pixel_array.astype(np.uint8)  # the values are 0…255 already
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+        ds.RescaleSlope, ds.RescaleIntercept = "1", "0"
+        ds.PixelData = grey.tobytes()
+        ds.save_as(f)  # the grey twin, 8 bits
+        ds.SamplesPerPixel, ds.PhotometricInterpretation, ds.PlanarConfiguration = 3, "YBR_FULL_422", 0
+        ds.PixelData = _ybr_422(grey)
+        ds.save_as(tmp_path / "ybr" / f.name)
+    mine = ours(tmp_path / "ybr")
+    ref = nib.as_closest_canonical(dcm2niix_volume(tmp_path / "grey", tmp_path / "nii"))
+    np.testing.assert_allclose(mine.canonical().affine, ref.affine, atol=1e-3)
+    np.testing.assert_array_equal(mine.canonical().data, np.asarray(ref.dataobj))
+    np.testing.assert_array_equal(mine.canonical().data, truth.canonical().data)
+
+
+def test_colour_ybr_image_is_refused_with_a_reason(tmp_path: Path) -> None:
+    truth = Volume(np.full((16, 12, 3), 100, np.int16), make_affine("axial", (1.0, 1.0, 2.0)))
+    write(truth, tmp_path / "dcm")
+    for f in sorted((tmp_path / "dcm").glob("*.dcm")):
+        ds = dcmread(f)
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit = 8, 8, 7
+        rgb = np.zeros((int(ds.Rows), int(ds.Columns), 3), np.uint8)
+        rgb[..., 0] = 200  # red: real chroma
+        ds.SamplesPerPixel, ds.PhotometricInterpretation, ds.PlanarConfiguration = 3, "YBR_FULL_422", 0
+        ybr = convert_color_space(rgb, "RGB", "YBR_FULL")
+        ds.PixelData = np.stack([ybr[:, 0::2, 0], ybr[:, 1::2, 0], ybr[:, 0::2, 1], ybr[:, 0::2, 2]], -1).tobytes()
+        ds.save_as(f)
+    with pytest.raises(DicomReadError, match="colour image"):
+        ours(tmp_path / "dcm")
