@@ -95,3 +95,58 @@ def test_colour_ybr_image_is_refused_with_a_reason(tmp_path: Path) -> None:
         ds.save_as(f)
     with pytest.raises(DicomReadError, match="colour image"):
         ours(tmp_path / "dcm")
+
+
+def _write_mosaic(truth: Volume, path: Path, *, implicit: bool) -> None:
+    """``truth`` as one Siemens mosaic image: slice k in tile k of a ceil(√n)-square grid (as the scanner tiles)."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, MRImageStorage, generate_uid
+
+    cols, rows, n = truth.shape
+    grid = int(np.ceil(np.sqrt(n)))
+    mosaic = np.zeros((grid * rows, grid * cols), np.uint16)
+    for k in range(n):
+        r, c = divmod(k, grid)
+        mosaic[r * rows : (r + 1) * rows, c * cols : (c + 1) * cols] = truth.data[:, :, k].T
+    lps = np.diag([-1.0, -1.0, 1.0, 1.0]) @ truth.affine
+    sx, sy, sz = (float(np.linalg.norm(lps[:3, i])) for i in range(3))
+    row_dir, col_dir = lps[:3, 0] / sx, lps[:3, 1] / sy
+    corner = lps[:3, 3] - row_dir * sx * (grid * cols - cols) / 2 - col_dir * sy * (grid * rows - rows) / 2
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian if implicit else ExplicitVRLittleEndian
+    ds.file_meta.MediaStorageSOPClassUID = MRImageStorage
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID = generate_uid()
+    ds.SOPClassUID = MRImageStorage
+    ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = generate_uid(), generate_uid(), generate_uid()
+    ds.Modality, ds.Manufacturer, ds.PatientID, ds.PatientName = "MR", "SIEMENS", "T", "Test^Mosaic"
+    ds.ImageType = ["ORIGINAL", "PRIMARY", "M", "ND", "MOSAIC"]
+    ds.SeriesNumber, ds.InstanceNumber, ds.AcquisitionNumber = 7, 1, 1
+    ds.ImagePositionPatient = [f"{v:.6f}" for v in corner]
+    ds.ImageOrientationPatient = [f"{v:.8f}" for v in (*row_dir, *col_dir)]
+    ds.PixelSpacing = [f"{sy:.6f}", f"{sx:.6f}"]
+    ds.SliceThickness = ds.SpacingBetweenSlices = f"{sz:.6f}"
+    ds.EchoTime, ds.RepetitionTime = 30, 2000
+    ds.Rows, ds.Columns = mosaic.shape
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+    ds.private_block(0x0019, "SIEMENS MR HEADER", create=True).add_new(0x0A, "US", n)
+    ds.PixelData = mosaic.tobytes()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ds.save_as(path, implicit_vr=implicit, little_endian=True, enforce_file_format=True)
+
+
+@pytest.mark.dcm2niix
+@pytest.mark.parametrize("implicit", [False, True], ids=["explicit-vr", "implicit-vr"])
+@pytest.mark.parametrize("plane", ["axial", "oblique"])
+def test_siemens_mosaic_unpacked_like_dcm2niix(tmp_path: Path, plane: str, implicit: bool) -> None:
+    """One mosaic file of 10 slices (a 4 × 4 grid, 6 tiles empty) becomes a 3D volume, not a 1-slice image."""
+    truth = Volume(make_image((20, 24, 10), seed=17).astype(np.uint16), make_affine(plane, (2.0, 2.0, 3.0)))
+    _write_mosaic(truth, tmp_path / "dcm" / "mosaic.dcm", implicit=implicit)
+    mine = ours(tmp_path / "dcm")
+    assert mine.shape == (20, 24, 10)
+    ref = nib.as_closest_canonical(dcm2niix_volume(tmp_path / "dcm", tmp_path / "nii"))
+    np.testing.assert_allclose(mine.canonical().affine, ref.affine, atol=1e-3)
+    np.testing.assert_array_equal(mine.canonical().data, np.asarray(ref.dataobj))
+    np.testing.assert_allclose(mine.affine, truth.affine, atol=1e-3)
+    np.testing.assert_array_equal(mine.data, truth.data)

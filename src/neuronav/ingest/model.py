@@ -126,6 +126,7 @@ class Instance:
     rescale_slope: float = 1.0
     rescale_intercept: float = 0.0
     philips_scale_slope: float | None = None  # Philips private MR Scale Slope: precise values (see reader)
+    mosaic_images: int | None = None  # Siemens mosaic: the number of slices tiled in this one image
     pixel_spacing: tuple[float, float] | None = None
 
 

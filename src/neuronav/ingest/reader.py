@@ -173,8 +173,30 @@ class _ValuesView:
 
 
 # private attributes the fast path also reads (tag by the keyword ``fastheader.WANTED`` gives them)
-_PRIVATE = {"PhilipsPrivateCreator": 0x20050010, "PhilipsScaleSlope": 0x2005100E}
+_PRIVATE = {
+    "PhilipsPrivateCreator": 0x20050010,
+    "PhilipsScaleSlope": 0x2005100E,
+    "SiemensPrivateCreator": 0x00190010,
+    "NumberOfImagesInMosaic": 0x0019100A,
+}
 PHILIPS_CREATOR = "Philips MR Imaging DD 001"
+SIEMENS_CREATOR = "SIEMENS MR HEADER"
+
+
+def _mosaic_images(view: _ValuesView | _DatasetView) -> int | None:
+    """The number of slices tiled in a Siemens mosaic image (ImageType MOSAIC, (0019,100A)); None otherwise."""
+    image_type = view.get("ImageType")
+    values = [image_type] if isinstance(image_type, str) else list(image_type or [])
+    if "MOSAIC" not in {str(v).strip().upper() for v in values}:
+        return None
+    if str(view.get("SiemensPrivateCreator") or "").strip() != SIEMENS_CREATOR:
+        return None
+    n = _first(view.get("NumberOfImagesInMosaic"))
+    try:
+        count = int(n)
+    except (TypeError, ValueError):
+        return None
+    return count if count > 0 else None
 
 
 def _philips_scale_slope(view: _ValuesView | _DatasetView) -> float | None:
@@ -219,6 +241,8 @@ class _DatasetView:
         value = elem.value
         if keyword == "PhilipsScaleSlope" and isinstance(value, bytes):  # UN (implicit VR): raw little-endian FL
             return struct.unpack_from("<f", value)[0] if len(value) == 4 else None
+        if keyword == "NumberOfImagesInMosaic" and isinstance(value, bytes):  # UN: raw little-endian US
+            return struct.unpack_from("<H", value)[0] if len(value) >= 2 else None
         if isinstance(value, bytes):
             return value.decode("ascii", "replace").strip("\x00 ")
         return value
@@ -437,6 +461,7 @@ def _instance(view: _ValuesView | _DatasetView, source: Source, size: int, where
         rescale_slope=slope if slope != 0 else 1.0,
         rescale_intercept=intercept,
         philips_scale_slope=_philips_scale_slope(view),
+        mosaic_images=_mosaic_images(view),
         pixel_spacing=float_tuple(view.get("PixelSpacing"), 2),  # type: ignore[arg-type]
     )
 

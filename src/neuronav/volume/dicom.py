@@ -10,6 +10,7 @@ repeated positions) raise :class:`GeometryError` saying exactly what is wrong.
 from __future__ import annotations
 
 import io
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -95,6 +96,8 @@ def check_series_geometry(series: Series) -> str | None:
     try:
         if len(series.instances) == 1 and series.instances[0].number_of_frames > 1:
             return None  # enhanced multi-frame: checked when the volume is built
+        if any(i.mosaic_images for i in series.instances):
+            return None  # Siemens mosaic: unpacked and checked when the volume is built
         orientation = _check_orientations(series.instances, where)
         if any(i.image_position is None for i in series.instances):
             raise GeometryError("an image lacks ImagePositionPatient", where)
@@ -224,6 +227,8 @@ def volume_from_series(series: Series, *, limits: Limits = DEFAULT_LIMITS) -> Vo
     with SourceReader(limits) as reader:
         if len(series.instances) == 1 and series.instances[0].number_of_frames > 1:
             return _multiframe_volume(series, reader, where)
+        if any(i.mosaic_images for i in series.instances):
+            return _mosaic_volume(series, reader, where)
         problem = check_series_geometry(series)
         if problem:
             raise GeometryError(problem, where)
@@ -258,6 +263,63 @@ def volume_from_series(series: Series, *, limits: Limits = DEFAULT_LIMITS) -> Vo
             source_uids=tuple(i.sop_instance_uid for i in ordered),
             series_uid=series.series_instance_uid,
         )
+
+
+def _mosaic_volume(series: Series, reader: SourceReader, where: str) -> Volume:
+    """A Siemens mosaic: one image holding N slices as tiles of a ceil(√N) × ceil(√N) grid, unpacked as
+    dcm2niix unpacks it.
+
+    Tile k (row-major) is slice k. ImagePositionPatient of a mosaic is the corner of the whole image;
+    the first slice's corner is moved by half the difference between mosaic and tile size along the
+    row and column directions. Slices follow the normal (row × column) at SpacingBetweenSlices (else
+    SliceThickness). A series of several mosaics (a time series) gives its first volume (lowest
+    InstanceNumber), the first 3D volume of dcm2niix's 4D output.
+    """
+    if not all(i.mosaic_images for i in series.instances):
+        raise GeometryError("a series mixing mosaic and plain images", where)
+    inst = min(series.instances, key=lambda i: (i.instance_number or 0, i.sop_instance_uid))
+    n = int(inst.mosaic_images or 0)
+    grid = math.ceil(math.sqrt(n))
+    if inst.number_of_frames != 1 or inst.rows % grid or inst.columns % grid:
+        raise GeometryError(
+            f"mosaic of {n} slices on a {grid} × {grid} grid does not divide its {inst.rows} × {inst.columns} image",
+            str(inst.source),
+        )
+    if inst.image_orientation is None or inst.image_position is None:
+        raise GeometryError("a mosaic image lacks ImageOrientationPatient or ImagePositionPatient", where)
+    pixel_spacing = inst.pixel_spacing or series.metadata.pixel_spacing
+    if pixel_spacing is None or min(pixel_spacing) <= 0:
+        raise GeometryError("PixelSpacing missing or not positive", where)
+    tile_rows, tile_cols = inst.rows // grid, inst.columns // grid
+    mosaic = _read_slice(inst, reader)
+    tiles = np.stack(
+        [
+            mosaic[r * tile_rows : (r + 1) * tile_rows, c * tile_cols : (c + 1) * tile_cols]
+            for r, c in (divmod(k, grid) for k in range(n))
+        ]
+    )
+    slope, intercept = _scaling(inst)
+    data: npt.NDArray[np.generic] = tiles
+    if slope != 1.0 or intercept != 0.0:
+        data = tiles.astype(np.float32) * np.float32(slope) + np.float32(intercept)
+    orientation = inst.image_orientation
+    row = np.asarray(orientation[:3], dtype=np.float64)
+    col = np.asarray(orientation[3:], dtype=np.float64)
+    normal = np.cross(row, col)
+    normal /= np.linalg.norm(normal)
+    origin = (
+        np.asarray(inst.image_position, dtype=np.float64)
+        + row * float(pixel_spacing[1]) * (inst.columns - tile_cols) / 2
+        + col * float(pixel_spacing[0]) * (inst.rows - tile_rows) / 2
+    )
+    spacing = series.metadata.spacing_between_slices or series.metadata.slice_thickness or 1.0
+    affine = _affine(orientation, pixel_spacing, tuple(origin), normal, float(spacing))
+    return Volume(
+        data=np.transpose(data, (2, 1, 0)),
+        affine=affine,
+        source_uids=(inst.sop_instance_uid,),
+        series_uid=series.series_instance_uid,
+    )
 
 
 def _multiframe_volume(series: Series, reader: SourceReader, where: str) -> Volume:
