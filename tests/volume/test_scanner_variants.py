@@ -6,6 +6,7 @@ The inputs are made here with pydicom (no data set in git): a series written by
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import nibabel as nib
@@ -16,6 +17,7 @@ from pydicom.pixels import convert_color_space
 
 from neuronav.errors import DicomReadError
 from neuronav.volume import Volume
+from tests.conftest import require_binary
 from tests.volume.test_dicom_geometry import dcm2niix_volume, make_affine, make_image, ours, write
 
 PHILIPS_CREATOR = "Philips MR Imaging DD 001"
@@ -150,3 +152,78 @@ def test_siemens_mosaic_unpacked_like_dcm2niix(tmp_path: Path, plane: str, impli
     np.testing.assert_array_equal(mine.canonical().data, np.asarray(ref.dataobj))
     np.testing.assert_allclose(mine.affine, truth.affine, atol=1e-3)
     np.testing.assert_array_equal(mine.data, truth.data)
+
+
+def _multi_volume_series(folder: Path, kind: str, n: int = 3) -> list[Volume]:
+    """``n`` volumes written as ONE series: echoes (EchoNumbers, EchoTime) or phases (same slice positions,
+    TemporalPositionIdentifier and AcquisitionNumber) — in one folder, files interleaved by name."""
+    from neuronav.volume.dicom_write import new_uid, write_dicom_series
+
+    affine = make_affine("oblique", (1.0, 1.0, 3.0))
+    study = {
+        "StudyInstanceUID": new_uid(),
+        "PatientID": "T",
+        "PatientName": "Test^Multi",
+        "FrameOfReferenceUID": new_uid(),
+    }
+    uid = new_uid()
+    truths = []
+    for m in range(n):
+        truth = Volume(make_image((20, 24, 6), seed=20 + m), affine)
+        extra: dict[str, object] = (
+            {"EchoNumbers": m + 1, "EchoTime": 12.0 * (m + 1)}
+            if kind == "echo"
+            else {"TemporalPositionIdentifier": m + 1, "NumberOfTemporalPositions": n, "AcquisitionNumber": m + 1}
+        )
+        series = {"SeriesInstanceUID": uid, "SeriesNumber": 3, **extra}
+        files = write_dicom_series(
+            truth, folder, study=study, series=series, file_prefix=f"{'ZYX'[m]}", slice_order="descending"
+        )
+        for f in files:  # as scanners number them: InstanceNumber runs on through the volumes
+            ds = dcmread(f)
+            ds.InstanceNumber = int(ds.InstanceNumber) + m * truth.shape[2]
+            if kind == "phase":
+                ds.AcquisitionNumber = m + 1
+            ds.save_as(f)
+        truths.append(truth)
+    return truths
+
+
+@pytest.mark.dcm2niix
+def test_multi_echo_series_split_like_dcm2niix(tmp_path: Path) -> None:
+    from neuronav.ingest import scan
+    from neuronav.volume.dicom import volume_from_series, volumes_from_series
+
+    truths = _multi_volume_series(tmp_path / "dcm", "echo")
+    (series,) = scan([tmp_path / "dcm"]).all_series
+    volumes = volumes_from_series(series)
+    assert len(volumes) == 3
+    binary = require_binary("dcm2niix")
+    subprocess.run(
+        [binary, "-z", "n", "-b", "n", "-f", "ref", "-o", str(tmp_path), str(tmp_path / "dcm")],
+        capture_output=True,
+        check=True,
+    )
+    for m, volume in enumerate(volumes, start=1):
+        ref = nib.as_closest_canonical(nib.load(tmp_path / f"ref_e{m}.nii"))  # dcm2niix: one file per echo
+        np.testing.assert_allclose(volume.canonical().affine, ref.affine, atol=1e-3)
+        np.testing.assert_array_equal(volume.canonical().data, np.asarray(ref.dataobj))
+        np.testing.assert_array_equal(volume.data, truths[m - 1].data)
+    np.testing.assert_array_equal(volume_from_series(series).data, volumes[0].data)  # the first echo
+
+
+@pytest.mark.dcm2niix
+def test_multi_phase_series_split_like_dcm2niix(tmp_path: Path) -> None:
+    from neuronav.ingest import scan
+    from neuronav.volume.dicom import check_series_geometry, volumes_from_series
+
+    truths = _multi_volume_series(tmp_path / "dcm", "phase")
+    (series,) = scan([tmp_path / "dcm"]).all_series
+    assert check_series_geometry(series) is None  # was: "images share a slice position", refused
+    volumes = volumes_from_series(series)
+    ref = nib.as_closest_canonical(dcm2niix_volume(tmp_path / "dcm", tmp_path / "nii"))  # 4D
+    assert ref.shape[3] == len(volumes) == 3
+    for t, volume in enumerate(volumes):
+        np.testing.assert_allclose(volume.canonical().affine, ref.affine, atol=1e-3)
+        np.testing.assert_array_equal(volume.canonical().data, np.asarray(ref.dataobj)[..., t])
+        np.testing.assert_array_equal(volume.data, truths[t].data)

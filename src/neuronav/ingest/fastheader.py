@@ -35,6 +35,7 @@ WANTED: dict[int, tuple[str, str]] = {
     0x00200012: ("AcquisitionNumber", "int"),
     0x00200013: ("InstanceNumber", "int"),
     0x00180086: ("EchoNumbers", "int"),
+    0x00200100: ("TemporalPositionIdentifier", "int"),
     0x00200032: ("ImagePositionPatient", "ds"),
     0x00200037: ("ImageOrientationPatient", "ds"),
     0x00280002: ("SamplesPerPixel", "us"),

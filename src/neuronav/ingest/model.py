@@ -117,6 +117,7 @@ class Instance:
     columns: int
     acquisition_number: int | None = None
     echo_number: int | None = None
+    temporal_position: int | None = None  # TemporalPositionIdentifier: the phase of a multi-phase series
     # pixel layout, validated at scan time so that volume building can read pixels directly
     transfer_syntax_uid: str = ""
     bits_allocated: int = 16

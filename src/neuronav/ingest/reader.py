@@ -453,6 +453,7 @@ def _instance(view: _ValuesView | _DatasetView, source: Source, size: int, where
         columns=columns,
         acquisition_number=_int(view, "AcquisitionNumber"),
         echo_number=_int(view, "EchoNumbers"),
+        temporal_position=_int(view, "TemporalPositionIdentifier"),
         transfer_syntax_uid=ts,
         bits_allocated=bits,
         pixel_representation=_int(view, "PixelRepresentation", 0) or 0,

@@ -5,6 +5,13 @@ ImagePositionPatient on the slice normal (never from SliceThickness), rescale sl
 applied per slice, and enhanced multi-frame objects use their per-frame functional groups.
 Series that cannot form one regular volume (missing slices, uneven spacing, mixed orientations,
 repeated positions) raise :class:`GeometryError` saying exactly what is wrong.
+
+What scanners send, handled as dcm2niix handles it (each compared with dcm2niix in the tests):
+a series of several echoes or phases is split into one volume per echo and phase
+(:func:`split_series`, :func:`volumes_from_series`; :func:`volume_from_series` gives the first);
+a Siemens mosaic is unpacked into its slices (:func:`_mosaic_volume`); Philips images with the
+private MR Scale Slope get the precise values (:func:`_scaling`); three-sample images that hold a
+grey image (RGB, YBR, uncompressed YBR_FULL_422 included) are read as their luminance.
 """
 
 from __future__ import annotations
@@ -12,6 +19,7 @@ from __future__ import annotations
 import io
 import math
 from collections.abc import Sequence
+from dataclasses import replace
 
 import numpy as np
 import numpy.typing as npt
@@ -90,8 +98,69 @@ def _check_orientations(instances: Sequence[Instance], where: str) -> tuple[floa
     return tuple(float(v) for v in ref)
 
 
+def _position_key(inst: Instance) -> tuple[float, ...] | None:
+    return None if inst.image_position is None else tuple(round(v, 3) for v in inst.image_position)
+
+
+def split_series(series: Series) -> list[Series]:
+    """The volumes one series holds, as dcm2niix splits them: one part per echo (EchoNumbers; dcm2niix's
+    ``_e1``, ``_e2`` … files), and within an echo whose images repeat slice positions, one part per phase
+    (TemporalPositionIdentifier, else AcquisitionNumber, else the n-th image of each position in
+    InstanceNumber order; the volumes of dcm2niix's 4D output, in that order).
+
+    A series that holds one volume (or a multi-frame or mosaic object) is returned as it is.
+    """
+    instances = series.instances
+    if len(instances) < 2 or any(i.number_of_frames > 1 or i.mosaic_images for i in instances):
+        return [series]
+    echoes: dict[int | None, list[Instance]] = {}
+    for inst in instances:
+        echoes.setdefault(inst.echo_number, []).append(inst)
+    parts: list[list[Instance]] = []
+    for echo in sorted(echoes, key=lambda e: (e is None, e or 0)):
+        group = echoes[echo]
+        keys = [_position_key(i) for i in group]
+        if None in keys or len(set(keys)) == len(keys):
+            parts.append(group)
+            continue
+        parts.extend(_phases(group))
+    if len(parts) == 1:
+        return [series]
+    return [replace(series, instances=part) for part in parts]
+
+
+def _phases(group: list[Instance]) -> list[list[Instance]]:
+    """One echo's images whose slice positions repeat, split into phases (see :func:`split_series`)."""
+    for attr in ("temporal_position", "acquisition_number"):
+        values = [getattr(i, attr) for i in group]
+        if None not in values and len(set(values)) > 1:
+            by_value: dict[int, list[Instance]] = {}
+            for inst, value in zip(group, values, strict=True):
+                by_value.setdefault(value, []).append(inst)
+            phases = [by_value[v] for v in sorted(by_value)]
+            if all(len({_position_key(i) for i in p}) == len(p) for p in phases):
+                return phases
+    seen: dict[tuple[float, ...] | None, int] = {}
+    by_occurrence: dict[int, list[Instance]] = {}
+    for inst in sorted(group, key=lambda i: (i.instance_number or 0, i.sop_instance_uid)):
+        key = _position_key(inst)
+        n = seen[key] = seen.get(key, -1) + 1
+        by_occurrence.setdefault(n, []).append(inst)
+    return [by_occurrence[n] for n in sorted(by_occurrence)]
+
+
 def check_series_geometry(series: Series) -> str | None:
-    """Cheap check from header data only: None when the series can form a volume, else the problem."""
+    """Cheap check from header data only: None when the series can form a volume, else the problem.
+
+    A series of several volumes (echoes, phases: :func:`split_series`) is checked volume by volume.
+    """
+    parts = split_series(series)
+    if len(parts) > 1:
+        for part in parts:
+            problem = check_series_geometry(part)
+            if problem:
+                return problem
+        return None
     where = f"series {series.series_instance_uid}"
     try:
         if len(series.instances) == 1 and series.instances[0].number_of_frames > 1:
@@ -219,8 +288,23 @@ def _dataset(data: bytes, where: str) -> Dataset:
         raise DicomReadError(f"cannot re-read file ({exc})", where) from exc
 
 
+def volumes_from_series(series: Series, *, limits: Limits = DEFAULT_LIMITS) -> list[Volume]:
+    """Every volume of a series: one per echo and phase (:func:`split_series`), in dcm2niix's order."""
+    return [_volume(part, limits) for part in split_series(series)]
+
+
 def volume_from_series(series: Series, *, limits: Limits = DEFAULT_LIMITS) -> Volume:
-    """Build the volume of a series. Raises GeometryError / DicomReadError with a precise reason."""
+    """Build the volume of a series. Raises GeometryError / DicomReadError with a precise reason.
+
+    A series of several volumes (echoes, phases) gives its first: the first echo, the first phase
+    (dcm2niix's ``_e1`` file, the first volume of its 4D file); :func:`volumes_from_series` gives all.
+    """
+    if not series.instances:
+        raise GeometryError("series has no images", f"series {series.series_instance_uid}")
+    return _volume(split_series(series)[0], limits)
+
+
+def _volume(series: Series, limits: Limits) -> Volume:
     where = f"series {series.series_instance_uid}"
     if not series.instances:
         raise GeometryError("series has no images", where)
