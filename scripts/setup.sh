@@ -4,9 +4,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# chromium + fonts: the web UI's browser tests; dicom3tools (dciodvfy) and pixelmed-apps (DicomSRValidator):
-# the independent validators of the DICOM objects NeuroNav writes
-APT_PACKAGES=(python3 python3-venv python3-pip dcm2niix dcmtk dicom3tools pixelmed-apps poppler-utils chromium fonts-dejavu-core)
+# chromium + fonts: the web UI's browser tests; orthanc (+ DICOMweb plugin): a real PACS for the integration
+# tests; dicom3tools and pixelmed-apps: independent validators of the DICOM objects written
+APT_PACKAGES=(python3 python3-venv python3-pip dcm2niix dcmtk poppler-utils chromium fonts-dejavu-core
+  orthanc orthanc-dicomweb dicom3tools pixelmed-apps)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
