@@ -530,12 +530,37 @@ def test_burned_in_annotation_refused(tmp_path: Path) -> None:
     assert "burned.dcm" not in json.dumps(report.summary())
 
 
-def test_structured_content_refused() -> None:
-    item = Dataset()
-    item.ValueType = "TEXT"
-    item.TextValue = "Hans Mueller"
-    with pytest.raises(DeidentificationError, match="Structured Content"):
-        Deidentifier(KEY).dataset(_image(ContentSequence=[item]))
+def _code(value: str, scheme: str, meaning: str) -> Dataset:
+    code = Dataset()
+    code.CodeValue, code.CodingSchemeDesignator, code.CodeMeaning = value, scheme, meaning
+    return code
+
+
+def test_structured_content_is_cleaned() -> None:
+    """Free text of unknown concepts, person names and dates in SR content are cleaned; known texts kept."""
+    free = Dataset()
+    free.ValueType, free.RelationshipType = "TEXT", "CONTAINS"
+    free.ConceptNameCodeSequence = [_code("121106", "DCM", "Comment")]
+    free.TextValue = "Hans Mueller, born 1950-03-02"
+    tracking = Dataset()
+    tracking.ValueType, tracking.RelationshipType = "TEXT", "HAS OBS CONTEXT"
+    tracking.ConceptNameCodeSequence = [_code("112039", "DCM", "Tracking Identifier")]
+    tracking.TextValue = "Lesion 1"
+    person = Dataset()
+    person.ValueType, person.RelationshipType = "PNAME", "HAS OBS CONTEXT"
+    person.ConceptNameCodeSequence = [_code("121008", "DCM", "Person Observer Name")]
+    person.PersonName = "Mueller^Hans"
+    when = Dataset()
+    when.ValueType, when.RelationshipType = "DATE", "CONTAINS"
+    when.ConceptNameCodeSequence = [_code("111060", "DCM", "Study Date")]
+    when.Date = "20240223"
+    deid = Deidentifier(KEY, date_shift_days=-10)
+    out = deid.dataset(_image(ContentSequence=[free, tracking, person, when]))
+    texts = [item.get("TextValue") for item in out.ContentSequence]
+    assert texts[:2] == ["DEIDENTIFIED", "Lesion 1"]
+    assert str(out.ContentSequence[2].PersonName) == "DEIDENTIFIED"
+    assert out.ContentSequence[3].Date == "20240213"
+    assert "Hans" not in repr(out) and "Mueller" not in repr(out)
 
 
 def test_input_dataset_untouched(tmp_path: Path) -> None:
@@ -670,7 +695,9 @@ def test_table_actions_are_ones_the_standard_allows() -> None:
     for rule in TABLE.values():
         allowed = set(rule.basic.replace("*", "").split("/"))
         if rule.action is Action.KEEP:
-            assert rule.option == "K" or "U" in allowed, rule
+            # D on a sequence: a non-empty sequence of dummy values, i.e. kept with each item cleaned
+            sequence_dummy = "D" in allowed and dictionary_VR(rule.tag) == "SQ"
+            assert rule.option == "K" or "U" in allowed or sequence_dummy, rule
         elif rule.action is Action.SHIFT:
             assert rule.option == "C", rule
         elif rule.action is Action.PSEUDONYM:

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from pydicom import dcmread
 from pydicom.data import get_testdata_file
+from pydicom.datadict import tag_for_keyword
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 from pydicom.uid import DeflatedExplicitVRLittleEndian, ImplicitVRLittleEndian, JPEG2000Lossless, RLELossless
@@ -30,6 +31,8 @@ def pydicom_values(path: Path) -> dict[str, object]:
             out[keyword] = [float(v) for v in (value if many else [value])]
         elif kind == "int":
             out[keyword] = None if value in (None, "") else int(value[0] if many else value)
+        elif kind == "cs":
+            out[keyword] = [str(v) for v in (value if many else [value])]
         else:
             out[keyword] = value if isinstance(value, int) else str(value)
     return out
@@ -40,8 +43,8 @@ def fast_values(path: Path) -> dict[str, object]:
     values, _, _ = parse(data, len(data))
     out: dict[str, object] = {}
     for keyword, kind in WANTED.values():
-        if keyword not in values:
-            continue
+        if keyword not in values or tag_for_keyword(keyword) is None:
+            continue  # private attributes (read for Philips scaling and Siemens mosaics) have no keyword
         v = values[keyword]
         if kind == "ds":
             out[keyword] = [float(x) for x in v]

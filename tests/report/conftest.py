@@ -19,6 +19,7 @@ from neuronav.ingest import Series
 from neuronav.phantom import generate_study
 from neuronav.report.build import build_report
 from neuronav.report.model import Report
+from neuronav.report.outputs import Written, write_outputs
 from neuronav.report.sources import SourceSeries, load_source_series
 
 SEED = 101
@@ -52,3 +53,14 @@ def analysed(tmp_path_factory: pytest.TempPathFactory) -> Analysed:
 @pytest.fixture
 def report(analysed: Analysed) -> Report:
     return build_report(analysed.findings, analysis_dir=analysed.analysis_dir)
+
+
+@pytest.fixture(scope="session")
+def written_dicom(analysed: Analysed, tmp_path_factory: pytest.TempPathFactory) -> Written:
+    """SEG, SR, Encapsulated PDF and the Secondary Capture series of the analysed study, written once per
+    session by the function the CLI and the service use."""
+    report = build_report(analysed.findings, analysis_dir=analysed.analysis_dir)
+    out = tmp_path_factory.mktemp("dicom-outputs")
+    return write_outputs(
+        report, ["seg", "sr", "epdf", "sc"], out, analysis_dir=analysed.analysis_dir, source=analysed.source
+    )

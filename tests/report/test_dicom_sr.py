@@ -8,11 +8,16 @@ from io import BytesIO
 from pathlib import Path
 
 import highdicom as hd
+import nibabel as nib
+import numpy as np
+import numpy.typing as npt
 import pydicom
 import pytest
 from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes as dcm_codes
-from pydicom.uid import Comprehensive3DSRStorage
+from pydicom.uid import ComprehensiveSRStorage
+from scipy import ndimage as ndi
+from skimage.draw import polygon2mask
 
 from neuronav.errors import ReportError
 from neuronav.report import codes
@@ -21,6 +26,7 @@ from neuronav.report.dicom_seg import make_seg
 from neuronav.report.dicom_sr import make_sr
 from neuronav.report.lifecycle import edit, sign
 from neuronav.report.model import Measurement, Report
+from neuronav.report.sources import SourceSeries
 from tests.conftest import require_binary
 from tests.report.conftest import Analysed
 
@@ -61,18 +67,25 @@ def seg(report: Report, analysed: Analysed) -> Dataset:
 
 
 @pytest.fixture(scope="module")
+def label_frames(report: Report, analysed: Analysed) -> npt.NDArray[np.uint8]:
+    """The label map as ``[slice, row, column]`` of the source images (nibabel, independently of the SR)."""
+    data = np.asarray(nib.load(analysed.analysis_dir / "segmentation.nii.gz").dataobj).astype(np.uint8)
+    return np.ascontiguousarray(data.transpose(2, 1, 0))
+
+
+@pytest.fixture(scope="module")
 def sr_file(report: Report, analysed: Analysed, seg: Dataset, tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("sr") / "sr.dcm"
-    path.write_bytes(_bytes(make_sr(report, analysed.source, seg=seg)))
+    path.write_bytes(_bytes(make_sr(report, analysed.source, seg=seg, analysis_dir=analysed.analysis_dir)))
     return path
 
 
-def _groups(sr: hd.sr.Comprehensive3DSR) -> list[Group]:
+def _groups(sr: hd.sr.ComprehensiveSR) -> list[Group]:
     content = sr.content
     return [*content.get_volumetric_roi_measurement_groups(), *content.get_image_measurement_groups()]
 
 
-def _measurements_by_key(sr: hd.sr.Comprehensive3DSR) -> dict[str, tuple[hd.sr.Measurement, Group]]:
+def _measurements_by_key(sr: hd.sr.ComprehensiveSR) -> dict[str, tuple[hd.sr.Measurement, Group]]:
     found: dict[str, tuple[hd.sr.Measurement, Group]] = {}
     for group in _groups(sr):
         for m in group.get_measurements():
@@ -128,7 +141,7 @@ def test_every_measurement_names_its_algorithm(sr_file: Path, report: Report) ->
 
 def test_volumes_reference_the_seg_segments(sr_file: Path, seg: Dataset, report: Report) -> None:
     sr = hd.sr.srread(sr_file)
-    groups = sr.content.get_volumetric_roi_measurement_groups()
+    groups = [g for g in sr.content.get_volumetric_roi_measurement_groups() if g.referenced_segment is not None]
     segments = {str(s.TrackingUID): s for s in seg.SegmentSequence}
     assert len(groups) == len(segments) == 3
     values = {m.key: m.value for m in report.measurements}
@@ -156,6 +169,50 @@ def test_volumes_reference_the_seg_segments(sr_file: Path, seg: Dataset, report:
         for i in series.ReferencedSOPSequence
     }
     assert str(seg.SOPInstanceUID) in evidence
+
+
+def _region_masks(group: Group, source: SourceSeries) -> dict[str, npt.NDArray[np.bool_]]:
+    """SOP instance UID → the pixels whose centres lie inside the group's Image Region outlines on that image."""
+    shape = (int(source.first.Rows), int(source.first.Columns))
+    masks: dict[str, npt.NDArray[np.bool_]] = {}
+    for region in group.roi or []:
+        assert region.graphic_type == hd.sr.GraphicTypeValues.POLYLINE
+        points = region.value  # (column, row) in image coordinates: pixel centres at +0.5
+        assert np.array_equal(points[0], points[-1]), "an image region is a closed polyline"
+        uid = str(region.ContentSequence[0].ReferencedSOPSequence[0].ReferencedSOPInstanceUID)
+        inside = polygon2mask(shape, np.stack([points[:, 1] - 0.5, points[:, 0] - 0.5], axis=1))
+        masks[uid] = masks.get(uid, np.zeros(shape, bool)) | inside
+    return masks
+
+
+def test_every_group_references_its_segment_or_its_region(
+    sr_file: Path, report: Report, analysed: Analysed, label_frames: npt.NDArray[np.uint8]
+) -> None:
+    """TID 1411 everywhere: segments for the labels, outlines for the tumour and each lesion, the scan for the rest."""
+    sr = hd.sr.srread(sr_file)
+    assert not sr.content.get_image_measurement_groups()  # no TID 1501 group beside the TID 1411 ones
+    groups = {str(g.tracking_identifier): g for g in sr.content.get_volumetric_roi_measurement_groups()}
+    uids = [str(ds.SOPInstanceUID) for ds in analysed.source.datasets]
+    for name, group in groups.items():
+        assert (group.referenced_segment is not None) != bool(group.roi), name
+    # the tumour outlines cover the tumour pixels of each slice (holes filled) and little else
+    tumour = _region_masks(groups["Tumour"], analysed.source)
+    with_tumour = {uids[k] for k in range(len(uids)) if label_frames[k].any()}
+    assert set(tumour) == with_tumour
+    for k, uid in enumerate(uids):
+        if uid in tumour:
+            truth = ndi.binary_fill_holes(label_frames[k] > 0)
+            overlap = np.sum(truth & tumour[uid]) / np.sum(truth | tumour[uid])
+            assert overlap > 0.8, (k, overlap)
+    # each lesion: outlines on a subset of the tumour's slices, inside the tumour's outlines
+    for lesion in report.findings.segmentation.lesions:
+        masks = _region_masks(groups[f"Lesion {lesion.index}"], analysed.source)
+        assert masks and set(masks) <= with_tumour
+        for uid, mask in masks.items():
+            assert np.sum(mask & ~tumour[uid]) <= 0.05 * np.sum(mask)
+    # whole-brain measurements: the whole field of view of every slice
+    whole = _region_masks(groups["Whole brain"], analysed.source)
+    assert set(whole) == set(uids) and all(m.all() for m in whole.values())
 
 
 def test_lesions_location_midline_shift_and_tumour_type(sr_file: Path, report: Report) -> None:
@@ -192,7 +249,7 @@ def test_sr_header_joins_the_source_study_and_says_preliminary(
 ) -> None:
     ds = pydicom.dcmread(sr_file)
     src = analysed.source.first
-    assert ds.SOPClassUID == Comprehensive3DSRStorage and ds.Modality == "SR"
+    assert ds.SOPClassUID == ComprehensiveSRStorage and ds.Modality == "SR"
     for keyword in ("PatientID", "PatientName", "StudyInstanceUID", "AccessionNumber"):
         assert ds[keyword].value == src[keyword].value, keyword
     assert (ds.CompletionFlag, ds.VerificationFlag, ds.PreliminaryFlag) == ("PARTIAL", "UNVERIFIED", "PRELIMINARY")
@@ -221,7 +278,7 @@ def test_dsrdump_reads_the_sr(sr_file: Path, report: Report) -> None:
 
 def test_signed_report_is_verified_by_the_signer(report: Report, analysed: Analysed, seg: Dataset) -> None:
     signed = sign(report, who="Dr A", role="radiologist", when=SIGNED_AT)
-    ds = pydicom.dcmread(BytesIO(_bytes(make_sr(signed, analysed.source, seg=seg))))
+    ds = pydicom.dcmread(BytesIO(_bytes(make_sr(signed, analysed.source, seg=seg, analysis_dir=analysed.analysis_dir))))
     assert (ds.CompletionFlag, ds.VerificationFlag, ds.PreliminaryFlag) == ("COMPLETE", "VERIFIED", "FINAL")
     (observer,) = ds.VerifyingObserverSequence
     assert str(observer.VerifyingObserverName) == "Dr A^"
@@ -261,10 +318,10 @@ def test_bad_inputs_are_refused(report: Report, analysed: Analysed, seg: Dataset
         make_sr(nifti, analysed.source)
     other = build_report(analysed.findings, analysis_dir=analysed.analysis_dir)  # another report id
     with pytest.raises(ReportError, match="not written for report"):
-        make_sr(other, analysed.source, seg=seg)
+        make_sr(other, analysed.source, seg=seg, analysis_dir=analysed.analysis_dir)
     not_seg = analysed.source.first
     with pytest.raises(ReportError, match="not a DICOM Segmentation"):
-        make_sr(report, analysed.source, seg=not_seg)
+        make_sr(report, analysed.source, seg=not_seg, analysis_dir=analysed.analysis_dir)
 
 
 def test_no_tumour_report_still_has_every_measurement(report: Report, analysed: Analysed) -> None:

@@ -19,10 +19,19 @@ YES, a DeidentificationMethod text and DeidentificationMethodCodeSequence DCM 11
   reference to it, and in every run with the same key; another key gives other UIDs.
 * Private attributes, overlays and curves are removed; attributes the table does not list are
   removed unless known to be technical and safe.
-* Refused (:class:`DeidentificationError`): BurnedInAnnotation YES, structured content.
+* Derived objects keep what their IOD requires (dciodvfy reports no error after de-identification):
+  SEG (segments, segmentation type, frame references), SR (the content tree: codes, numbers, regions
+  and references kept, person names dummied, dates shifted, TEXT values kept only for known concepts
+  such as tracking identifiers and NeuroNav's own generated texts, others replaced by a dummy),
+  Encapsulated PDF (the document itself is replaced by a one-page placeholder: its text can identify
+  the patient) and NeuroNav's Secondary Captures (the burnt-in text box is blanked). References
+  (Referenced Series/Instance UIDs, Source Image sequences, SR content references) go through the
+  same keyed UID map as the source images, so they resolve when both are de-identified with one key.
+* Refused (:class:`DeidentificationError`): BurnedInAnnotation YES on any other object.
 
-Not implemented: Clean Pixel Data, Clean Recognizable Visual Features (no defacing), Clean Graphics,
-Clean Structured Content, Clean Descriptors (SeriesDescription, ProtocolName and the other
+Not implemented: Clean Pixel Data (beyond NeuroNav's own SC text box), Clean Recognizable Visual
+Features (no defacing), Clean Graphics, Clean Structured Content (beyond the rule above; not claimed
+in DeidentificationMethodCodeSequence), Clean Descriptors (SeriesDescription, ProtocolName and the other
 descriptions are removed, as the Basic Profile says), Retain Safe Private, Retain UIDs, Retain Device
 Identity, Retain Institution Identity, Retain Longitudinal Temporal Information with Full Dates.
 See :mod:`neuronav.deid.profile` for the attribute table and the choices made.

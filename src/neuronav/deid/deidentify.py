@@ -28,13 +28,17 @@ the Retain Patient Characteristics Option: their attributes get the Basic Profil
 (DeidentificationMethod, DeidentificationMethodCodeSequence, LongitudinalTemporalInformationModified
 ``REMOVED``) names only what was applied.
 
-Refused objects
----------------
-:class:`DeidentificationError` (an :class:`~neuronav.errors.InputError`) is raised for an object
-whose BurnedInAnnotation is YES (the Clean Pixel Data Option is not implemented, and text burned
-into pixels cannot be removed by editing attributes) and for structured reports (a ContentSequence:
-the Clean Structured Content Option is not implemented). :meth:`Deidentifier.files` lists such
-files in its report and goes on with the others.
+Derived objects and refused objects
+-----------------------------------
+SEG, SR, Encapsulated PDF and Secondary Capture objects keep the modules their IODs require (see
+:mod:`neuronav.deid`). TEXT content items of an SR keep their value only for the concepts of
+:data:`~neuronav.deid.profile.SAFE_TEXT_CONCEPTS` (and NeuroNav's private scheme); any other is
+replaced by a dummy and counted in the warnings. An Encapsulated PDF's document is replaced by a
+placeholder PDF (BurnedInAnnotation NO). A Secondary Capture written by NeuroNav gets its burnt-in
+text box (:func:`neuronav.report.dicom_sc.annotation_box`) blanked. :class:`DeidentificationError`
+(an :class:`~neuronav.errors.InputError`) is raised for any other object whose BurnedInAnnotation is
+YES (text burned into pixels cannot be removed by editing attributes). :meth:`Deidentifier.files`
+lists such files in its report and goes on with the others.
 
 Speed
 -----
@@ -77,9 +81,11 @@ from pydicom.sequence import Sequence
 from pydicom.uid import (
     PYDICOM_IMPLEMENTATION_UID,
     DeflatedExplicitVRLittleEndian,
+    EncapsulatedPDFStorage,
     ExplicitVRBigEndian,
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
+    SecondaryCaptureImageStorage,
 )
 from pydicom.valuerep import EXPLICIT_VR_LENGTH_32
 
@@ -91,6 +97,8 @@ from neuronav.deid.profile import (
     RETAIN_CHARACTERISTICS_OPTION,
     RETAIN_DATES_OPTION,
     SAFE_TAGS,
+    SAFE_TEXT_CONCEPTS,
+    SAFE_TEXT_SCHEMES,
     TABLE,
     UID_KEEP_TAGS,
     WELL_KNOWN_UID_ROOT,
@@ -133,12 +141,19 @@ _TAG_SERIES_UID = 0x0020000E
 _TAG_SOP_CLASS_UID = 0x00080016
 _TAG_SOP_INSTANCE_UID = 0x00080018
 _TAG_BURNED_IN = 0x00280301
-_TAG_CONTENT_SEQUENCE = 0x0040A730
+_TAG_TEXT_VALUE = 0x0040A160
+_TAG_MANUFACTURER = 0x00080070
+_TAG_ENCAPSULATED_DOCUMENT = 0x00420011
+_TAG_DOCUMENT_LENGTH = 0x00420015
+_TAG_PIXEL_DATA = 0x7FE00010
+_REPLACED_PDF_TEXT = (
+    "De-identified by NeuroNav: the original document was removed, because its text can identify the patient."
+)
 _UNDEFINED_LENGTH = 0xFFFFFFFF
 
 
 class DeidentificationError(InputError):
-    """An object that this profile cannot de-identify (burned-in annotation, structured content)."""
+    """An object that this profile cannot de-identify (burned-in annotation it cannot clean)."""
 
 
 @dataclass
@@ -150,6 +165,7 @@ class _Stats:
     overlay_curve_removed: int = 0
     dates_emptied: int = 0
     no_patient_id: int = 0
+    texts_replaced: int = 0
     unlisted_removed: Counter[str] = field(default_factory=Counter)
 
 
@@ -349,20 +365,19 @@ class Deidentifier:
     def dataset(self, ds: Dataset) -> Dataset:
         """A de-identified copy of ``ds`` (``ds`` itself is not changed).
 
-        Raises DeidentificationError for BurnedInAnnotation YES and for structured content.
+        Raises DeidentificationError for BurnedInAnnotation YES on an object whose text it cannot clean.
         """
         return self._dataset(ds)
 
     def _dataset(self, ds: Dataset) -> Dataset:
-        if _text(ds, _TAG_BURNED_IN).upper() == "YES":
+        sop_class = _text(ds, _TAG_SOP_CLASS_UID)
+        burned = _text(ds, _TAG_BURNED_IN).upper() == "YES"
+        neuronav_sc = sop_class == SecondaryCaptureImageStorage and _text(ds, _TAG_MANUFACTURER) == "NeuroNav"
+        if burned and sop_class != EncapsulatedPDFStorage and not neuronav_sc:
             raise DeidentificationError(
                 "BurnedInAnnotation is YES: identifying text may be burned into the pixels, which this "
-                "profile cannot clean (the Clean Pixel Data Option is not implemented); object refused"
-            )
-        if _TAG_CONTENT_SEQUENCE in ds:
-            raise DeidentificationError(
-                "structured content (ContentSequence) cannot be de-identified here "
-                "(the Clean Structured Content Option is not implemented); object refused"
+                "profile cannot clean (the Clean Pixel Data Option is applied only to NeuroNav's own "
+                "Secondary Captures, whose text box it knows); object refused"
             )
         patient_id = _text(ds, _TAG_PATIENT_ID)
         if not patient_id:
@@ -374,6 +389,10 @@ class Deidentifier:
         ctx = self._patient(patient_id)
 
         out = self._clean(ds, ctx)
+        if sop_class == EncapsulatedPDFStorage:
+            _replace_document(out)
+        elif burned:
+            _clean_annotation_box(out)
         out[_TAG_PATIENT_ID] = DataElement(_TAG_PATIENT_ID, "LO", ctx.pseudonym)
         out[_TAG_PATIENT_NAME] = DataElement(_TAG_PATIENT_NAME, "PN", ctx.pseudonym)
         implicit, little = ds.original_encoding
@@ -404,6 +423,13 @@ class Deidentifier:
                 continue
             elem = src.get_item(key)
             vr = _vr(elem)
+            if tag == _TAG_TEXT_VALUE:  # Clean Structured Content: kept for known concepts only
+                if _safe_text(src):
+                    out[key] = elem if isinstance(elem, RawDataElement) else _copy(elem)
+                else:
+                    out.add_new(tag, "UT", _DUMMY_TEXT)
+                    stats.texts_replaced += 1
+                continue
             action = self._actions.get(tag)
             if action is None:
                 if vr == "UI":
@@ -599,6 +625,72 @@ def _text(ds: Dataset, tag: int) -> str:
     return str(value if value is not None else "").strip()
 
 
+def _safe_text(item: Dataset) -> bool:
+    """Whether the TEXT content item ``item`` has a concept name whose text values are kept."""
+    names = item.get("ConceptNameCodeSequence")
+    if not names:
+        return False
+    code = names[0]
+    scheme = str(code.get("CodingSchemeDesignator") or "")
+    value = str(code.get("CodeValue") or code.get("LongCodeValue") or "")
+    return scheme in SAFE_TEXT_SCHEMES or (scheme, value) in SAFE_TEXT_CONCEPTS
+
+
+def _replacement_pdf() -> bytes:
+    """A one-page PDF that says the document was removed (the Encapsulated PDF IOD needs a document)."""
+    from reportlab.lib.pagesizes import A4
+    from reportlab.pdfgen import canvas
+
+    buf = io.BytesIO()
+    page = canvas.Canvas(buf, pagesize=A4, invariant=True)  # invariant: no creation date, same bytes each time
+    page.setTitle("De-identified")
+    page.drawString(56, A4[1] - 72, _REPLACED_PDF_TEXT)
+    page.showPage()
+    page.save()
+    return buf.getvalue()
+
+
+def _replace_document(out: Dataset) -> None:
+    """Encapsulated PDF: the document (free text and pictures that may identify the patient) is replaced."""
+    pdf = _replacement_pdf()
+    if len(pdf) % 2:
+        pdf += b"\0"  # OB values have an even length
+    out[_TAG_ENCAPSULATED_DOCUMENT] = DataElement(_TAG_ENCAPSULATED_DOCUMENT, "OB", pdf)
+    out[_TAG_DOCUMENT_LENGTH] = DataElement(_TAG_DOCUMENT_LENGTH, "UL", len(pdf))
+    out[_TAG_BURNED_IN] = DataElement(_TAG_BURNED_IN, "CS", "NO")
+
+
+def _clean_annotation_box(out: Dataset) -> None:
+    """Clean Pixel Data for NeuroNav's Secondary Captures: the burnt-in text box is blanked (black).
+
+    The box is the one :mod:`neuronav.report.dicom_sc` burns into the top-left corner (its largest
+    extent for the image width); only uncompressed 8-bit RGB images, as NeuroNav writes them, are cleaned.
+    """
+    from neuronav.report.dicom_sc import annotation_box
+
+    rows, cols = int(_text(out, 0x00280010) or 0), int(_text(out, 0x00280011) or 0)
+    elem = out.get_item(_TAG_PIXEL_DATA)
+    value = elem.value if elem is not None else None
+    if (
+        _text(out, 0x00280004) != "RGB"
+        or _text(out, 0x00280100) != "8"
+        or _text(out, 0x00280006) not in ("", "0")
+        or not isinstance(value, bytes)
+        or len(value) < rows * cols * 3
+    ):
+        raise DeidentificationError(
+            "a NeuroNav Secondary Capture that is not uncompressed 8-bit RGB: its burnt-in text cannot be cleaned"
+        )
+    import numpy as np
+
+    pixels = np.frombuffer(value[: rows * cols * 3], dtype=np.uint8).reshape(rows, cols, 3).copy()
+    r, c = annotation_box(rows, cols)
+    pixels[:r, :c] = 0
+    data = pixels.tobytes() + value[rows * cols * 3 :]
+    out[_TAG_PIXEL_DATA] = DataElement(_TAG_PIXEL_DATA, "OB", data)
+    out[_TAG_BURNED_IN] = DataElement(_TAG_BURNED_IN, "CS", "NO")
+
+
 def _code(value: str, meaning: str) -> Dataset:
     item = Dataset()
     item.add_new(0x00080100, "SH", value)  # CodeValue
@@ -770,8 +862,11 @@ def _warnings(before: _Stats, after: _Stats, report: DeidentificationReport) -> 
     if unlisted:
         names = ", ".join(f"{k} ({n})" for k, n in sorted(unlisted.items()))
         out.append(f"attributes neither in the profile table nor known to be safe were removed: {names}")
+    texts = after.texts_replaced - before.texts_replaced
+    if texts:
+        out.append(f"{texts} structured-report text values of unknown concepts replaced by a dummy")
     if report.refused:
-        out.append(f"{len(report.refused)} objects refused (burned-in annotation or structured content)")
+        out.append(f"{len(report.refused)} objects refused (burned-in annotation that cannot be cleaned)")
     if report.written:
         out.append(
             "pixel data is not cleaned and faces are not removed: a 3D head MRI can be rendered as a "

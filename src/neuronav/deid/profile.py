@@ -21,7 +21,8 @@ IOD stays valid), else ``Z`` where it allows an empty value, else ``X``. Dates t
 Not implemented (and not claimed in DeidentificationMethodCodeSequence): Clean Pixel Data (objects
 with BurnedInAnnotation YES are refused instead), Clean Recognizable Visual Features (no defacing:
 a 3D head MRI can be rendered as a face), Clean Graphics (overlays 60xx and curves 50xx are removed
-instead), Clean Structured Content (objects with a ContentSequence are refused), Clean Descriptors
+instead), Clean Structured Content as far as NeuroNav's own SRs need it (TEXT values kept only for the concepts of
+:data:`SAFE_TEXT_CONCEPTS`; not claimed in the code sequence), Clean Descriptors
 (descriptions such as SeriesDescription and ProtocolName are removed, as the Basic Profile says;
 NeuroNav's sequence identification then relies on the acquisition parameters), Retain Safe Private
 (all private attributes are removed), Retain UIDs, Retain Device Identity, Retain Institution
@@ -100,6 +101,8 @@ _GROUPS: tuple[tuple[str, str, Action, tuple[str, ...]], ...] = (
             "ClinicalTrialTimePointID",
             "ClinicalTrialCoordinatingCenterName",
             "VerifyingObserverIdentificationCodeSequence",
+            "ContentDescription",  # Type 2 (SEG); NeuroNav's names the report id, which holds a date
+            "DocumentTitle",  # Type 2 (Encapsulated Document); NeuroNav's names the report id
         ),
     ),
     ("Z/D", "", Action.EMPTY, ("ContrastBolusAgent", "ContentCreatorName")),
@@ -193,6 +196,9 @@ _GROUPS: tuple[tuple[str, str, Action, tuple[str, ...]], ...] = (
         ),
     ),
     ("D", "C", Action.SHIFT, ("FrameAcquisitionDateTime", "FrameReferenceDateTime")),
+    # SR content item values and the verification (Clean Structured Content: dates of the content shifted)
+    ("X", "C", Action.SHIFT, ("Date", "Time", "DateTime", "VerificationDateTime")),
+    ("X/D", "C", Action.SHIFT, ("DateOfSecondaryCapture", "TimeOfSecondaryCapture")),
     (
         "X",
         "C",
@@ -368,9 +374,9 @@ _GROUPS: tuple[tuple[str, str, Action, tuple[str, ...]], ...] = (
             "InstitutionCodeSequence",
             "OperatorsName",
             "StationName",
-            "ReferencedPerformedProcedureStepSequence",
         ),
     ),
+    ("X/Z/D", "", Action.EMPTY, ("ReferencedPerformedProcedureStepSequence",)),  # Type 2 in the SR IODs
     ("X/D", "", Action.REMOVE, ("OperatorIdentificationSequence", "DetectorID")),
     ("X/Z", "", Action.REMOVE, ("ReferencedStudySequence",)),
     # --- removed: sequences that may carry copies of identifying values ---
@@ -397,12 +403,11 @@ _GROUPS: tuple[tuple[str, str, Action, tuple[str, ...]], ...] = (
         ),
     ),
     # D in the table, Type 1 only in SR / presentation state IODs: removed from images (E.1.1 note 13)
-    (
-        "D",
-        "",
-        Action.REMOVE,
-        ("VerifyingObserverSequence", "GraphicAnnotationSequence", "PersonIdentificationCodeSequence"),
-    ),
+    ("D", "", Action.REMOVE, ("GraphicAnnotationSequence", "PersonIdentificationCodeSequence")),
+    # the document of an Encapsulated PDF: free text and pictures; replaced by a placeholder PDF
+    ("X", "", Action.REMOVE, ("EncapsulatedDocument", "EncapsulatedDocumentLength")),
+    # Type 1C in the SR IODs (a verified report): kept, its name and organisation dummies, its date shifted
+    ("D", "", Action.KEEP, ("VerifyingObserverSequence",)),
 )
 
 # Class, transfer syntax and coding-scheme UIDs: identify kinds of things, never a patient. Kept.
@@ -692,6 +697,73 @@ SAFE_KEYWORDS: frozenset[str] = frozenset(
         "MappingResourceName",
         "ContextGroupExtensionFlag",
         "EquivalentCodeSequence",
+        # Segmentation IOD (the segment labels, tracking IDs and algorithm names are NeuroNav's own, coded
+        # or generated, and name no person; TrackingUID is a UID and replaced)
+        "SegmentationType",
+        "SegmentationFractionalType",
+        "MaximumFractionalValue",
+        "SegmentsOverlap",
+        "SegmentSequence",
+        "SegmentNumber",
+        "SegmentLabel",
+        "SegmentAlgorithmType",
+        "SegmentAlgorithmName",
+        "SegmentedPropertyCategoryCodeSequence",
+        "SegmentedPropertyTypeCodeSequence",
+        "SegmentedPropertyTypeModifierCodeSequence",
+        "RecommendedDisplayCIELabValue",
+        "RecommendedDisplayGrayscaleValue",
+        "TrackingID",
+        "SegmentIdentificationSequence",
+        "ContentLabel",
+        "SegmentationAlgorithmIdentificationSequence",
+        "AlgorithmFamilyCodeSequence",
+        "AlgorithmNameCodeSequence",
+        "AlgorithmName",
+        "AlgorithmVersion",
+        "AlgorithmSource",
+        "AlgorithmParameters",
+        # SR document general and content (Clean Structured Content: TextValue by its concept, see
+        # SAFE_TEXT_CONCEPTS; PersonName dummy, dates shifted and UIDs replaced by the table)
+        "ValueType",
+        "RelationshipType",
+        "ContinuityOfContent",
+        "ContentSequence",
+        "ContentTemplateSequence",
+        "TemplateIdentifier",
+        "ConceptNameCodeSequence",
+        "ConceptCodeSequence",
+        "MeasuredValueSequence",
+        "NumericValue",
+        "FloatingPointValue",
+        "RationalNumeratorValue",
+        "RationalDenominatorValue",
+        "NumericValueQualifierCodeSequence",
+        "GraphicType",
+        "GraphicData",
+        "PixelOriginInterpretation",
+        "ReferencedSOPSequence",
+        "ReferencedContentItemIdentifier",
+        "CompletionFlag",
+        "VerificationFlag",
+        "PreliminaryFlag",
+        "PerformedProcedureCodeSequence",
+        "CurrentRequestedProcedureEvidenceSequence",
+        "PertinentOtherEvidenceSequence",
+        "CodingSchemeIdentificationSequence",
+        "CodingSchemeName",
+        "CodingSchemeResponsibleOrganization",
+        "CodingSchemeRegistry",
+        "CodingSchemeExternalID",
+        # Encapsulated PDF (the document itself is replaced by the de-identifier) and Secondary Capture
+        "MIMETypeOfEncapsulatedDocument",
+        "DocumentClassCodeSequence",
+        "SourceInstanceSequence",
+        "ConversionType",
+        "SecondaryCaptureDeviceManufacturer",
+        "SecondaryCaptureDeviceManufacturerModelName",
+        "SecondaryCaptureDeviceSoftwareVersions",
+        "RelatedSeriesSequence",
         # the de-identification record (rewritten by the de-identifier)
         "PatientIdentityRemoved",
         "LongitudinalTemporalInformationModified",
@@ -721,6 +793,24 @@ TABLE: dict[int, Rule] = _build()
 """Table E.1-1 rows NeuroNav applies, by tag."""
 
 SAFE_TAGS: frozenset[int] = frozenset(_tag(k) for k in SAFE_KEYWORDS)
+
+# Clean Structured Content: the SR TEXT items whose value is kept, by concept name (coding scheme, value).
+# Tracking identifiers, algorithm and device identification (software, not a person), and NeuroNav's
+# own private concepts, whose texts are generated from the findings (atlas location, tumour type,
+# midline level, disclaimers). Every other TEXT value is replaced by a dummy.
+SAFE_TEXT_CONCEPTS: frozenset[tuple[str, str]] = frozenset(
+    {
+        ("DCM", "112039"),  # Tracking Identifier
+        ("DCM", "111001"),  # Algorithm Name
+        ("DCM", "111002"),  # Algorithm Parameters
+        ("DCM", "111003"),  # Algorithm Version
+        ("DCM", "122405"),  # Algorithm Manufacturer
+        ("DCM", "121013"),  # Device Observer Name
+        ("DCM", "121014"),  # Device Observer Manufacturer
+        ("DCM", "121015"),  # Device Observer Model Name
+    }
+)
+SAFE_TEXT_SCHEMES: frozenset[str] = frozenset({"99NEURONAV"})
 UID_KEEP_TAGS: frozenset[int] = frozenset(_tag(k) for k in UID_KEEP)
 WELL_KNOWN_UID_ROOT = "1.2.840.10008."
 

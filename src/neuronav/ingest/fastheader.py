@@ -23,7 +23,8 @@ UNDEFINED = 0xFFFFFFFF
 PIXEL_DATA = 0x7FE00010
 ITEM, ITEM_END, SEQ_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
 
-# tag → (keyword, kind): kind is "str" (CS/UI/LO…), "int" (IS), "ds" (DS, list), "us" (US)
+# tag → (keyword, kind): kind is "str" (CS/UI/LO…), "cs" (multi-valued strings, list), "int" (IS),
+# "ds" (DS, list), "us" (US), "fl" (FL)
 WANTED: dict[int, tuple[str, str]] = {
     0x00020010: ("TransferSyntaxUID", "str"),
     0x00080016: ("SOPClassUID", "str"),
@@ -34,9 +35,11 @@ WANTED: dict[int, tuple[str, str]] = {
     0x00200012: ("AcquisitionNumber", "int"),
     0x00200013: ("InstanceNumber", "int"),
     0x00180086: ("EchoNumbers", "int"),
+    0x00200100: ("TemporalPositionIdentifier", "int"),
     0x00200032: ("ImagePositionPatient", "ds"),
     0x00200037: ("ImageOrientationPatient", "ds"),
     0x00280002: ("SamplesPerPixel", "us"),
+    0x00280004: ("PhotometricInterpretation", "str"),
     0x00280008: ("NumberOfFrames", "int"),
     0x00280010: ("Rows", "us"),
     0x00280011: ("Columns", "us"),
@@ -46,6 +49,12 @@ WANTED: dict[int, tuple[str, str]] = {
     0x00280030: ("PixelSpacing", "ds"),
     0x00281052: ("RescaleIntercept", "ds"),
     0x00281053: ("RescaleSlope", "ds"),
+    0x00080070: ("Manufacturer", "str"),
+    0x20050010: ("PhilipsPrivateCreator", "str"),  # (2005,0010): "Philips MR Imaging DD 001"
+    0x2005100E: ("PhilipsScaleSlope", "fl"),  # (2005,100E) MR Scale Slope, in that creator's block
+    0x00080008: ("ImageType", "cs"),
+    0x00190010: ("SiemensPrivateCreator", "str"),  # (0019,0010): "SIEMENS MR HEADER"
+    0x0019100A: ("NumberOfImagesInMosaic", "us"),  # (0019,100A), in that creator's block
 }
 _U16 = struct.Struct("<H")
 _U32 = struct.Struct("<I")
@@ -71,11 +80,15 @@ def _convert(raw: bytes, kind: str) -> Any:
         if len(raw) < 2:
             raise UnsupportedHeaderError("short US value")
         return _U16.unpack_from(raw)[0]
+    if kind == "fl":
+        return struct.unpack_from("<f", raw)[0] if len(raw) == 4 else None
     text = raw.decode("ascii", "replace").strip("\x00 ")
     if kind == "str":
         return text
     if kind == "int":
         return text.split("\\")[0].strip() or None
+    if kind == "cs":
+        return [v.strip() for v in text.split("\\")] if text else []
     return [v.strip() for v in text.split("\\")] if text else None
 
 

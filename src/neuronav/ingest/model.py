@@ -118,6 +118,7 @@ class Instance:
     columns: int
     acquisition_number: int | None = None
     echo_number: int | None = None
+    temporal_position: int | None = None  # TemporalPositionIdentifier: the phase of a multi-phase series
     # pixel layout, validated at scan time so that volume building can read pixels directly
     transfer_syntax_uid: str = ""
     bits_allocated: int = 16
@@ -126,6 +127,8 @@ class Instance:
     pixel_offset: int | None = None  # byte offset of native pixel data in the file or zip member (fast path)
     rescale_slope: float = 1.0
     rescale_intercept: float = 0.0
+    philips_scale_slope: float | None = None  # Philips private MR Scale Slope: precise values (see reader)
+    mosaic_images: int | None = None  # Siemens mosaic: the number of slices tiled in this one image
     pixel_spacing: tuple[float, float] | None = None
 
 

@@ -172,6 +172,52 @@ class _ValuesView:
         return None
 
 
+# private attributes the fast path also reads (tag by the keyword ``fastheader.WANTED`` gives them)
+_PRIVATE = {
+    "PhilipsPrivateCreator": 0x20050010,
+    "PhilipsScaleSlope": 0x2005100E,
+    "SiemensPrivateCreator": 0x00190010,
+    "NumberOfImagesInMosaic": 0x0019100A,
+}
+PHILIPS_CREATOR = "Philips MR Imaging DD 001"
+SIEMENS_CREATOR = "SIEMENS MR HEADER"
+
+
+def _mosaic_images(view: _ValuesView | _DatasetView) -> int | None:
+    """The number of slices tiled in a Siemens mosaic image (ImageType MOSAIC, (0019,100A)); None otherwise."""
+    image_type = view.get("ImageType")
+    values = [image_type] if isinstance(image_type, str) else list(image_type or [])
+    if "MOSAIC" not in {str(v).strip().upper() for v in values}:
+        return None
+    if str(view.get("SiemensPrivateCreator") or "").strip() != SIEMENS_CREATOR:
+        return None
+    n = _first(view.get("NumberOfImagesInMosaic"))
+    try:
+        count = int(n)
+    except (TypeError, ValueError):
+        return None
+    return count if count > 0 else None
+
+
+def _philips_scale_slope(view: _ValuesView | _DatasetView) -> float | None:
+    """Philips' private MR Scale Slope (2005,100E) when the file is a Philips MR image that has one.
+
+    The stored values of such images map to "displayed values" through Rescale Slope/Intercept and to
+    Philips' "floating point" (precise) values through FP = (PV × RS + RI) / (RS × SS): what dcm2niix
+    writes by default (``-p y``).
+    """
+    if "philips" not in str(view.get("Manufacturer") or "").lower():
+        return None
+    if str(view.get("PhilipsPrivateCreator") or "").strip() != PHILIPS_CREATOR:
+        return None
+    value = _first(view.get("PhilipsScaleSlope"))
+    try:
+        slope = float(value)
+    except (TypeError, ValueError):
+        return None
+    return slope if math.isfinite(slope) and slope > 0 and slope != 1.0 else None
+
+
 class _DatasetView:
     """A pydicom dataset with the interface ``_instance`` reads."""
 
@@ -186,7 +232,20 @@ class _DatasetView:
         self.transfer_syntax = str(meta.get("TransferSyntaxUID", "1.2.840.10008.1.2")) if meta is not None else ""
 
     def get(self, keyword: str) -> Any:
-        return self.ds.get(keyword)
+        private = _PRIVATE.get(keyword)
+        if private is None:
+            return self.ds.get(keyword)
+        elem = self.ds.get(private)
+        if elem is None:
+            return None
+        value = elem.value
+        if keyword == "PhilipsScaleSlope" and isinstance(value, bytes):  # UN (implicit VR): raw little-endian FL
+            return struct.unpack_from("<f", value)[0] if len(value) == 4 else None
+        if keyword == "NumberOfImagesInMosaic" and isinstance(value, bytes):  # UN: raw little-endian US
+            return struct.unpack_from("<H", value)[0] if len(value) >= 2 else None
+        if isinstance(value, bytes):
+            return value.decode("ascii", "replace").strip("\x00 ")
+        return value
 
     def functional(self, sequence: str, keyword: str) -> Any:
         if "SharedFunctionalGroupsSequence" not in self.ds:
@@ -334,7 +393,10 @@ def _instance(view: _ValuesView | _DatasetView, source: Source, size: int, where
         raise UnsafeInputError(f"absurd NumberOfFrames {frames}; refused before allocating", where)
     if bits not in (1, 8, 16, 32, 64) or spp not in (1, 3):
         raise DicomReadError(f"unsupported pixel format (BitsAllocated {bits}, SamplesPerPixel {spp})", where)
-    expected = math.ceil(rows * columns * frames * spp * bits / 8)
+    photometric = str(view.get("PhotometricInterpretation") or "").strip().upper()
+    # YBR_FULL_422 uncompressed: two luminance and one Cb, Cr pair per two pixels (PS3.3 C.7.6.3.1.2)
+    per_pixel = 2 if spp == 3 and photometric == "YBR_FULL_422" and bits == 8 else spp
+    expected = math.ceil(rows * columns * frames * per_pixel * bits / 8)
     if expected > limits.max_pixel_bytes:
         raise UnsafeInputError(f"decoded pixels would need {expected} bytes, over the cap", where)
 
@@ -391,6 +453,7 @@ def _instance(view: _ValuesView | _DatasetView, source: Source, size: int, where
         columns=columns,
         acquisition_number=_int(view, "AcquisitionNumber"),
         echo_number=_int(view, "EchoNumbers"),
+        temporal_position=_int(view, "TemporalPositionIdentifier"),
         transfer_syntax_uid=ts,
         bits_allocated=bits,
         pixel_representation=_int(view, "PixelRepresentation", 0) or 0,
@@ -398,6 +461,8 @@ def _instance(view: _ValuesView | _DatasetView, source: Source, size: int, where
         pixel_offset=pixel_offset,
         rescale_slope=slope if slope != 0 else 1.0,
         rescale_intercept=intercept,
+        philips_scale_slope=_philips_scale_slope(view),
+        mosaic_images=_mosaic_images(view),
         pixel_spacing=float_tuple(view.get("PixelSpacing"), 2),  # type: ignore[arg-type]
     )
 

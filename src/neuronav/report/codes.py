@@ -45,6 +45,9 @@ TUMOUR_CORE = Code(value="tumour-core", scheme=PRIVATE_SCHEME, meaning="Tumour c
 # The report as a whole
 REPORT_CODE = Code(value="24590-2", scheme="LN", meaning="MR Brain")
 IMAGING_REPORT = Code(value="18748-4", scheme="LN", meaning="Diagnostic imaging study")
+# The SR's Procedure Reported (TID 1500 row 4): a code of CID 100 Quantitative Diagnostic Imaging Procedures
+# (the analysis reads four MR sequences together); REPORT_CODE above is not in that context group.
+SR_PROCEDURE = Code(value="126020", scheme="DCM", meaning="Multiparametric MRI")
 
 # BraTS labels (segmentation values) → segment descriptions (for DICOM SEG and the viewer)
 BRATS_SEGMENTS: tuple[tuple[int, str, Code], ...] = (

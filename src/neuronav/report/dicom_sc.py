@@ -117,6 +117,14 @@ def annotation_mask(lines: Sequence[str], max_width: int) -> U8:
     return np.asarray(img, dtype=np.uint8)
 
 
+def annotation_box(rows: int, columns: int) -> tuple[int, int]:
+    """(rows, columns) from the top-left corner that hold the burnt-in text box of any report on an image
+    of this size: the box of the longest status line, so the de-identifier can blank it (Clean Pixel Data)."""
+    lines = ["NeuroNav AI - not for clinical use", SYNTHETIC_TRAINING_SHORT, "PRELIMINARY v99999"]
+    mask = annotation_mask(lines, columns - TEXT_ORIGIN[1])
+    return min(rows, TEXT_ORIGIN[0] + mask.shape[0]), min(columns, TEXT_ORIGIN[1] + mask.shape[1])
+
+
 def _burn_in(pixels: U8, mask: U8) -> None:
     """Blend the text ``mask`` in TEXT_COLOUR on a black box into every image of ``pixels`` (n, rows, cols, 3)."""
     r0, c0 = TEXT_ORIGIN
@@ -333,4 +341,4 @@ def make_secondary_captures(report: Report, images: AnalysisImages, source: Sour
     return out
 
 
-__all__ = ["annotation_lines", "annotation_mask", "make_secondary_captures", "native_view"]
+__all__ = ["annotation_box", "annotation_lines", "annotation_mask", "make_secondary_captures", "native_view"]

@@ -1,4 +1,4 @@
-"""DICOM Structured Report of the report's measurements: Comprehensive 3D SR, TID 1500 Measurement Report.
+"""DICOM Structured Report of the report's measurements: Comprehensive SR, TID 1500 Measurement Report.
 
 :func:`make_sr` writes every row of ``report.measurements`` (the one table every structured output is
 written from) as a TID 300 Measurement: its concept code, value, UCUM unit, finding site (with
@@ -9,17 +9,29 @@ producer, which then applies to all its measurements). Rows are grouped into Mea
 ==========================  =======================================================================
 group                       rows
 ==========================  =======================================================================
-one per BraTS label         the label's volume (necrotic core, oedema, enhancing). TID 1411
-                            Volumetric ROI referencing the segment of the DICOM SEG when ``seg`` is
-                            given and has the label; TID 1501 otherwise. The Tracking UID is the
+one per BraTS label         the label's volume (necrotic core, oedema, enhancing). Region: the
+                            segment of the DICOM SEG (Referenced Segment). The Tracking UID is the
                             segment's Tracking UID in the SEG.
 Tumour                      whole tumour and tumour core volumes, classification confidence, and the
-                            most likely tumour type as text (TID 1501)
+                            most likely tumour type as text. Region: the outlines of the whole
+                            tumour (labels 1-3) on each source slice that holds it.
 one per lesion              volume and diameters; finding site = lobe (SNOMED CT) with laterality;
-                            the atlas location as text (TID 1501)
+                            the atlas location as text. Region: the outlines of the lesion (the
+                            connected component of the label map at its centroid) on each slice.
 Whole brain                 midline shift (and the level it was measured at, as text), ventricle
-                            volumes and asymmetry, haemorrhage volume, tumour probability (TID 1501)
+                            volumes and asymmetry, haemorrhage volume, tumour probability. Region:
+                            the whole field of view of each source slice (these are measured over
+                            the whole scan).
 ==========================  =======================================================================
+
+Template structure: with a SEG (``seg`` and ``analysis_dir`` given) every group is a TID 1411
+Volumetric ROI that references its segment or its image regions (SCOORD ``Image Region``, closed
+POLYLINE outlines in the pixel coordinates of the source slice, each with its source image), so
+TID 1500 validators that pick one measurement-group template for the whole Imaging Measurements
+container (PixelMed's DicomSRValidator) find every group complete. Without a SEG no group has a
+reference and every group is a TID 1501 Measurement and Qualitative Evaluation Group. There are no
+3D coordinates, so the IOD is Comprehensive SR (read by toolkits that predate Comprehensive 3D SR).
+Procedure Reported is DCM 126020 Multiparametric MRI, from CID 100 as TID 1500 requires.
 
 Observation context: the device observer NeuroNav (name and version) and, when the report is signed,
 the signer as person observer (role: verifying). Flags: an unsigned report is PARTIAL, UNVERIFIED,
@@ -37,8 +49,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import highdicom as hd
+import numpy as np
+import numpy.typing as npt
 from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes as dcm_codes
 from pydicom.sr.coding import Code as DicomCode
@@ -67,7 +82,13 @@ from neuronav.report._dicom_common import (
     status_text,
 )
 from neuronav.report.build import location_text
-from neuronav.report.dicom_seg import SEGMENT_CATEGORY, SEGMENT_TYPES, segment_tracking_uid, tracking_id
+from neuronav.report.dicom_seg import (
+    SEGMENT_CATEGORY,
+    SEGMENT_TYPES,
+    load_label_map,
+    segment_tracking_uid,
+    tracking_id,
+)
 from neuronav.report.lifecycle import verify_signature
 from neuronav.report.model import Code, Measurement, Report
 from neuronav.report.sources import SourceSeries
@@ -111,6 +132,7 @@ class _Group:
     rows: list[Measurement] = field(default_factory=list)
     texts: list[tuple[Code, str]] = field(default_factory=list)
     segment: hd.sr.ReferencedSegment | None = None
+    regions: list[hd.sr.ImageRegion] = field(default_factory=list)
 
 
 def unit(ucum: str) -> hd.sr.CodedConcept:
@@ -149,6 +171,86 @@ def _measurement(report: Report, m: Measurement, *, with_algorithm: bool) -> hd.
     )
 
 
+OUTLINE_TOLERANCE_PX = 0.5  # outline simplification: no vertex moves more than half a pixel
+
+
+def _outlines(mask: npt.NDArray[np.bool_]) -> list[npt.NDArray[np.float64]]:
+    """Closed outlines of the (hole-filled) regions of one slice ``[row, column]``, as (column, row) points.
+
+    Image coordinates as SCOORD uses them: the top-left corner of the image is (0, 0), the centre
+    of the top-left pixel (0.5, 0.5); an outline runs half-way between region and background pixels.
+    """
+    from scipy import ndimage as ndi
+    from skimage.measure import approximate_polygon, find_contours
+
+    padded = np.pad(ndi.binary_fill_holes(mask), 1).astype(np.float32)
+    out = []
+    for contour in find_contours(padded, 0.5):
+        simple = approximate_polygon(contour, tolerance=OUTLINE_TOLERANCE_PX)
+        if len(simple) >= 4:  # a closed polyline: at least three corners and the first point again
+            out.append(simple[:, ::-1] - 0.5)  # padded (row, column) -> image (column, row)
+    return out
+
+
+def _source_item(source: SourceSeries, k: int) -> hd.sr.SourceImageForRegion:
+    ds = source.datasets[k]
+    return hd.sr.SourceImageForRegion(str(ds.SOPClassUID), str(ds.SOPInstanceUID))
+
+
+def _regions(source: SourceSeries, frames: npt.NDArray[np.bool_]) -> list[hd.sr.ImageRegion]:
+    """Image Region items outlining ``frames`` (``[k, row, column]`` on the source slices) slice by slice."""
+    regions = []
+    for k in np.flatnonzero(frames.reshape(frames.shape[0], -1).any(axis=1)):
+        for points in _outlines(frames[int(k)]):
+            regions.append(
+                hd.sr.ImageRegion(
+                    graphic_type=hd.sr.GraphicTypeValues.POLYLINE,
+                    graphic_data=points,
+                    source_image=_source_item(source, int(k)),
+                )
+            )
+    return regions
+
+
+def _field_of_view(source: SourceSeries) -> list[hd.sr.ImageRegion]:
+    """One Image Region per source slice: its whole field of view (a closed rectangle on the pixel edges)."""
+    regions = []
+    for k, ds in enumerate(source.datasets):
+        cols, rows = float(ds.Columns), float(ds.Rows)
+        box = np.array([[0.0, 0.0], [cols, 0.0], [cols, rows], [0.0, rows], [0.0, 0.0]])
+        regions.append(
+            hd.sr.ImageRegion(
+                graphic_type=hd.sr.GraphicTypeValues.POLYLINE, graphic_data=box, source_image=_source_item(source, k)
+            )
+        )
+    return regions
+
+
+def _lesion_masks(
+    report: Report, source: SourceSeries, frames: npt.NDArray[np.uint8]
+) -> dict[int, npt.NDArray[np.bool_]]:
+    """Each lesion of the findings → its connected component of the whole tumour in ``frames`` ``[k, row, col]``.
+
+    The component is the one whose voxels lie nearest the lesion's centroid (the lesions were measured
+    as the 26-connected components of the same label map); an edited lesion with no tumour voxel near
+    it gets the nearest component all the same.
+    """
+    from scipy import ndimage as ndi
+
+    comp, n = ndi.label(frames > 0, structure=np.ones((3, 3, 3), dtype=bool))
+    if n == 0:
+        return {}
+    kji = np.argwhere(comp > 0)
+    labels_at = comp[tuple(kji.T)]
+    ijk = np.stack([kji[:, 2], kji[:, 1], kji[:, 0], np.ones(len(kji))], axis=1).astype(np.float64)
+    ras = (ijk @ np.asarray(source.affine, dtype=np.float64).T)[:, :3]
+    out: dict[int, npt.NDArray[np.bool_]] = {}
+    for lesion in report.findings.segmentation.lesions:
+        nearest = int(labels_at[int(np.argmin(np.sum((ras - np.asarray(lesion.centroid_ras_mm)) ** 2, axis=1)))])
+        out[lesion.index] = comp == nearest
+    return out
+
+
 def _key(code: Code) -> tuple[str, str]:
     return code.scheme, code.value
 
@@ -173,7 +275,9 @@ def _segments_in_seg(report: Report, source: SourceSeries, seg: Dataset) -> dict
     return found
 
 
-def _groups(report: Report, source: SourceSeries, seg: Dataset | None) -> list[_Group]:
+def _groups(
+    report: Report, source: SourceSeries, seg: Dataset | None, frames: npt.NDArray[np.uint8] | None
+) -> list[_Group]:
     rid = report.report_id
     in_seg = _segments_in_seg(report, source, seg) if seg is not None else {}
 
@@ -221,6 +325,19 @@ def _groups(report: Report, source: SourceSeries, seg: Dataset | None) -> list[_
             tumour.rows.append(m)
         else:
             whole_brain.rows.append(m)
+    if frames is not None:  # with a SEG: every group references its segment or its regions
+        tumour.regions = _regions(source, frames > 0)
+        for index, mask in _lesion_masks(report, source, frames).items():
+            if index in lesions:
+                lesions[index].regions = _regions(source, mask)
+        whole_brain.regions = _field_of_view(source)
+        for label, _, segment_site in codes.BRATS_SEGMENTS:
+            group = segment_groups[_key(segment_site)]
+            if group.segment is None and group.rows:  # a volume of a label the SEG has no segment for
+                group.regions = _regions(source, frames == label) or _field_of_view(source)
+        for group in (tumour, *lesions.values()):
+            if not group.regions:  # nothing of it in the label map (an edited finding)
+                group.regions = _field_of_view(source)
     ordered = [*segment_groups.values(), tumour, *(lesions[i] for i in sorted(lesions)), whole_brain]
     return [g for g in ordered if g.rows]
 
@@ -234,10 +351,11 @@ def _template(
     measurements = [_measurement(report, m, with_algorithm=shared is None) for m in g.rows]
     category = SEGMENT_CATEGORY if g.finding_type is not None else None
     template: hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations | hd.sr.MeasurementsAndQualitativeEvaluations
-    if g.segment is not None:
+    if g.segment is not None or g.regions:
         template = hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
             tracking_identifier=tracking,
             referenced_segment=g.segment,
+            referenced_regions=(g.regions or None) if g.segment is None else None,
             finding_type=g.finding_type,
             finding_category=category,
             finding_sites=g.finding_sites,
@@ -300,23 +418,31 @@ def _disclaimers(report: Report) -> hd.sr.ContainerContentItem:
     return box
 
 
-def make_sr(report: Report, source: SourceSeries, *, seg: Dataset | None = None) -> Dataset:
-    """The measurements of ``report`` as a Comprehensive 3D SR (TID 1500) on ``source`` (see the module doc).
+def make_sr(
+    report: Report, source: SourceSeries, *, seg: Dataset | None = None, analysis_dir: Path | None = None
+) -> Dataset:
+    """The measurements of ``report`` as a Comprehensive SR (TID 1500) on ``source`` (see the module doc).
 
     ``seg``: the DICOM SEG written for the same report (:func:`~neuronav.report.dicom_seg.make_seg`);
-    its segments are then referenced by the volume groups.
+    its segments are then referenced by the volume groups, and the other groups reference their
+    regions, outlined from the label map in ``analysis_dir`` (required with ``seg``).
     """
     require_dicom_source(report, source, "DICOM SR")
+    frames = None
+    if seg is not None:
+        if analysis_dir is None:
+            raise ReportError("DICOM SR: with a DICOM SEG, the analysis folder (the label map) is needed too")
+        frames, _ = load_label_map(report, analysis_dir, source)
     signature = report.signature
     if signature is not None and not verify_signature(report):
         raise ReportError(
             f"DICOM SR: the signature of report {report.report_id} v{report.version} does not match its "
             "content (changed after signing); it cannot be written as verified"
         )
-    groups = [_template(report, g) for g in _groups(report, source, seg)]
+    groups = [_template(report, g) for g in _groups(report, source, seg, frames)]
     content = hd.sr.MeasurementReport(
         observation_context=_observation_context(report),
-        procedure_reported=coded(codes.REPORT_CODE),
+        procedure_reported=coded(codes.SR_PROCEDURE),
         imaging_measurements=groups,
         title=dcm_codes.cid7021.ImagingMeasurementReport,
     )
@@ -326,7 +452,7 @@ def make_sr(report: Report, source: SourceSeries, *, seg: Dataset | None = None)
     signed = signature is not None
     first = source.first
     try:
-        sr = hd.sr.Comprehensive3DSR(
+        sr = hd.sr.ComprehensiveSR(
             evidence=evidence,
             content=root,
             series_instance_uid=result_uid(report, "sr", "series"),

@@ -6,7 +6,7 @@ format    file                         written by
 json      report.json                  :mod:`.json_report` (validated against the published schema)
 pdf       report.pdf                   :mod:`.pdf` (reportlab; key images from the analysis folder)
 seg       seg.dcm                      :mod:`.dicom_seg` (highdicom Segmentation)
-sr        sr.dcm                       :mod:`.dicom_sr` (highdicom Comprehensive 3D SR, TID 1500)
+sr        sr.dcm                       :mod:`.dicom_sr` (highdicom Comprehensive SR, TID 1500)
 epdf      report-pdf.dcm               :mod:`.dicom_pdf` (Encapsulated PDF of the PDF report)
 sc        sc/IM0001.dcm …              :mod:`.dicom_sc` (Secondary Capture, overlay burnt in)
 fhir      fhir-r4b.json                :mod:`.fhir` (Bundle, FHIR R4B)
@@ -200,7 +200,11 @@ def _write_each(
             from neuronav.report.dicom_sr import make_sr
 
             assert source is not None
-            paths = [_atomic(out_dir / "sr.dcm", _dicom_bytes(make_sr(report, source, seg=seg_ds)))]
+            paths = [
+                _atomic(
+                    out_dir / "sr.dcm", _dicom_bytes(make_sr(report, source, seg=seg_ds, analysis_dir=analysis_dir))
+                )
+            ]
         elif fmt == "epdf":
             from neuronav.report.dicom_pdf import make_encapsulated_pdf
 

@@ -2,7 +2,9 @@
 
 - :class:`Volume` – the type every later stage consumes.
 - :func:`volume_from_series` – DICOM series → Volume (geometry from ImagePositionPatient /
-  ImageOrientationPatient, spacing from positions, rescale applied, multi-frame aware).
+  ImageOrientationPatient, spacing from positions, rescale applied, multi-frame aware; Siemens
+  mosaics unpacked, Philips precise scaling, multi-echo / multi-phase series split as dcm2niix does:
+  ``neuronav.volume.dicom.volumes_from_series`` gives every volume).
 - :func:`load_nifti` / :func:`save_nifti` – NIfTI in and out.
 - :func:`write_dicom_series` – Volume → DICOM series (used for phantoms and tests).
 """

@@ -5,12 +5,21 @@ ImagePositionPatient on the slice normal (never from SliceThickness), rescale sl
 applied per slice, and enhanced multi-frame objects use their per-frame functional groups.
 Series that cannot form one regular volume (missing slices, uneven spacing, mixed orientations,
 repeated positions) raise :class:`GeometryError` saying exactly what is wrong.
+
+What scanners send, handled as dcm2niix handles it (each compared with dcm2niix in the tests):
+a series of several echoes or phases is split into one volume per echo and phase
+(:func:`split_series`, :func:`volumes_from_series`; :func:`volume_from_series` gives the first);
+a Siemens mosaic is unpacked into its slices (:func:`_mosaic_volume`); Philips images with the
+private MR Scale Slope get the precise values (:func:`_scaling`); three-sample images that hold a
+grey image (RGB, YBR, uncompressed YBR_FULL_422 included) are read as their luminance.
 """
 
 from __future__ import annotations
 
 import io
+import math
 from collections.abc import Sequence
+from dataclasses import replace
 
 import numpy as np
 import numpy.typing as npt
@@ -89,12 +98,75 @@ def _check_orientations(instances: Sequence[Instance], where: str) -> tuple[floa
     return tuple(float(v) for v in ref)
 
 
+def _position_key(inst: Instance) -> tuple[float, ...] | None:
+    return None if inst.image_position is None else tuple(round(v, 3) for v in inst.image_position)
+
+
+def split_series(series: Series) -> list[Series]:
+    """The volumes one series holds, as dcm2niix splits them: one part per echo (EchoNumbers; dcm2niix's
+    ``_e1``, ``_e2`` … files), and within an echo whose images repeat slice positions, one part per phase
+    (TemporalPositionIdentifier, else AcquisitionNumber, else the n-th image of each position in
+    InstanceNumber order; the volumes of dcm2niix's 4D output, in that order).
+
+    A series that holds one volume (or a multi-frame or mosaic object) is returned as it is.
+    """
+    instances = series.instances
+    if len(instances) < 2 or any(i.number_of_frames > 1 or i.mosaic_images for i in instances):
+        return [series]
+    echoes: dict[int | None, list[Instance]] = {}
+    for inst in instances:
+        echoes.setdefault(inst.echo_number, []).append(inst)
+    parts: list[list[Instance]] = []
+    for echo in sorted(echoes, key=lambda e: (e is None, e or 0)):
+        group = echoes[echo]
+        keys = [_position_key(i) for i in group]
+        if None in keys or len(set(keys)) == len(keys):
+            parts.append(group)
+            continue
+        parts.extend(_phases(group))
+    if len(parts) == 1:
+        return [series]
+    return [replace(series, instances=part) for part in parts]
+
+
+def _phases(group: list[Instance]) -> list[list[Instance]]:
+    """One echo's images whose slice positions repeat, split into phases (see :func:`split_series`)."""
+    for attr in ("temporal_position", "acquisition_number"):
+        values = [getattr(i, attr) for i in group]
+        if None not in values and len(set(values)) > 1:
+            by_value: dict[int, list[Instance]] = {}
+            for inst, value in zip(group, values, strict=True):
+                by_value.setdefault(value, []).append(inst)
+            phases = [by_value[v] for v in sorted(by_value)]
+            if all(len({_position_key(i) for i in p}) == len(p) for p in phases):
+                return phases
+    seen: dict[tuple[float, ...] | None, int] = {}
+    by_occurrence: dict[int, list[Instance]] = {}
+    for inst in sorted(group, key=lambda i: (i.instance_number or 0, i.sop_instance_uid)):
+        key = _position_key(inst)
+        n = seen[key] = seen.get(key, -1) + 1
+        by_occurrence.setdefault(n, []).append(inst)
+    return [by_occurrence[n] for n in sorted(by_occurrence)]
+
+
 def check_series_geometry(series: Series) -> str | None:
-    """Cheap check from header data only: None when the series can form a volume, else the problem."""
+    """Cheap check from header data only: None when the series can form a volume, else the problem.
+
+    A series of several volumes (echoes, phases: :func:`split_series`) is checked volume by volume.
+    """
+    parts = split_series(series)
+    if len(parts) > 1:
+        for part in parts:
+            problem = check_series_geometry(part)
+            if problem:
+                return problem
+        return None
     where = f"series {series.series_instance_uid}"
     try:
         if len(series.instances) == 1 and series.instances[0].number_of_frames > 1:
             return None  # enhanced multi-frame: checked when the volume is built
+        if any(i.mosaic_images for i in series.instances):
+            return None  # Siemens mosaic: unpacked and checked when the volume is built
         orientation = _check_orientations(series.instances, where)
         if any(i.image_position is None for i in series.instances):
             raise GeometryError("an image lacks ImagePositionPatient", where)
@@ -139,9 +211,51 @@ def _decode(ds: Dataset, where: str) -> npt.NDArray[np.generic]:
         raise DicomReadError(f"pixel data cannot be decoded (transfer syntax {ts}: {exc})", where) from exc
 
 
+CHROMA_TOLERANCE = 1  # Cb, Cr within 128 ± 1 (or R, G, B within 1 of each other): a grey image
+
+
+def _grey(ds: Dataset, where: str) -> npt.NDArray[np.generic]:
+    """The intensities of a three-sample image that holds a grey image (some scanners and converters
+    export MR as RGB or YBR, uncompressed YBR_FULL_422 included): its luminance. A colour image
+    (real chroma) is refused: it is not an MR intensity image.
+    """
+    from pydicom.pixels.utils import pixel_array
+
+    photometric = str(ds.get("PhotometricInterpretation", "")).strip().upper()
+    try:
+        arr = np.asarray(pixel_array(ds, as_rgb=False))  # YBR stays YBR (expanded from 4:2:2): Y is luminance
+    except Exception as exc:
+        ts = ds.file_meta.get("TransferSyntaxUID", "?") if hasattr(ds, "file_meta") else "?"
+        raise DicomReadError(f"pixel data cannot be decoded (transfer syntax {ts}: {exc})", where) from exc
+    if arr.ndim != 3 or arr.shape[-1] != 3:
+        raise DicomReadError(f"decoded {photometric} pixels have shape {arr.shape}, not rows × columns × 3", where)
+    wide = arr.astype(np.int32)
+    if photometric.startswith("YBR"):
+        colour = np.abs(wide[..., 1:] - 128).max(initial=0)
+    elif photometric == "RGB":
+        colour = max(
+            np.abs(wide[..., 0] - wide[..., 1]).max(initial=0), np.abs(wide[..., 1] - wide[..., 2]).max(initial=0)
+        )
+    else:
+        raise DicomReadError(f"three samples per pixel with PhotometricInterpretation {photometric!r}", where)
+    if colour > CHROMA_TOLERANCE:
+        raise DicomReadError(f"a colour image ({photometric}), not an MR intensity image; refused", where)
+    return np.ascontiguousarray(arr[..., 0])
+
+
 def _native_dtype(inst: Instance) -> np.dtype[np.generic]:
     kind = "i" if inst.pixel_representation == 1 else "u"
     return np.dtype(f"<{kind}{inst.bits_allocated // 8}")
+
+
+def _scaling(inst: Instance) -> tuple[float, float]:
+    """(slope, intercept) from stored to volume values: Rescale Slope/Intercept, and for Philips images with
+    a private MR Scale Slope SS the precise values (PV × RS + RI) / (RS × SS), as dcm2niix writes them."""
+    slope, intercept = inst.rescale_slope, inst.rescale_intercept
+    if inst.philips_scale_slope:
+        div = slope * inst.philips_scale_slope
+        return slope / div, intercept / div
+    return slope, intercept
 
 
 def _read_slice(inst: Instance, reader: SourceReader) -> npt.NDArray[np.generic]:
@@ -161,7 +275,7 @@ def _read_slice(inst: Instance, reader: SourceReader) -> npt.NDArray[np.generic]
         return np.frombuffer(buf, dtype=dtype).reshape(inst.rows, inst.columns)
     data = reader.read(inst.source)
     ds = _dataset(data, where)
-    arr = _decode(ds, where)
+    arr = _grey(ds, where) if inst.samples_per_pixel == 3 else _decode(ds, where)
     if arr.shape != (inst.rows, inst.columns):
         raise DicomReadError(f"decoded pixels have shape {arr.shape}, expected {(inst.rows, inst.columns)}", where)
     return arr
@@ -174,14 +288,31 @@ def _dataset(data: bytes, where: str) -> Dataset:
         raise DicomReadError(f"cannot re-read file ({exc})", where) from exc
 
 
+def volumes_from_series(series: Series, *, limits: Limits = DEFAULT_LIMITS) -> list[Volume]:
+    """Every volume of a series: one per echo and phase (:func:`split_series`), in dcm2niix's order."""
+    return [_volume(part, limits) for part in split_series(series)]
+
+
 def volume_from_series(series: Series, *, limits: Limits = DEFAULT_LIMITS) -> Volume:
-    """Build the volume of a series. Raises GeometryError / DicomReadError with a precise reason."""
+    """Build the volume of a series. Raises GeometryError / DicomReadError with a precise reason.
+
+    A series of several volumes (echoes, phases) gives its first: the first echo, the first phase
+    (dcm2niix's ``_e1`` file, the first volume of its 4D file); :func:`volumes_from_series` gives all.
+    """
+    if not series.instances:
+        raise GeometryError("series has no images", f"series {series.series_instance_uid}")
+    return _volume(split_series(series)[0], limits)
+
+
+def _volume(series: Series, limits: Limits) -> Volume:
     where = f"series {series.series_instance_uid}"
     if not series.instances:
         raise GeometryError("series has no images", where)
     with SourceReader(limits) as reader:
         if len(series.instances) == 1 and series.instances[0].number_of_frames > 1:
             return _multiframe_volume(series, reader, where)
+        if any(i.mosaic_images for i in series.instances):
+            return _mosaic_volume(series, reader, where)
         problem = check_series_geometry(series)
         if problem:
             raise GeometryError(problem, where)
@@ -198,13 +329,14 @@ def volume_from_series(series: Series, *, limits: Limits = DEFAULT_LIMITS) -> Vo
         # frames are stacked as (k, row, column), contiguous; the volume is its [i, j, k] view, which
         # is Fortran-contiguous: no strided copies here, and NIfTI (Fortran order) writes it as is
         first = _read_slice(ordered[0], reader)
-        scaled = any(i.rescale_slope != 1.0 or i.rescale_intercept != 0.0 for i in ordered)
+        scaled = any(i.rescale_slope != 1.0 or i.rescale_intercept != 0.0 or i.philips_scale_slope for i in ordered)
         frames = np.empty((len(ordered), first.shape[0], first.shape[1]), np.float32 if scaled else first.dtype)
         for k, inst in enumerate(ordered):
             sl = first if k == 0 else _read_slice(inst, reader)
             if scaled:
-                np.multiply(sl, np.float32(inst.rescale_slope), out=frames[k], casting="unsafe")
-                frames[k] += np.float32(inst.rescale_intercept)
+                slope, intercept = _scaling(inst)
+                np.multiply(sl, np.float32(slope), out=frames[k], casting="unsafe")
+                frames[k] += np.float32(intercept)
             else:
                 frames[k] = sl
         stack = frames.transpose(2, 1, 0)
@@ -215,6 +347,63 @@ def volume_from_series(series: Series, *, limits: Limits = DEFAULT_LIMITS) -> Vo
             source_uids=tuple(i.sop_instance_uid for i in ordered),
             series_uid=series.series_instance_uid,
         )
+
+
+def _mosaic_volume(series: Series, reader: SourceReader, where: str) -> Volume:
+    """A Siemens mosaic: one image holding N slices as tiles of a ceil(√N) × ceil(√N) grid, unpacked as
+    dcm2niix unpacks it.
+
+    Tile k (row-major) is slice k. ImagePositionPatient of a mosaic is the corner of the whole image;
+    the first slice's corner is moved by half the difference between mosaic and tile size along the
+    row and column directions. Slices follow the normal (row × column) at SpacingBetweenSlices (else
+    SliceThickness). A series of several mosaics (a time series) gives its first volume (lowest
+    InstanceNumber), the first 3D volume of dcm2niix's 4D output.
+    """
+    if not all(i.mosaic_images for i in series.instances):
+        raise GeometryError("a series mixing mosaic and plain images", where)
+    inst = min(series.instances, key=lambda i: (i.instance_number or 0, i.sop_instance_uid))
+    n = int(inst.mosaic_images or 0)
+    grid = math.ceil(math.sqrt(n))
+    if inst.number_of_frames != 1 or inst.rows % grid or inst.columns % grid:
+        raise GeometryError(
+            f"mosaic of {n} slices on a {grid} × {grid} grid does not divide its {inst.rows} × {inst.columns} image",
+            str(inst.source),
+        )
+    if inst.image_orientation is None or inst.image_position is None:
+        raise GeometryError("a mosaic image lacks ImageOrientationPatient or ImagePositionPatient", where)
+    pixel_spacing = inst.pixel_spacing or series.metadata.pixel_spacing
+    if pixel_spacing is None or min(pixel_spacing) <= 0:
+        raise GeometryError("PixelSpacing missing or not positive", where)
+    tile_rows, tile_cols = inst.rows // grid, inst.columns // grid
+    mosaic = _read_slice(inst, reader)
+    tiles = np.stack(
+        [
+            mosaic[r * tile_rows : (r + 1) * tile_rows, c * tile_cols : (c + 1) * tile_cols]
+            for r, c in (divmod(k, grid) for k in range(n))
+        ]
+    )
+    slope, intercept = _scaling(inst)
+    data: npt.NDArray[np.generic] = tiles
+    if slope != 1.0 or intercept != 0.0:
+        data = tiles.astype(np.float32) * np.float32(slope) + np.float32(intercept)
+    orientation = inst.image_orientation
+    row = np.asarray(orientation[:3], dtype=np.float64)
+    col = np.asarray(orientation[3:], dtype=np.float64)
+    normal = np.cross(row, col)
+    normal /= np.linalg.norm(normal)
+    origin = (
+        np.asarray(inst.image_position, dtype=np.float64)
+        + row * float(pixel_spacing[1]) * (inst.columns - tile_cols) / 2
+        + col * float(pixel_spacing[0]) * (inst.rows - tile_rows) / 2
+    )
+    spacing = series.metadata.spacing_between_slices or series.metadata.slice_thickness or 1.0
+    affine = _affine(orientation, pixel_spacing, tuple(origin), normal, float(spacing))
+    return Volume(
+        data=np.transpose(data, (2, 1, 0)),
+        affine=affine,
+        source_uids=(inst.sop_instance_uid,),
+        series_uid=series.series_instance_uid,
+    )
 
 
 def _multiframe_volume(series: Series, reader: SourceReader, where: str) -> Volume:
