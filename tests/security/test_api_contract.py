@@ -216,7 +216,9 @@ def test_every_operation_documents_its_errors_and_files(client: TestClient) -> N
             if "{" in path:
                 assert "404" in responses, (method, path)
             if "requestBody" in operation:
-                assert {"413", "415", "422"} <= set(responses), (method, path)
+                assert {"413", "415"} <= set(responses), (method, path)
+                if "multipart/related" not in operation["requestBody"]["content"]:  # STOW-RS reads its body itself
+                    assert "422" in responses, (method, path)
             for status, response in responses.items():
                 if status[0] in "45" and status != "503":  # /readyz answers its Readiness
                     assert response["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/Error"}
