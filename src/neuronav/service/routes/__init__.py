@@ -9,13 +9,14 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from neuronav.service.routes import admin, annotation, audit, auth, health, reports, studies, users, web
+from neuronav.service.routes import admin, annotation, audit, auth, dicom_nodes, health, reports, studies, users, web
 
 ROUTERS: list[APIRouter] = [
     health.router,
     auth.router,
     users.router,
     admin.router,
+    dicom_nodes.router,
     audit.router,
     studies.router,
     reports.router,
