@@ -89,7 +89,7 @@ def make_dicom_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[
     started: list[Listener] = []
 
     def make(**env: str) -> DicomEnv:
-        settings = dicom_settings(tmp_path, monkeypatch, **env)
+        settings = dicom_settings(tmp_path / f"env{len(started)}", monkeypatch, **env)
         migrate(settings.database)
         store = ObjectStore.from_settings(settings)
         listener = Listener(settings, store, host="127.0.0.1", port=0)

@@ -200,10 +200,12 @@ class Listener:
         except Exception as exc:  # the registry unreadable: refused for now (transient), never accepted
             log.error("dicom: association from %s refused: registry unavailable (%s)", address, type(exc).__name__)
             assoc.acse.send_reject(0x02, 0x01, 0x01)
+            assoc.kill()  # waits until the A-ASSOCIATE-RJ is sent and the peer closed (as pynetdicom's own refusals)
             return
         if node is None:
             log.warning("dicom: association from %s refused: %s", address, reason)
             assoc.acse.send_reject(0x01, 0x01, 0x03)  # rejected permanent, service user, calling AE not recognised
+            assoc.kill()
             return
         with self._lock:
             self._assocs[id(assoc)] = _Association(node, address)
@@ -246,7 +248,7 @@ class Listener:
             "duplicates": state.duplicates,
             "failed": state.failed,
             "bytes": state.bytes,
-            "ended": "aborted" if event.assoc.is_aborted else "released",
+            "ended": "released" if event.assoc.is_released else "aborted",
         }
         try:
             dicom.association_ended(self.settings, state.node, state.address, summary)
