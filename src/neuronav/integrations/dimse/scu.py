@@ -12,12 +12,14 @@ PS3.4 says.
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from pydicom import dcmread, uid
-from pynetdicom import AE
+from pynetdicom import AE, evt
 from pynetdicom.association import Association
 
 from neuronav.errors import InputError
@@ -102,16 +104,21 @@ def send_files(
         raise InputError(f"{len(proposed)} SOP classes in one send: at most 128 per association")
     for sop, syntaxes in proposed.items():
         ae.add_requested_context(sop, syntaxes)
-    assoc = ae.associate(peer.host, peer.port, ae_title=peer.ae_title)
+    connected = threading.Event()
+    started = time.monotonic()
+    assoc = ae.associate(
+        peer.host, peer.port, ae_title=peer.ae_title, evt_handlers=[(evt.EVT_CONN_OPEN, lambda _e: connected.set())]
+    )
     if assoc.is_rejected:
         raise DicomNetworkError(f"{where} refused the association ({_describe_rejection(assoc)})", failure="refused")
     if not assoc.is_established:
-        if assoc.is_aborted:
-            raise DicomNetworkError(f"{where} aborted the association request", failure="aborted")
-        raise DicomNetworkError(
-            f"{where} did not answer the association request (unreachable, or no answer within {acse_timeout:g} s)",
-            failure="unreachable",
-        )
+        if not connected.is_set():
+            raise DicomNetworkError(f"{where} is unreachable (no connection could be made)", failure="unreachable")
+        if time.monotonic() - started >= acse_timeout:
+            raise DicomNetworkError(
+                f"{where} did not answer the association request within {acse_timeout:g} s", failure="timeout"
+            )
+        raise DicomNetworkError(f"{where} aborted the association request", failure="aborted")
     statuses: list[InstanceStatus] = []
     try:
         for ds in datasets:
