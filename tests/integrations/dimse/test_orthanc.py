@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import io
 import socket
 import threading
 from collections.abc import Callable, Iterator
@@ -17,10 +18,11 @@ import pytest
 from pydicom import dcmread
 from sqlalchemy import select
 
+from neuronav.config import load_settings
 from neuronav.db.models import AnalysisRow, StudyRow
 from neuronav.db.session import session_scope
 from neuronav.integrations.dimse.errors import DicomNetworkError
-from neuronav.integrations.dimse.scu import Peer, send_files
+from neuronav.integrations.dimse.scu import Peer, send_files, send_to_node
 from tests.integrations.dimse.conftest import DicomEnv, phantom_files, wait_for
 from tests.peers import Orthanc
 
@@ -62,15 +64,13 @@ def test_the_sender_delivers_to_orthanc_and_a_resend_adds_nothing(orthanc: Ortha
     assert result.delivered and {s.sop_instance_uid for s in result.statuses} == uids
     assert all(s.status == 0x0000 for s in result.statuses)
     assert orthanc.sop_instance_uids() == uids  # Orthanc's own index read them
-    again = send_files(peer, files, calling_ae="NEURONAV")
+    again = send_to_node(load_settings(), peer, files)  # as the outbox sends: NeuroNav's AE title and timeouts
     assert again.delivered and orthanc.sop_instance_uids() == uids  # same SOP Instance UIDs: no duplicates
     # Orthanc's copy is the file sent, element by element (fetched back through its REST API)
     one = dcmread(files[0])
     (found,) = orthanc.rest(
         "POST", "/tools/find", {"Level": "Instance", "Query": {"SOPInstanceUID": one.SOPInstanceUID}}
     )
-    import io
-
     back = dcmread(io.BytesIO(orthanc.rest("GET", f"/instances/{found}/file")))
     assert back.PixelData == one.PixelData and back.SeriesInstanceUID == one.SeriesInstanceUID
 

@@ -22,6 +22,8 @@ from pydicom import dcmread, uid
 from pynetdicom import AE, evt
 from pynetdicom.association import Association
 
+from neuronav.config import Settings
+from neuronav.db.models import DicomNodeRow
 from neuronav.errors import InputError
 from neuronav.integrations.dimse.errors import DicomNetworkError
 
@@ -154,4 +156,17 @@ def send_files(
     return result
 
 
-__all__ = ["InstanceStatus", "Peer", "SendResult", "send_files"]
+def send_to_node(settings: Settings, node: Peer | DicomNodeRow, files: Sequence[Path]) -> SendResult:
+    """:func:`send_files` to a registered node as NeuroNav (``NEURONAV_DICOM_AE_TITLE``, the listener's
+    timeouts): the function the outbox registers as its ``dicom`` sender."""
+    return send_files(
+        Peer(node.ae_title, node.host, node.port),
+        files,
+        calling_ae=settings.dicom_ae_title,
+        acse_timeout=settings.dicom_acse_timeout_s,
+        dimse_timeout=settings.dicom_dimse_timeout_s,
+        network_timeout=settings.dicom_network_timeout_s,
+    )
+
+
+__all__ = ["InstanceStatus", "Peer", "SendResult", "send_files", "send_to_node"]
