@@ -453,6 +453,17 @@ def demo(
 DEMO_DICOM_PORT = 11112
 
 
+def _port_free(host: str, port: int) -> bool:
+    import socket
+
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
 @app.command()
 def serve(
     host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
@@ -470,7 +481,10 @@ def serve(
 
     settings = get_settings()
     if demo and settings.dicom_port is None:
-        settings = settings.model_copy(update={"dicom_port": DEMO_DICOM_PORT})
+        if _port_free(host, DEMO_DICOM_PORT):
+            settings = settings.model_copy(update={"dicom_port": DEMO_DICOM_PORT})
+        else:
+            err.print(f"demo: port {DEMO_DICOM_PORT} is in use, no DICOM listener (set NEURONAV_DICOM_PORT)")
     if demo:
         from neuronav.db.session import migrate, session_scope
         from neuronav.workflow.nodes import DEMO_NODE, ensure_demo_node
