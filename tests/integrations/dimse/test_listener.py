@@ -223,3 +223,81 @@ def test_a_file_that_fails_the_upload_checks_is_refused(dicom_env: DicomEnv, pha
     assoc.release()  # type: ignore[attr-defined]
     assert rsp.Status == 0xC000
     assert dicom_env.instance_count() == 0
+
+
+SAMPLES = [
+    "MR_small_jpeg_ls_lossless.dcm",
+    "MR_small_RLE.dcm",
+    "MR_small_bigendian.dcm",
+    "MR_small_jp2klossless.dcm",
+    "JPEG2000.dcm",
+    "SC_rgb_jpeg_dcmtk.dcm",
+    "image_dfl.dcm",
+]
+
+
+def _legacy_enhanced_mr(phantom: Path, out: Path) -> Path:
+    """An enhanced (Legacy Converted Enhanced MR) multi-frame instance made by highdicom from a phantom series."""
+    from highdicom.legacy import LegacyConvertedEnhancedMRImage
+    from pydicom.uid import generate_uid
+
+    t1 = next(p for p in sorted(phantom.iterdir()) if p.name.endswith("_T1"))
+    frames = [dcmread(p) for p in phantom_files(t1)[:8]]
+    image = LegacyConvertedEnhancedMRImage(frames, generate_uid(), 901, generate_uid(), 1)
+    path = out / "enhanced.dcm"
+    image.save_as(path)
+    return path
+
+
+def test_mr_classic_and_enhanced_and_other_classes_are_stored_as_sent(
+    dicom_env: DicomEnv, phantom_dicom: Path, tmp_path: Path
+) -> None:
+    """Each file proposed in its own transfer syntax only (compressed, big endian, deflated): accepted,
+    and stored in that syntax, the data set unchanged (pydicom compares them)."""
+    from pydicom.data import get_testdata_file
+    from pydicom.uid import generate_uid
+
+    paths = [Path(str(get_testdata_file(n, download=False))) for n in SAMPLES]
+    paths.append(_legacy_enhanced_mr(phantom_dicom, tmp_path))
+    sent = {}
+    for path in paths:
+        ds = dcmread(path)
+        ds.SOPInstanceUID = generate_uid()  # pydicom's MR_small_* files share one UID (counted once otherwise)
+        ae = AE(ae_title="STORESCU")
+        ae.add_requested_context(ds.SOPClassUID, ds.file_meta.TransferSyntaxUID)
+        assoc = ae.associate("127.0.0.1", dicom_env.port, ae_title="NEURONAV")
+        assert assoc.is_established, path.name
+        status = assoc.send_c_store(ds).Status
+        assoc.release()
+        assert status == 0x0000, (path.name, hex(status))
+        sent[str(ds.SOPInstanceUID)] = (path.name, ds)
+    with session_scope(dicom_env.settings.database) as db:
+        keys = list(db.scalars(select(DicomInstanceRow.object_key)))
+    stored = {}
+    for key in keys:
+        with dicom_env.store.open(key) as reader:
+            got = dcmread(io.BytesIO(reader.readall()))
+        stored[str(got.SOPInstanceUID)] = got
+    assert set(stored) == set(sent)
+    for uid, (name, original) in sent.items():
+        got = stored[uid]
+        assert got.file_meta.TransferSyntaxUID == original.file_meta.TransferSyntaxUID, name
+        assert got.PixelData == original.PixelData and got == original, name
+
+
+def test_associations_over_the_limit_are_refused(make_dicom_env: Callable[..., DicomEnv]) -> None:
+    env = make_dicom_env(NEURONAV_DICOM_MAX_ASSOCIATIONS="1", NEURONAV_DICOM_NETWORK_TIMEOUT_S="30")
+    env.add_node("scanner", "STORESCU")
+    held = _scu(env.port)
+    try:
+        echo = dcmtk("echoscu", "-aet", "STORESCU", "-aec", "NEURONAV", "127.0.0.1", env.port)
+        assert echo.returncode != 0
+        said = echo.stdout + echo.stderr
+        assert "Association Rejected" in said and "Local Limit Exceeded" in said, said
+    finally:
+        held.release()  # type: ignore[attr-defined]
+    wait_for(
+        lambda: dcmtk("echoscu", "-aet", "STORESCU", "-aec", "NEURONAV", "127.0.0.1", env.port).returncode == 0,
+        30,
+        "an association once the first is released",
+    )
