@@ -57,6 +57,7 @@ def test_orthanc_sends_a_study_by_c_store(
 
 def test_the_sender_delivers_to_orthanc_and_a_resend_adds_nothing(orthanc: Orthanc, phantom_dicom: Path) -> None:
     orthanc.clear()
+    assert "dicom-web" in orthanc.rest("GET", "/plugins")  # the shared peer carries its DICOMweb plugin
     files = _series(phantom_dicom, "FLAIR")[:6]
     peer = Peer(orthanc.aet, "127.0.0.1", orthanc.dicom_port)
     result = send_files(peer, files, calling_ae="NEURONAV")
