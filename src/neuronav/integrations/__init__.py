@@ -1,2 +1,3 @@
-"""Edges to hospital systems: ``dimse/`` (the DICOM listener and C-STORE sender; more to come:
-dicomweb/, hl7/, fhir/, the outbox). Each is a thin edge over :mod:`neuronav.workflow`."""
+"""Edges to hospital systems, each thin over :mod:`neuronav.workflow`: ``dimse/`` (the DICOM listener
+and C-STORE sender), ``dicomweb/`` (QIDO-RS, WADO-RS, STOW-RS message formats), and the HL7 and FHIR
+edges beside them."""

@@ -128,6 +128,10 @@ TAGS: list[dict[str, Any]] = [
     {"name": "analyses", "description": "AI analyses of a study: segmentation, detection, measurements."},
     {"name": "reports", "description": "Structured reports: review, sign, amend, export (PDF, DICOM, FHIR, HL7)."},
     {"name": "annotations", "description": "Readers' measurements (distance, ROI) and annotations, per user."},
+    {
+        "name": "dicomweb",
+        "description": "DICOMweb (PS3.18) at /dicomweb: QIDO-RS search, WADO-RS retrieve and metadata, STOW-RS store.",
+    },
     {"name": "health", "description": "Liveness, readiness and Prometheus metrics."},
 ]
 
@@ -315,6 +319,7 @@ class SecurityHeadersMiddleware:
 
 # the routes that take an upload: only these get settings.max_upload_bytes, every other body max_body_bytes
 UPLOAD_ROUTES = frozenset({("POST", "/api/studies")})
+UPLOAD_PREFIXES = ("/dicomweb/studies",)  # STOW-RS: POST /dicomweb/studies[/{StudyInstanceUID}]
 
 
 class BodySizeMiddleware:
@@ -338,7 +343,8 @@ class BodySizeMiddleware:
 
     def limit(self, scope: Scope) -> int:
         """The body limit of the request's route (by method and path: routing has not happened yet)."""
-        upload = (str(scope.get("method", "")), str(scope.get("path", "")).rstrip("/")) in UPLOAD_ROUTES
+        method, path = str(scope.get("method", "")), str(scope.get("path", "")).rstrip("/")
+        upload = (method, path) in UPLOAD_ROUTES or (method == "POST" and path.startswith(UPLOAD_PREFIXES))
         return self.upload_bytes if upload else self.max_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -9,7 +9,19 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from neuronav.service.routes import admin, annotation, audit, auth, dicom_nodes, health, reports, studies, users, web
+from neuronav.service.routes import (
+    admin,
+    annotation,
+    audit,
+    auth,
+    dicom_nodes,
+    dicomweb,
+    health,
+    reports,
+    studies,
+    users,
+    web,
+)
 
 ROUTERS: list[APIRouter] = [
     health.router,
@@ -21,6 +33,7 @@ ROUTERS: list[APIRouter] = [
     studies.router,
     reports.router,
     annotation.router,
+    dicomweb.router,
     web.router,  # last: the web UI's pages and assets
 ]
 
