@@ -16,6 +16,7 @@ DICOM handlers each map it to an exit code / HTTP status / DICOM status in one p
     │   ├── NoUsableDataError        nothing usable was found in any of the inputs
     │   ├── DeidentificationError    (deid) a file that cannot be de-identified safely
     │   ├── UnsupportedMediaTypeError  (service.deps) a request body of a type the route does not take
+    │   ├── MultipartError           (integrations.dicomweb) a multipart/related body that cannot be read
     │   └── UploadTooLargeError      (storage.errors) an upload over the size cap; also a StorageError
     ├── ConfigError                  invalid settings
     │   └── SchemaError              the database is not at this version's schema (neuronav db upgrade)
