@@ -81,3 +81,6 @@ def lift_audit_append_only(db: Session) -> None:
     else:
         db.execute(text("DROP TRIGGER IF EXISTS audit_events_no_update"))
         db.execute(text("DROP TRIGGER IF EXISTS audit_events_no_delete"))
+
+
+from tests.peers import orthanc  # noqa: E402, F401 (the session-scoped Orthanc peer, for every test module)

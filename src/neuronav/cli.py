@@ -450,19 +450,51 @@ def demo(
     _print_written(report, written)
 
 
+DEMO_DICOM_PORT = 11112
+
+
+def _port_free(host: str, port: int) -> bool:
+    import socket
+
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
 @app.command()
 def serve(
     host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="port")] = 8000,
-    demo: Annotated[bool, typer.Option(help="create demo users and an analysed phantom study first")] = False,
+    demo: Annotated[
+        bool, typer.Option(help="create demo users and an analysed phantom study first; DICOM listener on 11112")
+    ] = False,
 ) -> None:
-    """Run the NeuroNav service (embedded defaults: SQLite, local encrypted storage, in-process worker)."""
+    """Run the NeuroNav service (embedded defaults: SQLite, local encrypted storage, in-process worker),
+    with the DICOM listener when NEURONAV_DICOM_PORT is set (who may send: `neuronav nodes add --incoming`)."""
     import uvicorn
 
     from neuronav.config import get_settings
     from neuronav.service.app import create_app
 
     settings = get_settings()
+    if demo and settings.dicom_port is None:
+        if _port_free(host, DEMO_DICOM_PORT):
+            settings = settings.model_copy(update={"dicom_port": DEMO_DICOM_PORT})
+        else:
+            err.print(f"demo: port {DEMO_DICOM_PORT} is in use, no DICOM listener (set NEURONAV_DICOM_PORT)")
+    if demo:
+        from neuronav.db.session import migrate, session_scope
+        from neuronav.workflow.nodes import DEMO_NODE, ensure_demo_node
+
+        migrate(settings.database)
+        with session_scope(settings.database) as db:
+            if ensure_demo_node(db):
+                out.print(f"demo DICOM node {DEMO_NODE.name}: storescu on this machine may send", markup=False)
+    if settings.dicom_port is not None and not settings.dicom_host:
+        settings = settings.model_copy(update={"dicom_host": host})
     if demo:
         from neuronav.workflow.operations import demo_setup
 
@@ -483,6 +515,13 @@ def serve(
         markup=False,
         highlight=False,
     )
+    if settings.dicom_port is not None:
+        out.print(
+            f"DICOM listener {settings.dicom_ae_title} on {settings.dicom_host}:{settings.dicom_port} "
+            "(senders: neuronav nodes add NAME --ae AE --host HOST --port PORT --incoming)",
+            markup=False,
+            highlight=False,
+        )
     served = create_app(settings)
     # proxy_headers off: uvicorn would believe X-Forwarded-For from loopback; the app decides the client
     # address from NEURONAV_TRUSTED_PROXIES (neuronav.service.deps.client_address). Headers due within
@@ -542,6 +581,104 @@ def users_create(
         markup=False,
         highlight=False,
     )
+
+
+nodes_app = typer.Typer(help="The DICOM nodes: who may send studies, where results go.", no_args_is_help=True)
+app.add_typer(nodes_app, name="nodes")
+
+
+def _csv(value: str | None) -> list[str]:
+    return [v for v in (value or "").split(",") if v.strip()]
+
+
+@nodes_app.command("add")
+def nodes_add(
+    name: Annotated[str, typer.Argument(help="a short unique name (letters, digits, . _ -)")],
+    ae: Annotated[str, typer.Option("--ae", help="the node's AE title")],
+    host: Annotated[str, typer.Option("--host", help="host name or IP address")],
+    port: Annotated[int, typer.Option("--port", help="its DICOM port")],
+    incoming: Annotated[bool, typer.Option("--incoming", help="it may send studies to NeuroNav")] = False,
+    send: Annotated[str | None, typer.Option("--send", help="results it receives: seg,sr,epdf,sc")] = None,
+    on: Annotated[str | None, typer.Option("--on", help="when: preliminary,final")] = None,
+    default_route: Annotated[
+        bool, typer.Option("--default-route", help="results of the studies it sent go back to it")
+    ] = False,
+) -> None:
+    """Register a DICOM node (audited)."""
+    from pydantic import ValidationError
+
+    from neuronav.config import get_settings
+    from neuronav.db.session import require_current, session_scope
+    from neuronav.workflow.nodes import NodeIn, add_node
+
+    try:
+        node = NodeIn(
+            name=name, ae_title=ae, host=host, port=port, incoming=incoming, send=_csv(send), send_on=_csv(on),
+            default_route=default_route,
+        )  # fmt: skip
+    except ValidationError as exc:
+        raise _fail("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())) from None
+    settings = get_settings()
+    require_current(settings.database)
+    with session_scope(settings.database) as db:
+        added = add_node(db, None, node)
+    out.print(f"DICOM node {added.name} added ({added.ae_title}@{added.host}:{added.port})", markup=False)
+
+
+@nodes_app.command("list")
+def nodes_list(as_json: Annotated[bool, typer.Option("--json", help="JSON output")] = False) -> None:
+    """The registered DICOM nodes."""
+    from neuronav.config import get_settings
+    from neuronav.db.session import require_current, session_scope
+    from neuronav.workflow.nodes import list_nodes
+
+    settings = get_settings()
+    require_current(settings.database)
+    with session_scope(settings.database) as db:
+        found = list_nodes(db)
+    if as_json:
+        out.print_json(json.dumps([n.model_dump(mode="json") for n in found]))
+        return
+    if not found:
+        out.print("no DICOM nodes (add one: neuronav nodes add NAME --ae AE --host HOST --port PORT)", markup=False)
+    for n in found:
+        out.print(
+            f"{n.name:20s} {n.ae_title:16s} {n.host}:{n.port}  incoming={'yes' if n.incoming else 'no'}  "
+            f"send={','.join(n.send) or '-'}  on={','.join(n.send_on) or '-'}"
+            + ("  default-route" if n.default_route else ""),
+            markup=False,
+            highlight=False,
+        )
+
+
+@nodes_app.command("remove")
+def nodes_remove(name: Annotated[str, typer.Argument(help="the node's name")]) -> None:
+    """Remove a DICOM node (audited); it may no longer send, and receives nothing more."""
+    from neuronav.config import get_settings
+    from neuronav.db.session import require_current, session_scope
+    from neuronav.workflow.nodes import remove_node
+
+    settings = get_settings()
+    require_current(settings.database)
+    with session_scope(settings.database) as db:
+        remove_node(db, None, name)
+    out.print(f"DICOM node {name} removed", markup=False)
+
+
+@nodes_app.command("received")
+def nodes_received(
+    state: Annotated[str | None, typer.Option(help="receiving | received | kept | failed")] = None,
+) -> None:
+    """Studies received over DICOM: waiting for their stable age, handed to analysis, or kept (and why)."""
+    from neuronav.config import get_settings
+    from neuronav.db.session import require_current, session_scope
+    from neuronav.workflow.dicom import list_arrivals
+
+    settings = get_settings()
+    require_current(settings.database)
+    with session_scope(settings.database) as db:
+        found = list_arrivals(db, state=state)
+    out.print_json(json.dumps([a.model_dump(mode="json") for a in found]))
 
 
 keys_app = typer.Typer(help="Master keys of the encrypted storage.", no_args_is_help=True)

@@ -47,6 +47,24 @@ NEURONAV_AUDIT_ANCHOR_CA_FILE     CA certificate(s) the syslog server's certific
                                   (default: the system's trust store)
 ================================  ===========================================================
 
+The DICOM listener (issue 13, :mod:`neuronav.integrations.dimse`; who may send: ``neuronav nodes``):
+
+==================================  ===========================================================
+NEURONAV_DICOM_PORT                 `neuronav serve` also listens for DICOM on this port (empty:
+                                    no listener; `serve --demo`: 11112)
+NEURONAV_DICOM_AE_TITLE             the listener's AE title (default NEURONAV)
+NEURONAV_DICOM_HOST                 address the listener binds (default: the same as `serve --host`)
+NEURONAV_DICOM_STABLE_AGE           a study is complete when no instance of it arrived for this
+                                    many seconds (default 60, as Orthanc's StableAge)
+NEURONAV_DICOM_MAX_ASSOCIATIONS     associations at once (default 10; more are refused, transient)
+NEURONAV_DICOM_MAX_INSTANCE_BYTES   one instance larger than this is refused (default 1 GiB)
+NEURONAV_DICOM_MAX_ASSOCIATION_BYTES  an association that sent this much is refused further
+                                    instances (default 8 GiB)
+NEURONAV_DICOM_ACSE_TIMEOUT_S       association negotiation / release due within (default 30 s)
+NEURONAV_DICOM_DIMSE_TIMEOUT_S      a DIMSE message due within (default 60 s)
+NEURONAV_DICOM_NETWORK_TIMEOUT_S    an association silent this long is aborted (default 60 s)
+==================================  ===========================================================
+
 In development mode, missing secrets are generated once and kept in ``<data>/secrets.json``
 (mode 0600; a new data folder is made 0700), so a restart keeps sessions and stored data readable.
 The model folders and threads are read with :func:`read_settings`, which neither generates nor
@@ -69,6 +87,19 @@ from neuronav.errors import ConfigError
 
 PLACEHOLDERS = frozenset({"", "changeme", "change-me", "changethis", "secret", "password", "placeholder", "xxx"})
 GENERATED_SECRETS = ("master_key", "secret_key", "pseudonym_key")
+
+
+def check_ae_title(value: str) -> str:
+    """A DICOM AE title (PS3.5 AE: 1-16 characters of the default repertoire, no backslash or control
+    characters, not only spaces), stripped of its padding; ValueError naming the problem."""
+    title = value.strip(" ")
+    if not title:
+        raise ValueError("an AE title must not be empty")
+    if len(title) > 16:
+        raise ValueError(f"AE title {title!r} is longer than 16 characters")
+    if any(not (" " <= ch <= "~") or ch == "\\" for ch in title):
+        raise ValueError(f"AE title {title!r} may hold only printable ASCII characters other than a backslash")
+    return title
 
 
 def default_data_dir() -> Path:
@@ -148,6 +179,28 @@ class Settings(BaseSettings):
     read_timeout_s: float = Field(default=15.0, gt=0)
     keep_alive_s: int = Field(default=5, ge=1)
     failed_requeues: int = Field(default=3, ge=0)
+
+    # -- the DICOM listener (issue 13; neuronav.integrations.dimse, neuronav.workflow.dicom) --
+    dicom_port: int | None = Field(default=None, ge=1, le=65535)
+    dicom_ae_title: str = "NEURONAV"
+    dicom_host: str = ""
+    dicom_stable_age: float = Field(default=60.0, gt=0)
+    dicom_max_associations: int = Field(default=10, ge=1)
+    dicom_max_instance_bytes: int = Field(default=1024**3, ge=1024)
+    dicom_max_association_bytes: int = Field(default=8 * 1024**3, ge=1024)
+    dicom_acse_timeout_s: float = Field(default=30.0, gt=0)
+    dicom_dimse_timeout_s: float = Field(default=60.0, gt=0)
+    dicom_network_timeout_s: float = Field(default=60.0, gt=0)
+
+    @field_validator("dicom_ae_title")
+    @classmethod
+    def _ae_title(cls, value: str) -> str:
+        return check_ae_title(value)  # ValueError naming the problem
+
+    @field_validator("dicom_port", mode="before")
+    @classmethod
+    def _empty_port_is_none(cls, value: object) -> object:
+        return None if value == "" else value
 
     @property
     def development(self) -> bool:

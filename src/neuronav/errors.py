@@ -16,6 +16,7 @@ DICOM handlers each map it to an exit code / HTTP status / DICOM status in one p
     │   ├── NoUsableDataError        nothing usable was found in any of the inputs
     │   ├── DeidentificationError    (deid) a file that cannot be de-identified safely
     │   ├── UnsupportedMediaTypeError  (service.deps) a request body of a type the route does not take
+    │   ├── MultipartError           (integrations.dicomweb) a multipart/related body that cannot be read
     │   └── UploadTooLargeError      (storage.errors) an upload over the size cap; also a StorageError
     ├── ConfigError                  invalid settings
     │   └── SchemaError              the database is not at this version's schema (neuronav db upgrade)
@@ -40,6 +41,8 @@ DICOM handlers each map it to an exit code / HTTP status / DICOM status in one p
     ├── AnalysisError                an analysis step that cannot produce its result from these images
     │   ├── RegistrationError        (analysis.registration) no transform to the template
     │   └── AtlasError               (analysis.atlas) the atlas files are not installed
+    ├── DicomNetworkError            (integrations.dimse) a DICOM peer refused the association, timed out,
+    │                                or answered a failure status
     ├── ReportError                  a report that cannot be built or written (missing source images, bad format)
     │   └── LifecycleError           a review/sign/amend step not allowed (wrong status or role, bad edit)
     └── ModelError                   (analysis.models) a model that cannot be found, read or trusted

@@ -53,6 +53,11 @@ EXPECTED: dict[tuple[str, str], str | Permission] = {
     ("POST", "/api/admin/breakglass"): P.BREAKGLASS_USE,
     ("GET", "/api/admin/breakglass"): P.BREAKGLASS_USE,
     ("DELETE", "/api/admin/breakglass"): P.BREAKGLASS_USE,
+    # the DICOM node registry and the studies received over DICOM (service/routes/dicom_nodes.py)
+    ("GET", "/api/admin/dicom-nodes"): P.SETTINGS_MANAGE,
+    ("POST", "/api/admin/dicom-nodes"): P.SETTINGS_MANAGE,
+    ("DELETE", "/api/admin/dicom-nodes/{name}"): P.SETTINGS_MANAGE,
+    ("GET", "/api/admin/dicom-arrivals"): P.SETTINGS_MANAGE,
     ("GET", "/api/audit"): P.AUDIT_READ,
     ("GET", "/api/audit/verify"): P.AUDIT_READ,
     ("GET", "/api/audit/fhir"): P.AUDIT_READ,

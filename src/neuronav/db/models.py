@@ -14,6 +14,9 @@ log is append-only and hash-chained (:mod:`neuronav.audit`).
     throttles                                  (sign-in and registration counters per client address, and
                                                 per login name without an account; keys stored as digests)
 
+    dicom_nodes ──○ users                      (the DICOM node registry; each node's service account)
+    dicom_arrivals ──< dicom_instances ──○ stored_objects   (studies arriving by C-STORE, until stable)
+
 Everything a request decides on lives here, not in the process: any number of server processes
 share the throttles and the break-glass grants.
 """
@@ -296,3 +299,68 @@ class AuditEventRow(Base):
     detail: Mapped[dict[str, Any]] = mapped_column(default=dict)  # never PHI
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64), unique=True)
+
+
+DICOM_ARRIVAL_STATES = ("receiving", "received", "kept", "failed")
+
+
+class DicomNodeRow(Base):
+    """A DICOM node (PACS, scanner, workstation): who may send to us, and where results go.
+
+    ``incoming``: the node may open associations to send studies (checked on its calling AE title and
+    address, like Orthanc's ``DicomModalities``). ``send`` (seg, sr, epdf, sc) and ``send_on``
+    (preliminary, final) say which results the outbox delivers to it and when; ``default_route``: the
+    results of the studies it sent go back to it. ``user_id``: the service account its studies are
+    received as (never signs in).
+    """
+
+    __tablename__ = "dicom_nodes"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    ae_title: Mapped[str] = mapped_column(String(16))
+    host: Mapped[str] = mapped_column(String(255))
+    port: Mapped[int] = mapped_column(Integer)
+    incoming: Mapped[bool] = mapped_column(Boolean, default=False)
+    send: Mapped[list[str]] = mapped_column(JSON, default=list)
+    send_on: Mapped[list[str]] = mapped_column(JSON, default=list)
+    default_route: Mapped[bool] = mapped_column(Boolean, default=False)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id"))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class DicomArrivalRow(Base):
+    """A study arriving over DICOM, instance by instance, until no instance came for the stable age.
+
+    ``receiving`` → ``received`` (handed to the same workflow as an upload: ``study_id``), ``kept``
+    (stored but not analysed: ``reason``, e.g. not a brain MR) or ``failed`` (``reason``).
+    ``study_uid_digest``: keyed HMAC of the StudyInstanceUID (no UID in clear).
+    """
+
+    __tablename__ = "dicom_arrivals"
+    __table_args__ = (Index("ix_dicom_arrivals_state_last", "state", "last_at"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    study_uid_digest: Mapped[str] = mapped_column(String(64), index=True)
+    node_id: Mapped[str | None] = mapped_column(ForeignKey("dicom_nodes.id", ondelete="SET NULL"))
+    state: Mapped[str] = mapped_column(String(20), default="receiving")
+    instances: Mapped[int] = mapped_column(Integer, default=0)
+    size_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    first_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_at: Mapped[datetime] = mapped_column(default=utcnow)
+    study_id: Mapped[str | None] = mapped_column(ForeignKey("studies.id", ondelete="SET NULL"))
+    reason: Mapped[str | None] = mapped_column(Text)
+
+
+class DicomInstanceRow(Base):
+    """One instance received by C-STORE, stored encrypted (``object_key``) before Success was answered.
+
+    ``sop_uid_digest`` (keyed HMAC of the SOPInstanceUID) is unique: an instance sent again is counted once.
+    """
+
+    __tablename__ = "dicom_instances"
+
+    sop_uid_digest: Mapped[str] = mapped_column(String(64), primary_key=True)
+    arrival_id: Mapped[str] = mapped_column(ForeignKey("dicom_arrivals.id", ondelete="CASCADE"), index=True)
+    object_key: Mapped[str] = mapped_column(ForeignKey("stored_objects.key"))
+    received_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -7,8 +7,10 @@
   expired re-queued (:func:`~neuronav.workflow.jobs.recover_at_start`); then two background threads
   until shutdown: the maintenance sweep (expired job leases, temporary folders;
   :func:`~neuronav.workflow.jobs.start_maintenance`) and the audit anchor shipper
-  (:func:`~neuronav.workflow.anchors.start_shipping`); ``app.state`` holds
-  ``settings``, ``store`` and ``metrics``. Nothing a
+  (:func:`~neuronav.workflow.anchors.start_shipping`); and, when ``NEURONAV_DICOM_PORT`` is set, the
+  DICOM listener (:mod:`neuronav.integrations.dimse.listener`, on ``NEURONAV_DICOM_HOST``, which
+  ``neuronav serve`` sets to its ``--host`` when empty); ``app.state`` holds
+  ``settings``, ``store``, ``metrics`` and ``dicom_listener``. Nothing a
   request decides on is kept in the process: sessions, login and registration throttles and
   break-glass grants are all in the database.
 * Routers: every one in :data:`neuronav.service.routes.ROUTERS`.
@@ -446,10 +448,18 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         log.info("jobs: %d analyses re-queued", len(requeued))
     maintenance = start_maintenance(settings)  # expired leases and unused temporary folders, every minute
     shipping = start_shipping(settings)  # audit anchors off the server (NEURONAV_AUDIT_ANCHOR_SINK)
+    listener = None
+    if settings.dicom_port is not None:  # the DICOM listener (NEURONAV_DICOM_PORT; `serve --demo`: 11112)
+        from neuronav.integrations.dimse.listener import listen
+
+        listener = listen(settings, store, host=settings.dicom_host or "127.0.0.1", port=settings.dicom_port)
+    app.state.dicom_listener = listener
     log.info("NeuroNav service %s ready", __version__)
     try:
         yield
     finally:
+        if listener is not None:
+            listener.stop()
         maintenance.stop()
         if shipping is not None:
             shipping.stop()

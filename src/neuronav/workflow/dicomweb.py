@@ -44,7 +44,7 @@ from neuronav.workflow import reports
 from neuronav.workflow.access import audit_event, authorize_object
 from neuronav.workflow.identity import patient_of
 from neuronav.workflow.studies import UploadOut, receive_and_analyse, study_object
-from neuronav.workflow.uploads import Upload, private_tmp, remove_tmp, restore_upload
+from neuronav.workflow.uploads import Upload, UploadedFiles, private_tmp, remove_tmp, restore_upload
 
 RESULT_FORMATS = ("seg", "sr", "epdf")  # the DICOM results a study carries for readers of its AI results
 MAX_SCANNED = 5000  # studies examined by one search (newest first)
@@ -425,7 +425,7 @@ def store_instances(
             store,
             settings,
             actor,
-            [Upload(f"stow-{n:06d}.dcm", fh) for n, fh in enumerate(files)],
+            UploadedFiles([Upload(f"stow-{n:06d}.dcm", fh) for n, fh in enumerate(files)]),
             via="stow-rs",
         )
     finally:

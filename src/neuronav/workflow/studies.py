@@ -34,7 +34,7 @@ from neuronav.storage import decrypt_field
 from neuronav.storage.store import ObjectStore
 from neuronav.workflow import jobs, reports, throttles
 from neuronav.workflow.access import audit_event, authorize_object, refusal
-from neuronav.workflow.uploads import Upload, private_tmp, receive_upload, remove_tmp
+from neuronav.workflow.uploads import FileSource, private_tmp, receive_files, remove_tmp
 
 IMAGES = {"reference": "reference.nii.gz", "segmentation": "segmentation.nii.gz", "heatmap": "probability.nii.gz"}
 
@@ -165,12 +165,20 @@ def _failed_runs(db: Session, study_id: str) -> int:
 
 
 def receive_and_analyse(
-    db: Session, store: ObjectStore, settings: Settings, actor: Actor, uploads: list[Upload], *, via: str
+    db: Session, store: ObjectStore, settings: Settings, actor: Actor, source: FileSource, *, via: str
 ) -> UploadOut:
     """Receive one study's files (validated whole, stored encrypted, idempotent), start its analysis and
     audit the receipt (``via``: upload, dicom, cli); the job is dispatched once the rows are committed.
 
-    Counted against the uploader's :data:`~neuronav.security.throttle.UPLOAD_RATE`. The same study sent
+    ``source`` says where the files come from (:class:`~neuronav.workflow.uploads.UploadedFiles` for an
+    HTTP upload, the stored instances of a DICOM association for the listener,
+    :mod:`neuronav.workflow.dicom`). The routing rule is the validation: a brain MR study with a usable
+    T1c, FLAIR or T2 series is stored and its analysis queued; anything else raises :class:`~neuronav.errors.InputError`
+    naming why (the upload route answers 400; the DICOM listener keeps the instances and lists the study
+    with that reason).
+
+    Counted against the uploader's :data:`~neuronav.security.throttle.UPLOAD_RATE` when
+    ``source.throttled`` (a DICOM node is limited per association instead). The same study sent
     again is the same study (``created=False``), with two limits:
 
     * sent by someone who may not see it (another technician's upload): :class:`ConflictError` (409)
@@ -180,11 +188,12 @@ def receive_and_analyse(
     * a study whose analysis failed is queued again by a re-upload at most ``settings.failed_requeues``
       times (a radiologist can still run it again, ``force``); never while one is queued or running.
     """
-    throttles.spend(db, actor, UPLOAD_RATE)
-    received = receive_upload(db, store, settings, user_id=actor.id, uploads=uploads)
+    if source.throttled:
+        throttles.spend(db, actor, UPLOAD_RATE)
+    received = receive_files(db, store, settings, user_id=actor.id, source=source)
     study = received.study
     if not received.created and not _may_follow(actor, study):
-        detail = {"files": len(uploads), "reason": "uploaded by another user", "via": via}
+        detail = {"files": source.files, "reason": "uploaded by another user", "via": via}
         audit_event(db, actor, "study.upload", outcome="denied", target_type="study", target_id=study.id, detail=detail)
         db.commit()
         raise ConflictError(
@@ -202,7 +211,7 @@ def receive_and_analyse(
         "study.upload",
         target_type="study",
         target_id=study.id,
-        detail={"files": len(uploads), "created": received.created, "analysis": analysis.id, "via": via},
+        detail={"files": source.files, "created": received.created, "analysis": analysis.id, "via": via},
     )
     db.commit()  # the worker reads the rows: commit before handing the job over
     if queued:

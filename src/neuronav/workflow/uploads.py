@@ -23,6 +23,13 @@ only encrypted, ``encrypt_field(name, field key, "stored_objects.name")`` (:data
 Idempotent: the content hash is the SHA-256 of the sorted per-instance SOPInstanceUID and pixel-file
 digests, so the same study uploaded twice (as files or as a zip) is one study; the second upload
 returns the first (``created=False``).
+
+Every edge that receives a study calls :func:`receive_files` with a :class:`FileSource`: where the
+files come from and where their encrypted copies go. :class:`UploadedFiles` is the HTTP upload (and
+the CLI's demo): streams spooled, then encrypted into the store. A DICOM association's instances are
+already stored encrypted one by one as they arrive (:mod:`neuronav.workflow.dicom`): its source
+decrypts them for the scan and hands the same objects to the study. Steps 2-3 are the same code for
+both.
 """
 
 from __future__ import annotations
@@ -39,7 +46,7 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Protocol
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -74,6 +81,74 @@ class Upload:
 class Received:
     study: StudyRow
     created: bool
+
+
+class FileSource(Protocol):
+    """Where the files of one study come from, and where their encrypted copies go (module docstring).
+
+    :func:`receive_files` calls :meth:`spool` (into a private temporary folder), validates what it
+    spooled, then :meth:`keep` (the encrypted objects exist afterwards), then :meth:`attach` (their rows
+    point at the new study, in the study's transaction) or, when anything fails or the study is held
+    already, :meth:`discard` (what :meth:`keep` made for nothing is removed).
+    """
+
+    throttled: bool  # counted against the sender's upload rate (a DICOM node's limits are its association's)
+    files: int  # how many files were spooled (audited)
+
+    def spool(self, folder: Path, cap: int) -> list[tuple[str, Path]]:
+        """Write the files into ``folder``: (the sender's file name, the spooled path) each; InputError if none."""
+        ...
+
+    def keep(self, store: ObjectStore, spooled: list[tuple[str, Path]]) -> None:
+        """Make sure every file is stored encrypted."""
+        ...
+
+    def discard(self, store: ObjectStore) -> None:
+        """Undo :meth:`keep` (nothing raised)."""
+        ...
+
+    def attach(self, db: Session, study: StudyRow, field_key: bytes) -> None:
+        """Point the stored objects' rows at ``study`` (added or updated in ``db``, not committed)."""
+        ...
+
+
+class UploadedFiles:
+    """An HTTP upload's (or a CLI command's) files: streamed into the folder, then encrypted into the store."""
+
+    throttled = True
+
+    def __init__(self, uploads: Iterable[Upload]) -> None:
+        self.uploads = uploads
+        self.objects: list[tuple[str, EncryptedObject]] = []
+        self.files = 0
+
+    def spool(self, folder: Path, cap: int) -> list[tuple[str, Path]]:
+        spooled = _spool(self.uploads, folder, cap)
+        self.files = len(spooled)
+        return spooled
+
+    def keep(self, store: ObjectStore, spooled: list[tuple[str, Path]]) -> None:
+        for name, path in spooled:
+            with open(path, "rb") as fh:
+                self.objects.append((name, store.put(fh, kind="upload")))
+
+    def discard(self, store: ObjectStore) -> None:
+        for _, obj in self.objects:
+            store.delete(obj.key, missing_ok=True)
+        self.objects = []
+
+    def attach(self, db: Session, study: StudyRow, field_key: bytes) -> None:
+        for name, obj in self.objects:
+            db.add(
+                StoredObjectRow(
+                    key=obj.key,
+                    study_id=study.id,
+                    kind="upload",
+                    name=encrypt_field(name, field_key, NAME_COLUMN),
+                    sha256=obj.sha256,
+                    size_bytes=obj.size,
+                )
+            )
 
 
 def private_tmp_root(settings: Settings) -> Path:
@@ -203,6 +278,11 @@ def content_digest(inventory: object) -> str:
 def receive_upload(
     db: Session, store: ObjectStore, settings: Settings, *, user_id: str, uploads: Iterable[Upload]
 ) -> Received:
+    """:func:`receive_files` of uploaded streams (:class:`UploadedFiles`)."""
+    return receive_files(db, store, settings, user_id=user_id, source=UploadedFiles(uploads))
+
+
+def receive_files(db: Session, store: ObjectStore, settings: Settings, *, user_id: str, source: FileSource) -> Received:
     """Validate and store one study; raise InputError (naming the problem) and store nothing when invalid.
 
     ``db``'s transaction is committed first, and none is open while the files are spooled, scanned,
@@ -212,20 +292,17 @@ def receive_upload(
     """
     db.commit()  # the request's sign-in checks: not held through the slow part
     with _HEAVY:
-        return _receive(db, store, settings, user_id=user_id, uploads=uploads)
+        return _receive(db, store, settings, user_id=user_id, source=source)
 
 
-def _receive(
-    db: Session, store: ObjectStore, settings: Settings, *, user_id: str, uploads: Iterable[Upload]
-) -> Received:
+def _receive(db: Session, store: ObjectStore, settings: Settings, *, user_id: str, source: FileSource) -> Received:
     from neuronav.analysis.inputs import from_inventory
     from neuronav.ingest import scan
     from neuronav.pseudonym import pseudonymise
 
     folder = private_tmp(settings)
-    stored: list[str] = []
     try:
-        spooled = _spool(uploads, folder, settings.max_upload_bytes)
+        spooled = source.spool(folder, settings.max_upload_bytes)
         inventory = scan([folder])
         try:
             inputs = from_inventory(inventory)
@@ -240,16 +317,10 @@ def _receive(
         if existing is not None:
             return Received(existing, created=False)
         db.commit()
-        objects: list[tuple[str, EncryptedObject]] = []
-        for name, path in spooled:
-            with open(path, "rb") as fh:
-                obj = store.put(fh, kind="upload")
-            stored.append(obj.key)
-            objects.append((name, obj))
+        source.keep(store, spooled)
         existing = _same_content(db, digest)  # stored meanwhile by an upload of the same study
         if existing is not None:
-            for key_ in stored:
-                store.delete(key_, missing_ok=True)
+            source.discard(store)
             return Received(existing, created=False)
         key = store.field_key()
         patient = study_info.patient
@@ -286,22 +357,11 @@ def _receive(
         )
         db.add(study)
         db.flush()
-        for name, obj in objects:
-            db.add(
-                StoredObjectRow(
-                    key=obj.key,
-                    study_id=study.id,
-                    kind="upload",
-                    name=encrypt_field(name, key, NAME_COLUMN),
-                    sha256=obj.sha256,
-                    size_bytes=obj.size,
-                )
-            )
+        source.attach(db, study, key)
         db.flush()
         return Received(study, created=True)
     except BaseException:
-        for key_ in stored:
-            store.delete(key_, missing_ok=True)
+        source.discard(store)
         raise
     finally:
         remove_tmp(folder)

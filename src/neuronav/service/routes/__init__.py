@@ -9,13 +9,26 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from neuronav.service.routes import admin, annotation, audit, auth, dicomweb, health, reports, studies, users, web
+from neuronav.service.routes import (
+    admin,
+    annotation,
+    audit,
+    auth,
+    dicom_nodes,
+    dicomweb,
+    health,
+    reports,
+    studies,
+    users,
+    web,
+)
 
 ROUTERS: list[APIRouter] = [
     health.router,
     auth.router,
     users.router,
     admin.router,
+    dicom_nodes.router,
     audit.router,
     studies.router,
     reports.router,

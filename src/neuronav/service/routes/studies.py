@@ -28,7 +28,7 @@ from neuronav.service.deps import (
 )
 from neuronav.workflow import exports, studies, viewer, worklist
 from neuronav.workflow.studies import AnalysisOut, StudyDetail, StudyOut, StudyPage, UploadOut
-from neuronav.workflow.uploads import Upload, remove_tmp
+from neuronav.workflow.uploads import Upload, UploadedFiles, remove_tmp
 from neuronav.workflow.viewer import ViewerOut
 
 router = APIRouter(tags=["studies"], route_class=AuthFirstRoute)
@@ -60,7 +60,7 @@ def upload_study(
 ) -> UploadOut:
     """Upload one study (DICOM files or zip archives, multipart). It is validated whole, stored encrypted
     and its analysis is queued. The same study uploaded again returns the first upload."""
-    uploads = [Upload(f.filename or "upload", f.file) for f in files]
+    uploads = UploadedFiles([Upload(f.filename or "upload", f.file) for f in files])
     return studies.receive_and_analyse(db, store, settings, user, uploads, via="upload")
 
 
