@@ -200,7 +200,7 @@ def analyze(
     debug_dir: Annotated[Path | None, typer.Option("--debug-dir", help="save every preprocessing step")] = None,
     formats: Annotated[
         str | None,
-        typer.Option("--formats", help="also write the report: json,pdf,seg,sr,epdf,sc,fhir,fhir-r5,hl7 or all"),
+        typer.Option("--formats", help="also write the report: json,pdf,seg,sr,epdf,sc,fhir-r4,fhir-r4b,fhir-r5,hl7 or all"),
     ] = None,
     paper: Annotated[str, typer.Option(help="PDF paper size: A4 or Letter")] = "A4",
 ) -> None:
@@ -278,7 +278,7 @@ def _print_written(report: Any, written: Any) -> None:
 def report(
     source: Annotated[Path, typer.Argument(help="analysis folder, its findings.json, or a report JSON")],
     formats: Annotated[
-        str, typer.Option("--format", "--formats", help="json,pdf,seg,sr,epdf,sc,fhir,fhir-r5,hl7 or all")
+        str, typer.Option("--format", "--formats", help="json,pdf,seg,sr,epdf,sc,fhir-r4,fhir-r4b,fhir-r5,hl7 or all")
     ] = "json,pdf",
     out_dir: Annotated[Path | None, typer.Option("--out", help="output folder (default: beside the input)")] = None,
     dicom: Annotated[

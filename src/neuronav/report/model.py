@@ -196,6 +196,22 @@ class Narrative(_Model):
     radiologist_comment: str = ""
 
 
+class Patient(_Model):
+    """The patient's identity on a clinical output (shared identity interface; None on a report = pseudonymous).
+
+    ``name`` and ``referring_physician`` are DICOM PN (``FAMILY^GIVEN^MIDDLE^PREFIX^SUFFIX``), ``birth_date``
+    is ``YYYYMMDD``, ``sex`` M / F / O. Stored report versions never hold it: the workflow attaches it when it
+    renders an output for a role allowed to see identity."""
+
+    name: str | None = None
+    mrn: str | None = None
+    mrn_issuer: str | None = None
+    birth_date: str | None = None
+    sex: str | None = None
+    accession_number: str | None = None
+    referring_physician: str | None = None
+
+
 class Report(_Model):
     schema_version: str = REPORT_SCHEMA_VERSION
     report_id: str = Field(pattern=REPORT_ID_PATTERN)
@@ -215,6 +231,7 @@ class Report(_Model):
     edits: list[Edit] = Field(default_factory=list)
     signature: Signature | None = None
     findings: Findings  # the (possibly radiologist-edited) findings every section above is derived from
+    patient: Patient | None = None  # None: a pseudonymous output
 
     @property
     def notices(self) -> list[str]:
@@ -242,6 +259,7 @@ __all__ = [
     "Measurement",
     "ModelInfo",
     "Narrative",
+    "Patient",
     "PrimaryDetection",
     "Recommendation",
     "Report",

@@ -132,7 +132,9 @@ def export(
 
 # -- what a reader does with a report (every edge calls these) -------------------------------------
 
-ExportFormat = Literal["json", "pdf", "seg", "sr", "epdf", "sc", "fhir", "fhir-r5", "hl7"]  # the keys of MEDIA
+ExportFormat = Literal[
+    "json", "pdf", "seg", "sr", "epdf", "sc", "fhir", "fhir-r4", "fhir-r4b", "fhir-r5", "hl7"
+]  # the keys of MEDIA
 MEDIA: dict[str, tuple[str, str]] = {
     "json": ("application/json", "report.json"),
     "pdf": ("application/pdf", "report.pdf"),
@@ -140,7 +142,9 @@ MEDIA: dict[str, tuple[str, str]] = {
     "sr": ("application/dicom", "sr.dcm"),
     "epdf": ("application/dicom", "report-pdf.dcm"),
     "sc": ("application/zip", "sc.zip"),
-    "fhir": ("application/fhir+json", "fhir-r4b.json"),
+    "fhir": ("application/fhir+json", "fhir-r4.json"),  # alias of fhir-r4 (the release EHRs run)
+    "fhir-r4": ("application/fhir+json", "fhir-r4.json"),
+    "fhir-r4b": ("application/fhir+json", "fhir-r4b.json"),
     "fhir-r5": ("application/fhir+json", "fhir-r5.json"),
     "hl7": ("application/hl7-v2", "report.hl7"),
 }
