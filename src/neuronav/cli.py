@@ -200,7 +200,9 @@ def analyze(
     debug_dir: Annotated[Path | None, typer.Option("--debug-dir", help="save every preprocessing step")] = None,
     formats: Annotated[
         str | None,
-        typer.Option("--formats", help="also write the report: json,pdf,seg,sr,epdf,sc,fhir-r4,fhir-r4b,fhir-r5,hl7 or all"),
+        typer.Option(
+            "--formats", help="also write the report: json,pdf,seg,sr,epdf,sc,fhir-r4,fhir-r4b,fhir-r5,hl7 or all"
+        ),
     ] = None,
     paper: Annotated[str, typer.Option(help="PDF paper size: A4 or Letter")] = "A4",
 ) -> None:

@@ -15,10 +15,9 @@ import pytest
 from fhir.resources.bundle import Bundle as BundleR5
 from fhir.resources.R4B.bundle import Bundle as BundleR4B
 
-from neuronav.findings import Findings
+from neuronav.findings import Change, Findings
 from neuronav.report import codes
 from neuronav.report.build import build_report
-from neuronav.findings import Change
 from neuronav.report.fhir import FhirVersion, fhir_status, make_bundle, mrn_system, study_date_iso
 from neuronav.report.lifecycle import amend, edit, sign
 from neuronav.report.model import Patient, Report

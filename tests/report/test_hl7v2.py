@@ -14,10 +14,9 @@ import pytest
 from hl7apy.consts import VALIDATION_LEVEL
 from hl7apy.parser import parse_message
 
-from neuronav.findings import Findings
+from neuronav.findings import Change, Findings
 from neuronav.report import codes
 from neuronav.report.build import build_report
-from neuronav.findings import Change
 from neuronav.report.hl7v2 import ED_PART, OrderNumbers, Receiver, escape, make_oru, unescape, v2_status
 from neuronav.report.lifecycle import amend, edit, sign
 from neuronav.report.model import Patient, Report

@@ -88,7 +88,8 @@ def export_report(
     settings: SettingsDep,
     version: Version = None,
 ) -> FileResponse:
-    """The report as ``json``, ``pdf``, ``seg``, ``sr``, ``epdf``, ``sc`` (zip), ``fhir-r4`` (alias ``fhir``), ``fhir-r4b``, ``fhir-r5`` or ``hl7``."""
+    """The report as ``json``, ``pdf``, ``seg``, ``sr``, ``epdf``, ``sc`` (zip), ``fhir-r4`` (alias ``fhir``),
+    ``fhir-r4b``, ``fhir-r5`` or ``hl7``."""
     exported = reports.export_for(db, store, settings, user, report_id, fmt, version)
     return FileResponse(
         exported.path,
