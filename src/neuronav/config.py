@@ -146,6 +146,12 @@ class Settings(BaseSettings):
     read_timeout_s: float = Field(default=15.0, gt=0)
     keep_alive_s: int = Field(default=5, ge=1)
     failed_requeues: int = Field(default=3, ge=0)
+    # the outbox (issue 14; neuronav.workflow.deliveries, neuronav.integrations.outbox)
+    public_url: str = ""  # this service's address as hospital systems reach it (HL7 RP links to the PDF)
+    outbox_interval_s: float = Field(default=5.0, gt=0)  # how often a server looks for due deliveries
+    outbox_max_attempts: int = Field(default=8, ge=1)  # then a delivery is failed (an admin may resend it)
+    outbox_backoff_s: float = Field(default=30.0, gt=0)  # first retry; doubled each time, at most an hour
+    outbox_lease_s: float = Field(default=300.0, gt=0)  # a delivery "sending" longer is taken up again
 
     @property
     def development(self) -> bool:

@@ -14,6 +14,9 @@ log is append-only and hash-chained (:mod:`neuronav.audit`).
     throttles                                  (sign-in and registration counters per client address, and
                                                 per login name without an account; keys stored as digests)
 
+    destinations ──< deliveries                 (the outbox: where reports go — HL7 over MLLP, FHIR REST, later
+                                                DICOM C-STORE / STOW-RS — and each report version's delivery)
+
 Everything a request decides on lives here, not in the process: any number of server processes
 share the throttles and the break-glass grants.
 """
@@ -291,3 +294,54 @@ class AuditEventRow(Base):
     detail: Mapped[dict[str, Any]] = mapped_column(default=dict)  # never PHI
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64), unique=True)
+
+
+DESTINATION_KINDS = ("hl7", "fhir", "dicom", "dicomweb")
+DELIVERY_STATES = ("queued", "sending", "delivered", "failed")
+DELIVERY_EVENTS = ("preliminary", "final", "amendment")
+
+
+class DestinationRow(Base):
+    """A hospital system reports are delivered to (:mod:`neuronav.workflow.deliveries`)."""
+
+    __tablename__ = "destinations"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    kind: Mapped[str] = mapped_column(String(20))  # hl7 | fhir | dicom | dicomweb (a sender per kind)
+    config: Mapped[dict[str, Any]] = mapped_column(default=dict)  # host, port, base URL, … (no secrets)
+    secrets_enc: Mapped[str | None] = mapped_column(Text)  # tokens, client secrets: encrypted JSON
+    outputs: Mapped[list[str]] = mapped_column(JSON, default=list)  # formats sent (hl7, fhir-r4, sr, …)
+    events: Mapped[list[str]] = mapped_column(JSON, default=list)  # preliminary | final | amendment
+    identified: Mapped[bool] = mapped_column(Boolean, default=True)  # clinical (identity) or pseudonymous
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    created_by: Mapped[str | None] = mapped_column(String(32))
+
+
+class DeliveryRow(Base):
+    """One output of one report version to one destination: queued → sending → delivered | failed."""
+
+    __tablename__ = "deliveries"
+    __table_args__ = (Index("ix_deliveries_due", "state", "next_attempt_at"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    # destination, report, version and output: the same report version is never delivered twice
+    idempotency_key: Mapped[str] = mapped_column(String(200), unique=True)
+    destination_id: Mapped[str] = mapped_column(ForeignKey("destinations.id", ondelete="CASCADE"), index=True)
+    report_id: Mapped[str] = mapped_column(String(20), index=True)
+    report_version: Mapped[int] = mapped_column(Integer)
+    study_id: Mapped[str | None] = mapped_column(String(32), index=True)
+    output: Mapped[str] = mapped_column(String(20))
+    event: Mapped[str] = mapped_column(String(20))
+    state: Mapped[str] = mapped_column(String(20), default="queued")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(default=utcnow)
+    lease_owner: Mapped[str | None] = mapped_column(String(64))
+    lease_until: Mapped[datetime | None]
+    peer_status: Mapped[str | None] = mapped_column(String(40))  # AA / AE / AR, HTTP 201, …
+    peer_text: Mapped[str | None] = mapped_column(Text)  # the peer's words: ACK text, OperationOutcome (JSON)
+    error: Mapped[str | None] = mapped_column(Text)  # why the last attempt failed (ours or the peer's)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    sent_at: Mapped[datetime | None]
+    delivered_at: Mapped[datetime | None]

@@ -4,10 +4,11 @@
   one :class:`ObjectStore` for the process, swept of interrupted writes, private temporary folders no
   process uses removed (:func:`~neuronav.workflow.uploads.sweep_private_tmp`), file names stored in
   clear encrypted (:func:`~neuronav.workflow.operations.encrypt_stored_names`), analyses whose lease
-  expired re-queued (:func:`~neuronav.workflow.jobs.recover_at_start`); then two background threads
+  expired re-queued (:func:`~neuronav.workflow.jobs.recover_at_start`); then background threads
   until shutdown: the maintenance sweep (expired job leases, temporary folders;
   :func:`~neuronav.workflow.jobs.start_maintenance`) and the audit anchor shipper
-  (:func:`~neuronav.workflow.anchors.start_shipping`); ``app.state`` holds
+  (:func:`~neuronav.workflow.anchors.start_shipping`), and the outbox's worker (deliveries to HL7 / FHIR
+  destinations, :func:`~neuronav.integrations.outbox.start_outbox`); ``app.state`` holds
   ``settings``, ``store`` and ``metrics``. Nothing a
   request decides on is kept in the process: sessions, login and registration throttles and
   break-glass grants are all in the database.
@@ -102,6 +103,7 @@ from neuronav.service.server import uvicorn_options
 from neuronav.storage.errors import ObjectNotFoundError, StorageError, UploadTooLargeError
 from neuronav.storage.store import ObjectStore
 from neuronav.workflow.anchors import start_shipping
+from neuronav.integrations.outbox import start_outbox
 from neuronav.workflow.jobs import recover_at_start, start_maintenance
 from neuronav.workflow.operations import encrypt_stored_names, remove_unreferenced
 from neuronav.workflow.uploads import sweep_private_tmp
@@ -440,11 +442,13 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         log.info("jobs: %d analyses re-queued", len(requeued))
     maintenance = start_maintenance(settings)  # expired leases and unused temporary folders, every minute
     shipping = start_shipping(settings)  # audit anchors off the server (NEURONAV_AUDIT_ANCHOR_SINK)
+    outbox = start_outbox(settings, store)  # deliveries to hospital systems (HL7, FHIR), with retries
     log.info("NeuroNav service %s ready", __version__)
     try:
         yield
     finally:
         maintenance.stop()
+        outbox.stop()
         if shipping is not None:
             shipping.stop()
 

@@ -184,6 +184,16 @@ def read_versions(db: Session, store: ObjectStore, actor: Actor, report_id: str)
     return versions(db, report_id)
 
 
+def read_deliveries(db: Session, store: ObjectStore, actor: Actor, report_id: str) -> list[Any]:
+    """Where the report's versions were sent, and how that went (audited as ``report.deliveries``): for
+    whoever may read the report."""
+    from neuronav.workflow.deliveries import deliveries_of_report
+
+    read(db, store, actor, report_id)
+    audit_event(db, actor, "report.deliveries", target_type="report", target_id=report_id)
+    return deliveries_of_report(db, report_id)
+
+
 @dataclass(frozen=True)
 class ExportFile:
     """One exported format in a private temporary folder: remove ``folder`` once it is sent."""
@@ -272,6 +282,9 @@ def sign(db: Session, store: ObjectStore, actor: Actor, report_id: str) -> Repor
         target_id=report_id,
         detail={"version": report.version, "sha256": report.signature.content_sha256},
     )
+    from neuronav.workflow.deliveries import enqueue
+
+    enqueue(db, report, study_id=row.study_id)  # committed with the signature: the outbox sends it
     return report
 
 

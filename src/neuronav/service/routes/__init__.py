@@ -9,13 +9,25 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from neuronav.service.routes import admin, annotation, audit, auth, health, reports, studies, users, web
+from neuronav.service.routes import (
+    admin,
+    annotation,
+    audit,
+    auth,
+    destinations,
+    health,
+    reports,
+    studies,
+    users,
+    web,
+)
 
 ROUTERS: list[APIRouter] = [
     health.router,
     auth.router,
     users.router,
     admin.router,
+    destinations.router,
     audit.router,
     studies.router,
     reports.router,
