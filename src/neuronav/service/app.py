@@ -86,6 +86,7 @@ from neuronav.errors import (
     NotFoundError,
     ReportError,
 )
+from neuronav.integrations.outbox import start_outbox
 from neuronav.security.errors import (
     AccountLocked,
     AccountStateError,
@@ -103,7 +104,6 @@ from neuronav.service.server import uvicorn_options
 from neuronav.storage.errors import ObjectNotFoundError, StorageError, UploadTooLargeError
 from neuronav.storage.store import ObjectStore
 from neuronav.workflow.anchors import start_shipping
-from neuronav.integrations.outbox import start_outbox
 from neuronav.workflow.jobs import recover_at_start, start_maintenance
 from neuronav.workflow.operations import encrypt_stored_names, remove_unreferenced
 from neuronav.workflow.uploads import sweep_private_tmp
