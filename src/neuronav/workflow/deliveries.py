@@ -26,7 +26,7 @@ Destination kinds and their configuration (secrets are kept encrypted, never sho
   | ``client_credentials`` (``token_url``, ``client_id``, ``scope``; secret ``client_secret``),
   ``conditional`` = ``server`` (the server resolves the transaction's conditional entries) | ``client`` (they
   are resolved by searches first: servers that limit conditional transactions), ``mrn_system``,
-  ``accession_system``, ``timeout_s``; output ``fhir-r4`` | ``fhir-r4b`` | ``fhir-r5``.
+  ``accession_system``, ``timeout_s``, ``pdf`` = ``embed`` (presentedForm) | ``none``; output ``fhir-r4`` | ``fhir-r4b`` | ``fhir-r5``.
 * ``dicom`` / ``dicomweb``: accepted here; their senders register with the outbox (issue 13).
 
 Every change of a destination, every delivery's outcome and every resend is audited (ids, states and
@@ -86,6 +86,7 @@ _FHIR_KEYS = {
     "accession_system",
     "timeout_s",
     "ca_file",
+    "pdf",
 }
 
 
@@ -153,6 +154,9 @@ def _check_config(kind: str, config: dict[str, Any]) -> tuple[dict[str, Any], li
         if cfg["conditional"] not in ("server", "client"):
             raise InputError(f"fhir conditional must be server or client, not {cfg['conditional']!r}")
         cfg["timeout_s"] = float(cfg.get("timeout_s", 30.0))
+        cfg["pdf"] = str(cfg.get("pdf", "embed"))
+        if cfg["pdf"] not in ("embed", "none"):
+            raise InputError(f"fhir pdf must be embed or none, not {cfg['pdf']!r}")
         return cfg, [FHIR_OUTPUTS[cfg["version"]]]
     return cfg, []  # dicom / dicomweb: checked by their senders (issue 13)
 
@@ -416,7 +420,7 @@ def render(settings: Settings, store: ObjectStore, delivery_id: str) -> Payload:
             report = report.model_copy(update={"patient": patient_of(store, study, settings)})
         cfg, secrets = dict(dest.config), _secrets(dest, store)
         pdf: bytes | None = None
-        wants_pdf = d.output.startswith("fhir") or (d.output == "hl7" and cfg.get("pdf", "embed") == "embed")
+        wants_pdf = d.output in ("hl7", *FHIR_OUTPUTS.values()) and cfg.get("pdf", "embed") == "embed"
         if wants_pdf:
             analysis = db.get(AnalysisRow, row.analysis_id)
             if analysis is None:
