@@ -746,6 +746,168 @@ def audit_ship() -> None:
     out.print(f"shipped {shipped}", markup=False, highlight=False)
 
 
+destinations_app = typer.Typer(
+    help="Where signed reports are sent (HL7 v2 over MLLP, FHIR REST) and the outbox.", no_args_is_help=True
+)
+app.add_typer(destinations_app, name="destinations")
+
+
+def _secret_file(path: Path | None) -> str | None:
+    return path.read_text(encoding="utf-8").strip() if path is not None else None
+
+
+@destinations_app.command("add")
+def destinations_add(
+    name: Annotated[str, typer.Argument(help="a short name: letters, digits, . _ -")],
+    kind: Annotated[str, typer.Option("--kind", help="hl7 | fhir")],
+    host: Annotated[str | None, typer.Option(help="hl7: the receiver's host")] = None,
+    port: Annotated[int | None, typer.Option(help="hl7: the receiver's MLLP port")] = None,
+    tls: Annotated[bool, typer.Option(help="hl7: MLLP over TLS")] = False,
+    ca_file: Annotated[Path | None, typer.Option(help="CA certificates the peer is checked against")] = None,
+    pdf: Annotated[str | None, typer.Option(help="the PDF: embed | reference (hl7: an RP link) | none")] = None,
+    receiving_application: Annotated[str | None, typer.Option(help="hl7: MSH-5")] = None,
+    receiving_facility: Annotated[str | None, typer.Option(help="hl7: MSH-6")] = None,
+    base_url: Annotated[str | None, typer.Option(help="fhir: the FHIR base URL")] = None,
+    fhir_version: Annotated[str | None, typer.Option("--fhir-version", help="fhir: R4 | R4B | R5")] = None,
+    auth: Annotated[str | None, typer.Option(help="fhir: none | bearer | client_credentials")] = None,
+    token_file: Annotated[Path | None, typer.Option(help="fhir: a file holding the bearer token")] = None,
+    token_url: Annotated[str | None, typer.Option(help="fhir: the OAuth2 token endpoint")] = None,
+    client_id: Annotated[str | None, typer.Option(help="fhir: the OAuth2 client id")] = None,
+    client_secret_file: Annotated[Path | None, typer.Option(help="fhir: a file holding the client secret")] = None,
+    scope: Annotated[str | None, typer.Option(help="fhir: OAuth2 scope, e.g. system/*.write")] = None,
+    conditional: Annotated[
+        str | None, typer.Option(help="fhir: server | client (resolve conditional entries by searches first)")
+    ] = None,
+    mrn_system: Annotated[str | None, typer.Option(help="fhir: the hospital's identifier system for MRNs")] = None,
+    accession_system: Annotated[str | None, typer.Option(help="fhir: its identifier system for accessions")] = None,
+    events: Annotated[str, typer.Option(help="when: preliminary,final,amendment")] = "final,amendment",
+    pseudonymous: Annotated[bool, typer.Option(help="send pseudonymous outputs (no identity)")] = False,
+) -> None:
+    """Add a destination: signed reports are queued for it and delivered by the server's outbox."""
+    from neuronav.config import get_settings
+    from neuronav.db.session import require_current, session_scope
+    from neuronav.storage.store import ObjectStore
+    from neuronav.workflow.deliveries import add_destination
+
+    values = {
+        "host": host,
+        "port": port,
+        "tls": tls if kind == "hl7" else None,
+        "ca_file": str(ca_file) if ca_file else None,
+        "pdf": pdf,
+        "receiving_application": receiving_application,
+        "receiving_facility": receiving_facility,
+        "base_url": base_url,
+        "version": fhir_version,
+        "auth": auth,
+        "token_url": token_url,
+        "client_id": client_id,
+        "scope": scope,
+        "conditional": conditional,
+        "mrn_system": mrn_system,
+        "accession_system": accession_system,
+    }
+    config = {k: v for k, v in values.items() if v is not None}
+    secrets = {"token": _secret_file(token_file), "client_secret": _secret_file(client_secret_file)}
+    settings = get_settings()
+    require_current(settings.database)
+    store = ObjectStore.from_settings(settings)
+    with session_scope(settings.database) as db:
+        made = add_destination(
+            db,
+            store,
+            None,
+            name,
+            kind,
+            config,
+            secrets={k: v for k, v in secrets.items() if v},
+            events=[e.strip() for e in events.split(",") if e.strip()],
+            identified=not pseudonymous,
+        )
+    out.print(
+        f"destination {made.name} ({made.kind}, {'clinical' if made.identified else 'pseudonymous'}) added: "
+        f"{', '.join(made.outputs)} on {', '.join(made.events)}",
+        markup=False,
+        highlight=False,
+    )
+
+
+@destinations_app.command("list")
+def destinations_list() -> None:
+    """Every destination (secrets are not shown, only whether they are set)."""
+    from neuronav.config import get_settings
+    from neuronav.db.session import require_current, session_scope
+    from neuronav.storage.store import ObjectStore
+    from neuronav.workflow.deliveries import list_destinations
+
+    settings = get_settings()
+    require_current(settings.database)
+    with session_scope(settings.database) as db:
+        rows = list_destinations(db, ObjectStore.from_settings(settings), None)
+    for d in rows:
+        where = d.config.get("base_url") or f"{d.config.get('host', '')}:{d.config.get('port', '')}"
+        out.print(
+            f"{d.name:16s} {d.kind:6s} {where}  {','.join(d.outputs)}  on {','.join(d.events)}  "
+            f"{'clinical' if d.identified else 'pseudonymous'}"
+            + (f"  secrets: {','.join(d.secrets_set)}" if d.secrets_set else ""),
+            markup=False,
+            highlight=False,
+        )
+    if not rows:
+        out.print("no destinations", markup=False)
+
+
+@destinations_app.command("remove")
+def destinations_remove(name: Annotated[str, typer.Argument(help="the destination's name")]) -> None:
+    """Remove a destination and its delivery records (the audit trail keeps what was sent)."""
+    from neuronav.config import get_settings
+    from neuronav.db.session import require_current, session_scope
+    from neuronav.workflow.deliveries import remove_destination
+
+    settings = get_settings()
+    require_current(settings.database)
+    with session_scope(settings.database) as db:
+        remove_destination(db, None, name)
+    out.print(f"destination {name} removed", markup=False, highlight=False)
+
+
+@destinations_app.command("deliveries")
+def destinations_deliveries(
+    state: Annotated[str | None, typer.Option(help="queued | sending | delivered | failed")] = None,
+    limit: Annotated[int, typer.Option(help="at most this many, newest first")] = 50,
+) -> None:
+    """The outbox: each delivery's state, attempts and the peer's answer."""
+    from neuronav.config import get_settings
+    from neuronav.db.session import require_current, session_scope
+    from neuronav.workflow.deliveries import list_deliveries
+
+    settings = get_settings()
+    require_current(settings.database)
+    with session_scope(settings.database) as db:
+        rows = list_deliveries(db, None, state=state, limit=limit)
+    for d in rows:
+        out.print(
+            f"{d.id}  {d.destination:16s} {d.report_id} v{d.report_version} {d.output:8s} {d.state:9s} "
+            f"attempts {d.attempts}  {d.peer_status or ''}  {d.error or ''}",
+            markup=False,
+            highlight=False,
+        )
+
+
+@destinations_app.command("resend")
+def destinations_resend(delivery_id: Annotated[str, typer.Argument(help="the delivery's id")]) -> None:
+    """Queue a failed (or delivered) delivery again; the server's outbox sends it."""
+    from neuronav.config import get_settings
+    from neuronav.db.session import require_current, session_scope
+    from neuronav.workflow.deliveries import resend
+
+    settings = get_settings()
+    require_current(settings.database)
+    with session_scope(settings.database) as db:
+        d = resend(db, None, delivery_id)
+    out.print(f"delivery {d.id} queued again", markup=False, highlight=False)
+
+
 @app.command()
 def deid(
     paths: Annotated[list[Path], typer.Argument(help="DICOM files, folders or zips")],

@@ -259,3 +259,48 @@ def test_destination_checks(world: World) -> None:
             deliveries.add_destination(db, world.store, world.admin, "ehr", "fhir", {"base_url": "https://x"})
         with pytest.raises(PermissionDenied):
             deliveries.list_destinations(db, world.store, world.radiologist)
+
+
+def test_the_cli_manages_destinations_and_resends(world: World, oru_peer: OruPeer, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from neuronav.cli import app as cli_app
+
+    token = tmp_path / "token"
+    token.write_text("t0ken-from-file\n")
+    runner = CliRunner()
+    added = runner.invoke(
+        cli_app,
+        [
+            "destinations",
+            "add",
+            "ris",
+            "--kind",
+            "hl7",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(oru_peer.port),
+            "--pdf",
+            "none",
+        ],
+    )
+    assert added.exit_code == 0, added.output
+    assert "destination ris (hl7, clinical) added: hl7 on final, amendment" in added.output
+    fhir = runner.invoke(
+        cli_app,
+        ["destinations", "add", "ehr", "--kind", "fhir", "--base-url", "https://ehr.example/fhir/R4",
+         "--auth", "bearer", "--token-file", str(token), "--fhir-version", "R4", "--pseudonymous", "--events", "final"],
+    )  # fmt: skip
+    assert fhir.exit_code == 0, fhir.output
+    listed = runner.invoke(cli_app, ["destinations", "list"])
+    assert "ehr" in listed.output and "fhir-r4" in listed.output and "secrets: token" in listed.output
+    assert "t0ken" not in listed.output
+    bad = runner.invoke(cli_app, ["destinations", "add", "x", "--kind", "hl7", "--host", "h"])
+    assert bad.exit_code != 0 and "port" in str(bad.exception)
+    removed = runner.invoke(cli_app, ["destinations", "remove", "ehr"])
+    assert removed.exit_code == 0 and "ehr" not in runner.invoke(cli_app, ["destinations", "list"]).output
+    with session_scope(world.settings.database) as db:
+        assert [
+            a.detail["via"] for a in db.scalars(select(AuditEventRow).where(AuditEventRow.action == "destination.add"))
+        ] == ["cli", "cli"]

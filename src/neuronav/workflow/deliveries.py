@@ -26,7 +26,8 @@ Destination kinds and their configuration (secrets are kept encrypted, never sho
   | ``client_credentials`` (``token_url``, ``client_id``, ``scope``; secret ``client_secret``),
   ``conditional`` = ``server`` (the server resolves the transaction's conditional entries) | ``client`` (they
   are resolved by searches first: servers that limit conditional transactions), ``mrn_system``,
-  ``accession_system``, ``timeout_s``, ``pdf`` = ``embed`` (presentedForm) | ``none``; output ``fhir-r4`` | ``fhir-r4b`` | ``fhir-r5``.
+  ``accession_system``, ``timeout_s``, ``pdf`` = ``embed`` (presentedForm) | ``none``; output ``fhir-r4``
+  | ``fhir-r4b`` | ``fhir-r5``.
 * ``dicom`` / ``dicomweb``: accepted here; their senders register with the outbox (issue 13).
 
 Every change of a destination, every delivery's outcome and every resend is audited (ids, states and
