@@ -152,6 +152,21 @@ class Settings(BaseSettings):
     outbox_max_attempts: int = Field(default=8, ge=1)  # then a delivery is failed (an admin may resend it)
     outbox_backoff_s: float = Field(default=30.0, gt=0)  # first retry; doubled each time, at most an hour
     outbox_lease_s: float = Field(default=300.0, gt=0)  # a delivery "sending" longer is taken up again
+    # the HL7 order listener (neuronav.integrations.hl7.listener): host:port ("" = none), who may send
+    hl7_listen: str = ""
+    hl7_allowed: str = ""  # addresses / CIDR blocks, comma-separated; empty: nobody
+    hl7_tls_cert: Path | None = None
+    hl7_tls_key: Path | None = None
+
+    @field_validator("hl7_allowed")
+    @classmethod
+    def _hl7_allowed_parse(cls, value: str) -> str:
+        import ipaddress
+
+        for item in (v.strip() for v in value.split(",")):
+            if item:
+                ipaddress.ip_network(item, strict=False)  # ValueError naming the entry
+        return value
 
     @property
     def development(self) -> bool:

@@ -14,6 +14,9 @@ log is append-only and hash-chained (:mod:`neuronav.audit`).
     throttles                                  (sign-in and registration counters per client address, and
                                                 per login name without an account; keys stored as digests)
 
+    orders ──○ studies                          (orders from the RIS / EHR over HL7: ORM, OMI; matched to the
+                                                study that answers them; identity encrypted, digests to match)
+    hl7_rejected                               (HL7 messages the listener refused, encrypted, for an admin)
     destinations ──< deliveries                 (the outbox: where reports go — HL7 over MLLP, FHIR REST, later
                                                 DICOM C-STORE / STOW-RS — and each report version's delivery)
 
@@ -345,3 +348,48 @@ class DeliveryRow(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     sent_at: Mapped[datetime | None]
     delivered_at: Mapped[datetime | None]
+
+
+ORDER_STATES = ("ordered", "arrived", "analysed", "signed", "cancelled")
+
+
+class OrderRow(Base):
+    """An imaging order received over HL7 (:mod:`neuronav.workflow.orders`). PHI encrypted; the accession
+    number and MRN also as keyed digests, to match a study to its order without decrypting."""
+
+    __tablename__ = "orders"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    placer_number: Mapped[str | None] = mapped_column(String(64), index=True)  # ORC-2 (the EHR's order id)
+    placer_authority: Mapped[str | None] = mapped_column(String(64))
+    filler_number: Mapped[str | None] = mapped_column(String(64))  # ORC-3
+    filler_authority: Mapped[str | None] = mapped_column(String(64))
+    accession_digest: Mapped[str | None] = mapped_column(String(64), index=True)
+    accession_enc: Mapped[str | None] = mapped_column(Text)
+    mrn_digest: Mapped[str | None] = mapped_column(String(64), index=True)  # of issuer and MRN
+    mrn_enc: Mapped[str | None] = mapped_column(Text)
+    mrn_issuer: Mapped[str | None] = mapped_column(String(64))
+    patient_name_enc: Mapped[str | None] = mapped_column(Text)
+    birth_date_enc: Mapped[str | None] = mapped_column(Text)
+    sex: Mapped[str | None] = mapped_column(String(1))
+    procedure: Mapped[str | None] = mapped_column(String(200))  # OBR-4 code^text
+    scheduled_date: Mapped[str | None] = mapped_column(String(8))  # YYYYMMDD, for matching by MRN and date
+    state: Mapped[str] = mapped_column(String(20), default="ordered")
+    study_id: Mapped[str | None] = mapped_column(ForeignKey("studies.id", ondelete="SET NULL"), index=True)
+    message_type: Mapped[str] = mapped_column(String(20))  # ORM^O01 | OMI^O23
+    control_id: Mapped[str | None] = mapped_column(String(64))
+    received_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class RejectedMessageRow(Base):
+    """An HL7 message the listener answered AE / AR, kept (encrypted: it names a patient) for an admin."""
+
+    __tablename__ = "hl7_rejected"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    received_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    peer: Mapped[str | None] = mapped_column(String(100))
+    ack_code: Mapped[str] = mapped_column(String(2))
+    reason: Mapped[str] = mapped_column(Text)  # ours: names the field, never quotes its value
+    message_enc: Mapped[str] = mapped_column(Text)

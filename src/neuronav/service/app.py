@@ -86,6 +86,7 @@ from neuronav.errors import (
     NotFoundError,
     ReportError,
 )
+from neuronav.integrations.hl7.listener import start_listener
 from neuronav.integrations.outbox import start_outbox
 from neuronav.security.errors import (
     AccountLocked,
@@ -443,12 +444,15 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     maintenance = start_maintenance(settings)  # expired leases and unused temporary folders, every minute
     shipping = start_shipping(settings)  # audit anchors off the server (NEURONAV_AUDIT_ANCHOR_SINK)
     outbox = start_outbox(settings, store)  # deliveries to hospital systems (HL7, FHIR), with retries
+    hl7_listener = start_listener(settings, store)  # orders in over MLLP (NEURONAV_HL7_LISTEN)
     log.info("NeuroNav service %s ready", __version__)
     try:
         yield
     finally:
         maintenance.stop()
         outbox.stop()
+        if hl7_listener is not None:
+            hl7_listener.stop()
         if shipping is not None:
             shipping.stop()
 

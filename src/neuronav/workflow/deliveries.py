@@ -455,7 +455,13 @@ def render(settings: Settings, store: ObjectStore, delivery_id: str) -> Payload:
             base = settings.public_url.rstrip("/")
             pdf_url = f"{base}/api/reports/{report.report_id}/export/pdf?version={report.version}"
         receiver = Receiver(str(cfg.get("receiving_application", "")), str(cfg.get("receiving_facility", "")))
-        payload.body = make_oru(report, pdf=pdf, pdf_url=pdf_url, receiver=receiver).encode("utf-8")
+        order = None
+        if payload.identified and d.study_id:
+            from neuronav.workflow.orders import order_numbers
+
+            with session_scope(settings.database) as db:
+                order = order_numbers(db, d.study_id)  # the placer and filler numbers of the order answered
+        payload.body = make_oru(report, pdf=pdf, pdf_url=pdf_url, order=order, receiver=receiver).encode("utf-8")
         payload.media_type = "application/hl7-v2"
     elif d.output.startswith("fhir"):
         from neuronav.report.fhir import ACCESSION_SYSTEM, make_bundle

@@ -285,6 +285,9 @@ def sign(db: Session, store: ObjectStore, actor: Actor, report_id: str) -> Repor
     from neuronav.workflow.deliveries import enqueue
 
     enqueue(db, report, study_id=row.study_id)  # committed with the signature: the outbox sends it
+    from neuronav.workflow.orders import advance
+
+    advance(db, row.study_id, "signed")
     return report
 
 

@@ -187,6 +187,10 @@ def receive_and_analyse(
             "this study is in NeuroNav already, uploaded by another user; ask a radiologist to find it "
             "(nothing was stored again)"
         )
+    if received.created:
+        from neuronav.workflow.orders import match_study
+
+        match_study(db, store, settings, study)  # the order it answers: by accession, else MRN and date
     latest = None if received.created else _latest(db, study.id)
     if latest is not None and latest.state == "failed" and _failed_runs(db, study.id) > settings.failed_requeues:
         analysis, queued = latest, False  # failed too often: a re-upload no longer queues it again

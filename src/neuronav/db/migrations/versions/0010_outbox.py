@@ -1,4 +1,4 @@
-"""the outbox: destinations and deliveries
+"""the outbox (destinations, deliveries) and HL7 orders (orders, rejected messages)
 
 Revision ID: 0010
 Revises: 0008
@@ -10,6 +10,8 @@ Create Date: 2026-12-05
 * ``deliveries``: one output of one report version to one destination, queued → sending → delivered |
   failed, with attempts, the next attempt (back-off), the peer's status and words, and a unique
   idempotency key (destination, report, version, output) so a version is never delivered twice.
+* ``orders``: imaging orders received over HL7 (ORM^O01, OMI^O23), identity encrypted, accession and
+  MRN also as keyed digests to match a study to its order; ``hl7_rejected``: refused messages, encrypted.
 """
 
 from __future__ import annotations
@@ -75,8 +77,59 @@ def upgrade() -> None:
     op.create_index(op.f("ix_deliveries_report_id"), "deliveries", ["report_id"], unique=False)
     op.create_index(op.f("ix_deliveries_study_id"), "deliveries", ["study_id"], unique=False)
 
+    op.create_table(
+        "orders",
+        sa.Column("id", sa.String(length=32), nullable=False),
+        sa.Column("placer_number", sa.String(length=64), nullable=True),
+        sa.Column("placer_authority", sa.String(length=64), nullable=True),
+        sa.Column("filler_number", sa.String(length=64), nullable=True),
+        sa.Column("filler_authority", sa.String(length=64), nullable=True),
+        sa.Column("accession_digest", sa.String(length=64), nullable=True),
+        sa.Column("accession_enc", sa.Text(), nullable=True),
+        sa.Column("mrn_digest", sa.String(length=64), nullable=True),
+        sa.Column("mrn_enc", sa.Text(), nullable=True),
+        sa.Column("mrn_issuer", sa.String(length=64), nullable=True),
+        sa.Column("patient_name_enc", sa.Text(), nullable=True),
+        sa.Column("birth_date_enc", sa.Text(), nullable=True),
+        sa.Column("sex", sa.String(length=1), nullable=True),
+        sa.Column("procedure", sa.String(length=200), nullable=True),
+        sa.Column("scheduled_date", sa.String(length=8), nullable=True),
+        sa.Column("state", sa.String(length=20), nullable=False),
+        sa.Column("study_id", sa.String(length=32), nullable=True),
+        sa.Column("message_type", sa.String(length=20), nullable=False),
+        sa.Column("control_id", sa.String(length=64), nullable=True),
+        sa.Column("received_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["study_id"], ["studies.id"], name=op.f("fk_orders_study_id_studies"), ondelete="SET NULL"
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_orders")),
+    )
+    op.create_index(op.f("ix_orders_placer_number"), "orders", ["placer_number"], unique=False)
+    op.create_index(op.f("ix_orders_accession_digest"), "orders", ["accession_digest"], unique=False)
+    op.create_index(op.f("ix_orders_mrn_digest"), "orders", ["mrn_digest"], unique=False)
+    op.create_index(op.f("ix_orders_study_id"), "orders", ["study_id"], unique=False)
+    op.create_table(
+        "hl7_rejected",
+        sa.Column("id", sa.String(length=32), nullable=False),
+        sa.Column("received_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("peer", sa.String(length=100), nullable=True),
+        sa.Column("ack_code", sa.String(length=2), nullable=False),
+        sa.Column("reason", sa.Text(), nullable=False),
+        sa.Column("message_enc", sa.Text(), nullable=False),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_hl7_rejected")),
+    )
+    op.create_index(op.f("ix_hl7_rejected_received_at"), "hl7_rejected", ["received_at"], unique=False)
+
 
 def downgrade() -> None:
+    op.drop_index(op.f("ix_hl7_rejected_received_at"), table_name="hl7_rejected")
+    op.drop_table("hl7_rejected")
+    op.drop_index(op.f("ix_orders_study_id"), table_name="orders")
+    op.drop_index(op.f("ix_orders_mrn_digest"), table_name="orders")
+    op.drop_index(op.f("ix_orders_accession_digest"), table_name="orders")
+    op.drop_index(op.f("ix_orders_placer_number"), table_name="orders")
+    op.drop_table("orders")
     op.drop_index(op.f("ix_deliveries_study_id"), table_name="deliveries")
     op.drop_index(op.f("ix_deliveries_report_id"), table_name="deliveries")
     op.drop_index(op.f("ix_deliveries_destination_id"), table_name="deliveries")
