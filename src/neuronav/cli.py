@@ -908,6 +908,33 @@ def destinations_resend(delivery_id: Annotated[str, typer.Argument(help="the del
     out.print(f"delivery {d.id} queued again", markup=False, highlight=False)
 
 
+hl7_app = typer.Typer(help="The HL7 order listener (NEURONAV_HL7_LISTEN).", no_args_is_help=True)
+app.add_typer(hl7_app, name="hl7")
+
+
+@hl7_app.command("rejected")
+def hl7_rejected(
+    show: Annotated[bool, typer.Option(help="print each message too (it names a patient)")] = False,
+    limit: Annotated[int, typer.Option(help="at most this many, newest first")] = 20,
+) -> None:
+    """The HL7 messages the listener refused (AE / AR) and why."""
+    from neuronav.config import get_settings
+    from neuronav.db.session import require_current, session_scope
+    from neuronav.storage.store import ObjectStore
+    from neuronav.workflow.orders import rejected_messages
+
+    settings = get_settings()
+    require_current(settings.database)
+    with session_scope(settings.database) as db:
+        rows = rejected_messages(db, ObjectStore.from_settings(settings) if show else None, None, limit=limit)
+    for r in rows:
+        out.print(f"{r.received_at.isoformat()}  {r.peer or '?':15s} {r.ack_code}  {r.reason}", markup=False)
+        if show and r.message:
+            out.print("  " + r.message.replace("\r", "\n  "), markup=False, highlight=False)
+    if not rows:
+        out.print("no rejected messages", markup=False)
+
+
 @app.command()
 def deid(
     paths: Annotated[list[Path], typer.Argument(help="DICOM files, folders or zips")],

@@ -58,6 +58,7 @@ EXPECTED: dict[tuple[str, str], str | Permission] = {
     ("DELETE", "/api/admin/destinations/{name}"): P.SETTINGS_MANAGE,
     ("GET", "/api/admin/deliveries"): P.SETTINGS_MANAGE,
     ("POST", "/api/admin/deliveries/{delivery_id}/resend"): P.SETTINGS_MANAGE,
+    ("GET", "/api/admin/hl7/rejected"): P.SETTINGS_MANAGE,
     ("GET", "/api/audit"): P.AUDIT_READ,
     ("GET", "/api/audit/verify"): P.AUDIT_READ,
     ("GET", "/api/audit/fhir"): P.AUDIT_READ,

@@ -37,6 +37,8 @@ from sqlalchemy.orm import Session
 from neuronav.config import Settings
 from neuronav.db.models import OrderRow, RejectedMessageRow, StudyRow, utcnow
 from neuronav.pseudonym import pseudonym_key
+from neuronav.security.access import Actor, require
+from neuronav.security.permissions import Permission
 from neuronav.storage import decrypt_field, encrypt_field
 from neuronav.storage.store import ObjectStore
 from neuronav.workflow.access import audit_event
@@ -331,12 +333,20 @@ class RejectedOut:
     received_at: datetime
     peer: str | None
     ack_code: str
-    reason: str
-    message: str  # decrypted: only for an administrator's eyes
+    reason: str  # names the field, never its value
+    message: str | None  # decrypted only for the operator of the machine (CLI); None in the API
 
 
-def rejected_messages(db: Session, store: ObjectStore, limit: int = 100) -> list[RejectedOut]:
+def rejected_messages(
+    db: Session, store: ObjectStore | None, actor: Actor | None, *, limit: int = 100
+) -> list[RejectedOut]:
+    """Messages the listener refused, newest first: for an administrator (``settings:manage``) without
+    their content (it names a patient); with it for the operator (``actor`` None, ``store`` given)."""
+    if actor is not None:
+        require(actor, Permission.SETTINGS_MANAGE)
+        audit_event(db, actor, "hl7.rejected.list", detail={"limit": limit})
     rows = db.scalars(select(RejectedMessageRow).order_by(RejectedMessageRow.received_at.desc()).limit(limit))
+    show = actor is None and store is not None
     return [
         RejectedOut(
             r.id,
@@ -344,7 +354,7 @@ def rejected_messages(db: Session, store: ObjectStore, limit: int = 100) -> list
             r.peer,
             r.ack_code,
             r.reason,
-            decrypt_field(r.message_enc, store.field_key(), "hl7_rejected.message"),
+            decrypt_field(r.message_enc, store.field_key(), "hl7_rejected.message") if show and store else None,
         )
         for r in rows
     ]

@@ -1,5 +1,6 @@
 """Destinations and deliveries (``/api/admin/destinations``, ``/api/admin/deliveries``): where reports
-are sent (HL7 over MLLP, FHIR REST; later PACS), and the outbox's record of each delivery.
+are sent (HL7 over MLLP, FHIR REST; later PACS), and the outbox's record of each delivery; the HL7
+messages the order listener refused (``/api/admin/hl7/rejected``).
 
 Administrators (``settings:manage``) only; no patient data is shown (ids, states, the peer's answer).
 Thin: checks, storage, secrets and audit events are :mod:`neuronav.workflow.deliveries`.
@@ -16,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from neuronav.security.access import Actor
 from neuronav.security.permissions import Permission
 from neuronav.service.deps import AuthFirstRoute, DbDep, StoreDep, requires
-from neuronav.workflow import deliveries
+from neuronav.workflow import deliveries, orders
 
 router = APIRouter(prefix="/api/admin", tags=["admin"], route_class=AuthFirstRoute)
 
@@ -74,6 +75,14 @@ class DeliveryOut(BaseModel):
     delivered_at: datetime | None
 
 
+class RejectedOut(BaseModel):
+    id: str
+    received_at: datetime
+    peer: str | None
+    ack_code: str = Field(description="AE or AR, as answered")
+    reason: str = Field(description="names the field, never its value (the message itself is not shown here)")
+
+
 class RemovedOut(BaseModel):
     removed: bool
 
@@ -129,6 +138,15 @@ def deliveries_route(
 def resend_route(delivery_id: str, db: DbDep, user: Manager) -> DeliveryOut:
     """Send a failed (or delivered) delivery again now (audited)."""
     return DeliveryOut.model_validate(deliveries.resend(db, user, delivery_id), from_attributes=True)
+
+
+@router.get("/hl7/rejected", response_model=list[RejectedOut])
+def rejected_route(db: DbDep, user: Manager, limit: Annotated[int, Query(ge=1, le=500)] = 100) -> list[RejectedOut]:
+    """HL7 messages the order listener refused (AE / AR) and why, newest first."""
+    return [
+        RejectedOut.model_validate(r, from_attributes=True)
+        for r in orders.rejected_messages(db, None, user, limit=limit)
+    ]
 
 
 __all__ = ["router"]
