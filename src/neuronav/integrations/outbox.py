@@ -121,8 +121,11 @@ def deliver_due(settings: Settings, store: ObjectStore, *, limit: int = 50) -> d
 
 
 def start_outbox(settings: Settings, store: ObjectStore) -> Periodic:
-    """:func:`deliver_due` every ``NEURONAV_OUTBOX_INTERVAL_S`` seconds in a daemon thread."""
-    return Periodic("outbox", settings.outbox_interval_s, lambda: deliver_due(settings, store)).start()
+    """:func:`deliver_due` every ``NEURONAV_OUTBOX_INTERVAL_S`` seconds in a daemon thread, and at once
+    when a commit of this process queued deliveries (a signature)."""
+    worker = Periodic("outbox", settings.outbox_interval_s, lambda: deliver_due(settings, store))
+    deliveries.on_queued(worker.wake)
+    return worker.start()
 
 
 __all__ = ["SendResult", "Sender", "deliver_due", "deliver_one", "register_sender", "sender_for", "start_outbox"]

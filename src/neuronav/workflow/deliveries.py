@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -287,6 +288,19 @@ def idempotency_key(destination_id: str, report_id: str, version: int, output: s
     return f"{destination_id}:{report_id}:v{version}:{output}"
 
 
+_listeners: list[Callable[[], None]] = []
+
+
+def on_queued(callback: Callable[[], None]) -> None:
+    """Call ``callback`` after each commit that queued deliveries (the outbox's worker wakes up at once)."""
+    _listeners.append(callback)
+
+
+def _notify(_session: Session) -> None:
+    for callback in list(_listeners):
+        callback()
+
+
 def enqueue(db: Session, report: Report, *, study_id: str | None) -> list[DeliveryRow]:
     """Queue ``report``'s version for every enabled destination that wants its event, in the caller's
     transaction (committed with the signature, or not at all). A version already queued for a destination
@@ -318,6 +332,8 @@ def enqueue(db: Session, report: Report, *, study_id: str | None) -> list[Delive
             made.append(row)
     if made:
         db.flush()
+        if _listeners:
+            event.listen(db, "after_commit", _notify, once=True)
         audit_event(
             db,
             None,

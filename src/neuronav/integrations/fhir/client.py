@@ -23,6 +23,7 @@ DiagnosticReport is still found by its identifier, so an amendment updates the s
 from __future__ import annotations
 
 import json
+import ssl
 import threading
 import time
 from typing import Any
@@ -35,6 +36,7 @@ from neuronav.workflow.deliveries import Payload
 
 FHIR_JSON = "application/fhir+json"
 _tokens: dict[tuple[str, str], tuple[str, float]] = {}  # (token URL, client id) → (token, expiry)
+_contexts: dict[str, ssl.SSLContext] = {}  # CA file ('' = the system's) → context (loading one costs ~100 ms)
 _tokens_lock = threading.Lock()
 
 
@@ -93,11 +95,47 @@ def _search_one(http: httpx.Client, base: str, kind: str, query: str, headers: d
     return found[0] if found else None
 
 
+def _search_many(
+    http: httpx.Client, base: str, kind: str, system: str, values: list[str], headers: dict[str, str]
+) -> dict[str, str]:
+    """identifier value → id of each ``kind`` with ``system|value`` (one search: values OR-ed)."""
+    query = ",".join(f"{system}|{v.replace(',', chr(92) + ',')}" for v in values)
+    r = http.get(
+        f"{base}/{kind}", params={"identifier": query, "_count": str(max(len(values) * 2, 20))}, headers=headers
+    )
+    r.raise_for_status()
+    found: dict[str, str] = {}
+    for e in r.json().get("entry", []):
+        res = e.get("resource", {})
+        for ident in res.get("identifier", []):
+            if ident.get("system") == system and ident.get("value") in values:
+                if ident["value"] in found and found[ident["value"]] != res["id"]:
+                    raise ValueError(f"several {kind} resources have the identifier {ident['value']}")
+                found[ident["value"]] = res["id"]
+    return found
+
+
 def resolve_conditionals(
     http: httpx.Client, base: str, bundle: dict[str, Any], headers: dict[str, str]
 ) -> dict[str, Any]:
-    """The transaction with its conditional entries resolved by searches (see the module's docstring)."""
+    """The transaction with its conditional entries resolved by searches (see the module's docstring).
+    The conditional updates of one kind by one identifier system (the report's Observations) are
+    resolved by one search."""
     found: dict[str, str] = {}  # fullUrl → "Kind/id" of an existing resource to refer to
+    batched: dict[tuple[str, str], list[str]] = {}
+    for e in bundle["entry"]:
+        req = e["request"]
+        if req["method"] == "PUT" and "?" in req["url"]:
+            kind, query = req["url"].split("?", 1)
+            params = dict(parse_qsl(query))
+            if set(params) == {"identifier"} and "|" in params["identifier"]:
+                system, value = params["identifier"].split("|", 1)
+                batched.setdefault((kind, system), []).append(value)
+    ids = {
+        (kind, system, value): rid
+        for (kind, system), values in batched.items()
+        for value, rid in _search_many(http, base, kind, system, values, headers).items()
+    }
     entries = []
     for e in bundle["entry"]:
         req = dict(e["request"])
@@ -109,9 +147,16 @@ def resolve_conditionals(
                 continue  # exists: referred to, not sent
             req.pop("ifNoneExist")
         elif req["method"] == "PUT" and "?" in req["url"]:
-            rid = _search_one(http, base, kind, req["url"].split("?", 1)[1], headers)
+            query = req["url"].split("?", 1)[1]
+            params = dict(parse_qsl(query))
+            system, _, value = params.get("identifier", "").partition("|")
+            rid = (
+                ids.get((kind, system, value))
+                if (kind, system) in batched
+                else _search_one(http, base, kind, query, headers)
+            )
             if rid is not None:
-                req["url"] = f"{kind}/{rid}"
+                req = {"method": "PUT", "url": f"{kind}/{rid}"}
                 e = {**e, "resource": {**e["resource"], "id": rid}}
             else:
                 req = {"method": "POST", "url": kind}
@@ -134,7 +179,11 @@ def _outcome_text(r: httpx.Response) -> str:
 
 def post_transaction(cfg: dict[str, Any], secrets: dict[str, str], bundle: dict[str, Any]) -> SendResult:
     base = str(cfg["base_url"]).rstrip("/")
-    verify: Any = cfg.get("ca_file") or True
+    ca = str(cfg.get("ca_file") or "")
+    with _tokens_lock:
+        if ca not in _contexts:
+            _contexts[ca] = ssl.create_default_context(cafile=ca or None)
+        verify = _contexts[ca]
     with httpx.Client(timeout=float(cfg.get("timeout_s", 30.0)), verify=verify) as http:
         try:
             headers = _headers(http, cfg, secrets)
