@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import and_, or_, select, update
+from sqlalchemy import event as sa_event
 from sqlalchemy.orm import Session
 
 from neuronav.config import Settings
@@ -333,7 +334,7 @@ def enqueue(db: Session, report: Report, *, study_id: str | None) -> list[Delive
     if made:
         db.flush()
         if _listeners:
-            event.listen(db, "after_commit", _notify, once=True)
+            sa_event.listen(db, "after_commit", _notify, once=True)
         audit_event(
             db,
             None,
