@@ -85,7 +85,8 @@ def _headers(
 
 def _search_one(http: httpx.Client, base: str, kind: str, query: str, headers: dict[str, str]) -> str | None:
     """The id of the one ``kind`` matching ``query`` (None when none; ValueError when several)."""
-    r = http.get(f"{base}/{kind}", params=parse_qsl(query), headers=headers)
+    params: list[tuple[str, str | int | float | bool | None]] = list(parse_qsl(query))
+    r = http.get(f"{base}/{kind}", params=params, headers=headers)
     r.raise_for_status()
     found = [
         e["resource"]["id"] for e in r.json().get("entry", []) if e.get("resource", {}).get("resourceType") == kind

@@ -22,6 +22,7 @@ from neuronav.workflow import deliveries, orders
 router = APIRouter(prefix="/api/admin", tags=["admin"], route_class=AuthFirstRoute)
 
 Manager = Annotated[Actor, Depends(requires(Permission.SETTINGS_MANAGE))]
+Event = Literal["preliminary", "final", "amendment"]
 
 
 class DestinationIn(BaseModel):
@@ -40,7 +41,7 @@ class DestinationIn(BaseModel):
     secrets: dict[str, str] = Field(
         default_factory=dict, max_length=5, description="token, client_secret: stored encrypted, never shown"
     )
-    events: list[Literal["preliminary", "final", "amendment"]] = Field(default_factory=lambda: ["final", "amendment"])
+    events: list[Event] = Field(default_factory=lambda: list[Event](["final", "amendment"]))
     identified: bool = Field(default=True, description="clinical (the patient's identity) or pseudonymous")
 
 
