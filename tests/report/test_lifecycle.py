@@ -167,3 +167,15 @@ def test_only_the_rewritten_narrative_field_is_kept(prelim: Report) -> None:
     r = edit(r, {"/findings/segmentation/volumes/whole_tumour_ml": 55.5}, who="Dr A", role="radiologist")
     assert r.narrative.impression == "My impression."
     assert "55.5 mL" in r.narrative.findings_text  # not rewritten by hand: follows the findings
+
+
+def test_a_stored_version_never_holds_the_patients_identity(prelim: Report, tmp_path: Path) -> None:
+    from neuronav.report.model import Patient
+
+    patient = Patient(name="Doe^Jane", mrn="MRN-7", mrn_issuer="HOSP", birth_date="19700101")
+    store = ReportStore(tmp_path)
+    store.save(prelim.identified(patient))
+    text = (tmp_path / prelim.report_id / "v1.json").read_text()
+    assert "Doe^Jane" not in text and "MRN-7" not in text
+    assert store.load(prelim.report_id).patient is None
+    assert store.load(prelim.report_id) == prelim

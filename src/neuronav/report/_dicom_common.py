@@ -2,9 +2,12 @@
 
 * Equipment: manufacturer and model ``NeuroNav``, software version :data:`neuronav.__version__`.
   Software has no serial number; the version stands in for DeviceSerialNumber (Type 1 in SEG).
-* UIDs: new instances and series get random ``2.25.<uuid>`` UIDs (:func:`new_uid`); identities that
-  must be the same in every object written for one report (the tracking UID of a segment, which the
-  SR repeats, and the device observer UID of NeuroNav) are derived from names (:func:`stable_uid`).
+* UIDs: the series and instances written for a report are derived from the report's id, version and
+  content (:func:`result_uid`): exporting the same report again gives the same SOP Instance UIDs (a PACS
+  keeps one copy), any change of content or status (an edit, the signature, an amendment) gives new
+  ones. Identities that must be the same in every object written for one report (the tracking UID of
+  a segment, which the SR repeats, and the device observer UID of NeuroNav) are derived from names
+  (:func:`stable_uid`); :func:`new_uid` is a random UID.
 * Codes: :func:`coded` turns a :class:`~neuronav.report.model.Code` into a highdicom
   ``CodedConcept``; the private scheme ``99NEURONAV`` is declared in the CodingSchemeIdentification
   Sequence (:func:`private_scheme_item`) of every object that uses it.
@@ -14,6 +17,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 
 import highdicom as hd
@@ -47,6 +51,14 @@ def new_uid() -> str:
 def stable_uid(*parts: str) -> str:
     """A ``2.25.`` UID derived from ``parts`` (a name-based UUID): the same parts give the same UID."""
     return f"2.25.{uuid.uuid5(_UID_NAMESPACE, '/'.join(parts)).int}"
+
+
+def result_uid(report: Report, *parts: str) -> str:
+    """The UID of a series or instance written for ``report`` (``parts`` name which: ``"seg", "series"``):
+    the same for every export of the same content, new when the content, status or signature changes.
+    The patient's identity is not part of it (a stored version never holds it)."""
+    content = hashlib.sha256(report.pseudonymous().model_dump_json().encode("utf-8")).hexdigest()
+    return stable_uid("result", report.report_id, str(report.version), content, *parts)
 
 
 DEVICE_OBSERVER_UID = stable_uid("device-observer", MANUFACTURER)

@@ -32,7 +32,7 @@ from pydicom.uid import EncapsulatedPDFStorage, ExplicitVRLittleEndian
 
 from neuronav import __version__
 from neuronav.errors import ReportError
-from neuronav.report._dicom_common import MANUFACTURER, new_uid, status_text
+from neuronav.report._dicom_common import MANUFACTURER, result_uid, status_text
 from neuronav.report.codes import IMAGING_REPORT, REPORT_CODE
 from neuronav.report.model import Code, Report
 from neuronav.report.sources import SourceSeries
@@ -143,9 +143,9 @@ def make_encapsulated_pdf(report: Report, pdf: bytes, source: SourceSeries) -> p
     label = status_text(report)
     ds = hd.SOPClass(
         study_instance_uid=str(first.StudyInstanceUID),
-        series_instance_uid=new_uid(),
+        series_instance_uid=result_uid(report, "epdf", "series"),
         series_number=PDF_SERIES_NUMBER,
-        sop_instance_uid=new_uid(),
+        sop_instance_uid=result_uid(report, "epdf", "instance"),
         sop_class_uid=EncapsulatedPDFStorage,
         instance_number=1,
         modality="DOC",

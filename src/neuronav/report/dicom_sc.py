@@ -46,7 +46,7 @@ from pydicom.sequence import Sequence as PydicomSequence
 from pydicom.uid import UID
 
 from neuronav.errors import ReportError
-from neuronav.report._dicom_common import MANUFACTURER, new_uid, status_text
+from neuronav.report._dicom_common import MANUFACTURER, result_uid, status_text
 from neuronav.report.dicom_pdf import (
     CHARACTER_SET,
     SOFTWARE_VERSIONS,
@@ -269,9 +269,9 @@ def make_secondary_captures(report: Report, images: AnalysisImages, source: Sour
         bits_allocated=8,
         coordinate_system="PATIENT",
         study_instance_uid=str(first.StudyInstanceUID),
-        series_instance_uid=new_uid(),
+        series_instance_uid=result_uid(report, "sc", "series"),
         series_number=SC_SERIES_NUMBER,
-        sop_instance_uid=new_uid(),
+        sop_instance_uid=result_uid(report, "sc", "instance"),
         instance_number=1,
         manufacturer=MANUFACTURER,
         patient_orientation=("L", "P"),  # set per image below (highdicom takes single letters only)
@@ -315,7 +315,7 @@ def make_secondary_captures(report: Report, images: AnalysisImages, source: Sour
     out: list[pydicom.Dataset] = []
     for k, src in enumerate(source.datasets):
         ds = _clone(template)
-        uid = UID(new_uid())
+        uid = UID(result_uid(report, "sc", "instance", str(k + 1)))
         ds.file_meta = FileMetaDataset(_clone(meta))
         ds.file_meta.MediaStorageSOPInstanceUID = uid
         ds.SOPInstanceUID = uid

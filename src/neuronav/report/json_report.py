@@ -63,7 +63,9 @@ def validate_report_json(data: dict[str, Any]) -> None:
 
 def report_json(report: Report) -> bytes:
     """The report as UTF-8 JSON, validated against the published schema."""
-    data = report.model_dump(mode="json", exclude={"patient"} if report.patient is None else None)
+    data = report.model_dump(mode="json")
+    if data.get("patient") is None:  # pseudonymous: no identity key at all (and a 1.0 report stays valid 1.0)
+        data.pop("patient", None)
     validate_report_json(data)
     return (json.dumps(data, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
 

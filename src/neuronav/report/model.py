@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from neuronav.findings import Change, Findings, ProducedBy
 
-REPORT_SCHEMA_VERSION = "1.0"
+REPORT_SCHEMA_VERSION = "1.1"  # 1.1: the optional patient identity of clinical outputs
 REPORT_ID_PATTERN = r"^NN-\d{8}-[0-9a-f]{8}$"
 Status = Literal["preliminary", "reviewed", "final", "amended"]
 Urgency = Literal["routine", "soon", "urgent"]
@@ -53,6 +53,27 @@ class ModelInfo(_Model):
     version: str
     kind: Literal["model", "algorithm"]
     sha256: str | None = None
+
+
+class Patient(_Model):
+    """The patient's identity as the hospital's systems match on it (PHI), from the study's DICOM.
+
+    Set on a :class:`Report` only while a clinical output is written for a reader allowed to see identity
+    (:func:`neuronav.workflow.identity.patient_of`, :func:`neuronav.report.identity.patient_from`); a
+    report without it is pseudonymous. Stored report versions never hold it."""
+
+    name: str | None = None  # DICOM PN: FAMILY^GIVEN^MIDDLE^PREFIX^SUFFIX
+    mrn: str | None = None  # PatientID
+    mrn_issuer: str | None = None  # IssuerOfPatientID, else the configured assigning authority
+    birth_date: str | None = None  # YYYYMMDD
+    sex: str | None = None  # M / F / O
+    accession_number: str | None = None
+    referring_physician: str | None = None  # DICOM PN
+
+    def __repr__(self) -> str:  # keep PHI out of tracebacks and debug logs
+        return "Patient(<redacted>)"
+
+    __str__ = __repr__
 
 
 class StudyInfo(_Model):
@@ -196,22 +217,6 @@ class Narrative(_Model):
     radiologist_comment: str = ""
 
 
-class Patient(_Model):
-    """The patient's identity on a clinical output (shared identity interface; None on a report = pseudonymous).
-
-    ``name`` and ``referring_physician`` are DICOM PN (``FAMILY^GIVEN^MIDDLE^PREFIX^SUFFIX``), ``birth_date``
-    is ``YYYYMMDD``, ``sex`` M / F / O. Stored report versions never hold it: the workflow attaches it when it
-    renders an output for a role allowed to see identity."""
-
-    name: str | None = None
-    mrn: str | None = None
-    mrn_issuer: str | None = None
-    birth_date: str | None = None
-    sex: str | None = None
-    accession_number: str | None = None
-    referring_physician: str | None = None
-
-
 class Report(_Model):
     schema_version: str = REPORT_SCHEMA_VERSION
     report_id: str = Field(pattern=REPORT_ID_PATTERN)
@@ -231,7 +236,15 @@ class Report(_Model):
     edits: list[Edit] = Field(default_factory=list)
     signature: Signature | None = None
     findings: Findings  # the (possibly radiologist-edited) findings every section above is derived from
-    patient: Patient | None = None  # None: a pseudonymous output
+    patient: Patient | None = None  # identity for a clinical output; None: pseudonymous (never stored)
+
+    def pseudonymous(self) -> Report:
+        """This report without the patient's identity: what is stored, and what research outputs carry."""
+        return self if self.patient is None else self.model_copy(update={"patient": None})
+
+    def identified(self, patient: Patient | None) -> Report:
+        """This report carrying ``patient``'s identity, for a clinical output."""
+        return self.model_copy(update={"patient": patient})
 
     @property
     def notices(self) -> list[str]:
