@@ -205,6 +205,9 @@ def analyze(
         ),
     ] = None,
     paper: Annotated[str, typer.Option(help="PDF paper size: A4 or Letter")] = "A4",
+    pseudonymous: Annotated[
+        bool, typer.Option(help="write the report without the patient's identity (research); default: clinical")
+    ] = False,
 ) -> None:
     """Analyse one study: findings.json, segmentation.nii.gz, probability.nii.gz, reference.nii.gz in --out."""
     from datetime import UTC, datetime
@@ -256,8 +259,19 @@ def analyze(
 
         report = build_report(findings, analysis_dir=out_dir, received=received)
         series = inputs.series.get(findings.study.reference_sequence)
-        written = export(report, wanted, out_dir, analysis_dir=out_dir, series=series, paper=paper_size)
-        _print_written(report, written)
+        from neuronav.config import read_settings
+
+        written = export(
+            report,
+            wanted,
+            out_dir,
+            analysis_dir=out_dir,
+            series=series,
+            paper=paper_size,
+            identified=not pseudonymous,
+            assigning_authority=read_settings().assigning_authority or None,
+        )
+        _print_written(report, written, identified=not pseudonymous and series is not None)
 
 
 def _paper(text: str) -> Any:
@@ -267,8 +281,9 @@ def _paper(text: str) -> Any:
     return sizes[text.lower()]
 
 
-def _print_written(report: Any, written: Any) -> None:
-    out.print(f"report {report.report_id} v{report.version} ({report.status}):", markup=False, highlight=False)
+def _print_written(report: Any, written: Any, *, identified: bool) -> None:
+    kind = "clinical: the patient's identity from the DICOM" if identified else "pseudonymous"
+    out.print(f"report {report.report_id} v{report.version} ({report.status}, {kind}):", markup=False, highlight=False)
     for fmt, paths in written.files.items():
         shown = str(paths[0]) if len(paths) == 1 else f"{len(paths)} files in {paths[0].parent}"
         out.print(f"  {fmt:8s} {shown}  ({written.seconds[fmt] * 1000:.0f} ms)", markup=False, highlight=False)
@@ -288,6 +303,9 @@ def report(
     ] = None,
     paper: Annotated[str, typer.Option(help="PDF paper size: A4 or Letter")] = "A4",
     overwrite: Annotated[bool, typer.Option(help="replace another report already in the output folder")] = False,
+    pseudonymous: Annotated[
+        bool, typer.Option(help="write it without the patient's identity (research); default: clinical")
+    ] = False,
 ) -> None:
     """Write the report of an analysis (or re-export a stored, possibly signed, report) in the given formats."""
     from neuronav.report.export import check_target, export, load_for_export
@@ -298,8 +316,19 @@ def report(
     rep, analysis_dir = load_for_export(source)
     target = out_dir or (source if source.is_dir() else source.parent)
     check_target(rep, target, overwrite=overwrite)
-    written = export(rep, wanted, target, analysis_dir=analysis_dir, dicom=dicom or [], paper=paper_size)
-    _print_written(rep, written)
+    from neuronav.config import read_settings
+
+    written = export(
+        rep,
+        wanted,
+        target,
+        analysis_dir=analysis_dir,
+        dicom=dicom or [],
+        paper=paper_size,
+        identified=not pseudonymous,
+        assigning_authority=read_settings().assigning_authority or None,
+    )
+    _print_written(rep, written, identified=not pseudonymous and bool(dicom))
 
 
 @app.command()
@@ -449,7 +478,7 @@ def demo(
     report = build_report(findings, analysis_dir=out_dir / "analysis")
     series = inputs.series.get(findings.study.reference_sequence)
     written = export(report, FORMATS, out_dir / "report", analysis_dir=out_dir / "analysis", series=series)
-    _print_written(report, written)
+    _print_written(report, written, identified=series is not None)  # the phantom's synthetic identity
 
 
 @app.command()

@@ -90,8 +90,19 @@ def export(
     dicom: Sequence[Path] = (),
     series: Series | None = None,
     paper: Paper = "A4",
+    identified: bool = True,
+    assigning_authority: str | None = None,
 ) -> Written:
-    """Write ``formats``; DICOM formats need ``series`` (the analysed reference series) or ``dicom`` paths."""
+    """Write ``formats``; DICOM formats need ``series`` (the analysed reference series) or ``dicom`` paths.
+
+    ``identified`` (the default, a clinical output): the PDF, HL7 and FHIR carry the patient's identity
+    read from the source DICOM (``series`` or ``dicom``; none without them: pseudonymous), the MRN's
+    issuer being IssuerOfPatientID else ``assigning_authority``; ``identified=False``: pseudonymous."""
+    from neuronav.report.identity import patient_from
+
+    if identified and series is None and dicom:
+        series = find_reference_series(list(dicom), report.findings)
+    report = report.identified(patient_from(series.patient, assigning_authority) if identified and series else None)
     source = None
     if DICOM_FORMATS & set(formats):
         if series is None:

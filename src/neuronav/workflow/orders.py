@@ -283,6 +283,8 @@ def match_study(db: Session, store: ObjectStore, settings: Settings, study: Stud
     from neuronav.workflow.identity import patient_of
 
     p = patient_of(store, study, settings)
+    if p is None:
+        return None  # no identity in the study (NIfTI, or de-identified): nothing to match on
     order = None
     if p.accession_number:
         key = digest(settings, "accession", p.accession_number)
