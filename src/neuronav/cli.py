@@ -270,8 +270,9 @@ def analyze(
             paper=paper_size,
             identified=not pseudonymous,
             assigning_authority=read_settings().assigning_authority or None,
+            identity=inputs.patient,
         )
-        _print_written(report, written, identified=not pseudonymous and series is not None)
+        _print_written(report, written, identified=not pseudonymous and inputs.patient is not None)
 
 
 def _paper(text: str) -> Any:
@@ -477,8 +478,10 @@ def demo(
 
     report = build_report(findings, analysis_dir=out_dir / "analysis")
     series = inputs.series.get(findings.study.reference_sequence)
-    written = export(report, FORMATS, out_dir / "report", analysis_dir=out_dir / "analysis", series=series)
-    _print_written(report, written, identified=series is not None)  # the phantom's synthetic identity
+    written = export(
+        report, FORMATS, out_dir / "report", analysis_dir=out_dir / "analysis", series=series, identity=inputs.patient
+    )
+    _print_written(report, written, identified=inputs.patient is not None)  # the phantom's synthetic identity
 
 
 @app.command()
