@@ -304,3 +304,46 @@ def test_the_cli_manages_destinations_and_resends(world: World, oru_peer: OruPee
         assert [
             a.detail["via"] for a in db.scalars(select(AuditEventRow).where(AuditEventRow.action == "destination.add"))
         ] == ["cli", "cli"]
+
+
+def test_clinical_delivery_answers_the_matched_order(world: World, oru_peer: OruPeer) -> None:
+    from neuronav.db.models import OrderRow
+    from neuronav.storage import encrypt_field
+    from neuronav.workflow import orders
+
+    key = world.store.field_key()
+    with session_scope(world.settings.database) as db:
+        study = db.get(StudyRow, world.study_id)
+        assert study is not None
+        study.patient_id_enc = encrypt_field("MRN-5", key, "studies.patient_id")
+        study.patient_id_issuer_enc = encrypt_field("HOSP", key, "studies.patient_id_issuer")
+        study.patient_name_enc = encrypt_field("Doe^Jane", key, "studies.patient_name")
+        study.accession_enc = encrypt_field("ACC-5", key, "studies.accession")
+        study.study_date = "20260105"
+        orm = "\r".join(
+            [
+                "MSH|^~\\&|RIS|HOSP|NeuroNav|NEURONAV|20260105090000||ORM^O01^ORM_O01|c1|P|2.5",
+                "PID|1||MRN-5^^^HOSP^MR||Doe^Jane||19700102|F",
+                "ORC|NW|PL-5^EPIC|FI-5^RIS",
+                "OBR|1|PL-5^EPIC|FI-5^RIS|MRBRAIN^MR Brain^L|||20260105|||||||||||ACC-5",
+            ]
+        )
+        assert orders.receive(db, world.store, world.settings, orm, peer="127.0.0.1")[0] == "AA"
+        matched = orders.match_study(db, world.store, world.settings, study)
+        assert matched is not None and matched.state == "arrived"
+        cfg = {"host": "127.0.0.1", "port": oru_peer.port, "pdf": "none", "timeout_s": 5}
+        deliveries.add_destination(db, world.store, world.admin, "epic", "hl7", cfg, identified=True)
+    rid = _stored_report(world)
+    with session_scope(world.settings.database) as db:
+        reports.sign(db, world.store, world.radiologist, rid)
+    assert deliver_due(world.settings, world.store) == {"delivered": 1}
+    import hl7 as python_hl7
+
+    (message,) = oru_peer.received
+    parsed = python_hl7.parse(message)
+    assert str(parsed.segment("PID")[3][0][0]) == "MRN-5" and str(parsed.segment("PID")[3][0][3]) == "HOSP"
+    assert str(parsed.segment("ORC")[2]) == "PL-5^EPIC" and str(parsed.segment("ORC")[3]) == "FI-5^RIS"
+    assert str(parsed.segment("OBR")[18]) == "ACC-5"
+    with session_scope(world.settings.database) as db:
+        (order,) = db.scalars(select(OrderRow))
+        assert (order.study_id, order.state) == (world.study_id, "signed")
