@@ -347,3 +347,7 @@ def test_clinical_delivery_answers_the_matched_order(world: World, oru_peer: Oru
     with session_scope(world.settings.database) as db:
         (order,) = db.scalars(select(OrderRow))
         assert (order.study_id, order.state) == (world.study_id, "signed")
+        from neuronav.workflow.worklist import list_studies
+
+        (row,) = list_studies(db, world.radiologist).items
+        assert (row.id, row.order_state) == (world.study_id, "signed")  # the worklist shows the order
