@@ -36,6 +36,7 @@ from sqlalchemy.orm import Session
 
 from neuronav.config import Settings
 from neuronav.db.models import OrderRow, RejectedMessageRow, StudyRow, utcnow
+from neuronav.errors import InputError
 from neuronav.pseudonym import pseudonym_key
 from neuronav.security.access import Actor, require
 from neuronav.security.permissions import Permission
@@ -52,7 +53,7 @@ ADT_TYPES = ("ADT^A08", "ADT^A40")
 OPEN_STATES = ("ordered", "arrived", "analysed")
 
 
-class MessageError(Exception):
+class MessageError(InputError):
     """A message the listener answers AE (``code``) or AR: ``reason`` names the field, never its value."""
 
     def __init__(self, reason: str, code: str = "AE", error: str | None = None) -> None:

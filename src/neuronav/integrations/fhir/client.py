@@ -31,6 +31,7 @@ from urllib.parse import parse_qsl
 
 import httpx
 
+from neuronav.errors import DeliveryError
 from neuronav.integrations.outbox import SendResult
 from neuronav.workflow.deliveries import Payload
 
@@ -40,7 +41,7 @@ _contexts: dict[str, ssl.SSLContext] = {}  # CA file ('' = the system's) → con
 _tokens_lock = threading.Lock()
 
 
-class TokenError(Exception):
+class TokenError(DeliveryError):
     """The token endpoint refused or did not answer (its text is kept)."""
 
     def __init__(self, message: str, *, retry: bool) -> None:
