@@ -437,6 +437,22 @@ def make_bundle(
         observations[url] = obs
         by_key[m.key] = url
 
+    for r in report.reader_measurements:  # a reader's own measurements: performer the reader, no device
+        obs = observation(r.key, _concept(r.concept, r.label), [], f"Measured by {r.reader} in the NeuroNav viewer")
+        obs["performer"] = [{"display": r.reader}]
+        obs["method"] = {"text": "Reader measurement" + (f" on {r.image}" if r.image else "")}
+        obs["valueQuantity"] = {
+            "value": r.value,
+            "unit": UNIT_DISPLAY.get(r.unit, r.unit),
+            "system": UCUM,
+            "code": r.unit,
+        }
+        if r.note:
+            obs["note"].insert(1, {"text": r.note})
+        url = _urn("observation", rid, ver, r.key)
+        observations[url] = obs
+        by_key[r.key] = url
+
     f = report.findings
     pd = report.ai_findings.primary_detection
     det = observation(

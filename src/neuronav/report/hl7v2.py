@@ -17,6 +17,7 @@ Built segment by segment with ``hl7apy`` at ``VALIDATION_LEVEL.STRICT`` and vali
          values): OBX-3 = concept^meaning^SCT|LN|99NN with the measurement key as the 99NN alternate
          code (several rows share a concept, e.g. Volume), OBX-4 = lesion number, OBX-6 = UCUM unit,
          OBX-18 = the models (``name version``) that produced the value
+    OBX  NM, one per reader's measurement included in the report (OBX-16 the reader, no OBX-18)
     OBX  CE detection (SNOMED CT Present/Absent) and classification
     OBX  CE the RANO category and NM the change in % per region versus the prior (when there is a prior)
     OBX  TX findings, impression, recommendations (LOINC 18782-3, 19005-8, 18783-1), one repetition per
@@ -313,13 +314,20 @@ def make_oru(
     set_id = 0
 
     def obx(
-        value_type: str, ident: str, value: str, *, sub_id: str = "", units: str = "", models: list[ModelInfo]
+        value_type: str,
+        ident: str,
+        value: str,
+        *,
+        sub_id: str = "",
+        units: str = "",
+        models: list[ModelInfo],
+        by: str | None = None,
     ) -> Any:
         nonlocal set_id
         set_id += 1
         fields = [
             "OBX", str(set_id), value_type, ident, sub_id, value, units, "", "", "", "", status, "", "",
-            observed, "", observer, "", _equipment(models), analysed,
+            observed, "", observer if by is None else by, "", _equipment(models), analysed,
         ]  # fmt: skip
         group = order_group.add_group("ORU_R01_OBSERVATION")
         segment = _segment("|".join(fields).rstrip("|"), strict)
@@ -331,6 +339,11 @@ def make_oru(
         sub_id = str(m.lesion_index) if m.lesion_index is not None else ""
         ident = _ce(m.concept, alternate=(m.key, m.label))
         obx("NM", ident, _number(m.value), sub_id=sub_id, units=units, models=m.produced_by)
+
+    for r in report.reader_measurements:  # a reader's own measurements: OBX-16 names the reader, no equipment
+        units = _ce(Code(value=r.unit, scheme="UCUM", meaning=r.unit))
+        ident = _ce(r.concept, alternate=(r.key, r.label))
+        obx("NM", ident, _number(r.value), units=units, models=[], by=f"^{_st(r.reader, 50)}")
 
     pd = report.ai_findings.primary_detection
     obx("CE", _ce(DETECTION), _ce(PRESENT if pd.detected else ABSENT), models=[model_info(f.detection.produced_by)])

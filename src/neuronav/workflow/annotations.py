@@ -30,6 +30,8 @@ from neuronav.db.models import AnnotationRow, UserRow
 from neuronav.db.session import get_row
 from neuronav.errors import InputError, LifecycleError, NotFoundError
 from neuronav.report import lifecycle
+from neuronav.report.codes import AREA
+from neuronav.report.model import Code, ReaderMeasurement
 from neuronav.security.access import AI_IMAGES, Actor, ai_results_open
 from neuronav.security.permissions import Permission, StudyObject
 from neuronav.storage.store import ObjectStore
@@ -160,6 +162,52 @@ def report_sentence(kind: str, geometry: dict[str, Any], values: dict[str, Any],
         )
     where = _fmt_point(points[0]) if points else "the image"
     return f"Reader annotation ({author}) at {where}: {(text or '').strip()}"
+
+
+READER_LENGTH = Code(value="410668003", scheme="SCT", meaning="Length")
+READER_MEAN = Code(value="373098007", scheme="SCT", meaning="Mean value")
+
+
+def reader_rows(
+    annotation_id: str, kind: str, geometry: dict[str, Any], values: dict[str, Any], text: str | None, author: Any
+) -> list[ReaderMeasurement]:
+    """The structured rows of a reader's measurement (a distance: its length; a region: its area and mean
+    intensity); none for a text note."""
+    who = author.display_name if author is not None else "?"
+    note = text.strip() if text and text.strip() else None
+    common: dict[str, Any] = {"reader": who, "annotation_id": annotation_id, "plane": geometry.get("plane"),
+              "image": geometry.get("image"), "note": note}  # fmt: skip
+    if kind == "distance" and "length_mm" in values:
+        return [
+            ReaderMeasurement(
+                key=f"reader_{annotation_id}_length",
+                label="Distance (reader)",
+                value=float(values["length_mm"]),
+                unit="mm",
+                concept=READER_LENGTH,
+                **common,
+            )
+        ]
+    if kind == "roi" and "area_mm2" in values:
+        return [
+            ReaderMeasurement(
+                key=f"reader_{annotation_id}_area",
+                label="Region area (reader)",
+                value=float(values["area_mm2"]),
+                unit="mm2",
+                concept=AREA,
+                **common,
+            ),
+            ReaderMeasurement(
+                key=f"reader_{annotation_id}_mean",
+                label="Region mean intensity (reader)",
+                value=float(values["mean"]),
+                unit="1",
+                concept=READER_MEAN,
+                **common,
+            ),
+        ]
+    return []
 
 
 # -- annotations in the database (every edge calls these) --------------------------------------------
@@ -335,11 +383,21 @@ def include_in_report(db: Session, store: ObjectStore, actor: Actor, annotation_
     sentence = report_sentence(
         a.kind, a.geometry or {}, (a.geometry or {}).get("values", {}), a.text, author.display_name if author else "?"
     )
-    comment = report.narrative.radiologist_comment.rstrip()
-    new_comment = f"{comment}\n{sentence}" if comment else sentence
-    edited = lifecycle.edit(
-        report, {"/narrative/radiologist_comment": new_comment}, who=actor.display_name, role=actor.role
-    )
+    rows = reader_rows(a.id, a.kind, a.geometry or {}, (a.geometry or {}).get("values", {}), a.text, author)
+    if rows:  # a measurement: structured rows (SR, FHIR, HL7 write them as such), not a sentence
+        changes: dict[str, Any] = {}
+        edited = report
+        for r in rows:
+            changes = {"/reader_measurements/-": r.model_dump(mode="json")}
+            edited = lifecycle.edit(edited, changes, who=actor.display_name, role=actor.role)
+        paths = ["/reader_measurements/-"]
+    else:  # a text note: a line of the radiologist's comment
+        comment = report.narrative.radiologist_comment.rstrip()
+        new_comment = f"{comment}\n{sentence}" if comment else sentence
+        edited = lifecycle.edit(
+            report, {"/narrative/radiologist_comment": new_comment}, who=actor.display_name, role=actor.role
+        )
+        paths = ["/narrative/radiologist_comment"]
     reports.save(db, store, edited, study_id=row.study_id, analysis_id=row.analysis_id, user_id=actor.id)
     a.include_in_report = True
     audit_event(
@@ -348,6 +406,6 @@ def include_in_report(db: Session, store: ObjectStore, actor: Actor, annotation_
         "report.edit",
         target_type="report",
         target_id=row.id,
-        detail={"paths": ["/narrative/radiologist_comment"], "annotation": a.id, "version": edited.version},
+        detail={"paths": paths, "annotation": a.id, "version": edited.version},
     )
     return annotation_out(a, author)
