@@ -369,8 +369,10 @@ def delete(db: Session, actor: Actor, annotation_id: str) -> None:
 
 
 def include_in_report(db: Session, store: ObjectStore, actor: Actor, annotation_id: str) -> AnnotationOut:
-    """Include an annotation (any author's) in the study's report draft: its statement is appended to
-    the radiologist's comment as a recorded edit. A signed report must be amended first (409)."""
+    """Include an annotation (any author's) in the study's report draft, as recorded edits: a measurement
+    becomes structured rows (``reader_measurements``: SR, FHIR and HL7 rows) and its sentence is appended to
+    the radiologist's comment (the PDF and the report panel show it); a note, the sentence only. A signed
+    report must be amended first (409)."""
     a = _load(db, annotation_id)
     authorize_object(db, actor, Permission.REPORT_EDIT, _object(db, a.study_id))
     if a.include_in_report:
@@ -384,20 +386,19 @@ def include_in_report(db: Session, store: ObjectStore, actor: Actor, annotation_
         a.kind, a.geometry or {}, (a.geometry or {}).get("values", {}), a.text, author.display_name if author else "?"
     )
     rows = reader_rows(a.id, a.kind, a.geometry or {}, (a.geometry or {}).get("values", {}), a.text, author)
-    if rows:  # a measurement: structured rows (SR, FHIR, HL7 write them as such), not a sentence
-        changes: dict[str, Any] = {}
-        edited = report
-        for r in rows:
-            changes = {"/reader_measurements/-": r.model_dump(mode="json")}
-            edited = lifecycle.edit(edited, changes, who=actor.display_name, role=actor.role)
-        paths = ["/reader_measurements/-"]
-    else:  # a text note: a line of the radiologist's comment
-        comment = report.narrative.radiologist_comment.rstrip()
-        new_comment = f"{comment}\n{sentence}" if comment else sentence
+    edited, paths = report, []
+    for r in rows:  # a measurement: structured rows, which the SR, FHIR and HL7 write as such
         edited = lifecycle.edit(
-            report, {"/narrative/radiologist_comment": new_comment}, who=actor.display_name, role=actor.role
+            edited, {"/reader_measurements/-": r.model_dump(mode="json")}, who=actor.display_name, role=actor.role
         )
-        paths = ["/narrative/radiologist_comment"]
+        paths.append("/reader_measurements/-")
+    # and its sentence in the comment, which the PDF and the report panel show (they do not list the rows yet)
+    comment = edited.narrative.radiologist_comment.rstrip()
+    new_comment = f"{comment}\n{sentence}" if comment else sentence
+    edited = lifecycle.edit(
+        edited, {"/narrative/radiologist_comment": new_comment}, who=actor.display_name, role=actor.role
+    )
+    paths.append("/narrative/radiologist_comment")
     reports.save(db, store, edited, study_id=row.study_id, analysis_id=row.analysis_id, user_id=actor.id)
     a.include_in_report = True
     audit_event(
