@@ -63,6 +63,11 @@ if command -v npm >/dev/null 2>&1; then
     (cd web && npm ci --no-audit --no-fund --loglevel=error && npm run build --silent) >/dev/null
     echo "$web_want" > "$web_stamp"
   fi
+  # The FHIR server of the delivery tests (tests/integrations/fhir_server: Medplum's FHIR router), from its lock file
+  if [ ! -d tests/integrations/fhir_server/node_modules ] || [ tests/integrations/fhir_server/package-lock.json -nt tests/integrations/fhir_server/node_modules ]; then
+    echo "setup: installing the test FHIR server (npm ci, Medplum)"
+    (cd tests/integrations/fhir_server && npm ci --no-audit --no-fund --loglevel=error) >/dev/null
+  fi
 else
   echo "setup: npm not found: the web UI is not built (the API works; install Node.js and npm, then re-run)" >&2
 fi

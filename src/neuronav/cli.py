@@ -200,9 +200,14 @@ def analyze(
     debug_dir: Annotated[Path | None, typer.Option("--debug-dir", help="save every preprocessing step")] = None,
     formats: Annotated[
         str | None,
-        typer.Option("--formats", help="also write the report: json,pdf,seg,sr,epdf,sc,fhir,fhir-r5,hl7 or all"),
+        typer.Option(
+            "--formats", help="also write the report: json,pdf,seg,sr,epdf,sc,fhir-r4,fhir-r4b,fhir-r5,hl7 or all"
+        ),
     ] = None,
     paper: Annotated[str, typer.Option(help="PDF paper size: A4 or Letter")] = "A4",
+    pseudonymous: Annotated[
+        bool, typer.Option(help="write the report without the patient's identity (research); default: clinical")
+    ] = False,
 ) -> None:
     """Analyse one study: findings.json, segmentation.nii.gz, probability.nii.gz, reference.nii.gz in --out."""
     from datetime import UTC, datetime
@@ -254,8 +259,20 @@ def analyze(
 
         report = build_report(findings, analysis_dir=out_dir, received=received)
         series = inputs.series.get(findings.study.reference_sequence)
-        written = export(report, wanted, out_dir, analysis_dir=out_dir, series=series, paper=paper_size)
-        _print_written(report, written)
+        from neuronav.config import read_settings
+
+        written = export(
+            report,
+            wanted,
+            out_dir,
+            analysis_dir=out_dir,
+            series=series,
+            paper=paper_size,
+            identified=not pseudonymous,
+            assigning_authority=read_settings().assigning_authority or None,
+            identity=inputs.patient,
+        )
+        _print_written(report, written, identified=not pseudonymous and inputs.patient is not None)
 
 
 def _paper(text: str) -> Any:
@@ -265,8 +282,9 @@ def _paper(text: str) -> Any:
     return sizes[text.lower()]
 
 
-def _print_written(report: Any, written: Any) -> None:
-    out.print(f"report {report.report_id} v{report.version} ({report.status}):", markup=False, highlight=False)
+def _print_written(report: Any, written: Any, *, identified: bool) -> None:
+    kind = "clinical: the patient's identity from the DICOM" if identified else "pseudonymous"
+    out.print(f"report {report.report_id} v{report.version} ({report.status}, {kind}):", markup=False, highlight=False)
     for fmt, paths in written.files.items():
         shown = str(paths[0]) if len(paths) == 1 else f"{len(paths)} files in {paths[0].parent}"
         out.print(f"  {fmt:8s} {shown}  ({written.seconds[fmt] * 1000:.0f} ms)", markup=False, highlight=False)
@@ -278,7 +296,7 @@ def _print_written(report: Any, written: Any) -> None:
 def report(
     source: Annotated[Path, typer.Argument(help="analysis folder, its findings.json, or a report JSON")],
     formats: Annotated[
-        str, typer.Option("--format", "--formats", help="json,pdf,seg,sr,epdf,sc,fhir,fhir-r5,hl7 or all")
+        str, typer.Option("--format", "--formats", help="json,pdf,seg,sr,epdf,sc,fhir-r4,fhir-r4b,fhir-r5,hl7 or all")
     ] = "json,pdf",
     out_dir: Annotated[Path | None, typer.Option("--out", help="output folder (default: beside the input)")] = None,
     dicom: Annotated[
@@ -286,6 +304,9 @@ def report(
     ] = None,
     paper: Annotated[str, typer.Option(help="PDF paper size: A4 or Letter")] = "A4",
     overwrite: Annotated[bool, typer.Option(help="replace another report already in the output folder")] = False,
+    pseudonymous: Annotated[
+        bool, typer.Option(help="write it without the patient's identity (research); default: clinical")
+    ] = False,
 ) -> None:
     """Write the report of an analysis (or re-export a stored, possibly signed, report) in the given formats."""
     from neuronav.report.export import check_target, export, load_for_export
@@ -296,8 +317,19 @@ def report(
     rep, analysis_dir = load_for_export(source)
     target = out_dir or (source if source.is_dir() else source.parent)
     check_target(rep, target, overwrite=overwrite)
-    written = export(rep, wanted, target, analysis_dir=analysis_dir, dicom=dicom or [], paper=paper_size)
-    _print_written(rep, written)
+    from neuronav.config import read_settings
+
+    written = export(
+        rep,
+        wanted,
+        target,
+        analysis_dir=analysis_dir,
+        dicom=dicom or [],
+        paper=paper_size,
+        identified=not pseudonymous,
+        assigning_authority=read_settings().assigning_authority or None,
+    )
+    _print_written(rep, written, identified=not pseudonymous and bool(dicom))
 
 
 @app.command()
@@ -446,8 +478,10 @@ def demo(
 
     report = build_report(findings, analysis_dir=out_dir / "analysis")
     series = inputs.series.get(findings.study.reference_sequence)
-    written = export(report, FORMATS, out_dir / "report", analysis_dir=out_dir / "analysis", series=series)
-    _print_written(report, written)
+    written = export(
+        report, FORMATS, out_dir / "report", analysis_dir=out_dir / "analysis", series=series, identity=inputs.patient
+    )
+    _print_written(report, written, identified=inputs.patient is not None)  # the phantom's synthetic identity
 
 
 DEMO_DICOM_PORT = 11112
@@ -879,6 +913,195 @@ def audit_ship() -> None:
     if shipped is None:
         raise _fail("the audit log is empty: nothing to ship")
     out.print(f"shipped {shipped}", markup=False, highlight=False)
+
+
+destinations_app = typer.Typer(
+    help="Where signed reports are sent (HL7 v2 over MLLP, FHIR REST) and the outbox.", no_args_is_help=True
+)
+app.add_typer(destinations_app, name="destinations")
+
+
+def _secret_file(path: Path | None) -> str | None:
+    return path.read_text(encoding="utf-8").strip() if path is not None else None
+
+
+@destinations_app.command("add")
+def destinations_add(
+    name: Annotated[str, typer.Argument(help="a short name: letters, digits, . _ -")],
+    kind: Annotated[str, typer.Option("--kind", help="hl7 | fhir")],
+    host: Annotated[str | None, typer.Option(help="hl7: the receiver's host")] = None,
+    port: Annotated[int | None, typer.Option(help="hl7: the receiver's MLLP port")] = None,
+    tls: Annotated[bool, typer.Option(help="hl7: MLLP over TLS")] = False,
+    ca_file: Annotated[Path | None, typer.Option(help="CA certificates the peer is checked against")] = None,
+    pdf: Annotated[str | None, typer.Option(help="the PDF: embed | reference (hl7: an RP link) | none")] = None,
+    receiving_application: Annotated[str | None, typer.Option(help="hl7: MSH-5")] = None,
+    receiving_facility: Annotated[str | None, typer.Option(help="hl7: MSH-6")] = None,
+    base_url: Annotated[str | None, typer.Option(help="fhir: the FHIR base URL")] = None,
+    fhir_version: Annotated[str | None, typer.Option("--fhir-version", help="fhir: R4 | R4B | R5")] = None,
+    auth: Annotated[str | None, typer.Option(help="fhir: none | bearer | client_credentials")] = None,
+    token_file: Annotated[Path | None, typer.Option(help="fhir: a file holding the bearer token")] = None,
+    token_url: Annotated[str | None, typer.Option(help="fhir: the OAuth2 token endpoint")] = None,
+    client_id: Annotated[str | None, typer.Option(help="fhir: the OAuth2 client id")] = None,
+    client_secret_file: Annotated[Path | None, typer.Option(help="fhir: a file holding the client secret")] = None,
+    scope: Annotated[str | None, typer.Option(help="fhir: OAuth2 scope, e.g. system/*.write")] = None,
+    conditional: Annotated[
+        str | None, typer.Option(help="fhir: server | client (resolve conditional entries by searches first)")
+    ] = None,
+    mrn_system: Annotated[str | None, typer.Option(help="fhir: the hospital's identifier system for MRNs")] = None,
+    accession_system: Annotated[str | None, typer.Option(help="fhir: its identifier system for accessions")] = None,
+    events: Annotated[str, typer.Option(help="when: preliminary,final,amendment")] = "final,amendment",
+    pseudonymous: Annotated[bool, typer.Option(help="send pseudonymous outputs (no identity)")] = False,
+) -> None:
+    """Add a destination: signed reports are queued for it and delivered by the server's outbox."""
+    from neuronav.config import get_settings
+    from neuronav.db.session import require_current, session_scope
+    from neuronav.storage.store import ObjectStore
+    from neuronav.workflow.deliveries import add_destination
+
+    values = {
+        "host": host,
+        "port": port,
+        "tls": tls if kind == "hl7" else None,
+        "ca_file": str(ca_file) if ca_file else None,
+        "pdf": pdf,
+        "receiving_application": receiving_application,
+        "receiving_facility": receiving_facility,
+        "base_url": base_url,
+        "version": fhir_version,
+        "auth": auth,
+        "token_url": token_url,
+        "client_id": client_id,
+        "scope": scope,
+        "conditional": conditional,
+        "mrn_system": mrn_system,
+        "accession_system": accession_system,
+    }
+    config = {k: v for k, v in values.items() if v is not None}
+    secrets = {"token": _secret_file(token_file), "client_secret": _secret_file(client_secret_file)}
+    settings = get_settings()
+    require_current(settings.database)
+    store = ObjectStore.from_settings(settings)
+    with session_scope(settings.database) as db:
+        made = add_destination(
+            db,
+            store,
+            None,
+            name,
+            kind,
+            config,
+            secrets={k: v for k, v in secrets.items() if v},
+            events=[e.strip() for e in events.split(",") if e.strip()],
+            identified=not pseudonymous,
+        )
+    out.print(
+        f"destination {made.name} ({made.kind}, {'clinical' if made.identified else 'pseudonymous'}) added: "
+        f"{', '.join(made.outputs)} on {', '.join(made.events)}",
+        markup=False,
+        highlight=False,
+    )
+
+
+@destinations_app.command("list")
+def destinations_list() -> None:
+    """Every destination (secrets are not shown, only whether they are set)."""
+    from neuronav.config import get_settings
+    from neuronav.db.session import require_current, session_scope
+    from neuronav.storage.store import ObjectStore
+    from neuronav.workflow.deliveries import list_destinations
+
+    settings = get_settings()
+    require_current(settings.database)
+    with session_scope(settings.database) as db:
+        rows = list_destinations(db, ObjectStore.from_settings(settings), None)
+    for d in rows:
+        where = d.config.get("base_url") or f"{d.config.get('host', '')}:{d.config.get('port', '')}"
+        out.print(
+            f"{d.name:16s} {d.kind:6s} {where}  {','.join(d.outputs)}  on {','.join(d.events)}  "
+            f"{'clinical' if d.identified else 'pseudonymous'}"
+            + (f"  secrets: {','.join(d.secrets_set)}" if d.secrets_set else ""),
+            markup=False,
+            highlight=False,
+        )
+    if not rows:
+        out.print("no destinations", markup=False)
+
+
+@destinations_app.command("remove")
+def destinations_remove(name: Annotated[str, typer.Argument(help="the destination's name")]) -> None:
+    """Remove a destination and its delivery records (the audit trail keeps what was sent)."""
+    from neuronav.config import get_settings
+    from neuronav.db.session import require_current, session_scope
+    from neuronav.workflow.deliveries import remove_destination
+
+    settings = get_settings()
+    require_current(settings.database)
+    with session_scope(settings.database) as db:
+        remove_destination(db, None, name)
+    out.print(f"destination {name} removed", markup=False, highlight=False)
+
+
+@destinations_app.command("deliveries")
+def destinations_deliveries(
+    state: Annotated[str | None, typer.Option(help="queued | sending | delivered | failed")] = None,
+    limit: Annotated[int, typer.Option(help="at most this many, newest first")] = 50,
+) -> None:
+    """The outbox: each delivery's state, attempts and the peer's answer."""
+    from neuronav.config import get_settings
+    from neuronav.db.session import require_current, session_scope
+    from neuronav.workflow.deliveries import list_deliveries
+
+    settings = get_settings()
+    require_current(settings.database)
+    with session_scope(settings.database) as db:
+        rows = list_deliveries(db, None, state=state, limit=limit)
+    for d in rows:
+        out.print(
+            f"{d.id}  {d.destination:16s} {d.report_id} v{d.report_version} {d.output:8s} {d.state:9s} "
+            f"attempts {d.attempts}  {d.peer_status or ''}  {d.error or ''}",
+            markup=False,
+            highlight=False,
+        )
+
+
+@destinations_app.command("resend")
+def destinations_resend(delivery_id: Annotated[str, typer.Argument(help="the delivery's id")]) -> None:
+    """Queue a failed (or delivered) delivery again; the server's outbox sends it."""
+    from neuronav.config import get_settings
+    from neuronav.db.session import require_current, session_scope
+    from neuronav.workflow.deliveries import resend
+
+    settings = get_settings()
+    require_current(settings.database)
+    with session_scope(settings.database) as db:
+        d = resend(db, None, delivery_id)
+    out.print(f"delivery {d.id} queued again", markup=False, highlight=False)
+
+
+hl7_app = typer.Typer(help="The HL7 order listener (NEURONAV_HL7_LISTEN).", no_args_is_help=True)
+app.add_typer(hl7_app, name="hl7")
+
+
+@hl7_app.command("rejected")
+def hl7_rejected(
+    show: Annotated[bool, typer.Option(help="print each message too (it names a patient)")] = False,
+    limit: Annotated[int, typer.Option(help="at most this many, newest first")] = 20,
+) -> None:
+    """The HL7 messages the listener refused (AE / AR) and why."""
+    from neuronav.config import get_settings
+    from neuronav.db.session import require_current, session_scope
+    from neuronav.storage.store import ObjectStore
+    from neuronav.workflow.orders import rejected_messages
+
+    settings = get_settings()
+    require_current(settings.database)
+    with session_scope(settings.database) as db:
+        rows = rejected_messages(db, ObjectStore.from_settings(settings) if show else None, None, limit=limit)
+    for r in rows:
+        out.print(f"{r.received_at.isoformat()}  {r.peer or '?':15s} {r.ack_code}  {r.reason}", markup=False)
+        if show and r.message:
+            out.print("  " + r.message.replace("\r", "\n  "), markup=False, highlight=False)
+    if not rows:
+        out.print("no rejected messages", markup=False)
 
 
 @app.command()

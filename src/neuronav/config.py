@@ -179,6 +179,27 @@ class Settings(BaseSettings):
     read_timeout_s: float = Field(default=15.0, gt=0)
     keep_alive_s: int = Field(default=5, ge=1)
     failed_requeues: int = Field(default=3, ge=0)
+    # the outbox (issue 14; neuronav.workflow.deliveries, neuronav.integrations.outbox)
+    public_url: str = ""  # this service's address as hospital systems reach it (HL7 RP links to the PDF)
+    outbox_interval_s: float = Field(default=5.0, gt=0)  # how often a server looks for due deliveries
+    outbox_max_attempts: int = Field(default=8, ge=1)  # then a delivery is failed (an admin may resend it)
+    outbox_backoff_s: float = Field(default=30.0, gt=0)  # first retry; doubled each time, at most an hour
+    outbox_lease_s: float = Field(default=300.0, gt=0)  # a delivery "sending" longer is taken up again
+    # the HL7 order listener (neuronav.integrations.hl7.listener): host:port ("" = none), who may send
+    hl7_listen: str = ""
+    hl7_allowed: str = ""  # addresses / CIDR blocks, comma-separated; empty: nobody
+    hl7_tls_cert: Path | None = None
+    hl7_tls_key: Path | None = None
+
+    @field_validator("hl7_allowed")
+    @classmethod
+    def _hl7_allowed_parse(cls, value: str) -> str:
+        import ipaddress
+
+        for item in (v.strip() for v in value.split(",")):
+            if item:
+                ipaddress.ip_network(item, strict=False)  # ValueError naming the entry
+        return value
 
     # -- the DICOM listener (issue 13; neuronav.integrations.dimse, neuronav.workflow.dicom) --
     dicom_port: int | None = Field(default=None, ge=1, le=65535)

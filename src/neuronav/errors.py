@@ -17,6 +17,7 @@ DICOM handlers each map it to an exit code / HTTP status / DICOM status in one p
     │   ├── DeidentificationError    (deid) a file that cannot be de-identified safely
     │   ├── UnsupportedMediaTypeError  (service.deps) a request body of a type the route does not take
     │   ├── MultipartError           (integrations.dicomweb) a multipart/related body that cannot be read
+    │   ├── MessageError             (workflow.orders) an HL7 message the listener answers AE / AR
     │   └── UploadTooLargeError      (storage.errors) an upload over the size cap; also a StorageError
     ├── ConfigError                  invalid settings
     │   └── SchemaError              the database is not at this version's schema (neuronav db upgrade)
@@ -43,6 +44,8 @@ DICOM handlers each map it to an exit code / HTTP status / DICOM status in one p
     │   └── AtlasError               (analysis.atlas) the atlas files are not installed
     ├── DicomNetworkError            (integrations.dimse) a DICOM peer refused the association, timed out,
     │                                or answered a failure status
+    ├── DeliveryError                a hospital system that did not take a delivery (outbox senders)
+    │   └── TokenError               (integrations.fhir.client) the OAuth2 token endpoint refused or is down
     ├── ReportError                  a report that cannot be built or written (missing source images, bad format)
     │   └── LifecycleError           a review/sign/amend step not allowed (wrong status or role, bad edit)
     └── ModelError                   (analysis.models) a model that cannot be found, read or trusted
@@ -81,6 +84,10 @@ class UnsafeInputError(InputError):
 
 class GeometryError(InputError):
     """A series whose slices do not form one regular volume."""
+
+
+class DeliveryError(NeuroNavError):
+    """A hospital system (FHIR server, token endpoint, MLLP receiver) that did not take a delivery."""
 
 
 class NiftiReadError(InputError):

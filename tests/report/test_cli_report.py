@@ -27,7 +27,8 @@ def test_every_format_from_one_command_tells_the_same_numbers(analysed: Analysed
     proc = run("report", analysed.analysis_dir, "--format", "all", "--dicom", analysed.dicom_dir, "--out", tmp_path)
     assert proc.returncode == 0, proc.stderr
     names = {p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file()}
-    expected = {"report.json", "report.pdf", "seg.dcm", "sr.dcm", "report-pdf.dcm", "fhir-r4b.json", "fhir-r5.json"}
+    expected = {"report.json", "report.pdf", "seg.dcm", "sr.dcm", "report-pdf.dcm", "fhir-r4.json", "fhir-r4b.json"}
+    expected |= {"fhir-r5.json"}
     assert expected <= names and "report.hl7" in names
     assert any(n.startswith("sc/") for n in names)
     assert not [n for n in names if n.endswith(".partial")]
@@ -49,6 +50,36 @@ def test_every_format_from_one_command_tells_the_same_numbers(analysed: Analysed
         ds = pydicom.dcmread(tmp_path / name)
         assert ds.StudyInstanceUID == source.StudyInstanceUID and ds.PatientID == source.PatientID
     assert report.report_id in proc.stdout
+
+
+def test_clinical_by_default_pseudonymous_on_request(analysed: Analysed, tmp_path: Path) -> None:
+    source = analysed.source.first
+    clinical, research = tmp_path / "clinical", tmp_path / "research"
+    proc = run(
+        "report", analysed.analysis_dir, "--format", "hl7,fhir-r4", "--dicom", analysed.dicom_dir, "--out", clinical
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "clinical" in proc.stdout
+    import hl7 as python_hl7
+
+    pid = python_hl7.parse((clinical / "report.hl7").read_bytes().decode()).segment("PID")
+    assert str(pid[3][0][0]) == source.PatientID and str(pid[3][0][3]) == source.get("IssuerOfPatientID", "")
+    assert str(pid[5][0][0]) == str(source.PatientName).split("^")[0]
+    obr = python_hl7.parse((clinical / "report.hl7").read_bytes().decode()).segment("OBR")
+    assert str(obr[18]) == source.AccessionNumber
+    bundle = json.loads((clinical / "fhir-r4.json").read_text())
+    (patient,) = [e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "Patient"]
+    assert patient["identifier"][0]["value"] == source.PatientID
+    assert [e for e in bundle["entry"] if e["resource"]["resourceType"] == "ServiceRequest"]
+    proc = run(
+        "report", analysed.analysis_dir, "--format", "hl7,fhir-r4", "--dicom", analysed.dicom_dir, "--out", research,
+        "--pseudonymous",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "pseudonymous" in proc.stdout
+    text = (research / "report.hl7").read_text() + (research / "fhir-r4.json").read_text()
+    assert source.PatientID not in text and str(source.PatientName).split("^")[0] not in text
+    assert source.AccessionNumber not in text
 
 
 def test_a_signed_report_is_re_exported_as_signed(analysed: Analysed, report: Report, tmp_path: Path) -> None:

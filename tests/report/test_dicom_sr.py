@@ -338,3 +338,42 @@ def test_no_tumour_report_still_has_every_measurement(report: Report, analysed: 
     assert not _texts(
         next(g for g in _groups(sr) if g.tracking_identifier == "Tumour")[0], ("tumour-type", "99NEURONAV")
     )
+
+
+def test_change_rano_and_readers_measurements_are_structured(
+    report: Report, analysed: Analysed, tmp_path: Path
+) -> None:
+    from neuronav.findings import Change
+    from neuronav.workflow.annotations import reader_rows
+
+    class Author:
+        display_name = "Dr Reader"
+
+    f = report.findings
+    change = Change(
+        prior_study="1.2.3.4",
+        prior_date="20240101",
+        volume_change_percent={"whole_tumour_ml": 42.5, "enhancing_ml": None},
+        prior_volumes_ml={"whole_tumour_ml": 10.0, "enhancing_ml": 0.0},
+        rano_category="progression",
+        rule="enhancing +25 %",
+    )
+    r = build_report(f.model_copy(update={"change": change}), analysis_dir=analysed.analysis_dir)
+    for row in reader_rows("a1", "distance", {"plane": "axial", "image": "T1c"}, {"length_mm": 23.4}, None, Author()):
+        r = edit(r, {"/reader_measurements/-": row.model_dump(mode="json")}, who="Dr Reader", role="radiologist")
+    path = tmp_path / "sr.dcm"
+    path.write_bytes(_bytes(make_sr(r, analysed.source)))
+    sr = hd.sr.srread(path)
+    found = _measurements_by_key(sr)
+    value, _ = found["change_whole_tumour_ml"]
+    assert float(value[0].MeasuredValueSequence[0].NumericValue) == 42.5
+    assert "change_enhancing_ml" not in found  # no percentage against a prior of 0
+    reader, group = found["reader_a1_length"]
+    assert float(reader[0].MeasuredValueSequence[0].NumericValue) == 23.4
+    assert not _texts(reader[0], ALGORITHM_NAME) and not _texts(group[0], ALGORITHM_NAME)  # a reader's, not the AI's
+    assert "Dr Reader" in [str(i.get("TextValue", "")) for i in group[0].ContentSequence]
+    rano = [
+        q for g in _groups(sr) for q in g.get_qualitative_evaluations()
+        if q.name.value == codes.RANO.value
+    ]  # fmt: skip
+    assert [q.value.value for q in rano] == ["progression"]

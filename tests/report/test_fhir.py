@@ -15,18 +15,18 @@ import pytest
 from fhir.resources.bundle import Bundle as BundleR5
 from fhir.resources.R4B.bundle import Bundle as BundleR4B
 
-from neuronav.findings import Findings
+from neuronav.findings import Change, Findings
 from neuronav.report import codes
 from neuronav.report.build import build_report
-from neuronav.report.fhir import FhirVersion, fhir_status, make_bundle, study_date_iso
+from neuronav.report.fhir import FhirVersion, fhir_status, make_bundle, mrn_system, study_date_iso
 from neuronav.report.lifecycle import amend, edit, sign
-from neuronav.report.model import Report
-from neuronav.report.outputs import write_outputs
+from neuronav.report.model import Patient, Report
+from neuronav.report.outputs import parse_formats, write_outputs
 from tests.analysis.findings_factory import make_findings
 from tests.report.conftest import Analysed
 
 WHEN = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
-VERSIONS: tuple[FhirVersion, ...] = ("R4B", "R5")
+VERSIONS: tuple[FhirVersion, ...] = ("R4", "R4B", "R5")
 # FHIR value sets the models do not check (codes are plain strings to fhir.resources)
 REPORT_STATUSES = {"registered", "partial", "preliminary", "final", "amended", "corrected", "appended"}
 OBSERVATION_STATUSES = {"registered", "preliminary", "final", "amended", "corrected"}
@@ -65,9 +65,18 @@ def quick() -> Report:
 @pytest.mark.parametrize("version", VERSIONS)
 def test_valid_and_every_reference_resolves(report: Report, version: FhirVersion) -> None:
     bundle = make_bundle(report, version=version, pdf=PDF)
-    model = BundleR4B if version == "R4B" else BundleR5
+    model = BundleR5 if version == "R5" else BundleR4B  # fhir.resources has no R4 models: R4B's are R4's here
     parsed = model.model_validate(bundle)
-    assert parsed.type == "collection"
+    assert parsed.type == "transaction"
+    for e in bundle["entry"]:  # a transaction: each entry says what the server does with it
+        kind, request = e["resource"]["resourceType"], e["request"]
+        if kind in ("DiagnosticReport", "Observation"):  # conditional update: an amendment updates them
+            assert request["method"] == "PUT" and request["url"].startswith(f"{kind}?identifier=")
+        elif kind == "Provenance":
+            assert request == {"method": "POST", "url": "Provenance"}
+        else:  # conditional create of what the server may already hold
+            assert request["method"] == "POST" and request["url"] == kind
+            assert request["ifNoneExist"].startswith("identifier=")
     json.dumps(bundle)  # plain JSON
     urls = [e["fullUrl"] for e in bundle["entry"]]
     assert len(set(urls)) == len(urls)
@@ -154,7 +163,7 @@ def test_diagnostic_report(report: Report, version: FhirVersion) -> None:
     assert dr["conclusion"] == report.narrative.impression
     observations = {u for u, r in urls.items() if r["resourceType"] == "Observation"}
     assert {r["reference"] for r in dr["result"]} == observations
-    study = dr["imagingStudy" if version == "R4B" else "study"][0]["reference"]
+    study = dr["study" if version == "R5" else "imagingStudy"][0]["reference"]
     assert urls[study]["resourceType"] == "ImagingStudy"
     assert urls[dr["subject"]["reference"]]["resourceType"] == "Patient"
     pdf_form, text_form = dr["presentedForm"]
@@ -197,7 +206,7 @@ def test_study_patient_devices_provenance(report: Report, version: FhirVersion) 
     assert study["identifier"] == [{"system": "urn:dicom:uid", "value": f"urn:oid:{si.study_instance_uid}"}]
     assert study["status"] == "available"
     assert study["series"][0]["uid"] == si.reference_series_uid
-    mr = study["series"][0]["modality"] if version == "R4B" else study["series"][0]["modality"]["coding"][0]
+    mr = study["series"][0]["modality"] if version != "R5" else study["series"][0]["modality"]["coding"][0]
     assert mr["code"] == "MR"
     (patient,) = resources(bundle, "Patient")
     assert patient["identifier"] == [{"system": "urn:neuronav:pseudonym", "value": si.patient_pseudonym}]
@@ -208,7 +217,7 @@ def test_study_patient_devices_provenance(report: Report, version: FhirVersion) 
     for m in si.models:
         (d,) = [d for d in devices if d["identifier"][0]["value"] == f"{m.name}@{m.version}"]
         assert d["version"] == [{"value": m.version}]
-        name = d["deviceName"][0]["name"] if version == "R4B" else d["name"][0]["value"]
+        name = d["deviceName"][0]["name"] if version != "R5" else d["name"][0]["value"]
         assert name == m.name
         if m.sha256:
             assert d["identifier"][1] == {"system": "urn:neuronav:model-sha256", "value": m.sha256}
@@ -312,8 +321,8 @@ def test_study_date_iso() -> None:
 
 
 def test_unknown_version(quick: Report) -> None:
-    with pytest.raises(ValueError, match="R4B or R5"):
-        make_bundle(quick, version="R4")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="R4, R4B, R5"):
+        make_bundle(quick, version="R3")  # type: ignore[arg-type]
 
 
 def test_fast_enough(report: Report) -> None:
@@ -325,11 +334,88 @@ def test_fast_enough(report: Report) -> None:
 
 
 def test_written_by_write_outputs_with_the_pdf(report: Report, analysed: Analysed, tmp_path: Path) -> None:
-    written = write_outputs(report, ["pdf", "fhir", "fhir-r5"], tmp_path, analysis_dir=analysed.analysis_dir)
+    formats = parse_formats("pdf,fhir,fhir-r4b,fhir-r5")
+    assert formats == ["pdf", "fhir-r4", "fhir-r4b", "fhir-r5"]  # fhir: the release EHRs run
+    written = write_outputs(report, formats, tmp_path, analysis_dir=analysed.analysis_dir)
     pdf = (tmp_path / "report.pdf").read_bytes()
-    for name, model in (("fhir-r4b.json", BundleR4B), ("fhir-r5.json", BundleR5)):
+    for name, model in (("fhir-r4.json", BundleR4B), ("fhir-r4b.json", BundleR4B), ("fhir-r5.json", BundleR5)):
         bundle = json.loads((tmp_path / name).read_text(encoding="utf-8"))
         model.model_validate(bundle)
         (dr,) = resources(bundle, "DiagnosticReport")
         assert base64.b64decode(dr["presentedForm"][0]["data"]) == pdf
     assert written.files["fhir-r5"] == [tmp_path / "fhir-r5.json"]
+
+
+IDENTIFIED = Patient(
+    name="Doe-Smith^Jane^Q^Dr^III",
+    mrn="0042 7",
+    mrn_issuer="1.2.840.99.1",
+    birth_date="19700102",
+    sex="F",
+    accession_number="ACC-77",
+    referring_physician="House^Gregory",
+)
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_clinical_bundle_names_the_patient_and_answers_the_order(quick: Report, version: FhirVersion) -> None:
+    bundle = make_bundle(quick.model_copy(update={"patient": IDENTIFIED}), version=version)
+    (BundleR5 if version == "R5" else BundleR4B).model_validate(bundle)
+    entries = {e["fullUrl"]: e for e in bundle["entry"]}
+    (patient,) = resources(bundle, "Patient")
+    (mrn,) = patient["identifier"]
+    assert (mrn["system"], mrn["value"]) == ("urn:oid:1.2.840.99.1", "0042 7")
+    assert mrn["type"]["coding"][0]["code"] == "MR"
+    assert patient["name"][0]["family"] == "Doe-Smith"
+    assert patient["name"][0]["given"] == ["Jane", "Q"]
+    assert (patient["name"][0]["prefix"], patient["name"][0]["suffix"]) == (["Dr"], ["III"])
+    assert (patient["birthDate"], patient["gender"]) == ("1970-01-02", "female")
+    assert "meta" not in patient  # not labelled pseudonymised
+    (patient_entry,) = [e for e in bundle["entry"] if e["resource"]["resourceType"] == "Patient"]
+    assert patient_entry["request"]["ifNoneExist"] == "identifier=urn:oid:1.2.840.99.1|0042%207"
+    (order,) = resources(bundle, "ServiceRequest")
+    assert order["identifier"][0]["value"] == "ACC-77"
+    assert order["identifier"][0]["type"]["coding"][0]["code"] == "ACSN"
+    assert order["requester"]["display"] == "Gregory House"
+    (dr,) = resources(bundle, "DiagnosticReport")
+    (based_on,) = dr["basedOn"]
+    assert entries[based_on["reference"]]["resource"] is order
+    (study,) = resources(bundle, "ImagingStudy")
+    assert {i["value"] for i in study["identifier"]} == {"urn:oid:1.2.3", "ACC-77"}
+    assert dr["subject"]["reference"] == patient_entry["fullUrl"]
+
+
+def test_pseudonymous_bundle_has_no_order_and_no_identity() -> None:
+    f = make_findings()
+    f = f.model_copy(update={"study": f.study.model_copy(update={"patient_pseudonym": "pz-123"})})
+    bundle = make_bundle(build_report(f, now=WHEN))
+    assert not resources(bundle, "ServiceRequest")
+    (patient,) = resources(bundle, "Patient")
+    assert set(patient) == {"resourceType", "meta", "identifier"}
+
+
+def test_mrn_system() -> None:
+    assert mrn_system("2.16.840.1.113883.3.72") == "urn:oid:2.16.840.1.113883.3.72"
+    assert mrn_system("HOSP A") == "urn:neuronav:mrn:HOSP A"
+    assert mrn_system(None) == "urn:neuronav:mrn"
+
+
+def test_change_versus_prior_and_rano_are_observations() -> None:
+    change = Change(
+        prior_study="1.2.3",
+        prior_date="20240101",
+        volume_change_percent={"whole_tumour_ml": 50.0, "enhancing_ml": None},
+        prior_volumes_ml={"whole_tumour_ml": 20.0, "enhancing_ml": 0.0},
+        rano_category="progression",
+        rule="enhancing +25 %",
+    )
+    r = build_report(make_findings().model_copy(update={"change": change}), now=WHEN)
+    obs = observations_by_key(make_bundle(r, version="R4"))
+    assert obs["rano_category"]["valueCodeableConcept"]["coding"][0]["code"] == "progression"
+    assert obs["change_whole_tumour_ml"]["valueQuantity"] == {
+        "value": 50.0,
+        "unit": "%",
+        "system": "http://unitsofmeasure.org",
+        "code": "%",
+    }
+    assert "change_enhancing_ml" not in obs  # no percentage against a prior of 0

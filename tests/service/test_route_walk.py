@@ -74,6 +74,7 @@ OBJECT_PERMISSION = {  # what the OBJECT routes of test_admin.EXPECTED check on 
     ("GET", "/api/analyses/{analysis_id}"): {P.STUDY_STATUS},
     ("GET", "/api/reports/{report_id}"): {P.REPORT_READ_PRELIMINARY},
     ("GET", "/api/reports/{report_id}/versions"): {P.REPORT_READ_PRELIMINARY},
+    ("GET", "/api/reports/{report_id}/deliveries"): {P.REPORT_READ_PRELIMINARY},
     ("GET", "/api/reports/{report_id}/export/{fmt}"): {P.REPORT_READ_PRELIMINARY},
 }
 

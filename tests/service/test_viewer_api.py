@@ -148,6 +148,8 @@ def test_viewer_images_annotations_and_report_inclusion(
         in report["narrative"]["radiologist_comment"]
     )
     assert report["edits"][-1]["path"] == "/narrative/radiologist_comment" and report["status"] == "reviewed"
+    (row,) = report["reader_measurements"]  # and a structured row, which the SR, FHIR and HL7 write
+    assert (row["value"], row["unit"], row["reader"]) == (10.0, "mm", "Dr Radiologist")
     twice = client.post(f"/api/annotations/{dist.json()['id']}/include", headers=rad.headers)
     assert twice.status_code == 409
 

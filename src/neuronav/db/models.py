@@ -16,6 +16,11 @@ log is append-only and hash-chained (:mod:`neuronav.audit`).
 
     dicom_nodes ──○ users                      (the DICOM node registry; each node's service account)
     dicom_arrivals ──< dicom_instances ──○ stored_objects   (studies arriving by C-STORE, until stable)
+    orders ──○ studies                          (orders from the RIS / EHR over HL7: ORM, OMI; matched to the
+                                                study that answers them; identity encrypted, digests to match)
+    hl7_rejected                               (HL7 messages the listener refused, encrypted, for an admin)
+    destinations ──< deliveries                 (the outbox: where reports go — HL7 over MLLP, FHIR REST, later
+                                                DICOM C-STORE / STOW-RS — and each report version's delivery)
 
 Everything a request decides on lives here, not in the process: any number of server processes
 share the throttles and the break-glass grants.
@@ -364,3 +369,99 @@ class DicomInstanceRow(Base):
     arrival_id: Mapped[str] = mapped_column(ForeignKey("dicom_arrivals.id", ondelete="CASCADE"), index=True)
     object_key: Mapped[str] = mapped_column(ForeignKey("stored_objects.key"))
     received_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+DESTINATION_KINDS = ("hl7", "fhir", "dicom", "dicomweb")
+DELIVERY_STATES = ("queued", "sending", "delivered", "failed")
+DELIVERY_EVENTS = ("preliminary", "final", "amendment")
+
+
+class DestinationRow(Base):
+    """A hospital system reports are delivered to (:mod:`neuronav.workflow.deliveries`)."""
+
+    __tablename__ = "destinations"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    kind: Mapped[str] = mapped_column(String(20))  # hl7 | fhir | dicom | dicomweb (a sender per kind)
+    config: Mapped[dict[str, Any]] = mapped_column(default=dict)  # host, port, base URL, … (no secrets)
+    secrets_enc: Mapped[str | None] = mapped_column(Text)  # tokens, client secrets: encrypted JSON
+    outputs: Mapped[list[str]] = mapped_column(JSON, default=list)  # formats sent (hl7, fhir-r4, sr, …)
+    events: Mapped[list[str]] = mapped_column(JSON, default=list)  # preliminary | final | amendment
+    identified: Mapped[bool] = mapped_column(Boolean, default=True)  # clinical (identity) or pseudonymous
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    created_by: Mapped[str | None] = mapped_column(String(32))
+
+
+class DeliveryRow(Base):
+    """One output of one report version to one destination: queued → sending → delivered | failed."""
+
+    __tablename__ = "deliveries"
+    __table_args__ = (Index("ix_deliveries_due", "state", "next_attempt_at"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    # destination, report, version and output: the same report version is never delivered twice
+    idempotency_key: Mapped[str] = mapped_column(String(200), unique=True)
+    destination_id: Mapped[str] = mapped_column(ForeignKey("destinations.id", ondelete="CASCADE"), index=True)
+    report_id: Mapped[str] = mapped_column(String(20), index=True)
+    report_version: Mapped[int] = mapped_column(Integer)
+    study_id: Mapped[str | None] = mapped_column(String(32), index=True)
+    output: Mapped[str] = mapped_column(String(20))
+    event: Mapped[str] = mapped_column(String(20))
+    state: Mapped[str] = mapped_column(String(20), default="queued")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(default=utcnow)
+    lease_owner: Mapped[str | None] = mapped_column(String(64))
+    lease_until: Mapped[datetime | None]
+    peer_status: Mapped[str | None] = mapped_column(String(40))  # AA / AE / AR, HTTP 201, …
+    peer_text: Mapped[str | None] = mapped_column(Text)  # the peer's words: ACK text, OperationOutcome (JSON)
+    error: Mapped[str | None] = mapped_column(Text)  # why the last attempt failed (ours or the peer's)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    sent_at: Mapped[datetime | None]
+    delivered_at: Mapped[datetime | None]
+
+
+ORDER_STATES = ("ordered", "arrived", "analysed", "signed", "cancelled")
+
+
+class OrderRow(Base):
+    """An imaging order received over HL7 (:mod:`neuronav.workflow.orders`). PHI encrypted; the accession
+    number and MRN also as keyed digests, to match a study to its order without decrypting."""
+
+    __tablename__ = "orders"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    placer_number: Mapped[str | None] = mapped_column(String(64), index=True)  # ORC-2 (the EHR's order id)
+    placer_authority: Mapped[str | None] = mapped_column(String(64))
+    filler_number: Mapped[str | None] = mapped_column(String(64))  # ORC-3
+    filler_authority: Mapped[str | None] = mapped_column(String(64))
+    accession_digest: Mapped[str | None] = mapped_column(String(64), index=True)
+    accession_enc: Mapped[str | None] = mapped_column(Text)
+    mrn_digest: Mapped[str | None] = mapped_column(String(64), index=True)  # of issuer and MRN
+    mrn_enc: Mapped[str | None] = mapped_column(Text)
+    mrn_issuer: Mapped[str | None] = mapped_column(String(64))
+    patient_name_enc: Mapped[str | None] = mapped_column(Text)
+    birth_date_enc: Mapped[str | None] = mapped_column(Text)
+    sex: Mapped[str | None] = mapped_column(String(1))
+    procedure: Mapped[str | None] = mapped_column(String(200))  # OBR-4 code^text
+    scheduled_date: Mapped[str | None] = mapped_column(String(8))  # YYYYMMDD, for matching by MRN and date
+    state: Mapped[str] = mapped_column(String(20), default="ordered")
+    study_id: Mapped[str | None] = mapped_column(ForeignKey("studies.id", ondelete="SET NULL"), index=True)
+    message_type: Mapped[str] = mapped_column(String(20))  # ORM^O01 | OMI^O23
+    control_id: Mapped[str | None] = mapped_column(String(64))
+    received_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class RejectedMessageRow(Base):
+    """An HL7 message the listener answered AE / AR, kept (encrypted: it names a patient) for an admin."""
+
+    __tablename__ = "hl7_rejected"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    received_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    peer: Mapped[str | None] = mapped_column(String(100))
+    ack_code: Mapped[str] = mapped_column(String(2))
+    reason: Mapped[str] = mapped_column(Text)  # ours: names the field, never quotes its value
+    message_enc: Mapped[str] = mapped_column(Text)

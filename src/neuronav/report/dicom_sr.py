@@ -90,13 +90,15 @@ from neuronav.report.dicom_seg import (
     tracking_id,
 )
 from neuronav.report.lifecycle import verify_signature
-from neuronav.report.model import Code, Measurement, Report
+from neuronav.report.model import Code, Measurement, Report, model_info
 from neuronav.report.sources import SourceSeries
 
 P = codes.PRIVATE_SCHEME
 LOCATION_TEXT = Code(value="lesion-location", scheme=P, meaning="Lesion location (atlas region)")
 TUMOUR_TYPE_TEXT = Code(value="tumour-type", scheme=P, meaning="Most likely tumour type (AI classification)")
 SHIFT_LEVEL_TEXT = Code(value="midline-level", scheme=P, meaning="Level of the midline shift measurement")
+READER_TEXT = Code(value="reader", scheme=P, meaning="Reader who measured (not the AI)")
+CHANGE = Code(value="volume-change", scheme=P, meaning="Volume change versus prior")
 DISCLAIMER_TEXT = Code(value="disclaimer", scheme=P, meaning="Disclaimer")
 QUALITATIVE_EVALUATIONS = hd.sr.CodedConcept(
     value="C0034375", scheme_designator="UMLS", meaning="Qualitative Evaluations"
@@ -133,6 +135,7 @@ class _Group:
     texts: list[tuple[Code, str]] = field(default_factory=list)
     segment: hd.sr.ReferencedSegment | None = None
     regions: list[hd.sr.ImageRegion] = field(default_factory=list)
+    qualitative: list[tuple[Code, Code]] = field(default_factory=list)  # e.g. the RANO category
 
 
 def unit(ucum: str) -> hd.sr.CodedConcept:
@@ -166,7 +169,7 @@ def _measurement(report: Report, m: Measurement, *, with_algorithm: bool) -> hd.
         tracking_identifier=hd.sr.TrackingIdentifier(
             uid=stable_uid(report.report_id, "measurement", m.key), identifier=m.key
         ),
-        algorithm_id=sr_algorithm(m.produced_by) if with_algorithm else None,
+        algorithm_id=sr_algorithm(m.produced_by) if with_algorithm and m.produced_by else None,
         finding_sites=[finding_site(m.finding_site, m.laterality)] if m.finding_site else None,
     )
 
@@ -325,6 +328,45 @@ def _groups(
             tumour.rows.append(m)
         else:
             whole_brain.rows.append(m)
+    change = report.change_versus_prior
+    if change is not None:  # RANO as a qualitative evaluation, the change per region as measurements
+        seg_models = [model_info(p) for p in f.segmentation.produced_by]
+        rano = Code(value=change.rano_category, scheme=P, meaning=change.rano_category.replace("_", " "))
+        tumour.qualitative.append((codes.RANO, rano))
+        for row in change.rows:
+            if row.change_percent is not None:
+                tumour.rows.append(
+                    Measurement(
+                        key=f"change_{row.key}",
+                        label=f"{row.label}: change versus prior",
+                        value=row.change_percent,
+                        unit="%",
+                        concept=CHANGE,
+                        source=f"/change/volume_change_percent/{row.key}",
+                        produced_by=seg_models,
+                    )
+                )
+    readers: dict[str, _Group] = {}
+    for r in report.reader_measurements:  # each reader's own group: no algorithm, the reader named
+        if r.reader not in readers:
+            readers[r.reader] = _Group(
+                f"Reader {len(readers) + 1}",
+                stable_uid(rid, "reader", r.reader),
+                None,
+                brain(),
+                texts=[(READER_TEXT, r.reader)],
+            )
+        readers[r.reader].rows.append(
+            Measurement(
+                key=r.key,
+                label=r.label,
+                value=r.value,
+                unit=r.unit,
+                concept=r.concept,
+                source=f"/reader_measurements/{r.key}",
+                produced_by=[],
+            )
+        )
     if frames is not None:  # with a SEG: every group references its segment or its regions
         tumour.regions = _regions(source, frames > 0)
         for index, mask in _lesion_masks(report, source, frames).items():
@@ -335,11 +377,15 @@ def _groups(
             group = segment_groups[_key(segment_site)]
             if group.segment is None and group.rows:  # a volume of a label the SEG has no segment for
                 group.regions = _regions(source, frames == label) or _field_of_view(source)
-        for group in (tumour, *lesions.values()):
+        for group in (tumour, *lesions.values(), *readers.values()):
             if not group.regions:  # nothing of it in the label map (an edited finding)
                 group.regions = _field_of_view(source)
-    ordered = [*segment_groups.values(), tumour, *(lesions[i] for i in sorted(lesions)), whole_brain]
-    return [g for g in ordered if g.rows]
+    ordered = [*segment_groups.values(), tumour, *(lesions[i] for i in sorted(lesions)), whole_brain, *readers.values()]
+    return [g for g in ordered if g.rows or g.qualitative]
+
+
+def _qualitative(g: _Group) -> list[hd.sr.QualitativeEvaluation]:
+    return [hd.sr.QualitativeEvaluation(name=coded(name), value=coded(value)) for name, value in g.qualitative]
 
 
 def _template(
@@ -347,7 +393,8 @@ def _template(
 ) -> hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations | hd.sr.MeasurementsAndQualitativeEvaluations:
     tracking = hd.sr.TrackingIdentifier(uid=g.tracking_uid, identifier=g.tracking_id)
     producers = {tuple((p.name, p.version, p.sha256) for p in m.produced_by) for m in g.rows}
-    shared = sr_algorithm(g.rows[0].produced_by) if len(producers) == 1 else None  # else one per measurement
+    one = len(producers) == 1 and g.rows[0].produced_by
+    shared = sr_algorithm(g.rows[0].produced_by) if one else None  # else one per measurement (none: a reader's)
     measurements = [_measurement(report, m, with_algorithm=shared is None) for m in g.rows]
     category = SEGMENT_CATEGORY if g.finding_type is not None else None
     template: hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations | hd.sr.MeasurementsAndQualitativeEvaluations
@@ -361,6 +408,7 @@ def _template(
             finding_sites=g.finding_sites,
             algorithm_id=shared,
             measurements=measurements,
+            qualitative_evaluations=_qualitative(g) or None,
         )
     else:
         template = hd.sr.MeasurementsAndQualitativeEvaluations(
@@ -370,6 +418,7 @@ def _template(
             finding_sites=g.finding_sites,
             algorithm_id=shared,
             measurements=measurements,
+            qualitative_evaluations=_qualitative(g) or None,
         )
     for concept, text in g.texts:
         template[0].ContentSequence.append(

@@ -18,6 +18,7 @@ from pydantic import ValidationError
 from neuronav.errors import InputError, ReportError
 from neuronav.findings import Findings
 from neuronav.ingest import Series
+from neuronav.ingest.model import PatientIdentity
 from neuronav.report.build import build_report
 from neuronav.report.lifecycle import verify_signature
 from neuronav.report.model import Report
@@ -81,6 +82,17 @@ def check_target(report: Report, out_dir: Path, *, overwrite: bool) -> None:
         )
 
 
+def identity_in(dicom: Sequence[Path], findings: Findings) -> PatientIdentity | None:
+    """The patient identity of the DICOM study among ``dicom`` that holds the analysed reference series."""
+    from neuronav.ingest import scan
+
+    uid = findings.study.reference_series_uid
+    for study in scan(list(dicom)).studies.values():
+        if uid in study.series:
+            return study.patient
+    return None
+
+
 def export(
     report: Report,
     formats: Sequence[str],
@@ -90,8 +102,20 @@ def export(
     dicom: Sequence[Path] = (),
     series: Series | None = None,
     paper: Paper = "A4",
+    identified: bool = True,
+    assigning_authority: str | None = None,
+    identity: PatientIdentity | None = None,
 ) -> Written:
-    """Write ``formats``; DICOM formats need ``series`` (the analysed reference series) or ``dicom`` paths."""
+    """Write ``formats``; DICOM formats need ``series`` (the analysed reference series) or ``dicom`` paths.
+
+    ``identified`` (the default, a clinical output): the PDF, HL7 and FHIR carry the patient's identity
+    (``identity``, else read from the source DICOM ``dicom``; none without them: pseudonymous), the MRN's
+    issuer being IssuerOfPatientID else ``assigning_authority``; ``identified=False``: pseudonymous."""
+    from neuronav.report.identity import patient_from
+
+    if identified and identity is None and dicom:
+        identity = identity_in(dicom, report.findings)
+    report = report.identified(patient_from(identity, assigning_authority) if identified else None)
     source = None
     if DICOM_FORMATS & set(formats):
         if series is None:

@@ -1,19 +1,36 @@
-"""A :class:`Report` as a FHIR Bundle (R4B or R5), validated against the ``fhir.resources`` models.
+"""A :class:`Report` as a FHIR ``transaction`` Bundle (R4, R4B or R5), validated with ``fhir.resources``.
 
-Bundle type ``collection``: the file is an export of one report version, self-contained, with every
-reference between its entries an ``urn:uuid:`` fullUrl (deterministic: uuid5 of the report id,
-version and entry, so writing the same report twice gives the same file). A ``transaction`` would
-need a site's identity-matching policy (conditional create of the Patient, ImagingStudy and Devices
-by identifier, conditional update of the report); the stable identifiers needed for that are here
-(``urn:neuronav:report``, ``urn:neuronav:measurement``, ``urn:dicom:uid``, ``urn:neuronav:model``).
+A transaction a FHIR server applies as one unit (the EHR runs R4; R4 is written with the R4B models,
+whose resources used here are the same as R4's, and is checked in the tests by a real R4 server):
 
-Entries: the DiagnosticReport (LOINC 24590-2, category LOINC LP29684-5 Radiology and v2-0074 RAD),
-one Observation per row of ``report.measurements`` (the one table of numbers, so the values equal
-those of the SR and the HL7 OBX segments), an Observation for the detection (SNOMED CT Present /
-Absent) and one for the classification, the ImagingStudy (StudyInstanceUID, reference series), a
-pseudonymous Patient (no name, no birth date), one Device per model or algorithm (plus one per
-ensemble of models that produced a value together), the signing Practitioner when signed, and a
-Provenance (targets: report and observations; agents: the devices and the signer; source: the study).
+=================  ==============================================================================
+entry              request
+=================  ==============================================================================
+DiagnosticReport   ``PUT DiagnosticReport?identifier=urn:neuronav:report|<id>``: conditional update,
+                   so an amendment updates the same DiagnosticReport (status ``amended``)
+Observation        ``PUT Observation?identifier=urn:neuronav:measurement|<id>/<key>`` (same reason)
+Patient            ``POST`` with ``ifNoneExist: identifier=<MRN system>|<MRN>`` (clinical) or the
+                   pseudonym's identifier (pseudonymous; a security label says so)
+ImagingStudy       ``POST`` with ``ifNoneExist: identifier=urn:dicom:uid|urn:oid:<StudyInstanceUID>``
+ServiceRequest     ``POST`` with ``ifNoneExist: identifier=<accession system>|<accession>``: the order the
+                   report answers (``DiagnosticReport.basedOn``), when the accession number is known
+Device             ``POST`` with ``ifNoneExist``: one per model or algorithm (and per ensemble)
+Practitioner       ``POST`` with ``ifNoneExist``: the signer
+Provenance         ``POST``: targets the report and observations; agents the devices and the signer
+=================  ==============================================================================
+
+Every reference between entries is an ``urn:uuid:`` fullUrl (deterministic: uuid5 of the report id,
+version and entry), which the server replaces by the resource it created or matched.
+
+The DiagnosticReport: LOINC 24590-2, category LOINC LP29684-5 Radiology and v2-0074 RAD, one Observation
+per row of ``report.measurements`` (the one table of numbers, so the values equal those of the SR and
+the HL7 OBX segments), an Observation for the detection (SNOMED CT Present / Absent), one for the
+classification, one for the RANO category and one per change versus the prior; the PDF and a text
+rendition as ``presentedForm``.
+
+Identity: ``report.patient`` set → the Patient carries the MRN (type MR, its issuer), name, birth date
+and sex, the ServiceRequest the accession number (type ACSN) and the referring physician; ``patient``
+None → a pseudonymous Patient (identifier only, security label PSEUDED).
 
 Status: an unsigned amendment is still a draft, so it is sent as ``preliminary``; ``amended`` is used
 only once the amendment is signed (see :func:`fhir_status`).
@@ -23,14 +40,17 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import re
 import uuid
 from datetime import UTC, datetime
 from typing import Any, Literal
+from urllib.parse import quote
 
 from neuronav.report import codes
-from neuronav.report.model import Code, Measurement, ModelInfo, Report, model_info
+from neuronav.report.model import Code, Measurement, ModelInfo, Patient, Report, model_info
 
-FhirVersion = Literal["R4B", "R5"]
+FhirVersion = Literal["R4", "R4B", "R5"]
+FHIR_VERSIONS: tuple[FhirVersion, ...] = ("R4", "R4B", "R5")
 
 # Codes used only by the FHIR and HL7 v2 outputs (candidates for neuronav.report.codes).
 DETECTION = Code(value="tumour-detected", scheme=codes.PRIVATE_SCHEME, meaning="Brain tumour detected (AI)")
@@ -63,6 +83,11 @@ MEASUREMENT_SYSTEM = "urn:neuronav:measurement"
 MODEL_SYSTEM = "urn:neuronav:model"
 MODEL_SHA256_SYSTEM = "urn:neuronav:model-sha256"
 DICOM_UID_SYSTEM = "urn:dicom:uid"
+ACCESSION_SYSTEM = "urn:neuronav:accession"  # default; a destination names the hospital's own
+SIGNER_SYSTEM = "urn:neuronav:signer"
+V2_0203 = "http://terminology.hl7.org/CodeSystem/v2-0203"
+RANO_CHANGE = Code(value="volume-change", scheme=codes.PRIVATE_SCHEME, meaning="Volume change versus prior")
+_OID = re.compile(r"^[0-2](\.(0|[1-9][0-9]*))+$")
 UCUM = codes.SYSTEM_URLS["UCUM"]
 DCM = "http://dicom.nema.org/resources/ontology/DCM"
 OBSERVATION_CATEGORY = "http://terminology.hl7.org/CodeSystem/observation-category"
@@ -81,6 +106,39 @@ def fhir_status(report: Report) -> str:
     if report.status == "amended" and report.signature is not None:
         return "amended"
     return "preliminary"
+
+
+def mrn_system(issuer: str | None) -> str:
+    """The FHIR identifier system of MRNs of ``issuer``: ``urn:oid:`` for an OID (DICOM IssuerOfPatientID
+    often is one), else ``urn:neuronav:mrn:<issuer>`` (a destination may name the hospital's own URI)."""
+    if issuer and _OID.match(issuer):
+        return f"urn:oid:{issuer}"
+    return f"urn:neuronav:mrn:{issuer}" if issuer else "urn:neuronav:mrn"
+
+
+def _human_name(pn: str) -> dict[str, Any]:
+    """DICOM PN ``FAMILY^GIVEN^MIDDLE^PREFIX^SUFFIX`` → FHIR HumanName."""
+    family, given, middle, prefix, suffix = ([p.strip() for p in pn.split("=")[0].split("^")] + [""] * 5)[:5]
+    name: dict[str, Any] = {"use": "official"}
+    if family:
+        name["family"] = family
+    if given or middle:
+        name["given"] = [g for g in (given, *middle.split()) if g]
+    if prefix:
+        name["prefix"] = [prefix]
+    if suffix:
+        name["suffix"] = [suffix]
+    name["text"] = " ".join(x for x in (prefix, given, middle, family, suffix) if x)
+    return name
+
+
+def _by_identifier(system: str, value: str) -> str:
+    """A search by identifier (``identifier=system|value``), each part percent-encoded."""
+    return f"identifier={quote(system, safe=':/.')}|{quote(value, safe='')}"
+
+
+def _identifier_type(code: str, display: str) -> dict[str, Any]:
+    return {"coding": [{"system": V2_0203, "code": code, "display": display}]}
 
 
 def study_date_iso(study_date: str) -> str | None:
@@ -134,7 +192,7 @@ class _Devices:
             "status": "active",
             "manufacturer": "NeuroNav",
         }
-        if self.version == "R4B":
+        if self.version != "R5":
             res["deviceName"] = [{"name": name, "type": "model-name"}]
         else:
             res["name"] = [{"value": name, "type": "user-friendly-name"}]
@@ -174,7 +232,7 @@ class _Devices:
 
     def display(self, url: str) -> str:
         res = self.resources[url]
-        name = res["deviceName"][0]["name"] if self.version == "R4B" else res["name"][0]["value"]
+        name = res["deviceName"][0]["name"] if self.version != "R5" else res["name"][0]["value"]
         return f"{name} {res['version'][0]['value']}" if "version" in res else str(name)
 
 
@@ -225,10 +283,21 @@ def _attachment(data: bytes, content_type: str, title: str, created: str) -> dic
     }
 
 
-def make_bundle(report: Report, *, version: FhirVersion = "R4B", pdf: bytes | None = None) -> dict[str, Any]:
-    """The report as a FHIR ``collection`` Bundle (JSON dict), validated with ``fhir.resources``."""
-    if version not in ("R4B", "R5"):
-        raise ValueError(f"FHIR version must be R4B or R5, not {version!r}")
+def make_bundle(
+    report: Report,
+    *,
+    version: FhirVersion = "R4",
+    pdf: bytes | None = None,
+    mrn_identifier_system: str | None = None,
+    accession_system: str = ACCESSION_SYSTEM,
+) -> dict[str, Any]:
+    """The report as a FHIR ``transaction`` Bundle (JSON dict), validated with ``fhir.resources``.
+
+    ``mrn_identifier_system``: the hospital's URI for MRNs (default :func:`mrn_system` of the issuer);
+    ``accession_system``: its URI for accession numbers."""
+    if version not in FHIR_VERSIONS:
+        raise ValueError(f"FHIR version must be one of {', '.join(FHIR_VERSIONS)}, not {version!r}")
+    r5 = version == "R5"
     si = report.study_info
     rid, ver = report.report_id, str(report.version)
     status = fhir_status(report)
@@ -237,25 +306,59 @@ def make_bundle(report: Report, *, version: FhirVersion = "R4B", pdf: bytes | No
     effective = study_date_iso(si.study_date)
     disclaimer = " ".join(report.notices)
 
-    # Patient: pseudonymous (identifier only, security label); anonymous when there is no pseudonym.
-    patient_url = _urn("patient", si.patient_pseudonym or f"anonymous/{rid}")
+    requests: dict[str, dict[str, Any]] = {}  # fullUrl → Bundle.entry.request
+    who: Patient | None = report.patient
+
+    # Patient: clinical (MRN, name, birth date, sex) or pseudonymous (identifier only, security label);
+    # anonymous when there is neither.
     patient: dict[str, Any] = {"resourceType": "Patient"}
-    if si.patient_pseudonym:
-        patient["meta"] = {
-            "security": [{"system": V3_OBSERVATION_VALUE, "code": "PSEUDED", "display": "pseudonymized"}]
-        }
-        patient["identifier"] = [{"system": PSEUDONYM_SYSTEM, "value": si.patient_pseudonym}]
-    else:
-        patient["meta"] = {"security": [{"system": V3_OBSERVATION_VALUE, "code": "ANONYED", "display": "anonymized"}]}
+    patient_key: tuple[str, str] | None = None
+    if who is not None and who.mrn:
+        system = mrn_identifier_system or mrn_system(who.mrn_issuer)
+        ident: dict[str, Any] = {"use": "usual", "type": _identifier_type("MR", "Medical record number")}
+        ident |= {"system": system, "value": who.mrn}
+        if who.mrn_issuer:
+            ident["assigner"] = {"display": who.mrn_issuer}
+        patient["identifier"] = [ident]
+        patient_key = (system, who.mrn)
+    elif si.patient_pseudonym:
+        patient_key = (PSEUDONYM_SYSTEM, si.patient_pseudonym)
+    if who is not None:
+        if who.name and who.name.strip("^ "):
+            patient["name"] = [_human_name(who.name)]
+        gender = {"M": "male", "F": "female", "O": "other"}.get((who.sex or "").strip().upper())
+        if gender or who.sex:
+            patient["gender"] = gender or "unknown"
+        born = study_date_iso(who.birth_date or "")
+        if born:
+            patient["birthDate"] = born
+    if who is None or not who.mrn:
+        label = "PSEUDED" if si.patient_pseudonym else "ANONYED"
+        display = "pseudonymized" if si.patient_pseudonym else "anonymized"
+        patient["meta"] = {"security": [{"system": V3_OBSERVATION_VALUE, "code": label, "display": display}]}
+        if si.patient_pseudonym:
+            patient["identifier"] = [{"system": PSEUDONYM_SYSTEM, "value": si.patient_pseudonym}]
+    patient_url = _urn("patient", *(patient_key or ("anonymous", rid)))
+    requests[patient_url] = {"method": "POST", "url": "Patient"}
+    if patient_key is not None:
+        requests[patient_url]["ifNoneExist"] = _by_identifier(*patient_key)
     subject = _ref(patient_url)
 
     # ImagingStudy
     study_url = _urn("study", si.study_instance_uid or f"unknown/{rid}")
     mr = {"system": DCM, "code": "MR", "display": "Magnetic Resonance"}
     study: dict[str, Any] = {"resourceType": "ImagingStudy", "status": "available", "subject": subject}
+    study_ids: list[dict[str, Any]] = []
     if si.study_instance_uid:
-        study["identifier"] = [{"system": DICOM_UID_SYSTEM, "value": f"urn:oid:{si.study_instance_uid}"}]
-    study["modality"] = [mr] if version == "R4B" else [{"coding": [mr]}]
+        study_ids.append({"system": DICOM_UID_SYSTEM, "value": f"urn:oid:{si.study_instance_uid}"})
+    accession = who.accession_number if who is not None and who.accession_number else None
+    if accession:
+        study_ids.append(
+            {"type": _identifier_type("ACSN", "Accession ID"), "system": accession_system, "value": accession}
+        )
+    if study_ids:
+        study["identifier"] = study_ids
+    study["modality"] = [{"coding": [mr]}] if r5 else [mr]
     if effective:
         study["started"] = effective
     study["description"] = si.scan_type
@@ -263,11 +366,39 @@ def make_bundle(report: Report, *, version: FhirVersion = "R4B", pdf: bytes | No
         study["series"] = [
             {
                 "uid": si.reference_series_uid,
-                "modality": mr if version == "R4B" else {"coding": [mr]},
+                "modality": {"coding": [mr]} if r5 else mr,
                 "description": f"{si.reference_sequence} (reference series of the analysis)",
             }
         ]
     study_ref = _ref(study_url, si.scan_type)
+    requests[study_url] = {"method": "POST", "url": "ImagingStudy"}
+    if si.study_instance_uid:
+        requests[study_url]["ifNoneExist"] = _by_identifier(DICOM_UID_SYSTEM, f"urn:oid:{si.study_instance_uid}")
+
+    # ServiceRequest: the order of the accession number, which the report answers
+    order_url: str | None = None
+    order: dict[str, Any] | None = None
+    if accession:
+        order_url = _urn("order", accession_system, accession)
+        what = _concept(codes.REPORT_CODE)
+        order = {
+            "resourceType": "ServiceRequest",
+            "identifier": [
+                {"type": _identifier_type("ACSN", "Accession ID"), "system": accession_system, "value": accession}
+            ],
+            "status": "active",
+            "intent": "order",
+            "category": [{"coding": [{"system": "http://snomed.info/sct", "code": "363679005", "display": "Imaging"}]}],
+            "code": {"concept": what} if r5 else what,
+            "subject": subject,
+        }
+        if who is not None and who.referring_physician and who.referring_physician.strip("^ "):
+            order["requester"] = {"display": _human_name(who.referring_physician)["text"]}
+        requests[order_url] = {
+            "method": "POST",
+            "url": "ServiceRequest",
+            "ifNoneExist": _by_identifier(accession_system, accession),
+        }
 
     devices = _Devices(version)
     for model in si.models:
@@ -306,6 +437,22 @@ def make_bundle(report: Report, *, version: FhirVersion = "R4B", pdf: bytes | No
         observations[url] = obs
         by_key[m.key] = url
 
+    for r in report.reader_measurements:  # a reader's own measurements: performer the reader, no device
+        obs = observation(r.key, _concept(r.concept, r.label), [], f"Measured by {r.reader} in the NeuroNav viewer")
+        obs["performer"] = [{"display": r.reader}]
+        obs["method"] = {"text": "Reader measurement" + (f" on {r.image}" if r.image else "")}
+        obs["valueQuantity"] = {
+            "value": r.value,
+            "unit": UNIT_DISPLAY.get(r.unit, r.unit),
+            "system": UCUM,
+            "code": r.unit,
+        }
+        if r.note:
+            obs["note"].insert(1, {"text": r.note})
+        url = _urn("observation", rid, ver, r.key)
+        observations[url] = obs
+        by_key[r.key] = url
+
     f = report.findings
     pd = report.ai_findings.primary_detection
     det = observation(
@@ -339,13 +486,44 @@ def make_bundle(report: Report, *, version: FhirVersion = "R4B", pdf: bytes | No
             cls["derivedFrom"].append(_ref(by_key["classification_confidence"]))
         observations[_urn("observation", rid, ver, "tumour_classification")] = cls
 
+    change = report.change_versus_prior
+    if change is not None:
+        seg = [model_info(p) for p in f.segmentation.produced_by]
+        rano_code = Code(
+            value=change.rano_category, scheme=codes.PRIVATE_SCHEME, meaning=change.rano_category.replace("_", " ")
+        )
+        rano = observation(
+            "rano_category",
+            _concept(codes.RANO),
+            seg,
+            f"NeuroNav findings /change/rano_category versus the prior of {change.prior_date} ({change.rule})",
+        )
+        rano["valueCodeableConcept"] = _concept(rano_code)
+        observations[_urn("observation", rid, ver, "rano_category")] = rano
+        for row in change.rows:
+            if row.change_percent is None:
+                continue
+            key = f"change_{row.key}"
+            obs = observation(key, _concept(RANO_CHANGE, f"{row.label}: change versus prior"), seg, row.label)
+            obs["valueQuantity"] = {"value": row.change_percent, "unit": "%", "system": UCUM, "code": "%"}
+            observations[_urn("observation", rid, ver, key)] = obs
+
     # Signer
     practitioner_url: str | None = None
     practitioner: dict[str, Any] | None = None
     if report.signature is not None:
         s = report.signature
         practitioner_url = _urn("practitioner", s.signed_by)
-        practitioner = {"resourceType": "Practitioner", "name": [{"text": s.signed_by}]}
+        practitioner = {
+            "resourceType": "Practitioner",
+            "identifier": [{"system": SIGNER_SYSTEM, "value": s.signed_by}],
+            "name": [{"text": s.signed_by}],
+        }
+        requests[practitioner_url] = {
+            "method": "POST",
+            "url": "Practitioner",
+            "ifNoneExist": _by_identifier(SIGNER_SYSTEM, s.signed_by),
+        }
 
     # DiagnosticReport
     report_url = _urn("report", rid, ver)
@@ -361,6 +539,8 @@ def make_bundle(report: Report, *, version: FhirVersion = "R4B", pdf: bytes | No
         "code": _concept(codes.REPORT_CODE, "MR Brain (NeuroNav AI analysis)"),
         "subject": subject,
     }
+    if order_url is not None:
+        dr["basedOn"] = [_ref(order_url, f"Order {accession}")]
     if effective:
         dr["effectiveDateTime"] = effective
     dr["issued"] = issued
@@ -368,8 +548,8 @@ def make_bundle(report: Report, *, version: FhirVersion = "R4B", pdf: bytes | No
         dr["performer"] = [_ref(practitioner_url, report.signature.signed_by)]
         dr["resultsInterpreter"] = [_ref(practitioner_url, report.signature.signed_by)]
     dr["result"] = [_ref(url, obs["code"]["text"]) for url, obs in observations.items()]
-    dr["imagingStudy" if version == "R4B" else "study"] = [study_ref]
-    if version == "R5":
+    dr["study" if r5 else "imagingStudy"] = [study_ref]
+    if r5:
         notes = [disclaimer]
         if report.amendment_reason:
             notes.append(f"Amendment (supersedes version {report.supersedes_version}): {report.amendment_reason}")
@@ -405,22 +585,34 @@ def make_bundle(report: Report, *, version: FhirVersion = "R4B", pdf: bytes | No
         "entity": [{"role": "source", "what": study_ref}],
     }
 
+    requests[report_url] = {"method": "PUT", "url": f"DiagnosticReport?{_by_identifier(REPORT_SYSTEM, rid)}"}
+    for url, obs in observations.items():
+        value = obs["identifier"][0]["value"]
+        requests[url] = {"method": "PUT", "url": f"Observation?{_by_identifier(MEASUREMENT_SYSTEM, value)}"}
+    for url, device in devices.resources.items():
+        requests[url] = {
+            "method": "POST",
+            "url": "Device",
+            "ifNoneExist": _by_identifier(MODEL_SYSTEM, device["identifier"][0]["value"]),
+        }
+    provenance_url = _urn("provenance", rid, ver)
+    requests[provenance_url] = {"method": "POST", "url": "Provenance"}
+
     entries: list[tuple[str, dict[str, Any]]] = [
-        (report_url, dr),
-        *observations.items(),
         (patient_url, patient),
         (study_url, study),
+        *([(order_url, order)] if order_url is not None and order is not None else []),
         *devices.resources.items(),
     ]
     if practitioner_url is not None and practitioner is not None:
         entries.append((practitioner_url, practitioner))
-    entries.append((_urn("provenance", rid, ver), provenance))
+    entries += [(report_url, dr), *observations.items(), (provenance_url, provenance)]
     bundle: dict[str, Any] = {
         "resourceType": "Bundle",
         "identifier": {"system": REPORT_VERSION_SYSTEM, "value": f"{rid}/v{ver}"},
-        "type": "collection",
+        "type": "transaction",
         "timestamp": _instant(datetime.now(UTC)),
-        "entry": [{"fullUrl": url, "resource": res} for url, res in entries],
+        "entry": [{"fullUrl": url, "resource": res, "request": requests[url]} for url, res in entries],
     }
     validate_bundle(bundle, version)
     return bundle
@@ -428,7 +620,7 @@ def make_bundle(report: Report, *, version: FhirVersion = "R4B", pdf: bytes | No
 
 def validate_bundle(bundle: dict[str, Any], version: FhirVersion) -> None:
     """Raise ``pydantic.ValidationError`` unless ``bundle`` is a valid Bundle of that FHIR version."""
-    if version == "R4B":
+    if version in ("R4", "R4B"):  # R4's resources used here are R4B's (fhir.resources has no R4 models)
         from fhir.resources.R4B.bundle import Bundle as BundleR4B
 
         BundleR4B.model_validate(bundle)
@@ -438,4 +630,4 @@ def validate_bundle(bundle: dict[str, Any], version: FhirVersion) -> None:
         BundleR5.model_validate(bundle)
 
 
-__all__ = ["fhir_status", "make_bundle", "study_date_iso", "validate_bundle"]
+__all__ = ["FHIR_VERSIONS", "fhir_status", "make_bundle", "mrn_system", "study_date_iso", "validate_bundle"]

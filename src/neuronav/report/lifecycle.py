@@ -20,7 +20,7 @@ from pydantic import ValidationError
 from neuronav.errors import LifecycleError, ReportError
 from neuronav.findings import Findings
 from neuronav.report.build import derive
-from neuronav.report.model import REPORT_ID_PATTERN, Edit, Report, Signature
+from neuronav.report.model import REPORT_ID_PATTERN, REPORT_SCHEMA_VERSION, Edit, ReaderMeasurement, Report, Signature
 
 SIGNING_ROLES = frozenset({"radiologist"})
 EDITABLE_TEXT = frozenset({"/narrative/findings_text", "/narrative/impression", "/narrative/radiologist_comment"})
@@ -109,6 +109,14 @@ def edit(report: Report, changes: dict[str, Any], *, who: str, role: str, when: 
             key = path.rsplit("/", 1)[1]
             old = data["narrative"][key]
             data["narrative"][key] = new
+        elif path == "/reader_measurements/-":  # append one (JSON pointer "-": the end of the array)
+            try:
+                row = ReaderMeasurement.model_validate(new)
+            except ValidationError as exc:
+                raise LifecycleError(f"not a reader measurement: {exc.errors()[0]['msg']}") from exc
+            old = None
+            data["reader_measurements"].append(row.model_dump(mode="json"))
+            data["schema_version"] = REPORT_SCHEMA_VERSION  # the field is 1.2's
         elif path.startswith("/findings/"):
             parts = path[len("/findings/") :].split("/")
             if parts[0] in ("schema_version", "created", "neuronav_version", "disclaimer", "timings_s"):

@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from neuronav.findings import Change, Findings, ProducedBy
 
-REPORT_SCHEMA_VERSION = "1.1"  # 1.1: the optional patient identity of clinical outputs
+REPORT_SCHEMA_VERSION = "1.2"  # 1.1: the optional patient identity of clinical outputs; 1.2: readers' measurements
 REPORT_ID_PATTERN = r"^NN-\d{8}-[0-9a-f]{8}$"
 Status = Literal["preliminary", "reviewed", "final", "amended"]
 Urgency = Literal["routine", "soon", "urgent"]
@@ -217,6 +217,22 @@ class Narrative(_Model):
     radiologist_comment: str = ""
 
 
+class ReaderMeasurement(_Model):
+    """A measurement a reader made in the viewer and included in the report (not the AI's): written as a
+    structured row — an SR TID 1500 group, a FHIR Observation, an HL7 OBX — beside the AI's."""
+
+    key: str  # "reader_<annotation id>_<quantity>"
+    label: str  # "Distance (reader)"
+    value: float
+    unit: str  # UCUM
+    concept: Code
+    reader: str  # display name of the person who measured
+    annotation_id: str
+    plane: str | None = None
+    image: str | None = None  # the sequence measured on
+    note: str | None = None
+
+
 class Report(_Model):
     schema_version: str = REPORT_SCHEMA_VERSION
     report_id: str = Field(pattern=REPORT_ID_PATTERN)
@@ -236,6 +252,7 @@ class Report(_Model):
     edits: list[Edit] = Field(default_factory=list)
     signature: Signature | None = None
     findings: Findings  # the (possibly radiologist-edited) findings every section above is derived from
+    reader_measurements: list[ReaderMeasurement] = Field(default_factory=list)  # schema 1.2
     patient: Patient | None = None  # identity for a clinical output; None: pseudonymous (never stored)
 
     def pseudonymous(self) -> Report:
@@ -274,6 +291,7 @@ __all__ = [
     "Narrative",
     "Patient",
     "PrimaryDetection",
+    "ReaderMeasurement",
     "Recommendation",
     "Report",
     "ReviewItem",

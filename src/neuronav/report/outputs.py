@@ -9,10 +9,14 @@ seg       seg.dcm                      :mod:`.dicom_seg` (highdicom Segmentation
 sr        sr.dcm                       :mod:`.dicom_sr` (highdicom Comprehensive SR, TID 1500)
 epdf      report-pdf.dcm               :mod:`.dicom_pdf` (Encapsulated PDF of the PDF report)
 sc        sc/IM0001.dcm …              :mod:`.dicom_sc` (Secondary Capture, overlay burnt in)
-fhir      fhir-r4b.json                :mod:`.fhir` (Bundle, FHIR R4B)
-fhir-r5   fhir-r5.json                 :mod:`.fhir` (Bundle, FHIR R5)
+fhir-r4   fhir-r4.json                 :mod:`.fhir` (transaction Bundle, FHIR R4; ``fhir`` is an alias)
+fhir-r4b  fhir-r4b.json                :mod:`.fhir` (transaction Bundle, FHIR R4B)
+fhir-r5   fhir-r5.json                 :mod:`.fhir` (transaction Bundle, FHIR R5)
 hl7       report.hl7                   :mod:`.hl7v2` (ORU^R01, HL7 v2.5, ER7)
 ========  ===========================  =========================================================
+
+Identity: a report with ``patient`` set is written clinical (the PDF, HL7 and FHIR carry the patient's
+name, MRN, birth date, sex, accession number); with ``patient`` None, pseudonymous.
 
 DICOM formats need the source series of the analysis (``source``); the PDF and SC need the analysis
 folder's images. Every file is written under a temporary name and renamed when complete. The SC
@@ -40,14 +44,16 @@ from neuronav.report.model import Report
 from neuronav.report.sources import SourceSeries
 from neuronav.volume.dicom_write import part10_stream
 
-FORMATS = ("json", "pdf", "seg", "sr", "epdf", "sc", "fhir", "fhir-r5", "hl7")
+FORMATS = ("json", "pdf", "seg", "sr", "epdf", "sc", "fhir-r4", "fhir-r4b", "fhir-r5", "hl7")
+ALIASES = {"fhir": "fhir-r4"}  # the FHIR release EHRs run
+FHIR_FORMATS = {"fhir-r4": "R4", "fhir-r4b": "R4B", "fhir-r5": "R5"}
 DICOM_FORMATS = frozenset({"seg", "sr", "epdf", "sc"})
 Paper = Literal["A4", "Letter"]
 
 
 def parse_formats(text: str) -> list[str]:
     """``"json,pdf"`` → ["json", "pdf"]; ``all`` = every format; ReportError for an unknown one."""
-    wanted = [t.strip().lower() for t in text.split(",") if t.strip()]
+    wanted = [ALIASES.get(t.strip().lower(), t.strip().lower()) for t in text.split(",") if t.strip()]
     if not wanted:
         raise ReportError(f"no format given; choose from {', '.join(FORMATS)} or all")
     if "all" in wanted:
@@ -136,7 +142,7 @@ def write_outputs(
         background = _helper.submit(_sc_task, report, source, analysis_dir, sc_tmp)
     try:
         images = None
-        needs_images = {"pdf", "epdf", "hl7", "fhir", "fhir-r5"} | ({"sc"} if background is None else set())
+        needs_images = {"pdf", "epdf", "hl7", *FHIR_FORMATS} | ({"sc"} if background is None else set())
         if analysis_dir is not None and needs_images & set(formats):
             images = load_analysis_images(analysis_dir)
         pdf_bytes: bytes | None = None
@@ -217,15 +223,14 @@ def _write_each(
             _write_sc_files(report, images, source, out_dir / ".sc.partial")
             written.seconds[fmt] = time.perf_counter() - t0
             continue
-        elif fmt in ("fhir", "fhir-r5"):
+        elif fmt in FHIR_FORMATS:
             import json
 
             from neuronav.report.fhir import make_bundle
 
-            version: Literal["R4B", "R5"] = "R5" if fmt == "fhir-r5" else "R4B"
-            bundle = make_bundle(report, version=version, pdf=pdf())
-            name = "fhir-r5.json" if version == "R5" else "fhir-r4b.json"
-            paths = [_atomic(out_dir / name, (json.dumps(bundle, indent=2, ensure_ascii=False) + "\n").encode())]
+            bundle = make_bundle(report, version=FHIR_FORMATS[fmt], pdf=pdf())  # type: ignore[arg-type]
+            data = (json.dumps(bundle, indent=2, ensure_ascii=False) + "\n").encode()
+            paths = [_atomic(out_dir / f"{fmt}.json", data)]
         elif fmt == "hl7":
             from neuronav.report.hl7v2 import make_oru
 

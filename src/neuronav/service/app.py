@@ -4,13 +4,15 @@
   one :class:`ObjectStore` for the process, swept of interrupted writes, private temporary folders no
   process uses removed (:func:`~neuronav.workflow.uploads.sweep_private_tmp`), file names stored in
   clear encrypted (:func:`~neuronav.workflow.operations.encrypt_stored_names`), analyses whose lease
-  expired re-queued (:func:`~neuronav.workflow.jobs.recover_at_start`); then two background threads
+  expired re-queued (:func:`~neuronav.workflow.jobs.recover_at_start`); then background threads
   until shutdown: the maintenance sweep (expired job leases, temporary folders;
   :func:`~neuronav.workflow.jobs.start_maintenance`) and the audit anchor shipper
-  (:func:`~neuronav.workflow.anchors.start_shipping`); and, when ``NEURONAV_DICOM_PORT`` is set, the
-  DICOM listener (:mod:`neuronav.integrations.dimse.listener`, on ``NEURONAV_DICOM_HOST``, which
-  ``neuronav serve`` sets to its ``--host`` when empty); ``app.state`` holds
-  ``settings``, ``store``, ``metrics`` and ``dicom_listener``. Nothing a
+  (:func:`~neuronav.workflow.anchors.start_shipping`), the outbox's worker (deliveries to HL7 / FHIR
+  destinations, :func:`~neuronav.integrations.outbox.start_outbox`), the HL7 order listener when
+  ``NEURONAV_HL7_LISTEN`` is set, and, when ``NEURONAV_DICOM_PORT`` is set, the DICOM listener
+  (:mod:`neuronav.integrations.dimse.listener`, on ``NEURONAV_DICOM_HOST``, which ``neuronav serve``
+  sets to its ``--host`` when empty); ``app.state`` holds ``settings``, ``store``, ``metrics`` and
+  ``dicom_listener``. Nothing a
   request decides on is kept in the process: sessions, login and registration throttles and
   break-glass grants are all in the database.
 * Routers: every one in :data:`neuronav.service.routes.ROUTERS`.
@@ -87,6 +89,8 @@ from neuronav.errors import (
     NotFoundError,
     ReportError,
 )
+from neuronav.integrations.hl7.listener import start_listener
+from neuronav.integrations.outbox import start_outbox
 from neuronav.security.errors import (
     AccountLocked,
     AccountStateError,
@@ -454,6 +458,8 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
 
         listener = listen(settings, store, host=settings.dicom_host or "127.0.0.1", port=settings.dicom_port)
     app.state.dicom_listener = listener
+    outbox = start_outbox(settings, store)  # deliveries to hospital systems (HL7, FHIR), with retries
+    hl7_listener = start_listener(settings, store)  # orders in over MLLP (NEURONAV_HL7_LISTEN)
     log.info("NeuroNav service %s ready", __version__)
     try:
         yield
@@ -461,6 +467,9 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         if listener is not None:
             listener.stop()
         maintenance.stop()
+        outbox.stop()
+        if hl7_listener is not None:
+            hl7_listener.stop()
         if shipping is not None:
             shipping.stop()
 

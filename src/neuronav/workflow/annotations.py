@@ -30,6 +30,8 @@ from neuronav.db.models import AnnotationRow, UserRow
 from neuronav.db.session import get_row
 from neuronav.errors import InputError, LifecycleError, NotFoundError
 from neuronav.report import lifecycle
+from neuronav.report.codes import AREA
+from neuronav.report.model import Code, ReaderMeasurement
 from neuronav.security.access import AI_IMAGES, Actor, ai_results_open
 from neuronav.security.permissions import Permission, StudyObject
 from neuronav.storage.store import ObjectStore
@@ -160,6 +162,52 @@ def report_sentence(kind: str, geometry: dict[str, Any], values: dict[str, Any],
         )
     where = _fmt_point(points[0]) if points else "the image"
     return f"Reader annotation ({author}) at {where}: {(text or '').strip()}"
+
+
+READER_LENGTH = Code(value="410668003", scheme="SCT", meaning="Length")
+READER_MEAN = Code(value="373098007", scheme="SCT", meaning="Mean value")
+
+
+def reader_rows(
+    annotation_id: str, kind: str, geometry: dict[str, Any], values: dict[str, Any], text: str | None, author: Any
+) -> list[ReaderMeasurement]:
+    """The structured rows of a reader's measurement (a distance: its length; a region: its area and mean
+    intensity); none for a text note."""
+    who = author.display_name if author is not None else "?"
+    note = text.strip() if text and text.strip() else None
+    common: dict[str, Any] = {"reader": who, "annotation_id": annotation_id, "plane": geometry.get("plane"),
+              "image": geometry.get("image"), "note": note}  # fmt: skip
+    if kind == "distance" and "length_mm" in values:
+        return [
+            ReaderMeasurement(
+                key=f"reader_{annotation_id}_length",
+                label="Distance (reader)",
+                value=float(values["length_mm"]),
+                unit="mm",
+                concept=READER_LENGTH,
+                **common,
+            )
+        ]
+    if kind == "roi" and "area_mm2" in values:
+        return [
+            ReaderMeasurement(
+                key=f"reader_{annotation_id}_area",
+                label="Region area (reader)",
+                value=float(values["area_mm2"]),
+                unit="mm2",
+                concept=AREA,
+                **common,
+            ),
+            ReaderMeasurement(
+                key=f"reader_{annotation_id}_mean",
+                label="Region mean intensity (reader)",
+                value=float(values["mean"]),
+                unit="1",
+                concept=READER_MEAN,
+                **common,
+            ),
+        ]
+    return []
 
 
 # -- annotations in the database (every edge calls these) --------------------------------------------
@@ -321,8 +369,10 @@ def delete(db: Session, actor: Actor, annotation_id: str) -> None:
 
 
 def include_in_report(db: Session, store: ObjectStore, actor: Actor, annotation_id: str) -> AnnotationOut:
-    """Include an annotation (any author's) in the study's report draft: its statement is appended to
-    the radiologist's comment as a recorded edit. A signed report must be amended first (409)."""
+    """Include an annotation (any author's) in the study's report draft, as recorded edits: a measurement
+    becomes structured rows (``reader_measurements``: SR, FHIR and HL7 rows) and its sentence is appended to
+    the radiologist's comment (the PDF and the report panel show it); a note, the sentence only. A signed
+    report must be amended first (409)."""
     a = _load(db, annotation_id)
     authorize_object(db, actor, Permission.REPORT_EDIT, _object(db, a.study_id))
     if a.include_in_report:
@@ -335,11 +385,20 @@ def include_in_report(db: Session, store: ObjectStore, actor: Actor, annotation_
     sentence = report_sentence(
         a.kind, a.geometry or {}, (a.geometry or {}).get("values", {}), a.text, author.display_name if author else "?"
     )
-    comment = report.narrative.radiologist_comment.rstrip()
+    rows = reader_rows(a.id, a.kind, a.geometry or {}, (a.geometry or {}).get("values", {}), a.text, author)
+    edited, paths = report, []
+    for r in rows:  # a measurement: structured rows, which the SR, FHIR and HL7 write as such
+        edited = lifecycle.edit(
+            edited, {"/reader_measurements/-": r.model_dump(mode="json")}, who=actor.display_name, role=actor.role
+        )
+        paths.append("/reader_measurements/-")
+    # and its sentence in the comment, which the PDF and the report panel show (they do not list the rows yet)
+    comment = edited.narrative.radiologist_comment.rstrip()
     new_comment = f"{comment}\n{sentence}" if comment else sentence
     edited = lifecycle.edit(
-        report, {"/narrative/radiologist_comment": new_comment}, who=actor.display_name, role=actor.role
+        edited, {"/narrative/radiologist_comment": new_comment}, who=actor.display_name, role=actor.role
     )
+    paths.append("/narrative/radiologist_comment")
     reports.save(db, store, edited, study_id=row.study_id, analysis_id=row.analysis_id, user_id=actor.id)
     a.include_in_report = True
     audit_event(
@@ -348,6 +407,6 @@ def include_in_report(db: Session, store: ObjectStore, actor: Actor, annotation_
         "report.edit",
         target_type="report",
         target_id=row.id,
-        detail={"paths": ["/narrative/radiologist_comment"], "annotation": a.id, "version": edited.version},
+        detail={"paths": paths, "annotation": a.id, "version": edited.version},
     )
     return annotation_out(a, author)

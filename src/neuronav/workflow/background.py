@@ -25,6 +25,7 @@ class Periodic:
         self._task = task
         self._immediately = immediately
         self._stop = threading.Event()
+        self._wake = threading.Event()
         self._thread = threading.Thread(target=self._loop, name=f"neuronav-{name}", daemon=True)
         self.runs = 0
 
@@ -32,13 +33,24 @@ class Periodic:
         self._thread.start()
         return self
 
+    def wake(self) -> None:
+        """Run the task now instead of at the end of the current interval (e.g. new work was committed)."""
+        self._wake.set()
+
+    def _wait(self) -> bool:
+        """Wait an interval, or until woken; True when stopped."""
+        self._wake.wait(self.interval_s)
+        self._wake.clear()
+        return self._stop.is_set()
+
     def stop(self, timeout: float = 10.0) -> None:
         self._stop.set()
+        self._wake.set()
         if self._thread.is_alive() and threading.current_thread() is not self._thread:
             self._thread.join(timeout)
 
     def _loop(self) -> None:
-        if not self._immediately and self._stop.wait(self.interval_s):
+        if not self._immediately and self._wait():
             return
         while True:
             try:
@@ -48,7 +60,7 @@ class Periodic:
                     "background task %s failed (%s); next run in %.0f s", self.name, type(exc).__name__, self.interval_s
                 )
             self.runs += 1
-            if self._stop.wait(self.interval_s):
+            if self._wait():
                 return
 
 

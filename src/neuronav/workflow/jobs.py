@@ -428,6 +428,12 @@ def _run_claimed(
                     return "skipped"
                 db.add_all(rows)
                 reports.save(db, store, report, study_id=study_id, analysis_id=analysis_id, user_id=None)
+                from neuronav.workflow.deliveries import enqueue
+
+                enqueue(db, report, study_id=study_id)  # destinations that want preliminary results
+                from neuronav.workflow.orders import advance
+
+                advance(db, study_id, "analysed")
                 study = db.get(StudyRow, study_id)
                 assert study is not None
                 a.state, a.progress, a.stage, a.finished_at = "done", 1.0, "done", utcnow()

@@ -133,7 +133,9 @@ def export(
 
 # -- what a reader does with a report (every edge calls these) -------------------------------------
 
-ExportFormat = Literal["json", "pdf", "seg", "sr", "epdf", "sc", "fhir", "fhir-r5", "hl7"]  # the keys of MEDIA
+ExportFormat = Literal[
+    "json", "pdf", "seg", "sr", "epdf", "sc", "fhir", "fhir-r4", "fhir-r4b", "fhir-r5", "hl7"
+]  # the keys of MEDIA
 MEDIA: dict[str, tuple[str, str]] = {
     "json": ("application/json", "report.json"),
     "pdf": ("application/pdf", "report.pdf"),
@@ -141,7 +143,9 @@ MEDIA: dict[str, tuple[str, str]] = {
     "sr": ("application/dicom", "sr.dcm"),
     "epdf": ("application/dicom", "report-pdf.dcm"),
     "sc": ("application/zip", "sc.zip"),
-    "fhir": ("application/fhir+json", "fhir-r4b.json"),
+    "fhir": ("application/fhir+json", "fhir-r4.json"),  # alias of fhir-r4 (the release EHRs run)
+    "fhir-r4": ("application/fhir+json", "fhir-r4.json"),
+    "fhir-r4b": ("application/fhir+json", "fhir-r4b.json"),
     "fhir-r5": ("application/fhir+json", "fhir-r5.json"),
     "hl7": ("application/hl7-v2", "report.hl7"),
 }
@@ -179,6 +183,16 @@ def read_versions(db: Session, store: ObjectStore, actor: Actor, report_id: str)
     read(db, store, actor, report_id)
     audit_event(db, actor, "report.versions", target_type="report", target_id=report_id)
     return versions(db, report_id)
+
+
+def read_deliveries(db: Session, store: ObjectStore, actor: Actor, report_id: str) -> list[Any]:
+    """Where the report's versions were sent, and how that went (audited as ``report.deliveries``): for
+    whoever may read the report."""
+    from neuronav.workflow.deliveries import deliveries_of_report
+
+    read(db, store, actor, report_id)
+    audit_event(db, actor, "report.deliveries", target_type="report", target_id=report_id)
+    return deliveries_of_report(db, report_id)
 
 
 @dataclass(frozen=True)
@@ -269,6 +283,12 @@ def sign(db: Session, store: ObjectStore, actor: Actor, report_id: str) -> Repor
         target_id=report_id,
         detail={"version": report.version, "sha256": report.signature.content_sha256},
     )
+    from neuronav.workflow.deliveries import enqueue
+
+    enqueue(db, report, study_id=row.study_id)  # committed with the signature: the outbox sends it
+    from neuronav.workflow.orders import advance
+
+    advance(db, row.study_id, "signed")
     return report
 
 

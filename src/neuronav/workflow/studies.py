@@ -66,6 +66,7 @@ class StudyOut(BaseModel):
     analysis: AnalysisOut | None
     report_id: str | None = None
     report_status: str | None = None
+    order_state: str | None = None  # the HL7 order it answers: arrived, analysed, signed (None: no order)
 
 
 class StudyDetail(StudyOut):
@@ -130,7 +131,15 @@ def study_out(db: Session, s: StudyRow, *, with_status: bool = True) -> StudyOut
         analysis=_analysis_out(latest) if with_status else None,
         report_id=rep.id if rep else None,
         report_status=rep.status if rep else None,
+        order_state=_order_state(db, s.id),
     )
+
+
+def _order_state(db: Session, study_id: str) -> str | None:
+    from neuronav.workflow.orders import order_of
+
+    order = order_of(db, study_id)
+    return order.state if order is not None else None
 
 
 def load_study(db: Session, study_id: str) -> StudyRow:
@@ -200,6 +209,10 @@ def receive_and_analyse(
             "this study is in NeuroNav already, uploaded by another user; ask a radiologist to find it "
             "(nothing was stored again)"
         )
+    if received.created:
+        from neuronav.workflow.orders import match_study
+
+        match_study(db, store, settings, study)  # the order it answers: by accession, else MRN and date
     latest = None if received.created else _latest(db, study.id)
     if latest is not None and latest.state == "failed" and _failed_runs(db, study.id) > settings.failed_requeues:
         analysis, queued = latest, False  # failed too often: a re-upload no longer queues it again

@@ -29,7 +29,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
-from neuronav.db.models import AnalysisRow, ReportRow, StudyRow
+from neuronav.db.models import AnalysisRow, OrderRow, ReportRow, StudyRow
 from neuronav.security.access import Actor, breakglass_study
 from neuronav.security.permissions import Role
 from neuronav.workflow.access import audit_event
@@ -106,7 +106,15 @@ def _worklist_query(
         .offset(offset)
         .subquery("page")
     )
-    extra: list[ColumnElement[Any]] = []
+    order_state = (
+        select(OrderRow.state)
+        .where(OrderRow.study_id == page.c.id)
+        .order_by(OrderRow.received_at.desc())
+        .limit(1)
+        .scalar_subquery()
+        .label("o_state")
+    )  # the HL7 order the study answers (orders.study_id is indexed)
+    extra: list[ColumnElement[Any]] = [order_state]
     if not search:  # the total from the index-ordered walk would need every row: counted apart
         extra.append(select(func.count()).select_from(StudyRow).where(*where).scalar_subquery().label("total"))
     a_cols = (
@@ -171,6 +179,7 @@ def _worklist_item(row: Row[Any]) -> StudyOut:
         analysis=AnalysisOut.model_validate(latest) if latest["id"] is not None else None,
         report_id=m["r_id"],
         report_status=m["r_status"],
+        order_state=m["o_state"],
     )
 
 

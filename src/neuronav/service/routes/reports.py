@@ -6,6 +6,7 @@ Thin: who may read and export, the lifecycle step, its storage and its audit eve
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends
@@ -63,6 +64,31 @@ def get_report(report_id: str, user: CurrentUserDep, db: DbDep, store: StoreDep,
     return reports.read_report(db, store, user, report_id, version)
 
 
+class DeliveryOut(BaseModel):
+    """One output of one report version sent to one hospital system."""
+
+    id: str
+    destination: str
+    kind: str = Field(description="hl7 | fhir | dicom | dicomweb")
+    report_version: int
+    output: str = Field(description="hl7, fhir-r4, …")
+    event: str = Field(description="preliminary | final | amendment")
+    state: str = Field(description="queued | sending | delivered | failed")
+    attempts: int
+    next_attempt_at: datetime | None
+    peer_status: str | None = Field(description="the peer's code: AA / AE / AR, HTTP 201, …")
+    error: str | None
+    delivered_at: datetime | None
+
+
+@router.get("/{report_id}/deliveries", response_model=list[DeliveryOut])
+def get_deliveries(report_id: str, user: CurrentUserDep, db: DbDep, store: StoreDep) -> list[DeliveryOut]:
+    """Where the report's outputs went (HL7, FHIR, PACS) and how each delivery stands."""
+    return [
+        DeliveryOut.model_validate(d, from_attributes=True) for d in reports.read_deliveries(db, store, user, report_id)
+    ]
+
+
 @router.get("/{report_id}/versions", response_model=list[VersionOut])
 def get_versions(report_id: str, user: CurrentUserDep, db: DbDep, store: StoreDep) -> list[VersionOut]:
     """Every stored version of a report (earlier versions stay retrievable with ``?version=``)."""
@@ -88,7 +114,8 @@ def export_report(
     settings: SettingsDep,
     version: Version = None,
 ) -> FileResponse:
-    """The report as ``json``, ``pdf``, ``seg``, ``sr``, ``epdf``, ``sc`` (zip), ``fhir``, ``fhir-r5`` or ``hl7``."""
+    """The report as ``json``, ``pdf``, ``seg``, ``sr``, ``epdf``, ``sc`` (zip), ``fhir-r4`` (alias ``fhir``),
+    ``fhir-r4b``, ``fhir-r5`` or ``hl7``."""
     exported = reports.export_for(db, store, settings, user, report_id, fmt, version)
     return FileResponse(
         exported.path,
