@@ -37,13 +37,12 @@ from neuronav.errors import InputError, NotFoundError, ReportError
 from neuronav.ingest import scan
 from neuronav.pseudonym import pseudonymise
 from neuronav.security.access import Actor, ai_results_open
-from neuronav.security.errors import PermissionDenied
-from neuronav.security.permissions import Permission, object_access
+from neuronav.security.permissions import Permission
 from neuronav.storage.store import ObjectStore
 from neuronav.workflow import reports
 from neuronav.workflow.access import audit_event, authorize_object
 from neuronav.workflow.identity import patient_of
-from neuronav.workflow.studies import UploadOut, receive_and_analyse, study_object
+from neuronav.workflow.studies import UploadOut, may_access, receive_and_analyse, study_object
 from neuronav.workflow.uploads import Upload, UploadedFiles, private_tmp, remove_tmp, restore_upload
 
 RESULT_FORMATS = ("seg", "sr", "epdf")  # the DICOM results a study carries for readers of its AI results
@@ -75,19 +74,7 @@ class Retrieved:
 
 
 def _readable(actor: Actor, study: StudyRow) -> bool:
-    try:
-        object_access(
-            actor.role,
-            Permission.STUDY_READ,
-            study_object(study),
-            user_id=actor.id,
-            active=True,
-            verified=actor.verified,
-            breakglass=actor.breakglass,
-        )
-    except PermissionDenied:
-        return False
-    return True
+    return may_access(actor, study, Permission.STUDY_READ)
 
 
 def _uid_digest(uid: str) -> str:

@@ -151,12 +151,13 @@ def study_object(study: StudyRow) -> StudyObject:
     return StudyObject(study_id=study.id, uploaded_by=study.uploaded_by)
 
 
-def _may_follow(actor: Actor, study: StudyRow) -> bool:
-    """Whether ``actor`` may see the study at all (its status: a reader, or the technician who uploaded it)."""
+def may_access(actor: Actor, study: StudyRow, permission: Permission = Permission.STUDY_STATUS) -> bool:
+    """Whether ``actor`` holds ``permission`` on the study (by default: may see it at all, its status: a
+    reader, or the technician who uploaded it). Not audited: for filtering lists."""
     try:
         object_access(
             actor.role,
-            Permission.STUDY_STATUS,
+            permission,
             study_object(study),
             user_id=actor.id,
             active=True,
@@ -201,7 +202,7 @@ def receive_and_analyse(
         throttles.spend(db, actor, UPLOAD_RATE)
     received = receive_files(db, store, settings, user_id=actor.id, source=source)
     study = received.study
-    if not received.created and not _may_follow(actor, study):
+    if not received.created and not may_access(actor, study):
         detail = {"files": source.files, "reason": "uploaded by another user", "via": via}
         audit_event(db, actor, "study.upload", outcome="denied", target_type="study", target_id=study.id, detail=detail)
         db.commit()

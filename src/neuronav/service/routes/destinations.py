@@ -18,6 +18,7 @@ from neuronav.security.access import Actor
 from neuronav.security.permissions import Permission
 from neuronav.service.deps import AuthFirstRoute, DbDep, StoreDep, requires
 from neuronav.workflow import deliveries, orders
+from neuronav.workflow.deliveries import DeliveryOut, DestinationOut
 
 router = APIRouter(prefix="/api/admin", tags=["admin"], route_class=AuthFirstRoute)
 
@@ -45,37 +46,6 @@ class DestinationIn(BaseModel):
     identified: bool = Field(default=True, description="clinical (the patient's identity) or pseudonymous")
 
 
-class DestinationOut(BaseModel):
-    id: str
-    name: str
-    kind: str
-    config: dict[str, Any]
-    secrets_set: list[str]
-    outputs: list[str]
-    events: list[str]
-    identified: bool
-    enabled: bool
-    created_at: datetime
-
-
-class DeliveryOut(BaseModel):
-    id: str
-    destination: str
-    kind: str
-    report_id: str
-    report_version: int
-    output: str
-    event: str
-    state: str
-    attempts: int
-    next_attempt_at: datetime | None
-    peer_status: str | None
-    peer_text: str | None
-    error: str | None
-    created_at: datetime
-    delivered_at: datetime | None
-
-
 class RejectedOut(BaseModel):
     id: str
     received_at: datetime
@@ -91,9 +61,7 @@ class RemovedOut(BaseModel):
 @router.get("/destinations", response_model=list[DestinationOut])
 def list_route(db: DbDep, store: StoreDep, user: Manager) -> list[DestinationOut]:
     """Every destination (secrets are never shown: only which are set)."""
-    return [
-        DestinationOut.model_validate(d, from_attributes=True) for d in deliveries.list_destinations(db, store, user)
-    ]
+    return deliveries.list_destinations(db, store, user)
 
 
 @router.post("/destinations", response_model=DestinationOut, status_code=201)
@@ -110,7 +78,7 @@ def add_route(body: DestinationIn, db: DbDep, store: StoreDep, user: Manager) ->
         events=list(body.events),
         identified=body.identified,
     )
-    return DestinationOut.model_validate(made, from_attributes=True)
+    return made
 
 
 @router.delete("/destinations/{name}", response_model=RemovedOut)
@@ -129,16 +97,13 @@ def deliveries_route(
     offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
 ) -> list[DeliveryOut]:
     """The outbox, newest first: each delivery's state, attempts and the peer's answer."""
-    return [
-        DeliveryOut.model_validate(d, from_attributes=True)
-        for d in deliveries.list_deliveries(db, user, state=state, limit=limit, offset=offset)
-    ]
+    return deliveries.list_deliveries(db, user, state=state, limit=limit, offset=offset)
 
 
 @router.post("/deliveries/{delivery_id}/resend", response_model=DeliveryOut)
 def resend_route(delivery_id: str, db: DbDep, user: Manager) -> DeliveryOut:
     """Send a failed (or delivered) delivery again now (audited)."""
-    return DeliveryOut.model_validate(deliveries.resend(db, user, delivery_id), from_attributes=True)
+    return deliveries.resend(db, user, delivery_id)
 
 
 @router.get("/hl7/rejected", response_model=list[RejectedOut])
