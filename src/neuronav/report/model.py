@@ -5,9 +5,11 @@ every number in a report comes from its ``findings`` through :mod:`neuronav.repo
 ``measurements`` table is the one list of numbers that the SR, the FHIR Observations and the HL7
 OBX segments are written from, so they cannot disagree.
 
-Lifecycle (:mod:`neuronav.report.lifecycle`): ``preliminary`` (as the AI wrote it) → ``reviewed``
-(edited by a radiologist, each edit recorded) → ``final`` (signed; the signed content is hashed) →
-``amended`` (a new version of a final report; earlier versions are kept).
+Lifecycle (:mod:`neuronav.report.lifecycle`): ``preliminary`` (as the AI wrote it; a radiologist's edits
+are recorded and never change the status) → ``reviewed`` (only by an explicit "mark reviewed") →
+``final`` (signed after re-authentication; the signed content is hashed, the signature's name, time
+and meaning recorded) → ``amended`` (a new version of a final report with its reason; earlier
+versions are kept).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from neuronav.findings import Change, Findings, ProducedBy
 
-REPORT_SCHEMA_VERSION = "1.0"
+REPORT_SCHEMA_VERSION = "1.1"  # 1.1: Signature.meaning, reauthenticated_by
 REPORT_ID_PATTERN = r"^NN-\d{8}-[0-9a-f]{8}$"
 Status = Literal["preliminary", "reviewed", "final", "amended"]
 Urgency = Literal["routine", "soon", "urgent"]
@@ -181,11 +183,20 @@ class Edit(_Model):
     new: Any
 
 
+SIGNATURE_MEANING = "Approved: I have reviewed the images and this report and I am responsible for its content"
+AMENDMENT_MEANING = "Amendment approved: I am responsible for the changes and the reason stated"
+
+
 class Signature(_Model):
-    signed_by: str
+    """The electronic signature and its manifestation (21 CFR 11.50): the signer's printed name, the
+    date and time, and the meaning of the signature; every output shows the three."""
+
+    signed_by: str  # the signer's printed name
     role: str
     signed_at: datetime
     content_sha256: str  # sha256 of the canonical JSON of the report without its signature
+    meaning: str = SIGNATURE_MEANING  # what the signature means (report 1.1; 1.0 reports: the default)
+    reauthenticated_by: Literal["password", "password+totp"] | None = None  # how the signer proved it was them
 
 
 class Narrative(_Model):
@@ -223,6 +234,37 @@ class Report(_Model):
         return [*self.disclaimers, *(d for d in DISCLAIMERS if d not in self.disclaimers)]
 
 
+# fields added after reports were first stored and signed, with the value an older report reads as: left
+# out of the signed content (and of a document written in an older schema version) while they hold it,
+# so a report signed before they existed still verifies and still matches its own published schema
+_LATER_LESION_DEFAULTS: dict[str, Any] = {
+    "core_ml": None,
+    "enhancing_ml": None,
+    "oedema_ml": None,
+    "enhancing_max_diameter_mm": None,
+    "oedema_max_diameter_mm": None,
+    "satellites": 0,
+}
+_LATER_SEGMENTATION_DEFAULTS: dict[str, Any] = {"oedema_islands_ml": 0.0}
+_LATER_SIGNATURE_DEFAULTS: dict[str, Any] = {"meaning": SIGNATURE_MEANING, "reauthenticated_by": None}
+
+
+def _drop(d: dict[str, Any], defaults: dict[str, Any]) -> None:
+    for key, default in defaults.items():
+        if key in d and d[key] == default:
+            del d[key]
+
+
+def drop_later_defaults(data: dict[str, Any]) -> None:
+    """Remove, in place, from a report's JSON data the fields added later that hold their default."""
+    seg = (data.get("findings") or {}).get("segmentation") or {}
+    _drop(seg, _LATER_SEGMENTATION_DEFAULTS)
+    for lesion in seg.get("lesions") or []:
+        _drop(lesion, _LATER_LESION_DEFAULTS)
+    if isinstance(data.get("signature"), dict):
+        _drop(data["signature"], _LATER_SIGNATURE_DEFAULTS)
+
+
 def model_info(p: ProducedBy) -> ModelInfo:
     return ModelInfo(name=p.name, version=p.version, kind=p.kind, sha256=p.sha256)
 
@@ -231,6 +273,8 @@ __all__ = [
     "DISCLAIMERS",
     "REPORT_SCHEMA_VERSION",
     "SYNTHETIC_TRAINING",
+    "SIGNATURE_MEANING",
+    "AMENDMENT_MEANING",
     "SYNTHETIC_TRAINING_SHORT",
     "AIFindings",
     "Change",
@@ -252,5 +296,6 @@ __all__ = [
     "Status",
     "StudyInfo",
     "VisualData",
+    "drop_later_defaults",
     "model_info",
 ]

@@ -253,10 +253,36 @@ def edit(db: Session, store: ObjectStore, actor: Actor, report_id: str, changes:
     return report
 
 
-def sign(db: Session, store: ObjectStore, actor: Actor, report_id: str) -> Report:
-    """Sign: the report becomes final (or a signed amendment); its content hash is recorded."""
+def mark_reviewed(db: Session, store: ObjectStore, actor: Actor, report_id: str) -> Report:
+    """The explicit step preliminary → reviewed (edits never change the status)."""
     row = _row(db, report_id)
-    report = lifecycle.sign(load(db, store, report_id), who=actor.display_name, role=actor.role)
+    report = lifecycle.mark_reviewed(load(db, store, report_id), who=actor.display_name, role=actor.role)
+    save(db, store, report, study_id=row.study_id, analysis_id=row.analysis_id, user_id=actor.id)
+    audit_event(
+        db, actor, "report.review", target_type="report", target_id=report_id, detail={"version": report.version}
+    )
+    return report
+
+
+def sign(
+    db: Session,
+    store: ObjectStore,
+    actor: Actor,
+    report_id: str,
+    *,
+    password: str,
+    totp_code: str | None = None,
+) -> Report:
+    """Sign after re-authentication (the signer's password, and TOTP code when the account has one:
+    :func:`neuronav.workflow.signin.reauthenticate`): the report becomes final (or a signed amendment);
+    its content hash and the signature's manifestation (name, time, meaning) are recorded."""
+    from neuronav.workflow.signin import reauthenticate
+
+    row = _row(db, report_id)
+    current = load(db, store, report_id)
+    lifecycle.check_signable(current, role=actor.role)  # a refusal needs no password
+    method = reauthenticate(db, store, actor, password=password, totp_code=totp_code, purpose="report.sign")
+    report = lifecycle.sign(current, who=actor.display_name, role=actor.role, reauthenticated_by=method)
     save(db, store, report, study_id=row.study_id, analysis_id=row.analysis_id, user_id=actor.id)
     if report.signature is None:
         raise LifecycleError(f"signing {report_id} recorded no signature")
@@ -266,7 +292,12 @@ def sign(db: Session, store: ObjectStore, actor: Actor, report_id: str) -> Repor
         "report.sign",
         target_type="report",
         target_id=report_id,
-        detail={"version": report.version, "sha256": report.signature.content_sha256},
+        detail={
+            "version": report.version,
+            "sha256": report.signature.content_sha256,
+            "meaning": report.signature.meaning,
+            "reauthenticated_by": method,
+        },
     )
     return report
 
@@ -277,6 +308,11 @@ def amend(db: Session, store: ObjectStore, actor: Actor, report_id: str, reason:
     report = lifecycle.amend(load(db, store, report_id), who=actor.display_name, role=actor.role, reason=reason)
     save(db, store, report, study_id=row.study_id, analysis_id=row.analysis_id, user_id=actor.id)
     audit_event(
-        db, actor, "report.amend", target_type="report", target_id=report_id, detail={"version": report.version}
+        db,
+        actor,
+        "report.amend",
+        target_type="report",
+        target_id=report_id,
+        detail={"version": report.version, "reason_chars": len(report.amendment_reason or "")},
     )
     return report
