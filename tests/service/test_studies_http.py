@@ -107,10 +107,19 @@ def test_upload_analyse_read_export_sign(
         headers=rad.headers,
         json={"changes": {"/narrative/impression": "Solitary metastasis."}},
     )
-    assert edited.status_code == 200 and edited.json()["status"] == "reviewed"
-    assert client.post(f"/api/reports/{report_id}/sign", headers=tech.headers).status_code == 403
-    signed = client.post(f"/api/reports/{report_id}/sign", headers=rad.headers).json()
+    assert edited.status_code == 200 and edited.json()["status"] == "preliminary"  # an edit moves no status
+    reviewed = client.post(f"/api/reports/{report_id}/review", headers=rad.headers)
+    assert reviewed.status_code == 200 and reviewed.json()["status"] == "reviewed"
+    sign_body = {"password": rad.password}
+    assert client.post(f"/api/reports/{report_id}/sign", headers=tech.headers, json=sign_body).status_code == 403
+    assert client.post(f"/api/reports/{report_id}/sign", headers=rad.headers).status_code == 422  # no password
+    wrong = client.post(f"/api/reports/{report_id}/sign", headers=rad.headers, json={"password": "not mine at all"})
+    assert wrong.status_code == 403 and "password" in wrong.json()["detail"]
+    assert client.get(f"/api/reports/{report_id}", headers=rad.headers).json()["signature"] is None
+    signed = client.post(f"/api/reports/{report_id}/sign", headers=rad.headers, json=sign_body).json()
     assert signed["status"] == "final" and signed["signature"]["content_sha256"]
+    assert signed["signature"]["signed_by"] == "Dr Radiologist" and signed["signature"]["meaning"]
+    assert signed["signature"]["reauthenticated_by"] == "password"
     again_edit = client.post(
         f"/api/reports/{report_id}/edit", headers=rad.headers, json={"changes": {"/narrative/impression": "x"}}
     )
@@ -127,6 +136,7 @@ def test_upload_analyse_read_export_sign(
 
     actions = {e.action for e in audit_events(settings)}
     assert {"study.upload", "study.read", "report.export", "report.edit", "report.sign", "report.amend"} <= actions
+    assert {"report.review", "reauth"} <= actions
 
 
 def _zip(members: dict[str, bytes]) -> bytes:
