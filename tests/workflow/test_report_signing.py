@@ -67,7 +67,11 @@ def _signer(env: Env, *, with_totp: bool) -> Signer:
 
 def _reauth_outcomes(env: Env, user_id: str) -> list[str]:
     with session_scope(env.settings.database) as db:
-        rows = db.scalars(select(AuditEventRow).where(AuditEventRow.action == "reauth", AuditEventRow.actor_id == user_id).order_by(AuditEventRow.seq))
+        rows = db.scalars(
+            select(AuditEventRow)
+            .where(AuditEventRow.action == "reauth", AuditEventRow.actor_id == user_id)
+            .order_by(AuditEventRow.seq)
+        )
         return [r.outcome for r in rows]
 
 

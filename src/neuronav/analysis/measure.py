@@ -296,9 +296,7 @@ def lesions(
     satellite_mm: float = SATELLITE_DISTANCE_MM,
 ) -> list[Lesion]:
     """The lesions of :func:`tumour_lesions` (a tumour core with its oedema; satellites joined)."""
-    return tumour_lesions(
-        labels, affine, world_to_mni, min_volume_ml=min_volume_ml, satellite_mm=satellite_mm
-    ).lesions
+    return tumour_lesions(labels, affine, world_to_mni, min_volume_ml=min_volume_ml, satellite_mm=satellite_mm).lesions
 
 
 # ------------------------------------------------------------------------------------ ventricles

@@ -38,7 +38,6 @@ from neuronav.report.model import (
 )
 from neuronav.report.recommend import recommendations
 
-
 VOLUME_ROWS: tuple[tuple[str, str, str, Code], ...] = (
     ("whole_tumour_ml", "whole_tumour_volume", "Whole tumour volume", codes.NEOPLASM),
     ("tumour_core_ml", "tumour_core_volume", "Tumour core volume", codes.TUMOUR_CORE),
@@ -148,7 +147,14 @@ def measurements(f: Findings) -> list[Measurement]:
         ptr = f"/segmentation/lesions/{n}"
         i = lesion.index
         per_lesion: list[tuple[str, str, str, Code, Code, str]] = [
-            ("max_axial_diameter_mm", "long_axis", "core, longest axial diameter", codes.LONG_AXIS, codes.TUMOUR_CORE, "mm"),
+            (
+                "max_axial_diameter_mm",
+                "long_axis",
+                "core, longest axial diameter",
+                codes.LONG_AXIS,
+                codes.TUMOUR_CORE,
+                "mm",
+            ),
             (
                 "perpendicular_axial_diameter_mm",
                 "short_axis",
@@ -479,7 +485,9 @@ def narrative(f: Findings) -> Narrative:
     else:
         parts.append(f"No tumour detected (AI probability {p.probability:.2f}, threshold {p.threshold:.2f}).")
     islands = f.segmentation.oedema_islands_ml
-    oedema = f"Oedema {'present, ' + format(s.oedema_ml, '.1f') + ' mL in total' if s.oedema_present else 'not present'}"
+    oedema = (
+        f"Oedema {'present, ' + format(s.oedema_ml, '.1f') + ' mL in total' if s.oedema_present else 'not present'}"
+    )
     if s.oedema_present and islands >= 0.05:
         oedema += f" ({islands:.1f} mL of it not around a tumour core)"
     parts.append(

@@ -34,7 +34,14 @@ from neuronav.report.model import (
 )
 
 SIGNING_ROLES = frozenset({"radiologist"})
-EDITABLE_TEXT = frozenset({"/narrative/findings_text", "/narrative/impression", "/narrative/radiologist_comment"})
+EDITABLE_TEXT = frozenset(
+    {
+        "/narrative/findings_text",
+        "/narrative/impression",
+        "/narrative/radiologist_comment",
+        "/narrative/clinical_information",
+    }
+)
 # the longest narrative text an edit may set: pages of prose, not a payload that makes every export crawl
 MAX_NARRATIVE_CHARS = 20_000
 

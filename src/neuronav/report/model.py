@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from neuronav.findings import Change, Findings, ProducedBy
 
-REPORT_SCHEMA_VERSION = "1.1"  # 1.1: Signature.meaning, reauthenticated_by
+REPORT_SCHEMA_VERSION = "1.1"  # 1.1: Signature.meaning, reauthenticated_by; Narrative.clinical_information
 REPORT_ID_PATTERN = r"^NN-\d{8}-[0-9a-f]{8}$"
 Status = Literal["preliminary", "reviewed", "final", "amended"]
 Urgency = Literal["routine", "soon", "urgent"]
@@ -205,6 +205,7 @@ class Narrative(_Model):
     findings_text: str
     impression: str
     radiologist_comment: str = ""
+    clinical_information: str = ""  # the indication, as the requester gave it or the radiologist wrote it
 
 
 class Report(_Model):
@@ -247,6 +248,7 @@ _LATER_LESION_DEFAULTS: dict[str, Any] = {
 }
 _LATER_SEGMENTATION_DEFAULTS: dict[str, Any] = {"oedema_islands_ml": 0.0}
 _LATER_SIGNATURE_DEFAULTS: dict[str, Any] = {"meaning": SIGNATURE_MEANING, "reauthenticated_by": None}
+_LATER_NARRATIVE_DEFAULTS: dict[str, Any] = {"clinical_information": ""}
 
 
 def _drop(d: dict[str, Any], defaults: dict[str, Any]) -> None:
@@ -261,6 +263,8 @@ def drop_later_defaults(data: dict[str, Any]) -> None:
     _drop(seg, _LATER_SEGMENTATION_DEFAULTS)
     for lesion in seg.get("lesions") or []:
         _drop(lesion, _LATER_LESION_DEFAULTS)
+    if isinstance(data.get("narrative"), dict):
+        _drop(data["narrative"], _LATER_NARRATIVE_DEFAULTS)
     if isinstance(data.get("signature"), dict):
         _drop(data["signature"], _LATER_SIGNATURE_DEFAULTS)
 
@@ -270,11 +274,11 @@ def model_info(p: ProducedBy) -> ModelInfo:
 
 
 __all__ = [
+    "AMENDMENT_MEANING",
     "DISCLAIMERS",
     "REPORT_SCHEMA_VERSION",
-    "SYNTHETIC_TRAINING",
     "SIGNATURE_MEANING",
-    "AMENDMENT_MEANING",
+    "SYNTHETIC_TRAINING",
     "SYNTHETIC_TRAINING_SHORT",
     "AIFindings",
     "Change",
