@@ -76,6 +76,7 @@ def test_upload_analyse_read_export_sign(
 
     pdf = client.get(f"/api/reports/{report_id}/export/pdf", headers=rad.headers)
     assert pdf.status_code == 200 and pdf.content.startswith(b"%PDF")
+    assert f'filename="{report_id}-v1-preliminary-draft-report.pdf"' in pdf.headers["content-disposition"]
     sr = client.get(f"/api/reports/{report_id}/export/sr", headers=rad.headers)
     assert sr.status_code == 200
     ds = pydicom.dcmread(io.BytesIO(sr.content))
@@ -120,6 +121,8 @@ def test_upload_analyse_read_export_sign(
     assert signed["status"] == "final" and signed["signature"]["content_sha256"]
     assert signed["signature"]["signed_by"] == "Dr Radiologist" and signed["signature"]["meaning"]
     assert signed["signature"]["reauthenticated_by"] == "password"
+    final_pdf = client.get(f"/api/reports/{report_id}/export/pdf", headers=rad.headers)
+    assert f'filename="{report_id}-v1-final-report.pdf"' in final_pdf.headers["content-disposition"]
     again_edit = client.post(
         f"/api/reports/{report_id}/edit", headers=rad.headers, json={"changes": {"/narrative/impression": "x"}}
     )

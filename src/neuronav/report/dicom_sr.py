@@ -30,7 +30,7 @@ and version (``PRELIMINARY v1``) are in SeriesDescription; the disclaimers are i
 
 Codes: concepts from :mod:`neuronav.report.codes`; the private scheme ``99NEURONAV`` is declared in
 the CodingSchemeIdentificationSequence. Text items use private concept names (:data:`LOCATION_TEXT`,
-:data:`TUMOUR_TYPE_TEXT`, :data:`SHIFT_LEVEL_TEXT`, :data:`DISCLAIMER_TEXT`).
+:data:`TUMOUR_TYPE_TEXT`, :data:`SHIFT_LEVEL_TEXT`, :data:`DISCLAIMER_TEXT`, :data:`SIGNATURE_TEXT`).
 """
 
 from __future__ import annotations
@@ -77,6 +77,7 @@ LOCATION_TEXT = Code(value="lesion-location", scheme=P, meaning="Lesion location
 TUMOUR_TYPE_TEXT = Code(value="tumour-type", scheme=P, meaning="Most likely tumour type (AI classification)")
 SHIFT_LEVEL_TEXT = Code(value="midline-level", scheme=P, meaning="Level of the midline shift measurement")
 DISCLAIMER_TEXT = Code(value="disclaimer", scheme=P, meaning="Disclaimer")
+SIGNATURE_TEXT = Code(value="signature-manifestation", scheme=P, meaning="Electronic signature manifestation")
 QUALITATIVE_EVALUATIONS = hd.sr.CodedConcept(
     value="C0034375", scheme_designator="UMLS", meaning="Qualitative Evaluations"
 )
@@ -297,6 +298,14 @@ def _disclaimers(report: Report) -> hd.sr.ContainerContentItem:
             for text in report.notices
         ]
     )
+    if report.signature is not None:  # name, time and meaning (21 CFR 11.50), with the Verifying Observer
+        box.ContentSequence.append(
+            hd.sr.TextContentItem(
+                name=coded(SIGNATURE_TEXT),
+                value=report.signature.manifestation(),
+                relationship_type=hd.sr.RelationshipTypeValues.CONTAINS,
+            )
+        )
     return box
 
 

@@ -206,7 +206,7 @@ def make_oru(report: Report, *, pdf: bytes | None = None) -> str:
     if report.narrative.radiologist_comment:
         notes.append(f"Radiologist comment: {report.narrative.radiologist_comment}")
     if signature is not None:
-        notes.append(f"Signed by {signature.signed_by} ({signature.role}) at {signature.signed_at.isoformat()}")
+        notes.append(signature.manifestation())
     for i, note in enumerate(notes, start=1):
         order.add(_segment(f"NTE|{i}|L|{'~'.join(_lines(note))}", strict))
 

@@ -14,7 +14,7 @@ versions are kept).
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -197,6 +197,14 @@ class Signature(_Model):
     content_sha256: str  # sha256 of the canonical JSON of the report without its signature
     meaning: str = SIGNATURE_MEANING  # what the signature means (report 1.1; 1.0 reports: the default)
     reauthenticated_by: Literal["password", "password+totp"] | None = None  # how the signer proved it was them
+
+    def manifestation(self) -> str:
+        """Printed name, date and time (UTC) and meaning, as every output states the signature."""
+        when = self.signed_at.astimezone(UTC) if self.signed_at.tzinfo is not None else self.signed_at
+        return (
+            f"Electronically signed by {self.signed_by} ({self.role}) on {when:%Y-%m-%d %H:%M:%S} UTC. "
+            f"Meaning: {self.meaning}."
+        )
 
 
 class Narrative(_Model):

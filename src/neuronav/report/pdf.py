@@ -37,8 +37,8 @@ import re
 import struct
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
-from typing import Any, Literal
 from pathlib import Path
+from typing import Any, Literal
 from xml.sax.saxutils import escape
 
 import reportlab
@@ -353,10 +353,7 @@ def _clinical(r: Report, width: float) -> list[Any]:
 
 def signature_manifestation(r: Report) -> str:
     """The signature as every output states it (21 CFR 11.50): printed name, date and time, meaning."""
-    sig = r.signature
-    if sig is None:
-        return "Not signed."
-    return f"Electronically signed by {sig.signed_by} ({sig.role}) on {_when(sig.signed_at)}. Meaning: {sig.meaning}."
+    return r.signature.manifestation() if r.signature is not None else "Not signed."
 
 
 def _signature_block(r: Report, width: float) -> list[Any]:

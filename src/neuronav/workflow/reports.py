@@ -146,6 +146,13 @@ MEDIA: dict[str, tuple[str, str]] = {
 }
 
 
+def export_filename(report: Report, name: str) -> str:
+    """``NN-20261205-1a2b3c4d-v2-amended-draft-report.pdf``: the report id, version and status (``-draft``
+    while unsigned), so a draft and the signed report are never saved under one name."""
+    state = report.status if report.signature is not None else f"{report.status}-draft"
+    return f"{report.report_id}-v{report.version}-{state}-{name}"
+
+
 def _row(db: Session, report_id: str) -> ReportRow:
     return get_row(db, ReportRow, report_id, "report")
 
@@ -187,7 +194,7 @@ class ExportFile:
     path: Path
     folder: Path
     media_type: str
-    filename: str  # <report id>-v<version>-<name>
+    filename: str  # <report id>-v<version>-<status>-<name>: a draft and the signed report never share a name
 
 
 def export_for(
@@ -234,7 +241,7 @@ def export_for(
         target_id=report_id,
         detail={"format": fmt, "version": report.version, "status": report.status},
     )
-    return ExportFile(path, folder, media, f"{report_id}-v{report.version}-{name}")
+    return ExportFile(path, folder, media, export_filename(report, name))
 
 
 def edit(db: Session, store: ObjectStore, actor: Actor, report_id: str, changes: dict[str, Any]) -> Report:
