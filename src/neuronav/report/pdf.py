@@ -743,7 +743,7 @@ def _watermark() -> ImageReader:
     draw.text((side / 2, side / 2), DRAFT, font=font, fill=255, anchor="mm")
     alpha = text.rotate(45, resample=PILImage.Resampling.BICUBIC)
     alpha = alpha.point(lambda v: int(v * WATERMARK_ALPHA))
-    rgb = tuple(int(round(c * 255)) for c in WATERMARK_RGB)
+    rgb = tuple(round(c * 255) for c in WATERMARK_RGB)
     img = PILImage.new("RGBA", (side, side), (*rgb, 0))
     img.putalpha(alpha)
     buf = io.BytesIO()
