@@ -4,8 +4,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# chromium + fonts: the web UI's browser tests
-APT_PACKAGES=(python3 python3-venv python3-pip dcm2niix dcmtk poppler-utils chromium fonts-dejavu-core)
+# chromium + fonts: the web UI's browser tests; orthanc (+ DICOMweb plugin): a real PACS for the integration
+# tests; dicom3tools and pixelmed-apps: independent validators of the DICOM objects written
+APT_PACKAGES=(python3 python3-venv python3-pip dcm2niix dcmtk poppler-utils chromium fonts-dejavu-core
+  orthanc orthanc-dicomweb dicom3tools pixelmed-apps)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do

@@ -123,6 +123,8 @@ class Settings(BaseSettings):
         return value.expanduser()
 
     report_serial: bool = False  # neuronav.report._helper
+    # the issuer of patient ids (HL7 PID-3.4, FHIR identifier.system) when a study has no IssuerOfPatientID
+    assigning_authority: str = ""  # neuronav.report.identity
     trusted_proxies: str = ""  # neuronav.security.network
     metrics_token: str = ""  # neuronav.service.deps.operator_access
 

@@ -228,3 +228,15 @@ def test_a_report_signed_before_the_lesion_fields_existed_still_verifies(prelim:
     old = Report.model_validate(data)
     assert canonical_json(old) == canonical_json(final)
     assert verify_signature(old)
+
+
+def test_a_stored_version_never_holds_the_patients_identity(prelim: Report, tmp_path: Path) -> None:
+    from neuronav.report.model import Patient
+
+    patient = Patient(name="Doe^Jane", mrn="MRN-7", mrn_issuer="HOSP", birth_date="19700101")
+    store = ReportStore(tmp_path)
+    store.save(prelim.identified(patient))
+    text = (tmp_path / prelim.report_id / "v1.json").read_text()
+    assert "Doe^Jane" not in text and "MRN-7" not in text
+    assert store.load(prelim.report_id).patient is None
+    assert store.load(prelim.report_id) == prelim

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from neuronav.errors import InputError, NeuroNavError
-from neuronav.ingest import Inventory, Series, scan
+from neuronav.ingest import Inventory, PatientIdentity, Series, scan
 from neuronav.pseudonym import pseudonymise
 from neuronav.series import Sequence as Seq
 from neuronav.series import identify_inventory, sequence_from_filename
@@ -27,6 +27,7 @@ class StudyInputs:
     patient_pseudonym: str | None = None  # keyed HMAC of the PatientID (neuronav.pseudonym), never the id
     series: dict[str, Series] = field(default_factory=dict)  # the DICOM series analysed, per sequence
     notes: list[str] = field(default_factory=list)  # series skipped and why (no PHI)
+    patient: PatientIdentity | None = None  # PHI from the DICOM, for clinical outputs; never logged
 
 
 def _rank(series: Series) -> tuple[float, int]:
@@ -56,6 +57,7 @@ def from_inventory(inv: Inventory) -> StudyInputs:
         study_instance_uid=study.study_instance_uid,
         study_date=study.study_date,
         patient_pseudonym=pseudonymise(study.patient.patient_id) if study.patient.patient_id.strip() else None,
+        patient=study.patient,
     )
     for name in ANALYSED:
         candidates = [s for s in study.series.values() if s.sequence is not None and s.sequence.sequence.value == name]

@@ -177,6 +177,11 @@ class StudyRow(Base):
     patient_name_enc: Mapped[str | None] = mapped_column(Text)
     patient_id_enc: Mapped[str | None] = mapped_column(Text)
     patient_birth_date_enc: Mapped[str | None] = mapped_column(Text)
+    # the rest of the identity clinical outputs carry (neuronav.workflow.identity), encrypted likewise
+    patient_sex_enc: Mapped[str | None] = mapped_column(Text)
+    patient_id_issuer_enc: Mapped[str | None] = mapped_column(Text)
+    accession_enc: Mapped[str | None] = mapped_column(Text)
+    referring_physician_enc: Mapped[str | None] = mapped_column(Text)
     study_uid_enc: Mapped[str | None] = mapped_column(Text)
     study_date: Mapped[str | None] = mapped_column(String(8))
     description: Mapped[str | None] = mapped_column(String(200))

@@ -41,6 +41,7 @@ class PatientIdentity:
 
     patient_name: str = ""
     patient_id: str = ""
+    issuer_of_patient_id: str = ""
     patient_birth_date: str = ""
     patient_sex: str = ""
     patient_age: str = ""

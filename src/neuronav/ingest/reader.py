@@ -524,6 +524,7 @@ def patient_identity(ds: Dataset) -> PatientIdentity:
     return PatientIdentity(
         patient_name=_text(ds, "PatientName"),
         patient_id=_text(ds, "PatientID"),
+        issuer_of_patient_id=_text(ds, "IssuerOfPatientID"),
         patient_birth_date=_text(ds, "PatientBirthDate"),
         patient_sex=_text(ds, "PatientSex"),
         patient_age=_text(ds, "PatientAge"),

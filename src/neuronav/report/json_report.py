@@ -64,6 +64,8 @@ def validate_report_json(data: dict[str, Any]) -> None:
 def report_json(report: Report) -> bytes:
     """The report as UTF-8 JSON, validated against the published schema."""
     data = report.model_dump(mode="json")
+    if data.get("patient") is None:  # pseudonymous: no identity key at all (and a 1.0 report stays valid 1.0)
+        data.pop("patient", None)
     if data.get("schema_version") != REPORT_SCHEMA_VERSION:  # a report stored in an older version stays in it
         drop_later_defaults(data)
     validate_report_json(data)

@@ -249,6 +249,7 @@ class ReportStore:
     def save(self, report: Report) -> Path:
         from neuronav.report.json_report import report_json
 
+        report = report.pseudonymous()  # identity is attached when an output is written, never stored
         folder = self._dir(report.report_id)
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / f"v{report.version}.json"

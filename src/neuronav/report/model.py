@@ -21,7 +21,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from neuronav.findings import Change, Findings, ProducedBy
 
-REPORT_SCHEMA_VERSION = "1.1"  # 1.1: Signature.meaning, reauthenticated_by; Narrative.clinical_information
+# 1.1: the optional patient identity of clinical outputs; 1.2: Signature.meaning, reauthenticated_by,
+# Narrative.clinical_information
+REPORT_SCHEMA_VERSION = "1.2"
 REPORT_ID_PATTERN = r"^NN-\d{8}-[0-9a-f]{8}$"
 Status = Literal["preliminary", "reviewed", "final", "amended"]
 Urgency = Literal["routine", "soon", "urgent"]
@@ -55,6 +57,27 @@ class ModelInfo(_Model):
     version: str
     kind: Literal["model", "algorithm"]
     sha256: str | None = None
+
+
+class Patient(_Model):
+    """The patient's identity as the hospital's systems match on it (PHI), from the study's DICOM.
+
+    Set on a :class:`Report` only while a clinical output is written for a reader allowed to see identity
+    (:func:`neuronav.workflow.identity.patient_of`, :func:`neuronav.report.identity.patient_from`); a
+    report without it is pseudonymous. Stored report versions never hold it."""
+
+    name: str | None = None  # DICOM PN: FAMILY^GIVEN^MIDDLE^PREFIX^SUFFIX
+    mrn: str | None = None  # PatientID
+    mrn_issuer: str | None = None  # IssuerOfPatientID, else the configured assigning authority
+    birth_date: str | None = None  # YYYYMMDD
+    sex: str | None = None  # M / F / O
+    accession_number: str | None = None
+    referring_physician: str | None = None  # DICOM PN
+
+    def __repr__(self) -> str:  # keep PHI out of tracebacks and debug logs
+        return "Patient(<redacted>)"
+
+    __str__ = __repr__
 
 
 class StudyInfo(_Model):
@@ -235,6 +258,15 @@ class Report(_Model):
     edits: list[Edit] = Field(default_factory=list)
     signature: Signature | None = None
     findings: Findings  # the (possibly radiologist-edited) findings every section above is derived from
+    patient: Patient | None = None  # identity for a clinical output; None: pseudonymous (never stored)
+
+    def pseudonymous(self) -> Report:
+        """This report without the patient's identity: what is stored, and what research outputs carry."""
+        return self if self.patient is None else self.model_copy(update={"patient": None})
+
+    def identified(self, patient: Patient | None) -> Report:
+        """This report carrying ``patient``'s identity, for a clinical output."""
+        return self.model_copy(update={"patient": patient})
 
     @property
     def notices(self) -> list[str]:
@@ -298,6 +330,7 @@ __all__ = [
     "Measurement",
     "ModelInfo",
     "Narrative",
+    "Patient",
     "PrimaryDetection",
     "Recommendation",
     "Report",

@@ -41,6 +41,7 @@ def save(
     db: Session, store: ObjectStore, report: Report, *, study_id: str, analysis_id: str, user_id: str | None
 ) -> None:
     """Store ``report`` as its version's row (replacing an unsigned draft of the same version)."""
+    report = report.pseudonymous()  # identity is attached when an output is written, never stored
     document = encrypt_field(report_json(report).decode("utf-8"), store.field_key(), DOCUMENT_COLUMN)
     row = db.get(ReportRow, report.report_id)
     if row is None:

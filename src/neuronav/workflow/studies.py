@@ -72,6 +72,10 @@ class StudyDetail(StudyOut):
     patient_name: str | None
     patient_id: str | None
     patient_birth_date: str | None
+    patient_id_issuer: str | None = None
+    patient_sex: str | None = None
+    accession_number: str | None = None
+    referring_physician: str | None = None
 
 
 class UploadOut(BaseModel):
@@ -226,6 +230,10 @@ def read_study(db: Session, store: ObjectStore, actor: Actor, study_id: str) -> 
         patient_name=dec(study.patient_name_enc, "studies.patient_name"),
         patient_id=dec(study.patient_id_enc, "studies.patient_id"),
         patient_birth_date=dec(study.patient_birth_date_enc, "studies.patient_birth_date"),
+        patient_id_issuer=dec(study.patient_id_issuer_enc, "studies.patient_id_issuer"),
+        patient_sex=dec(study.patient_sex_enc, "studies.patient_sex"),
+        accession_number=dec(study.accession_enc, "studies.accession"),
+        referring_physician=dec(study.referring_physician_enc, "studies.referring_physician"),
     )
 
 
