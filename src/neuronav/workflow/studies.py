@@ -66,6 +66,11 @@ class StudyOut(BaseModel):
     analysis: AnalysisOut | None
     report_id: str | None = None
     report_status: str | None = None
+    # the identity, on the worklist for the roles that may see it (security.access.identity_open); else None
+    patient_name: str | None = None  # DICOM PN
+    patient_id: str | None = None  # MRN
+    patient_birth_date: str | None = None  # YYYYMMDD
+    accession_number: str | None = None
 
 
 class StudyDetail(StudyOut):
