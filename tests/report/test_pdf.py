@@ -19,7 +19,7 @@ from neuronav.findings import Change
 from neuronav.report.build import build_report
 from neuronav.report.figures import AnalysisImages, load_analysis_images
 from neuronav.report.lifecycle import edit, sign
-from neuronav.report.model import Report
+from neuronav.report.model import Patient, Report
 from neuronav.report.pdf import Paper, render_pdf
 from tests.conftest import require_binary
 from tests.report.conftest import Analysed
@@ -127,6 +127,38 @@ def test_page_one_is_the_clinical_report_and_the_ai_detail_is_in_the_appendix(
     for disclaimer in report.disclaimers:
         assert disclaimer in whole
     assert "/segmentation/" not in appendix.split("Appendix B.", 1)[0]  # the measurement table has no pointers
+
+
+def test_page_one_names_the_patient_before_the_findings_and_every_page_repeats_it(
+    report: Report, tmp_path: Path
+) -> None:
+    patient = Patient(
+        name="MÜLLER^Anna^Maria^Dr",
+        mrn="MRN-0042",
+        mrn_issuer="ST-MARY",
+        birth_date="19700312",
+        sex="F",
+        accession_number="ACC7781",
+        referring_physician="HOUSE^Gregory",
+    )
+    pdf = render_pdf(report.identified(patient), None)
+    page1 = flat(pdf_text(pdf, tmp_path, page=1))
+    for label, value in (
+        ("Patient name", "MÜLLER, Dr Anna Maria"),
+        ("MRN", "MRN-0042 (ST-MARY)"),
+        ("Birth date", "1970-03-12"),
+        ("Sex", "female"),
+        ("Accession number", "ACC7781"),
+        ("Referring physician", "HOUSE, Gregory"),
+        ("Study date", "2024-02-23"),
+    ):
+        assert f"{label} {value}" in page1, label
+    assert page1.index("Patient name") < page1.index("Findings") < page1.index("Impression")
+    pages = int(pdf_info(pdf, tmp_path)["Pages"])
+    for n in range(1, pages + 1):
+        assert "MÜLLER, Dr Anna Maria · MRN MRN-0042 · born 1970-03-12" in pdf_text(pdf, tmp_path, page=n)
+    pseudonymous = flat(pdf_text(render_pdf(report, None), tmp_path, page=1))
+    assert "pseudonymous output" in pseudonymous and "MÜLLER" not in pseudonymous
 
 
 def test_units_are_printed_as_a_radiologist_reads_them(report: Report, tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ a neurologist reads the signed report; each role sees only what it may; bad uplo
 from __future__ import annotations
 
 import io
+import subprocess
 import time
 import zipfile
 from pathlib import Path
@@ -14,7 +15,7 @@ from fastapi.testclient import TestClient
 
 from neuronav.config import Settings
 from neuronav.storage.store import ObjectStore
-from tests.conftest import zip_phantom
+from tests.conftest import require_binary, zip_phantom
 from tests.service.conftest import Person, audit_events
 
 
@@ -77,6 +78,14 @@ def test_upload_analyse_read_export_sign(
     pdf = client.get(f"/api/reports/{report_id}/export/pdf", headers=rad.headers)
     assert pdf.status_code == 200 and pdf.content.startswith(b"%PDF")
     assert f'filename="{report_id}-v1-preliminary-draft-report.pdf"' in pdf.headers["content-disposition"]
+    (tmp_path / "export.pdf").write_bytes(pdf.content)  # the radiologist's PDF names the patient on page 1
+    page1 = subprocess.run(
+        [require_binary("pdftotext"), "-f", "1", "-l", "1", str(tmp_path / "export.pdf"), "-"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert f"MRN {first.PatientID}" in " ".join(page1.split())
     sr = client.get(f"/api/reports/{report_id}/export/sr", headers=rad.headers)
     assert sr.status_code == 200
     ds = pydicom.dcmread(io.BytesIO(sr.content))

@@ -9,9 +9,11 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -20,7 +22,7 @@ from neuronav.findings import Findings
 from neuronav.ingest import Series
 from neuronav.report.build import build_report
 from neuronav.report.lifecycle import verify_signature
-from neuronav.report.model import Report
+from neuronav.report.model import Patient, Report
 from neuronav.report.outputs import DICOM_FORMATS, Paper, Written, write_outputs
 from neuronav.report.sources import find_reference_series, load_source_series
 
@@ -64,6 +66,26 @@ def load_for_export(path: Path, *, received: datetime | None = None) -> tuple[Re
     return build_report(findings, analysis_dir=analysis_dir, received=received), analysis_dir
 
 
+def patient_of_dataset(ds: Any) -> Patient | None:
+    """The patient of a DICOM dataset (the source series' first instance), as the CLI's outputs carry it."""
+    from neuronav.report.identity import make_patient
+
+    def text(keyword: str) -> str | None:
+        value = ds.get(keyword)
+        return str(value) if value not in (None, "") else None
+
+    return make_patient(
+        name=text("PatientName"),
+        mrn=text("PatientID"),
+        issuer=text("IssuerOfPatientID"),
+        birth_date=text("PatientBirthDate"),
+        sex=text("PatientSex"),
+        accession_number=text("AccessionNumber"),
+        referring_physician=text("ReferringPhysicianName"),
+        assigning_authority=os.environ.get("NEURONAV_ASSIGNING_AUTHORITY") or None,
+    )
+
+
 def check_target(report: Report, out_dir: Path, *, overwrite: bool) -> None:
     """Refuse to replace another report (or a signed one) in ``out_dir`` unless ``overwrite``."""
     existing = out_dir / "report.json"
@@ -91,9 +113,11 @@ def export(
     series: Series | None = None,
     paper: Paper = "A4",
 ) -> Written:
-    """Write ``formats``; DICOM formats need ``series`` (the analysed reference series) or ``dicom`` paths."""
+    """Write ``formats``; DICOM formats need ``series`` (the analysed reference series) or ``dicom`` paths.
+    Given the source DICOM, the outputs carry the patient's identity from its headers (a clinical output:
+    the PDF's header names the patient); without it they are pseudonymous."""
     source = None
-    if DICOM_FORMATS & set(formats):
+    if DICOM_FORMATS & set(formats) or (dicom and report.patient is None):
         if series is None:
             if not dicom:
                 raise ReportError(
@@ -102,4 +126,6 @@ def export(
                 )
             series = find_reference_series(list(dicom), report.findings)
         source = load_source_series(series)
+        if report.patient is None:
+            report = report.identified(patient_of_dataset(source.first))
     return write_outputs(report, formats, out_dir, analysis_dir=analysis_dir, source=source, paper=paper)

@@ -18,20 +18,21 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from neuronav.config import Settings
-from neuronav.db.models import AnalysisRow, ReportRow, ReportVersionRow, utcnow
+from neuronav.db.models import AnalysisRow, ReportRow, ReportVersionRow, StudyRow, utcnow
 from neuronav.db.session import get_row
 from neuronav.errors import InputError, LifecycleError, NotFoundError, ReportError
 from neuronav.report import lifecycle
 from neuronav.report.json_report import report_json
 from neuronav.report.model import Report
 from neuronav.security import permissions
-from neuronav.security.access import Actor, export_permission
+from neuronav.security.access import Actor, export_permission, identity_open
 from neuronav.security.permissions import ReportObject
 from neuronav.security.throttle import EXPORT_RATE
 from neuronav.storage import decrypt_field, encrypt_field
 from neuronav.storage.store import ObjectStore
 from neuronav.workflow import throttles
 from neuronav.workflow.access import audit_event, authorize_object
+from neuronav.workflow.identity import patient_of
 from neuronav.workflow.uploads import private_tmp, remove_tmp
 
 DOCUMENT_COLUMN = "report_versions.document"
@@ -221,6 +222,10 @@ def export_for(
     analysis = db.get(AnalysisRow, row.analysis_id)
     if analysis is None:
         raise NotFoundError(f"the analysis of report {report_id} is gone")
+    identified = identity_open(actor)  # a clinical output names the patient for those who may see it
+    if identified:
+        study = db.get(StudyRow, row.study_id)
+        report = report.identified(patient_of(store, study, settings) if study is not None else None)
     folder = private_tmp(settings, "export-")
     try:
         files = export(db, settings, report, analysis, fmt, folder)
@@ -240,7 +245,7 @@ def export_for(
         "report.export",
         target_type="report",
         target_id=report_id,
-        detail={"format": fmt, "version": report.version, "status": report.status},
+        detail={"format": fmt, "version": report.version, "status": report.status, "identified": identified},
     )
     return ExportFile(path, folder, media, export_filename(report, name))
 
