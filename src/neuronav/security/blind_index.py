@@ -15,8 +15,10 @@ values give different tokens, so they cannot be searched. Next to them each stud
 A search term is normalised and hashed the same way; a study matches when it holds the token of the
 whole term as an MRN or accession number, or the token of every word of the term as a name prefix. The search key
 is derived from the site's field key (``HMAC(field key, "neuronav/search/v1")``), so without the keys
-a token is neither reversible nor recomputable; what the tokens do reveal is which studies share a
-name prefix or an MRN (the price of an equality index, documented in docs/SECURITY.md).
+a token is neither reversible nor recomputable. What the tokens do reveal, to someone who reads the
+database, is which studies share a name prefix, an MRN or an accession number, and how long a name's
+words are (the number of prefix tokens): the price of an equality index. The plain identity stays
+encrypted; rotating the field key means ``neuronav db reindex-search``.
 
 Normalisation: Unicode NFKD, combining marks dropped (``Müller`` → ``muller``), case folded (``ß`` →
 ``ss``), everything but letters and digits dropped (``O'Brien`` → ``obrien``; ``12-34`` → ``1234``).
