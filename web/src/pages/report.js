@@ -13,6 +13,8 @@ const DOWNLOADS = [
   ['hl7', 'HL7 v2'],
   ['json', 'JSON'],
 ]
+// UCUM → as printed (the PDF does the same): mm², and no "1" after a ratio or probability
+const UNITS = { mL: ' mL', mm: ' mm', mm2: ' mm²', '%': ' %', 1: '' }
 const NARRATIVE = [
   ['clinical_information', 'Clinical information'],
   ['findings_text', 'Findings'],
@@ -92,7 +94,12 @@ export function reportPanel(container, reportId, { compact, signal }) {
     ]
     if (r.measurements.length) {
       const rows = (compact ? r.measurements.slice(0, 8) : r.measurements).map((m) =>
-        h('tr', {}, h('th', { scope: 'row' }, m.label), h('td', {}, `${num(m.value, m.unit === 'mL' ? 2 : 1)} ${m.unit}`)),
+        h(
+          'tr',
+          {},
+          h('th', { scope: 'row' }, m.label),
+          h('td', {}, `${num(m.value, m.unit === 'mL' || m.unit === '1' ? 2 : 1)}${UNITS[m.unit] ?? ` ${m.unit}`}`),
+        ),
       )
       parts.push(h('h3', {}, 'Measurements'), h('table', { class: 'measurements' }, h('tbody', {}, ...rows)))
       if (compact && r.measurements.length > 8)
