@@ -230,8 +230,9 @@ def read_study(db: Session, store: ObjectStore, actor: Actor, study_id: str) -> 
         return decrypt_field(value, key, column) if value else None
 
     audit_event(db, actor, "study.read", target_type="study", target_id=study.id)
+    identity = {"patient_name", "patient_id", "patient_birth_date", "accession_number"}  # set below
     return StudyDetail(
-        **study_out(db, study).model_dump(),
+        **study_out(db, study).model_dump(exclude=identity),
         patient_name=dec(study.patient_name_enc, "studies.patient_name"),
         patient_id=dec(study.patient_id_enc, "studies.patient_id"),
         patient_birth_date=dec(study.patient_birth_date_enc, "studies.patient_birth_date"),
