@@ -824,19 +824,39 @@ def db_upgrade() -> None:
     from neuronav.config import get_settings
     from neuronav.db.session import head_revision, migrate, schema_revision
     from neuronav.storage.store import ObjectStore
-    from neuronav.workflow.operations import encrypt_stored_names
+    from neuronav.workflow.operations import encrypt_stored_names, index_unsearchable
 
     settings = get_settings()
     before = schema_revision(settings.database)
     migrate(settings.database)
     after = head_revision()
-    encrypted = encrypt_stored_names(settings, ObjectStore.from_settings(settings))  # needs the field key (0007)
+    store = ObjectStore.from_settings(settings)
+    encrypted = encrypt_stored_names(settings, store)  # needs the field key (0007)
     if encrypted:
         out.print(f"{encrypted} stored file names encrypted", markup=False, highlight=False)
+    indexed = index_unsearchable(settings, store)  # the worklist's search tokens (0011) need the keys too
+    if indexed:
+        out.print(f"{indexed} studies indexed for the worklist search", markup=False, highlight=False)
     if before == after:
         out.print(f"database already at schema {after}", markup=False, highlight=False)
     else:
         out.print(f"database upgraded from {before or 'empty'} to schema {after}", markup=False, highlight=False)
+
+
+@db_app.command("reindex-search")
+def db_reindex_search() -> None:
+    """Rebuild the worklist's search tokens (keyed blind index of MRN, accession and name) of every study;
+    `neuronav db upgrade` and the server's start-up index the studies that have none."""
+    from neuronav.config import get_settings
+    from neuronav.db.session import require_current, session_scope
+    from neuronav.storage.store import ObjectStore
+    from neuronav.workflow.search_index import reindex_all
+
+    settings = get_settings()
+    require_current(settings.database)
+    with session_scope(settings.database) as db:
+        done = reindex_all(db, ObjectStore.from_settings(settings))
+    out.print(f"{done} studies indexed for the worklist search", markup=False, highlight=False)
 
 
 @db_app.command("status")

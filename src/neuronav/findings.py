@@ -14,8 +14,10 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-# 1.1: Study.patient_pseudonym, Change.prior_volumes_ml; 1.2: overall_confidence_produced_by (all optional)
-SCHEMA_VERSION = "1.2"
+# 1.1: Study.patient_pseudonym, Change.prior_volumes_ml; 1.2: overall_confidence_produced_by (all optional);
+# 1.3: a lesion is a tumour (core with its oedema, satellites joined): Lesion.core_ml, enhancing_ml, oedema_ml,
+# satellites, oedema_max_diameter_mm; diameters are the core's; Segmentation.oedema_islands_ml
+SCHEMA_VERSION = "1.3"
 DISCLAIMER = (
     "Research software, not for clinical use. AI-generated results are not a diagnosis and require "
     "review by a qualified physician."
@@ -44,15 +46,27 @@ class Location(_Model):
 
 
 class Lesion(_Model):
-    index: int  # 1-based, largest first
-    volume_ml: float
+    """One lesion as radiologists count them (:func:`neuronav.analysis.measure.lesions`): a tumour core
+    (labels 1 and 3) with the oedema around it; core fragments within the satellite distance belong to
+    it; oedema that surrounds no core is never a lesion. Since schema 1.3 the diameters and the centroid
+    are the core's and ``volume_ml`` is the whole lesion (core + its oedema); findings written before 1.3
+    measured a connected component of the whole tumour (the new fields then keep their defaults)."""
+
+    index: int  # 1-based, largest core first
+    volume_ml: float  # the lesion with its oedema (1.3); a whole-tumour component before
     centroid_ras_mm: Vec3
     centroid_mni_mm: Vec3
-    max_diameter_mm: float  # largest 3D extent
-    max_axial_diameter_mm: float  # longest in-plane diameter on the axial slice where it is largest
-    perpendicular_axial_diameter_mm: float  # longest diameter perpendicular to it on that slice
+    max_diameter_mm: float  # largest 3D extent of the core
+    max_axial_diameter_mm: float  # longest in-plane core diameter on the axial slice where it is largest
+    perpendicular_axial_diameter_mm: float  # longest core diameter perpendicular to it on that slice
     bidimensional_product_mm2: float
     location: Location
+    core_ml: float | None = None  # necrotic / non-enhancing core + enhancing (labels 1 + 3)
+    enhancing_ml: float | None = None  # label 3
+    oedema_ml: float | None = None  # the oedema assigned to this lesion (label 2), reported apart
+    enhancing_max_diameter_mm: float | None = None  # largest 3D extent of the enhancing part (0 when none)
+    oedema_max_diameter_mm: float | None = None  # largest 3D extent of the lesion with its oedema
+    satellites: int = 0  # core fragments within the satellite distance joined to the main core
 
 
 class Volumes(_Model):
@@ -66,6 +80,7 @@ class Volumes(_Model):
 class Segmentation(_Model):
     volumes: Volumes
     lesions: list[Lesion]
+    oedema_islands_ml: float = 0.0  # oedema (label 2) around no tumour core: in the volumes, never a lesion
     uncertainty: float = Field(ge=0.0, le=1.0)  # ensemble disagreement within the whole tumour
     produced_by: list[ProducedBy]
     label_file: str = "segmentation.nii.gz"

@@ -6,7 +6,15 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
-from neuronav.analysis.measure import ALGORITHM_VERSION, OEDEMA_MIN_ML, lesions, oedema, tumour_volumes
+from neuronav.analysis.measure import (
+    ALGORITHM_VERSION,
+    OEDEMA_MIN_ML,
+    SATELLITE_DISTANCE_MM,
+    lesions,
+    oedema,
+    tumour_lesions,
+    tumour_volumes,
+)
 from neuronav.findings import Volumes
 
 
@@ -76,7 +84,7 @@ def test_two_lesions_largest_first_with_centroids_in_ras_and_mni() -> None:
     small = _ellipsoid_mask(shape, AFFINE, small_c, np.array([5.0, 5.0, 5.0]))
     labels = np.zeros(shape, np.uint8)
     labels[big] = 2
-    core = _ellipsoid_mask(shape, AFFINE, big_c, np.array([5.0, 4.0, 4.0]))
+    core = _ellipsoid_mask(shape, AFFINE, big_c, np.array([8.0, 7.0, 6.0]))  # largest core first
     labels[core] = 1
     labels[small] = 3
     labels[3, 3, 3] = 3  # a single voxel: below min_volume_ml
@@ -98,7 +106,7 @@ def test_ellipsoid_diameters_within_one_voxel_on_an_oblique_anisotropic_grid() -
     # semi-axes 20 (along R rotated 25° in the axial plane), 10 (perpendicular in-plane), 8 (S)
     axes = Rotation.from_euler("z", 25, degrees=True).as_matrix()
     m = _ellipsoid_mask(shape, aff, np.array([0.0, 0.0, 0.0]), np.array([20.0, 10.0, 8.0]), axes)
-    labels = m.astype(np.uint8) * 2
+    labels = m.astype(np.uint8) * 3  # the diameters are the core's
     (les,) = lesions(labels, aff, np.eye(4))
     tol = 2.0  # one voxel (largest spacing)
     assert les.max_diameter_mm == pytest.approx(40.0, abs=tol)
@@ -139,3 +147,74 @@ def test_lesion_location_comes_from_the_atlas_at_the_mni_centroid() -> None:
 
 def test_no_tumour_gives_no_lesions() -> None:
     assert lesions(np.zeros((10, 10, 10), np.uint8), np.eye(4), np.eye(4)) == []
+
+
+ISO = np.diag([1.0, 1.0, 1.0, 1.0])
+ISO[:3, 3] = (-60.0, -60.0, -40.0)
+
+
+def _ball(shape: tuple[int, int, int], centre: tuple[float, float, float], r: float) -> np.ndarray:
+    return _ellipsoid_mask(shape, ISO, np.asarray(centre), np.array([r, r, r]))
+
+
+def test_a_glioma_with_oedema_islands_is_one_lesion() -> None:
+    """The issue's case: one glioma listed as 10 lesions (its oedema islands). A core with its oedema is
+    one lesion; oedema around no core is in the volumes and in oedema_islands_ml, never a lesion."""
+    shape = (120, 120, 80)
+    labels = np.zeros(shape, np.uint8)
+    labels[_ball(shape, (0, 0, 0), 25)] = 2
+    labels[_ball(shape, (0, 0, 0), 12)] = 1
+    labels[_ball(shape, (0, 0, 0), 12) & ~_ball(shape, (0, 0, 0), 9)] = 3
+    islands = [(40, 40, 20), (-40, 40, -20), (40, -45, 10), (-45, -40, 0), (0, 50, 30)]
+    for c in islands:
+        labels[_ball(shape, c, 6)] = 2
+    result = tumour_lesions(labels, ISO, np.eye(4))
+    (les,) = result.lesions
+    core = _ball(shape, (0, 0, 0), 12).sum() / 1000.0
+    assert les.core_ml == pytest.approx(core, abs=1e-3)
+    assert les.enhancing_ml == pytest.approx((labels == 3).sum() / 1000.0, abs=1e-3)
+    assert les.oedema_ml == pytest.approx((_ball(shape, (0, 0, 0), 25).sum() / 1000.0) - core, abs=1e-3)
+    assert les.max_diameter_mm == pytest.approx(24.0, abs=1.5)  # the core's, not the oedema's 50 mm
+    assert les.oedema_max_diameter_mm == pytest.approx(50.0, abs=1.5)
+    island_ml = sum(_ball(shape, c, 6).sum() for c in islands) / 1000.0
+    assert result.oedema_islands_ml == pytest.approx(island_ml, abs=1e-3)
+    assert les.satellites == 0
+
+
+def test_a_satellite_within_the_distance_joins_its_tumour_and_a_distant_tumour_is_another_lesion() -> None:
+    shape = (140, 120, 80)
+    labels = np.zeros(shape, np.uint8)
+    labels[_ball(shape, (-20, 0, 0), 10)] = 3
+    gap = SATELLITE_DISTANCE_MM / 2  # 5 mm from the main core: a satellite
+    labels[_ball(shape, (-20 + 10 + gap + 3, 0, 0), 3)] = 3
+    labels[_ball(shape, (40, 0, 0), 6)] = 3  # 60 mm away: a second tumour (a metastasis)
+    found = tumour_lesions(labels, ISO, np.eye(4)).lesions
+    assert [les.index for les in found] == [1, 2]
+    assert found[0].satellites == 1 and found[1].satellites == 0
+    assert found[0].core_ml == pytest.approx(
+        (_ball(shape, (-20, 0, 0), 10) | _ball(shape, (-20 + 10 + gap + 3, 0, 0), 3)).sum() / 1000.0, abs=1e-3
+    )
+    # with no satellite distance the fragment is a lesion of its own
+    assert len(tumour_lesions(labels, ISO, np.eye(4), satellite_mm=0.0).lesions) == 3
+
+
+def test_two_metastases_sharing_one_oedema_are_two_lesions_and_the_oedema_goes_to_the_nearest() -> None:
+    shape = (140, 100, 80)
+    labels = np.zeros(shape, np.uint8)
+    labels[_ellipsoid_mask(shape, ISO, np.zeros(3), np.array([40.0, 15.0, 15.0]))] = 2
+    labels[_ball(shape, (-22, 0, 0), 5)] = 3
+    labels[_ball(shape, (22, 0, 0), 5)] = 3
+    a, b = tumour_lesions(labels, ISO, np.eye(4)).lesions
+    total_oedema = (labels == 2).sum() / 1000.0
+    assert (a.oedema_ml or 0) + (b.oedema_ml or 0) == pytest.approx(total_oedema, abs=1e-3)
+    assert abs((a.oedema_ml or 0) - (b.oedema_ml or 0)) < 0.1 * total_oedema  # split at the middle
+
+
+def test_oedema_alone_is_never_a_lesion() -> None:
+    shape = (40, 40, 40)
+    labels = np.zeros(shape, np.uint8)
+    labels[_ball(shape, (0, 0, -20), 8)] = 2
+    result = tumour_lesions(labels, ISO, np.eye(4))
+    assert result.lesions == [] and result.oedema_islands_ml == pytest.approx((labels == 2).sum() / 1000.0)
+    with pytest.raises(ValueError, match="satellite_mm"):
+        tumour_lesions(labels, ISO, np.eye(4), satellite_mm=-1.0)

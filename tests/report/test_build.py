@@ -39,7 +39,7 @@ def test_sections_come_from_the_findings() -> None:
     assert r.status == "preliminary" and r.version == 1
     p = r.ai_findings.primary_detection
     assert p.detected and p.volume_ml == 30.0 and p.size_mm == 45.0
-    assert p.location == "left frontal: left middle frontal gyrus"
+    assert p.location == "left frontal lobe (middle frontal gyrus)"
     assert p.classification == "glioma" and p.classification_confidence == 0.8
     assert r.ai_findings.secondary_findings.oedema_ml == f.oedema.volume_ml
     assert r.disclaimers == list(DISCLAIMERS)
@@ -141,14 +141,59 @@ def test_key_slices_through_the_lesion_centroid(analysed, report) -> None:  # ty
     assert report.study_info.patient_pseudonym and report.study_info.patient_pseudonym.startswith("NNP-")
 
 
-def test_satellite_fragments_are_counted_not_called_lesions() -> None:
-    f = with_lesion(make_findings(whole_tumour_ml=31.0))
-    big = f.segmentation.lesions[0]
-    frag = big.model_copy(update={"index": 2, "volume_ml": 0.3, "max_diameter_mm": 6.0})
-    second = big.model_copy(update={"index": 3, "volume_ml": 2.5, "max_diameter_mm": 14.0})
-    r = build_report(f.model_copy(update={"segmentation": f.segmentation.model_copy(update={"lesions": [big, frag]})}))
-    assert r.narrative.impression.startswith("Intracranial mass")
-    assert "1 further separate component(s), 0 of them ≥ 1 mL" in r.narrative.findings_text
-    seg = f.segmentation.model_copy(update={"lesions": [big, second, frag]})
-    r = build_report(f.model_copy(update={"segmentation": seg}))
-    assert r.narrative.impression.startswith("2 intracranial lesions ≥ 1 mL")
+def _lesion(index: int, core_ml: float, diameter_mm: float, oedema_ml: float, oedema_extent_mm: float) -> Lesion:
+    return Lesion(
+        index=index,
+        volume_ml=core_ml + oedema_ml,
+        centroid_ras_mm=(-30.0 + 40 * index, 10.0, 20.0),
+        centroid_mni_mm=(-31.0 + 40 * index, 12.0, 22.0),
+        max_diameter_mm=diameter_mm,
+        max_axial_diameter_mm=diameter_mm - 1,
+        perpendicular_axial_diameter_mm=diameter_mm - 3,
+        bidimensional_product_mm2=(diameter_mm - 1) * (diameter_mm - 3),
+        location=Location(
+            hemisphere="right", lobe="parietal", region="right angular gyrus [AAL2 Angular_R]", atlas="AAL2"
+        ),
+        core_ml=core_ml,
+        enhancing_ml=core_ml * 0.7,
+        oedema_ml=oedema_ml,
+        enhancing_max_diameter_mm=diameter_mm,
+        oedema_max_diameter_mm=oedema_extent_mm,
+    )
+
+
+def _with(f: Findings, *lesions: Lesion) -> Findings:
+    return f.model_copy(update={"segmentation": f.segmentation.model_copy(update={"lesions": list(lesions)})})
+
+
+def test_the_impression_counts_lesions_and_names_them_in_plain_words() -> None:
+    one = _with(make_findings(whole_tumour_ml=60.0), _lesion(1, 20.0, 38.0, 40.0, 70.0))
+    r = build_report(one)
+    assert r.narrative.impression.startswith(
+        "Intracranial mass in the right parietal lobe (angular gyrus) (37 × 35 mm)"
+    )
+    two = _with(
+        make_findings(whole_tumour_ml=60.0), _lesion(1, 20.0, 38.0, 30.0, 70.0), _lesion(2, 2.0, 15.0, 8.0, 30.0)
+    )
+    r = build_report(two)
+    assert r.narrative.impression.startswith("Two intracranial lesions, the largest in the right parietal lobe")
+    assert r.ai_findings.primary_detection.lesion_count == 2
+    for text in (
+        r.narrative.findings_text,
+        r.narrative.impression,
+        *(i.statement for i in r.ai_findings.anatomical_review),
+    ):
+        assert "AAL2" not in text and "[" not in text
+    assert "surrounding oedema 30.0 mL" in r.narrative.findings_text  # oedema reported apart, per lesion
+    lesion_keys = {m.lesion_index for m in r.measurements if m.lesion_index is not None}
+    assert lesion_keys == {1, 2}  # every lesion measured: the structured outputs list them all
+
+
+def test_a_small_metastasis_with_much_oedema_is_not_a_large_lesion() -> None:
+    """The issue's case: a 3.4 mL core whose oedema spans 55 mm got "Large lesion (55 mm)"."""
+    f = _with(make_findings(whole_tumour_ml=60.0), _lesion(1, 3.4, 19.0, 56.6, 55.0))
+    assert "R-LARGE-LESION" not in [r.rule_id for r in recommendations(f)]
+    big = _with(make_findings(whole_tumour_ml=60.0), _lesion(1, 25.0, 42.0, 20.0, 60.0))
+    (rec,) = [r for r in recommendations(big) if r.rule_id == "R-LARGE-LESION"]
+    assert "core 25.0 mL" in rec.text and "41 mm" in rec.text
+    assert "/segmentation/lesions/0/core_ml = 25.0" in rec.rests_on

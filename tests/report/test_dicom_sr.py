@@ -21,7 +21,7 @@ from skimage.draw import polygon2mask
 
 from neuronav.errors import ReportError
 from neuronav.report import codes
-from neuronav.report.build import build_report
+from neuronav.report.build import build_report, location_text
 from neuronav.report.dicom_seg import make_seg
 from neuronav.report.dicom_sr import make_sr
 from neuronav.report.lifecycle import edit, sign
@@ -226,7 +226,8 @@ def test_lesions_location_midline_shift_and_tumour_type(sr_file: Path, report: R
     assert site.laterality == dcm_codes.SCT.Left
     assert lesion.location.lobe == "parietal" and lesion.location.hemisphere == "left"
     (location,) = _texts(group[0], ("lesion-location", codes.PRIVATE_SCHEME))
-    assert lesion.location.region in location
+    assert location == location_text(lesion)  # the report's plain words, no atlas code
+    assert "AAL2" not in location
     (kind,) = _texts(by_id["Tumour"][0], ("tumour-type", codes.PRIVATE_SCHEME))
     assert kind == f.classification.label
     brain = by_id["Whole brain"]
@@ -305,7 +306,7 @@ def test_edited_findings_flow_into_the_sr_without_a_seg(report: Report, analysed
     assert found["whole_tumour_volume"][0].value == 42.5
     assert set(found) == {m.key for m in edited.measurements}
     assert not sr.content.get_volumetric_roi_measurement_groups()  # no SEG: TID 1501 groups only
-    assert "REVIEWED v1" in sr.SeriesDescription
+    assert "PRELIMINARY v1" in sr.SeriesDescription  # an edit moves no status
 
 
 def test_bad_inputs_are_refused(report: Report, analysed: Analysed, seg: Dataset, tmp_path: Path) -> None:

@@ -10,8 +10,17 @@ import pytest
 
 from neuronav.errors import LifecycleError, ReportError
 from neuronav.report.build import build_report
-from neuronav.report.lifecycle import ReportStore, amend, content_sha256, edit, sign, verify_signature
-from neuronav.report.model import Report
+from neuronav.report.lifecycle import (
+    ReportStore,
+    amend,
+    canonical_json,
+    content_sha256,
+    edit,
+    mark_reviewed,
+    sign,
+    verify_signature,
+)
+from neuronav.report.model import AMENDMENT_MEANING, SIGNATURE_MEANING, Report
 from tests.analysis.findings_factory import make_findings
 
 WHEN = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
@@ -24,7 +33,7 @@ def prelim() -> Report:
 
 def test_edit_records_who_when_and_values(prelim: Report) -> None:
     r = edit(prelim, {"/narrative/impression": "Left frontal glioma."}, who="Dr A", role="radiologist", when=WHEN)
-    assert r.status == "reviewed"
+    assert r.status == "preliminary"  # an edit never moves the status
     assert r.narrative.impression == "Left frontal glioma."
     (e,) = r.edits
     assert (e.who, e.role, e.when, e.path, e.new) == (
@@ -111,7 +120,8 @@ def test_amendment_is_a_new_signed_version(prelim: Report) -> None:
 def test_store_keeps_every_stage_and_never_replaces_a_signed_version(prelim: Report, tmp_path: Path) -> None:
     store = ReportStore(tmp_path)
     store.save(prelim)  # preliminary, then reviewed, then final: one version, the draft replaced each time
-    reviewed = edit(prelim, {"/narrative/impression": "Glioma."}, who="Dr A", role="radiologist")
+    edited = edit(prelim, {"/narrative/impression": "Glioma."}, who="Dr A", role="radiologist")
+    reviewed = mark_reviewed(edited, who="Dr A", role="radiologist")
     store.save(reviewed)
     assert store.load(prelim.report_id).status == "reviewed"
     v1 = sign(reviewed, who="Dr A", role="radiologist")
@@ -136,11 +146,11 @@ def test_store_keeps_every_stage_and_never_replaces_a_signed_version(prelim: Rep
 
 
 def test_lesion_text_in_visual_data_follows_edited_findings(report: Report) -> None:
-    r = edit(report, {"/findings/segmentation/lesions/0/volume_ml": 99.5}, who="Dr A", role="radiologist")
+    r = edit(report, {"/findings/segmentation/lesions/0/core_ml": 99.5}, who="Dr A", role="radiologist")
     assert r.visual_data.key_slices == report.visual_data.key_slices
     assert all("99.5 mL" in a.text for a in r.visual_data.slice_annotations)
     assert r.visual_data.slice_annotations
-    assert {m.key: m.value for m in r.measurements}["lesion1_volume"] == 99.5
+    assert {m.key: m.value for m in r.measurements}["lesion1_core_volume"] == 99.5
 
 
 def test_a_signed_amendment_cannot_be_edited(prelim: Report) -> None:
@@ -167,6 +177,57 @@ def test_only_the_rewritten_narrative_field_is_kept(prelim: Report) -> None:
     r = edit(r, {"/findings/segmentation/volumes/whole_tumour_ml": 55.5}, who="Dr A", role="radiologist")
     assert r.narrative.impression == "My impression."
     assert "55.5 mL" in r.narrative.findings_text  # not rewritten by hand: follows the findings
+
+
+def test_status_moves_only_by_mark_reviewed_or_signature(prelim: Report) -> None:
+    r = edit(prelim, {"/findings/midline_shift/magnitude_mm": 7.0}, who="Dr A", role="radiologist")
+    r = edit(r, {"/narrative/radiologist_comment": "Annotation included."}, who="Dr A", role="radiologist")
+    assert r.status == "preliminary"
+    reviewed = mark_reviewed(r, who="Dr A", role="radiologist", when=WHEN)
+    assert reviewed.status == "reviewed"
+    assert (reviewed.edits[-1].path, reviewed.edits[-1].old, reviewed.edits[-1].new) == (
+        "/status",
+        "preliminary",
+        "reviewed",
+    )
+    assert edit(reviewed, {"/narrative/impression": "x"}, who="Dr A", role="radiologist").status == "reviewed"
+    with pytest.raises(LifecycleError, match="not preliminary"):
+        mark_reviewed(reviewed, who="Dr A", role="radiologist")
+    with pytest.raises(LifecycleError, match="only a radiologist"):
+        mark_reviewed(r, who="T", role="technician")
+    final = sign(reviewed, who="Dr A", role="radiologist")
+    with pytest.raises(LifecycleError, match="signed"):
+        mark_reviewed(final, who="Dr A", role="radiologist")
+
+
+def test_signature_manifestation_has_name_time_and_meaning(prelim: Report) -> None:
+    final = sign(prelim, who="Dr Ada Lovelace", role="radiologist", when=WHEN, reauthenticated_by="password")
+    assert final.signature is not None
+    assert (final.signature.signed_by, final.signature.signed_at, final.signature.meaning) == (
+        "Dr Ada Lovelace",
+        WHEN,
+        SIGNATURE_MEANING,
+    )
+    assert final.signature.reauthenticated_by == "password"
+    v2 = sign(amend(final, who="Dr B", role="radiologist", reason="side corrected"), who="Dr B", role="radiologist")
+    assert v2.signature is not None and v2.signature.meaning == AMENDMENT_MEANING
+    with pytest.raises(LifecycleError, match="name"):
+        sign(prelim, who=" ", role="radiologist")
+
+
+def test_a_report_signed_before_the_lesion_fields_existed_still_verifies(prelim: Report) -> None:
+    """Fields the findings gained later (schema 1.3) are left out of the signed content while they hold
+    their default: a stored report from before them verifies."""
+    final = sign(prelim, who="Dr A", role="radiologist", when=WHEN)
+    data = json.loads(final.model_dump_json())
+    for lesion in data["findings"]["segmentation"]["lesions"]:
+        for key in ("core_ml", "enhancing_ml", "oedema_ml", "enhancing_max_diameter_mm", "oedema_max_diameter_mm"):
+            lesion.pop(key, None)
+        lesion.pop("satellites", None)
+    data["findings"]["segmentation"].pop("oedema_islands_ml", None)
+    old = Report.model_validate(data)
+    assert canonical_json(old) == canonical_json(final)
+    assert verify_signature(old)
 
 
 def test_a_stored_version_never_holds_the_patients_identity(prelim: Report, tmp_path: Path) -> None:

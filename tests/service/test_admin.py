@@ -81,6 +81,7 @@ EXPECTED: dict[tuple[str, str], str | Permission] = {
     ("GET", "/api/reports/{report_id}/deliveries"): OBJECT,
     ("GET", "/api/reports/{report_id}/export/{fmt}"): OBJECT,
     ("POST", "/api/reports/{report_id}/edit"): P.REPORT_EDIT,
+    ("POST", "/api/reports/{report_id}/review"): P.REPORT_EDIT,
     ("POST", "/api/reports/{report_id}/sign"): P.REPORT_SIGN,
     ("POST", "/api/reports/{report_id}/amend"): P.REPORT_AMEND,
     # the viewer and readers' annotations (service/routes/studies.py, annotation.py)

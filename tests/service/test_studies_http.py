@@ -4,6 +4,7 @@ a neurologist reads the signed report; each role sees only what it may; bad uplo
 from __future__ import annotations
 
 import io
+import subprocess
 import time
 import zipfile
 from pathlib import Path
@@ -14,7 +15,7 @@ from fastapi.testclient import TestClient
 
 from neuronav.config import Settings
 from neuronav.storage.store import ObjectStore
-from tests.conftest import zip_phantom
+from tests.conftest import require_binary, zip_phantom
 from tests.service.conftest import Person, audit_events
 
 
@@ -76,6 +77,15 @@ def test_upload_analyse_read_export_sign(
 
     pdf = client.get(f"/api/reports/{report_id}/export/pdf", headers=rad.headers)
     assert pdf.status_code == 200 and pdf.content.startswith(b"%PDF")
+    assert f'filename="{report_id}-v1-preliminary-draft-report.pdf"' in pdf.headers["content-disposition"]
+    (tmp_path / "export.pdf").write_bytes(pdf.content)  # the radiologist's PDF names the patient on page 1
+    page1 = subprocess.run(
+        [require_binary("pdftotext"), "-f", "1", "-l", "1", str(tmp_path / "export.pdf"), "-"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert f"MRN {first.PatientID}" in " ".join(page1.split())
     sr = client.get(f"/api/reports/{report_id}/export/sr", headers=rad.headers)
     assert sr.status_code == 200
     ds = pydicom.dcmread(io.BytesIO(sr.content))
@@ -107,10 +117,21 @@ def test_upload_analyse_read_export_sign(
         headers=rad.headers,
         json={"changes": {"/narrative/impression": "Solitary metastasis."}},
     )
-    assert edited.status_code == 200 and edited.json()["status"] == "reviewed"
-    assert client.post(f"/api/reports/{report_id}/sign", headers=tech.headers).status_code == 403
-    signed = client.post(f"/api/reports/{report_id}/sign", headers=rad.headers).json()
+    assert edited.status_code == 200 and edited.json()["status"] == "preliminary"  # an edit moves no status
+    reviewed = client.post(f"/api/reports/{report_id}/review", headers=rad.headers)
+    assert reviewed.status_code == 200 and reviewed.json()["status"] == "reviewed"
+    sign_body = {"password": rad.password}
+    assert client.post(f"/api/reports/{report_id}/sign", headers=tech.headers, json=sign_body).status_code == 403
+    assert client.post(f"/api/reports/{report_id}/sign", headers=rad.headers).status_code == 422  # no password
+    wrong = client.post(f"/api/reports/{report_id}/sign", headers=rad.headers, json={"password": "not mine at all"})
+    assert wrong.status_code == 403 and "password" in wrong.json()["detail"]
+    assert client.get(f"/api/reports/{report_id}", headers=rad.headers).json()["signature"] is None
+    signed = client.post(f"/api/reports/{report_id}/sign", headers=rad.headers, json=sign_body).json()
     assert signed["status"] == "final" and signed["signature"]["content_sha256"]
+    assert signed["signature"]["signed_by"] == "Dr Radiologist" and signed["signature"]["meaning"]
+    assert signed["signature"]["reauthenticated_by"] == "password"
+    final_pdf = client.get(f"/api/reports/{report_id}/export/pdf", headers=rad.headers)
+    assert f'filename="{report_id}-v1-final-report.pdf"' in final_pdf.headers["content-disposition"]
     again_edit = client.post(
         f"/api/reports/{report_id}/edit", headers=rad.headers, json={"changes": {"/narrative/impression": "x"}}
     )
@@ -127,6 +148,7 @@ def test_upload_analyse_read_export_sign(
 
     actions = {e.action for e in audit_events(settings)}
     assert {"study.upload", "study.read", "report.export", "report.edit", "report.sign", "report.amend"} <= actions
+    assert {"report.review", "reauth"} <= actions
 
 
 def _zip(members: dict[str, bytes]) -> bytes:

@@ -120,9 +120,9 @@ def test_worklist_order_paging_latest_analysis_and_report(
     assert past_the_end["items"] == [] and past_the_end["total"] == 3
     events = audit_events(settings, "study.list")
     assert [e.detail for e in events[-3:]] == [
-        {"count": 3, "offset": 0},
-        {"count": 1, "offset": 2},
-        {"count": 0, "offset": 10},
+        {"count": 3, "offset": 0, "identity": True, "searched": False},  # the identity of the rows was shown
+        {"count": 1, "offset": 2, "identity": True, "searched": False},
+        {"count": 0, "offset": 10, "identity": True, "searched": False},
     ]
 
 

@@ -147,13 +147,14 @@ def test_viewer_images_annotations_and_report_inclusion(
         "Reader measurement (Dr Radiologist): distance 10.0 mm — long axis."
         in report["narrative"]["radiologist_comment"]
     )
-    assert report["edits"][-1]["path"] == "/narrative/radiologist_comment" and report["status"] == "reviewed"
+    assert report["edits"][-1]["path"] == "/narrative/radiologist_comment" and report["status"] == "preliminary"
     (row,) = report["reader_measurements"]  # and a structured row, which the SR, FHIR and HL7 write
     assert (row["value"], row["unit"], row["reader"]) == (10.0, "mm", "Dr Radiologist")
     twice = client.post(f"/api/annotations/{dist.json()['id']}/include", headers=rad.headers)
     assert twice.status_code == 409
 
-    assert client.post(f"/api/reports/{report_id}/sign", headers=rad.headers).status_code == 200
+    signing = {"password": rad.password}
+    assert client.post(f"/api/reports/{report_id}/sign", headers=rad.headers, json=signing).status_code == 200
     late = client.post(f"/api/annotations/{roi.json()['id']}/include", headers=rad.headers)
     assert late.status_code == 409 and "amend" in late.json()["detail"]
     # once signed, the neurologist sees the lesions too

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
-from tests.web.conftest import LiveServer, coloured_pixels, phantom_zip, sign_in
+from tests.web.conftest import PASSWORD, LiveServer, coloured_pixels, phantom_zip, sign_in
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.xdist_group("browser")]
 
@@ -106,9 +106,21 @@ def test_upload_analyse_view_measure_sign_download(
     expect(page.locator("#narrative-radiologist_comment")).to_have_value(
         re.compile("Reader measurement \\(Dr Radiologist\\): distance")
     )
-    page.get_by_role("button", name="Sign report").click()
+    expect(page.locator(".report-status")).to_contain_text("preliminary")  # including moved no status
+    page.get_by_role("button", name="Sign report…").click()
+    dialog = page.get_by_role("dialog", name="Sign report")
+    expect(dialog).to_contain_text("Meaning of the signature")
+    dialog.get_by_label("Your password").fill("not my password")
+    dialog.get_by_role("button", name="Sign report").click()
+    expect(page.locator("#status")).to_contain_text("Not signed", timeout=10000)
+    expect(page.locator(".report-status")).to_contain_text("not signed")
+    page.get_by_role("button", name="Sign report…").click()
+    dialog = page.get_by_role("dialog", name="Sign report")
+    dialog.get_by_label("Your password").fill(PASSWORD)
+    dialog.get_by_role("button", name="Sign report").click()
     expect(page.locator(".report-status")).to_contain_text("final")
-    expect(page.get_by_role("button", name="Sign report")).to_have_count(0)
+    expect(page.locator(".signature-meaning")).to_contain_text("Approved")
+    expect(page.get_by_role("button", name="Sign report…")).to_have_count(0)
     with page.expect_download() as info:
         page.get_by_role("button", name="Download PDF").click()
     pdf = tmp_path / "report.pdf"

@@ -48,7 +48,9 @@ export function studyDate(value) {
 }
 
 export function num(value, digits = 1) {
-  return typeof value === 'number' && Number.isFinite(value) ? value.toFixed(digits) : '—'
+  if (typeof value !== 'number' || !Number.isFinite(value)) return '—'
+  const text = value.toFixed(digits)
+  return /^-0(\.0*)?$/.test(text) ? text.slice(1) : text // never "-0.0"
 }
 
 export function field(label, input, hint) {

@@ -3,8 +3,10 @@
 Public API (each function is an algorithm computed from the labels/images; its docstring says how):
 
 * :func:`tumour_volumes`  per-label, whole-tumour and tumour-core volumes (mL) of a BraTS label map
-* :func:`lesions`         connected components of the whole tumour with volume, centroid (RAS and
-                          MNI), 3D and axial diameters, bidimensional product and atlas location
+* :func:`lesions`         lesions as radiologists count them (:func:`tumour_lesions`): a tumour core
+                          with its oedema, satellites joined, oedema islands never a lesion; core
+                          volume, centroid (RAS and MNI), 3D and axial diameters, bidimensional
+                          product, atlas location, enhancing and oedema volumes
 * :func:`locate`          hemisphere, lobe and AAL2 region of an MNI point (:mod:`.atlas`)
 * :func:`midline_shift`   septum pellucidum vs the brain's symmetry plane (:mod:`.midline`)
 * :func:`ventricles`      lateral ventricle volume, left/right asymmetry and status
@@ -36,6 +38,7 @@ __all__ = [
     "ATLAS_INFO",
     "HAEMORRHAGE_MIN_ML",
     "OEDEMA_MIN_ML",
+    "SATELLITE_DISTANCE_MM",
     "VENTRICLE_ASYMMETRY_LIMIT",
     "haemorrhage",
     "lesions",
@@ -43,6 +46,7 @@ __all__ = [
     "midline_shift",
     "normal_ventricle_range_ml",
     "oedema",
+    "tumour_lesions",
     "tumour_volumes",
     "ventricles",
 ]
@@ -57,7 +61,9 @@ VENTRICLE_ASYMMETRY_LIMIT = 0.25
 # Normal lateral-ventricle volume: this factor range × the template's own volume measured by the
 # same algorithm (the MNI152 2009 template is an average of 152 young adults).
 VENTRICLE_NORMAL_FACTORS = (0.4, 2.5)
-_MIN_LESION_VOXELS = 1
+# core fragments closer than this belong to one lesion (a satellite of its tumour); RANO-BM counts
+# lesions at least 10 mm apart as separate, and 10 mm is the smallest measurable lesion
+SATELLITE_DISTANCE_MM = 10.0
 _CONN26 = np.ones((3, 3, 3), dtype=bool)
 
 
@@ -154,47 +160,115 @@ def _axial_diameters(ras: F64, affine: F64) -> _Axial:
     return best
 
 
-def lesions(
-    labels: npt.NDArray[np.generic], affine: F64, world_to_mni: F64, *, min_volume_ml: float = 0.05
-) -> list[Lesion]:
-    """Connected components (26-connectivity) of the whole tumour (labels 1–3), largest first.
+def _spacing(affine: F64) -> F64:
+    """Voxel size along each index axis (mm): the column norms of the affine's linear part."""
+    return np.asarray(np.sqrt((np.asarray(affine, dtype=np.float64)[:3, :3] ** 2).sum(axis=0)), dtype=np.float64)
 
-    For each component of at least ``min_volume_ml``: volume (voxel count × voxel volume), centroid
-    (mean of the voxel centres) in scanner RAS mm and, through ``world_to_mni``, in MNI mm; the
-    largest 3D distance between voxel centres; the axial diameters (:func:`_axial_diameters`) and
-    their product (the bidimensional product of RANO); the location from the AAL2 atlas
-    (:func:`locate` at the MNI centroid, hemisphere by the majority of the component's voxels).
+
+def _points(mask: BoolArr, offset: npt.NDArray[np.int64], affine: F64) -> F64:
+    ijk = np.stack(np.nonzero(mask), axis=1).astype(np.float64) + offset.astype(np.float64)
+    return np.asarray(ijk @ affine[:3, :3].T + affine[:3, 3], dtype=np.float64)
+
+
+@dataclass(frozen=True)
+class TumourLesions:
+    """:func:`tumour_lesions`: the lesions, and the oedema that surrounds no core (never a lesion)."""
+
+    lesions: list[Lesion]
+    oedema_islands_ml: float
+
+
+def tumour_lesions(
+    labels: npt.NDArray[np.generic],
+    affine: F64,
+    world_to_mni: F64,
+    *,
+    min_volume_ml: float = 0.05,
+    satellite_mm: float = SATELLITE_DISTANCE_MM,
+) -> TumourLesions:
+    """Lesions as radiologists count them, largest core first.
+
+    1. The tumour core is labels 1 (necrotic / non-enhancing) and 3 (enhancing). Core fragments closer
+       than ``satellite_mm`` to each other are one lesion (a satellite belongs to its tumour): the
+       groups are the connected components (26-connectivity) of the voxels within ``satellite_mm / 2``
+       of the core (Euclidean distance transform in mm, anisotropic voxels measured as they are), so
+       two fragments join when the gap between them is at most about ``satellite_mm``.
+    2. Oedema (label 2) connected to a core through the whole tumour belongs to the lesion whose core
+       voxel is nearest; oedema connected to no core is an "oedema island": counted in the volumes and
+       in ``oedema_islands_ml``, never a lesion.
+    3. A group whose core is smaller than ``min_volume_ml`` is not a lesion (a speck of segmentation
+       noise far from any tumour).
+
+    Per lesion: the core's volume, centroid (RAS and, through ``world_to_mni``, MNI), largest 3D
+    distance between voxel centres, axial diameters (:func:`_axial_diameters`) and their product, and
+    location (:func:`locate`); the enhancing part's volume and largest diameter; the lesion's oedema
+    volume and the largest extent of the lesion with it; ``volume_ml`` is core + its oedema.
     """
     _check_labels(labels, affine)
+    if satellite_mm < 0:
+        raise ValueError(f"satellite_mm must be ≥ 0, got {satellite_mm}")
     aff = np.asarray(affine, dtype=np.float64)
     w2m = np.asarray(world_to_mni, dtype=np.float64)
-    whole = np.asarray(labels) > 0
-    comp, n = ndi.label(whole, structure=_CONN26)
-    if n == 0:
-        return []
-    sizes = np.bincount(comp.ravel())
-    sizes[0] = 0
+    lab = np.asarray(labels)
+    whole = lab > 0
     v = _voxel_ml(aff)
-    order = [int(k) for k in np.argsort(-sizes, kind="stable") if sizes[k] >= _MIN_LESION_VOXELS]
-    order = [k for k in order if sizes[k] * v >= min_volume_ml]
-    boxes = ndi.find_objects(comp)
+    if not np.any(whole):
+        return TumourLesions([], 0.0)
+    spacing = _spacing(aff)
+    nz = np.nonzero(whole)
+    pad = np.ceil(satellite_mm / np.maximum(spacing, 1e-6)).astype(np.int64) + 1
+    lo = np.maximum(np.array([int(a.min()) for a in nz]) - pad, 0)
+    hi = np.minimum(np.array([int(a.max()) for a in nz]) + pad + 1, np.array(lab.shape))
+    box = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi, strict=True))
+    lb = lab[box]
+    wb = whole[box]
+    cb = (lb == 1) | (lb == 3)
+    if not np.any(cb):
+        return TumourLesions([], round(float(wb.sum()) * v, 4))
+    dist, nearest = ndi.distance_transform_edt(~cb, sampling=spacing, return_indices=True)
+    groups, _ = ndi.label(dist <= satellite_mm / 2.0, structure=_CONN26)
+    wcomp, nw = ndi.label(wb, structure=_CONN26)
+    has_core = np.zeros(nw + 1, dtype=bool)
+    has_core[np.unique(wcomp[cb])] = True
+    has_core[0] = False
+    oed = wb & ~cb
+    attached = oed & has_core[wcomp]
+    islands = oed & ~has_core[wcomp]
+    owner = np.zeros(lb.shape, dtype=np.int64)
+    owner[cb] = groups[cb]
+    owner[attached] = groups[tuple(n[attached] for n in nearest)]
+    fragments, _ = ndi.label(cb, structure=_CONN26)
+    core_owner = np.where(cb, owner, 0)
+    core_sizes = np.bincount(core_owner.ravel())
+    core_sizes[0] = 0
+    order = [int(g) for g in np.argsort(-core_sizes, kind="stable") if core_sizes[g] > 0]
+    order = [g for g in order if core_sizes[g] * v >= min_volume_ml]
+    boxes = ndi.find_objects(owner)
     out: list[Lesion] = []
-    for rank, k in enumerate(order, start=1):
-        box = boxes[k - 1]
-        assert box is not None
-        local = np.nonzero(comp[box] == k)
-        ijk = np.stack(local, axis=1).astype(np.float64) + np.array([s.start for s in box], dtype=np.float64)
-        ras = ijk @ aff[:3, :3].T + aff[:3, 3]
+    for rank, g in enumerate(order, start=1):
+        sub = boxes[g - 1]
+        assert sub is not None
+        offset = np.array([s.start for s in sub], dtype=np.int64) + lo
+        mine = owner[sub] == g
+        lab_sub = lb[sub]
+        core_mask = mine & ((lab_sub == 1) | (lab_sub == 3))
+        enh_mask = mine & (lab_sub == 3)
+        ras = _points(core_mask, offset, aff)
         mni = ras @ w2m[:3, :3].T + w2m[:3, 3]
         c_ras = ras.mean(axis=0)
         c_mni = c_ras @ w2m[:3, :3].T + w2m[:3, 3]
         max3d, _, _ = _max_pairwise(ras)
         ax = _axial_diameters(ras, aff)
+        n_enh = int(enh_mask.sum())
+        enh3d = _max_pairwise(_points(enh_mask, offset, aff))[0] if n_enh >= 2 else 0.0
+        n_all = int(mine.sum())
+        all3d = _max_pairwise(_points(mine, offset, aff))[0] if n_all >= 2 else 0.0
+        n_core = int(core_mask.sum())
         c_mni_t: Vec3 = (float(c_mni[0]), float(c_mni[1]), float(c_mni[2]))
         out.append(
             Lesion(
                 index=rank,
-                volume_ml=round(float(sizes[k]) * v, 4),
+                volume_ml=round(n_all * v, 4),
                 centroid_ras_mm=(round(float(c_ras[0]), 2), round(float(c_ras[1]), 2), round(float(c_ras[2]), 2)),
                 centroid_mni_mm=(round(c_mni_t[0], 2), round(c_mni_t[1], 2), round(c_mni_t[2], 2)),
                 max_diameter_mm=round(max3d, 2),
@@ -202,9 +276,27 @@ def lesions(
                 perpendicular_axial_diameter_mm=round(ax.perpendicular, 2),
                 bidimensional_product_mm2=round(ax.longest * ax.perpendicular, 2),
                 location=locate(c_mni_t, component_mni_points=mni),
+                core_ml=round(n_core * v, 4),
+                enhancing_ml=round(n_enh * v, 4),
+                oedema_ml=round((n_all - n_core) * v, 4),
+                enhancing_max_diameter_mm=round(enh3d, 2),
+                oedema_max_diameter_mm=round(all3d, 2),
+                satellites=max(0, len(np.unique(fragments[sub][core_mask])) - 1),
             )
         )
-    return out
+    return TumourLesions(out, round(float(islands.sum()) * v, 4))
+
+
+def lesions(
+    labels: npt.NDArray[np.generic],
+    affine: F64,
+    world_to_mni: F64,
+    *,
+    min_volume_ml: float = 0.05,
+    satellite_mm: float = SATELLITE_DISTANCE_MM,
+) -> list[Lesion]:
+    """The lesions of :func:`tumour_lesions` (a tumour core with its oedema; satellites joined)."""
+    return tumour_lesions(labels, affine, world_to_mni, min_volume_ml=min_volume_ml, satellite_mm=satellite_mm).lesions
 
 
 # ------------------------------------------------------------------------------------ ventricles

@@ -107,7 +107,7 @@ def analyze(
     step("measurements", 0.8)
     t0 = time.perf_counter()
     volumes = measure.tumour_volumes(ref_labels, ref.affine)
-    lesions = measure.lesions(ref_labels, ref.affine, pre.world_to_mni)
+    found = measure.tumour_lesions(ref_labels, ref.affine, pre.world_to_mni)
     shift = measure.midline_shift(pre)
     vents = measure.ventricles(pre, grid_labels)
     haem = measure.haemorrhage(pre, grid_labels)
@@ -169,7 +169,8 @@ def analyze(
         ),
         segmentation=Segmentation(
             volumes=volumes,
-            lesions=lesions,
+            lesions=found.lesions,
+            oedema_islands_ml=found.oedema_islands_ml,
             uncertainty=round(float(seg.uncertainty), 4),
             produced_by=[m.produced_by() for m in seg_models],
         ),

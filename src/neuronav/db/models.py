@@ -6,6 +6,7 @@ log is append-only and hash-chained (:mod:`neuronav.audit`).
     users ──< sessions ──○ breakglass_grants    (the open break-glass of a session, with its expiry)
       │
       ├──< studies ──< stored_objects          (uploaded files and results, encrypted at rest)
+      │        ├──< study_search_tokens        (keyed blind index of the identity: the worklist search)
       │        ├──< analyses                   (jobs: queued / running / done / failed)
       │        ├──< reports ──< report_versions (every version kept, never overwritten)
       │        └──< annotations                (measurements and notes of the viewer)
@@ -204,6 +205,16 @@ class StudyRow(Base):
 
     objects: Mapped[list[StoredObjectRow]] = relationship(back_populates="study", cascade="all, delete-orphan")
     analyses: Mapped[list[AnalysisRow]] = relationship(back_populates="study", cascade="all, delete-orphan")
+
+
+class StudySearchTokenRow(Base):
+    """The keyed blind index of a study's identity (:mod:`neuronav.security.blind_index`): HMAC tokens of
+    the normalised MRN, accession number and name prefixes, so the worklist search never decrypts a row."""
+
+    __tablename__ = "study_search_tokens"
+
+    token: Mapped[str] = mapped_column(String(32), primary_key=True)
+    study_id: Mapped[str] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"), primary_key=True, index=True)
 
 
 class StoredObjectRow(Base):

@@ -6,6 +6,7 @@ after a radiologist edited the findings (used by :mod:`neuronav.report.lifecycle
 
 from __future__ import annotations
 
+import re
 import secrets
 from datetime import UTC, datetime
 from pathlib import Path
@@ -37,9 +38,6 @@ from neuronav.report.model import (
 )
 from neuronav.report.recommend import recommendations
 
-SIZEABLE_LESION_ML = 1.0  # components below this (satellite fragments) are counted, not called lesions in the text
-MAX_LESIONS_MEASURED = 5  # per-lesion rows for the largest lesions; the rest are counted in the text
-
 VOLUME_ROWS: tuple[tuple[str, str, str, Code], ...] = (
     ("whole_tumour_ml", "whole_tumour_volume", "Whole tumour volume", codes.NEOPLASM),
     ("tumour_core_ml", "tumour_core_volume", "Tumour core volume", codes.TUMOUR_CORE),
@@ -55,11 +53,60 @@ def new_report_id(when: datetime | None = None) -> str:
     return f"NN-{when:%Y%m%d}-{secrets.token_hex(4)}"
 
 
+_ATLAS_CODE = re.compile(r"\s*\[AAL2 [^\]]*\]")
+_LOBE_WORDS: dict[str, str] = {
+    "frontal": "frontal lobe",
+    "temporal": "temporal lobe",
+    "parietal": "parietal lobe",
+    "occipital": "occipital lobe",
+    "insula": "insula",
+    "limbic (cingulate)": "cingulate gyrus",
+    "limbic (medial temporal)": "medial temporal lobe",
+    "deep grey nuclei": "deep grey nuclei",
+    "cerebellum": "cerebellar hemisphere",
+}
+
+
+def region_words(lesion: Lesion) -> str:
+    """The atlas region in plain words, without its side and without the atlas code."""
+    region = _ATLAS_CODE.sub("", lesion.location.region).strip()
+    return re.sub(r"\b(left|right) ", "", region, count=1)
+
+
 def location_text(lesion: Lesion) -> str:
-    """``left parietal: left postcentral gyrus [AAL2 Postcentral_L]``."""
+    """Where a lesion is, in a radiologist's words: ``left frontal lobe (superior frontal gyrus)``;
+    no atlas code (the atlas is named in the appendix)."""
     loc = lesion.location
-    lobe = loc.lobe if loc.lobe != "unknown" else "unlocalised"
-    return f"{loc.hemisphere} {lobe}: {loc.region}"
+    if loc.lobe == "unknown":
+        return f"{loc.hemisphere} hemisphere (outside the atlas regions)" if loc.hemisphere != "midline" else "midline"
+    lobe = _LOBE_WORDS.get(loc.lobe, loc.lobe)
+    if loc.lobe == "cerebellum" and loc.hemisphere == "midline":
+        lobe = "cerebellar vermis"
+    side = "" if loc.hemisphere == "midline" else f"{loc.hemisphere} "
+    where = f"{side}{lobe}" if loc.hemisphere != "midline" or loc.lobe == "cerebellum" else f"midline {lobe}"
+    region = region_words(lesion)
+    return f"{where} ({region})" if region and region != lobe else where
+
+
+def core_ml(lesion: Lesion) -> float:
+    """The lesion's tumour core (mL); findings before schema 1.3 have only the whole component."""
+    return lesion.core_ml if lesion.core_ml is not None else lesion.volume_ml
+
+
+def lesion_sentence(lesion: Lesion) -> str:
+    """One lesion as a radiologist states it: where, the core's axial diameters, volumes, oedema apart."""
+    parts = [
+        f"Lesion {lesion.index}: {location_text(lesion)}, "
+        f"{lesion.max_axial_diameter_mm:.0f} × {lesion.perpendicular_axial_diameter_mm:.0f} mm (axial), "
+        f"core {core_ml(lesion):.1f} mL"
+    ]
+    if lesion.enhancing_ml is not None:
+        parts.append(f"enhancing {lesion.enhancing_ml:.1f} mL")
+    if lesion.oedema_ml is not None:
+        parts.append(f"surrounding oedema {lesion.oedema_ml:.1f} mL")
+    if lesion.satellites:
+        parts.append(f"with {lesion.satellites} satellite nodule{'s' if lesion.satellites > 1 else ''}")
+    return ", ".join(parts) + "."
 
 
 def _models(f: Findings) -> list[ModelInfo]:
@@ -95,25 +142,65 @@ def measurements(f: Findings) -> list[Measurement]:
         )
         for field, key, label, site in VOLUME_ROWS
     ]
-    for n, lesion in enumerate(f.segmentation.lesions[:MAX_LESIONS_MEASURED]):
+    for n, lesion in enumerate(f.segmentation.lesions):  # every lesion: the same list in every output
         side = lesion.location.hemisphere
         ptr = f"/segmentation/lesions/{n}"
         i = lesion.index
-        for attr, key, label, concept, unit in (
-            ("volume_ml", "volume", "volume", codes.VOLUME, "mL"),
-            ("max_diameter_mm", "max_diameter", "largest 3D diameter", codes.DIAMETER, "mm"),
-            ("max_axial_diameter_mm", "long_axis", "longest axial diameter", codes.LONG_AXIS, "mm"),
-            ("perpendicular_axial_diameter_mm", "short_axis", "perpendicular axial diameter", codes.SHORT_AXIS, "mm"),
-            ("bidimensional_product_mm2", "bidimensional_product", "bidimensional product", codes.AREA, "mm2"),
-        ):
+        per_lesion: list[tuple[str, str, str, Code, Code, str]] = [
+            (
+                "max_axial_diameter_mm",
+                "long_axis",
+                "core, longest axial diameter",
+                codes.LONG_AXIS,
+                codes.TUMOUR_CORE,
+                "mm",
+            ),
+            (
+                "perpendicular_axial_diameter_mm",
+                "short_axis",
+                "core, perpendicular axial diameter",
+                codes.SHORT_AXIS,
+                codes.TUMOUR_CORE,
+                "mm",
+            ),
+            ("max_diameter_mm", "max_diameter", "core, largest 3D diameter", codes.DIAMETER, codes.TUMOUR_CORE, "mm"),
+            (
+                "bidimensional_product_mm2",
+                "bidimensional_product",
+                "core, bidimensional product",
+                codes.AREA,
+                codes.TUMOUR_CORE,
+                "mm2",
+            ),
+        ]
+        if lesion.core_ml is not None:
+            per_lesion += [
+                ("core_ml", "core_volume", "core volume", codes.VOLUME, codes.TUMOUR_CORE, "mL"),
+                ("enhancing_ml", "enhancing_volume", "enhancing volume", codes.VOLUME, codes.ENHANCING_TUMOUR, "mL"),
+                (
+                    "enhancing_max_diameter_mm",
+                    "enhancing_max_diameter",
+                    "enhancing, largest 3D diameter",
+                    codes.DIAMETER,
+                    codes.ENHANCING_TUMOUR,
+                    "mm",
+                ),
+                ("oedema_ml", "oedema_volume", "surrounding oedema volume", codes.VOLUME, codes.OEDEMA, "mL"),
+            ]
+        else:  # findings before 1.3: one whole-tumour component
+            per_lesion.append(("volume_ml", "volume", "volume", codes.VOLUME, codes.NEOPLASM, "mL"))
+        for attr, key, label, concept, site, unit in per_lesion:
+            value = getattr(lesion, attr)
+            if value is None:
+                continue
             rows.append(
                 Measurement(
                     key=f"lesion{i}_{key}",
                     label=f"Lesion {i} {label}",
-                    value=float(getattr(lesion, attr)),
+                    value=float(value),
                     unit=unit,
                     concept=concept,
-                    finding_site=codes.NEOPLASM,
+                    finding_site=site,
                     lesion_index=i,
                     laterality=side,
                     source=f"{ptr}/{attr}",
@@ -219,7 +306,7 @@ def _primary(f: Findings) -> PrimaryDetection:
         probability=f.detection.probability,
         threshold=f.detection.threshold,
         location=location_text(big) if (big and detected) else None,
-        size_mm=round(big.max_diameter_mm, 1) if (big and detected) else None,
+        size_mm=round(big.max_diameter_mm, 1) if (big and detected) else None,  # the core's (schema 1.3)
         volume_ml=f.segmentation.volumes.whole_tumour_ml,
         lesion_count=len(f.segmentation.lesions),
         classification=f.classification.label if detected else None,
@@ -246,7 +333,7 @@ def _anatomical_review(f: Findings) -> list[ReviewItem]:
     lesions = f.segmentation.lesions if f.detection.tumour_detected else []
     fossa = [les for les in lesions if les.location.lobe == "cerebellum"]
     parenchyma = (
-        f"{len(lesions)} lesion(s); the largest in the {location_text(lesions[0])}, {lesions[0].volume_ml:.1f} mL."
+        f"{_count(len(lesions))}; the largest in the {location_text(lesions[0])}, core {core_ml(lesions[0]):.1f} mL."
         if lesions
         else "No tumour detected by the AI."
     )
@@ -266,7 +353,7 @@ def _anatomical_review(f: Findings) -> list[ReviewItem]:
         ),
         ReviewItem(
             structure="Posterior fossa",
-            statement=f"{len(fossa)} lesion(s) in the cerebellum." if fossa else "No lesion in the cerebellum.",
+            statement=f"{_count(len(fossa))} in the cerebellum." if fossa else "No lesion in the cerebellum.",
         ),
         ReviewItem(
             structure="Haemorrhage",
@@ -330,7 +417,7 @@ def _annotations(f: Findings, ks: KeySlices | None) -> list[SliceAnnotation]:
     if ks is None or ks.through != "lesion centroid" or not f.segmentation.lesions:
         return []
     big = f.segmentation.lesions[0]
-    text = f"Lesion 1: {big.volume_ml:.1f} mL, {big.max_diameter_mm:.0f} mm, {location_text(big)}"
+    text = f"Lesion 1: {location_text(big)}, core {core_ml(big):.1f} mL, {big.max_diameter_mm:.0f} mm"
     return [
         SliceAnnotation(plane="axial", index=ks.axial_k, text=text),
         SliceAnnotation(plane="coronal", index=ks.coronal_j, text=text),
@@ -345,7 +432,7 @@ def _coordinates(f: Findings) -> list[dict[str, Any]]:
             "centroid_ras_mm": list(les.centroid_ras_mm),
             "centroid_mni_mm": list(les.centroid_mni_mm),
         }
-        for les in f.segmentation.lesions[:MAX_LESIONS_MEASURED]
+        for les in f.segmentation.lesions
     ]
 
 
@@ -363,37 +450,50 @@ def _visual(f: Findings, analysis_dir: Path | None) -> VisualData:
     )
 
 
+_NUMBERS = ("no", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten")
+
+
+def _count(n: int, noun: str = "lesion") -> str:
+    word = _NUMBERS[n] if n < len(_NUMBERS) else str(n)
+    return f"{word[:1].upper()}{word[1:]} {noun}{'' if n == 1 else 's'}"
+
+
 def narrative(f: Findings) -> Narrative:
-    """The generated text of the preliminary report (the radiologist may rewrite it)."""
+    """The generated text of the preliminary report (the radiologist may rewrite it): each lesion as a
+    radiologist counts it (core with its oedema, satellites joined), its location in plain words, the
+    core's diameters; oedema reported apart; no atlas codes, no model names."""
     p, s = _primary(f), _secondary(f)
+    les = f.segmentation.lesions if p.detected else []
     parts: list[str] = []
-    if p.detected:
-        n = p.lesion_count
-        sizeable = sum(1 for les in f.segmentation.lesions if les.volume_ml >= SIZEABLE_LESION_ML)
-        others = (
-            f"; {n - 1} further separate component(s), {max(sizeable - 1, 0)} of them ≥ {SIZEABLE_LESION_ML:g} mL"
-            if n > 1
-            else ""
-        )
-        where = (
-            f"in the {p.location}, largest diameter {p.size_mm:.0f} mm{others}"
-            if p.location is not None and p.size_mm is not None
-            else "without a measurable lesion in the segmentation"
-        )
+    if p.detected and les:
         parts.append(
-            f"Tumour detected (probability {p.probability:.2f}) {where}; whole tumour volume, all components, "
-            f"{p.volume_ml:.1f} mL "
-            f"(enhancing {f.segmentation.volumes.enhancing_ml:.1f} mL, necrotic core "
-            f"{f.segmentation.volumes.necrotic_core_ml:.1f} mL). Pattern most consistent with "
-            f"{p.classification} (confidence {p.classification_confidence:.2f})."
+            f"{_count(len(les))} consistent with tumour (AI probability {p.probability:.2f}). "
+            + " ".join(lesion_sentence(x) for x in les)
         )
-        if p.lesion_count > MAX_LESIONS_MEASURED:
-            parts.append(f"{p.lesion_count - MAX_LESIONS_MEASURED} further small components are not tabulated.")
+    elif p.detected:
+        parts.append(
+            f"Tumour suspected (AI probability {p.probability:.2f}) without a measurable tumour core in the "
+            "segmentation."
+        )
+    if p.detected:
+        v = f.segmentation.volumes
+        parts.append(
+            f"Total tumour core {v.tumour_core_ml:.1f} mL (enhancing {v.enhancing_ml:.1f} mL, necrotic / "
+            f"non-enhancing {v.necrotic_core_ml:.1f} mL); with oedema {v.whole_tumour_ml:.1f} mL. Pattern most "
+            f"consistent with {p.classification} (AI confidence {p.classification_confidence:.2f})."
+        )
     else:
-        parts.append(f"No tumour detected (probability {p.probability:.2f}, threshold {p.threshold:.2f}).")
+        parts.append(f"No tumour detected (AI probability {p.probability:.2f}, threshold {p.threshold:.2f}).")
+    islands = f.segmentation.oedema_islands_ml
+    oedema = (
+        f"Oedema {'present, ' + format(s.oedema_ml, '.1f') + ' mL in total' if s.oedema_present else 'not present'}"
+    )
+    if s.oedema_present and islands >= 0.05:
+        oedema += f" ({islands:.1f} mL of it not around a tumour core)"
     parts.append(
-        f"Oedema {'present, ' + format(s.oedema_ml, '.1f') + ' mL' if s.oedema_present else 'not present'}. "
-        f"Midline shift {abs(s.midline_shift_mm):.1f} mm. Lateral ventricles {s.ventricular_status}. "
+        f"{oedema}. Midline shift {abs(s.midline_shift_mm):.1f} mm"
+        + (f" towards the {'right' if s.midline_shift_mm > 0 else 'left'}" if abs(s.midline_shift_mm) >= 0.5 else "")
+        + f". Lateral ventricles {s.ventricular_status}. "
         f"Haemorrhage {'suspected' if s.haemorrhage_suspected else 'not suspected'}."
     )
     if f.change is not None:
@@ -401,18 +501,20 @@ def narrative(f: Findings) -> Narrative:
             f"Compared with the prior study ({f.change.prior_date or 'date unknown'}): "
             f"{f.change.rano_category.replace('_', ' ')}."
         )
-    if p.detected:
-        sizeable = sum(1 for les in f.segmentation.lesions if les.volume_ml >= SIZEABLE_LESION_ML)
-        several = (
-            f"{sizeable} intracranial lesions ≥ {SIZEABLE_LESION_ML:g} mL, the largest"
-            if sizeable > 1
-            else "Intracranial mass"
-        )
+    if p.detected and les:
+        big = les[0]
+        if len(les) == 1:
+            head = f"Intracranial mass in the {location_text(big)}"
+        else:
+            head = f"{_count(len(les), 'intracranial lesion')}, the largest in the {location_text(big)}"
         impression = (
-            f"{several}{', ' + p.location if p.location else ''}, most consistent with {p.classification} (AI)."
+            f"{head} ({big.max_axial_diameter_mm:.0f} × {big.perpendicular_axial_diameter_mm:.0f} mm), "
+            f"most consistent with {p.classification} (AI)."
         )
         if f.midline_shift.magnitude_mm >= 5.0:
             impression += f" Mass effect with {f.midline_shift.magnitude_mm:.1f} mm midline shift."
+    elif p.detected:
+        impression = "Possible intracranial tumour without a measurable core (AI): review the images."
     else:
         impression = "No intracranial tumour detected by the AI."
     return Narrative(findings_text=" ".join(parts), impression=impression)

@@ -42,7 +42,7 @@ and version (``PRELIMINARY v1``) are in SeriesDescription; the disclaimers are i
 
 Codes: concepts from :mod:`neuronav.report.codes`; the private scheme ``99NEURONAV`` is declared in
 the CodingSchemeIdentificationSequence. Text items use private concept names (:data:`LOCATION_TEXT`,
-:data:`TUMOUR_TYPE_TEXT`, :data:`SHIFT_LEVEL_TEXT`, :data:`DISCLAIMER_TEXT`).
+:data:`TUMOUR_TYPE_TEXT`, :data:`SHIFT_LEVEL_TEXT`, :data:`DISCLAIMER_TEXT`, :data:`SIGNATURE_TEXT`).
 """
 
 from __future__ import annotations
@@ -100,6 +100,7 @@ SHIFT_LEVEL_TEXT = Code(value="midline-level", scheme=P, meaning="Level of the m
 READER_TEXT = Code(value="reader", scheme=P, meaning="Reader who measured (not the AI)")
 CHANGE = Code(value="volume-change", scheme=P, meaning="Volume change versus prior")
 DISCLAIMER_TEXT = Code(value="disclaimer", scheme=P, meaning="Disclaimer")
+SIGNATURE_TEXT = Code(value="signature-manifestation", scheme=P, meaning="Electronic signature manifestation")
 QUALITATIVE_EVALUATIONS = hd.sr.CodedConcept(
     value="C0034375", scheme_designator="UMLS", meaning="Qualitative Evaluations"
 )
@@ -464,6 +465,14 @@ def _disclaimers(report: Report) -> hd.sr.ContainerContentItem:
             for text in report.notices
         ]
     )
+    if report.signature is not None:  # name, time and meaning (21 CFR 11.50), with the Verifying Observer
+        box.ContentSequence.append(
+            hd.sr.TextContentItem(
+                name=coded(SIGNATURE_TEXT),
+                value=report.signature.manifestation(),
+                relationship_type=hd.sr.RelationshipTypeValues.CONTAINS,
+            )
+        )
     return box
 
 

@@ -267,7 +267,7 @@ def _text_rendition(report: Report) -> str:
         lines += ["", f"Amended (supersedes version {report.supersedes_version}): {report.amendment_reason}"]
     if report.signature is not None:
         s = report.signature
-        lines += ["", f"Signed by {s.signed_by} ({s.role}) at {_instant(s.signed_at)}"]
+        lines += ["", s.manifestation()]
     lines += ["", *report.notices]
     return "\n".join(lines) + "\n"
 

@@ -304,7 +304,7 @@ def make_oru(
     if report.narrative.radiologist_comment:
         notes.append(f"Radiologist comment: {report.narrative.radiologist_comment}")
     if signature is not None:
-        notes.append(f"Signed by {signature.signed_by} ({signature.role}) at {signature.signed_at.isoformat()}")
+        notes.append(signature.manifestation())
     for i, note in enumerate(notes, start=1):
         order_group.add(_segment(f"NTE|{i}|L|{'~'.join(_lines(note))}", strict))
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from neuronav.errors import ReportError
-from neuronav.report.model import REPORT_SCHEMA_VERSION, Report
+from neuronav.report.model import REPORT_SCHEMA_VERSION, Report, drop_later_defaults
 
 SCHEMA_DIR = Path(__file__).with_name("schemas")
 SCHEMA_ID = f"https://neuronav.dev/schemas/report-{REPORT_SCHEMA_VERSION}.schema.json"
@@ -66,6 +66,8 @@ def report_json(report: Report) -> bytes:
     data = report.model_dump(mode="json")
     if data.get("patient") is None:  # pseudonymous: no identity key at all (and a 1.0 report stays valid 1.0)
         data.pop("patient", None)
+    if data.get("schema_version") != REPORT_SCHEMA_VERSION:  # a report stored in an older version stays in it
+        drop_later_defaults(data)
     validate_report_json(data)
     return (json.dumps(data, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
 

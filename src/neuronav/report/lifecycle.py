@@ -1,7 +1,10 @@
 """Report lifecycle: preliminary (AI) → reviewed → final (signed) → amended; versions kept.
 
 Library level: ``who`` and ``role`` are given by the caller (the service puts this behind its
-authentication). Only a radiologist edits, signs and amends. A signature hashes the canonical JSON
+authentication, and re-authenticates the signer). Only a radiologist edits, marks reviewed, signs and
+amends. The status moves only by an explicit step: :func:`mark_reviewed` (preliminary → reviewed) or
+:func:`sign`; an edit (a text, a finding, an included annotation) is recorded and leaves the status
+as it is. A signature hashes the canonical JSON
 of the report without its signature block (:func:`content_sha256`); :func:`verify_signature` checks
 it. :class:`ReportStore` keeps every version as its own file and never overwrites one.
 """
@@ -20,17 +23,37 @@ from pydantic import ValidationError
 from neuronav.errors import LifecycleError, ReportError
 from neuronav.findings import Findings
 from neuronav.report.build import derive
-from neuronav.report.model import REPORT_ID_PATTERN, REPORT_SCHEMA_VERSION, Edit, ReaderMeasurement, Report, Signature
+from neuronav.report.model import (
+    AMENDMENT_MEANING,
+    REPORT_ID_PATTERN,
+    REPORT_SCHEMA_VERSION,
+    SIGNATURE_MEANING,
+    Edit,
+    ReaderMeasurement,
+    Report,
+    Signature,
+    drop_later_defaults,
+)
 
 SIGNING_ROLES = frozenset({"radiologist"})
-EDITABLE_TEXT = frozenset({"/narrative/findings_text", "/narrative/impression", "/narrative/radiologist_comment"})
+EDITABLE_TEXT = frozenset(
+    {
+        "/narrative/findings_text",
+        "/narrative/impression",
+        "/narrative/radiologist_comment",
+        "/narrative/clinical_information",
+    }
+)
 # the longest narrative text an edit may set: pages of prose, not a payload that makes every export crawl
 MAX_NARRATIVE_CHARS = 20_000
 
 
 def canonical_json(report: Report) -> bytes:
-    """Sorted-key, compact UTF-8 JSON of the report without its signature block."""
-    data = report.model_dump(mode="json", exclude={"signature"})
+    """Sorted-key, compact UTF-8 JSON of the report without its signature block (and without the
+    patient's identity, which a stored version never holds: it is attached when an output is written)."""
+    exclude = {"signature", "patient"} & set(type(report).model_fields)
+    data = report.model_dump(mode="json", exclude=exclude)
+    drop_later_defaults(data)
     return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
@@ -82,7 +105,7 @@ def _keep_shift_consistent(shift: dict[str, Any], edited: str) -> None:
 
 
 def edit(report: Report, changes: dict[str, Any], *, who: str, role: str, when: datetime | None = None) -> Report:
-    """Apply a radiologist's edits; each is recorded (who, when, old, new) and the status becomes reviewed.
+    """Apply a radiologist's edits; each is recorded (who, when, old, new); the status does not change.
 
     ``changes`` maps a JSON pointer to the new value: ``/narrative/impression`` (and the other
     narrative texts) or any field under ``/findings/`` (then every derived section, measurements and
@@ -127,8 +150,6 @@ def edit(report: Report, changes: dict[str, Any], *, who: str, role: str, when: 
             findings_changed = True
             if parts[0] == "midline_shift" and key_or_index in ("shift_mm", "magnitude_mm"):
                 _keep_shift_consistent(findings_data["midline_shift"], str(key_or_index))
-            if parts[0] == "midline_shift" and key_or_index in ("shift_mm", "magnitude_mm"):
-                _keep_shift_consistent(findings_data["midline_shift"], str(key_or_index))
         else:
             raise LifecycleError(
                 f"{path} cannot be edited; edit the narrative ({', '.join(sorted(EDITABLE_TEXT))}) or /findings/…"
@@ -146,18 +167,54 @@ def edit(report: Report, changes: dict[str, Any], *, who: str, role: str, when: 
         base = derive(base, findings, keep_narrative=False)
         kept = {key: data["narrative"][key] for key in rewritten}  # the radiologist's words stay; the rest follows
         base = base.model_copy(update={"narrative": base.narrative.model_copy(update=kept)})
-    status = "amended" if report.status == "amended" else "reviewed"
-    return base.model_copy(update={"edits": edits, "status": status, "signature": None})
+    return base.model_copy(update={"edits": edits, "status": report.status, "signature": None})
 
 
-def sign(report: Report, *, who: str, role: str, when: datetime | None = None) -> Report:
-    """Sign: status final (or stays amended for an amendment); the content hash is recorded."""
+def mark_reviewed(report: Report, *, who: str, role: str, when: datetime | None = None) -> Report:
+    """The explicit step preliminary → reviewed (recorded as an edit of ``/status``). An amendment stays
+    ``amended`` until it is signed; a reviewed report cannot be marked again."""
+    _require_role(role, "mark reviewed")
+    if report.signature is not None:
+        raise LifecycleError(f"report {report.report_id} v{report.version} is signed; amend it to change it")
+    if report.status != "preliminary":
+        raise LifecycleError(f"report {report.report_id} v{report.version} is {report.status}, not preliminary")
+    step = Edit(who=who, role=role, when=when or datetime.now(UTC), path="/status", old=report.status, new="reviewed")
+    return report.model_copy(update={"status": "reviewed", "edits": [*report.edits, step]})
+
+
+def check_signable(report: Report, *, role: str) -> None:
+    """Raise :class:`LifecycleError` when ``report`` cannot be signed by ``role`` (checked before asking
+    the signer to re-authenticate)."""
     _require_role(role, "sign")
     if report.signature is not None:
         raise LifecycleError(f"report {report.report_id} v{report.version} is already signed; amend it to change it")
+
+
+def sign(
+    report: Report,
+    *,
+    who: str,
+    role: str,
+    when: datetime | None = None,
+    reauthenticated_by: str | None = None,
+    meaning: str | None = None,
+) -> Report:
+    """Sign: status final (or stays amended for an amendment); the content hash and the signature's
+    manifestation (printed name, time, meaning) are recorded. ``reauthenticated_by`` says how the
+    caller re-authenticated the signer (the service always does; a library caller may not)."""
+    check_signable(report, role=role)
+    if not who.strip():
+        raise LifecycleError("a signature needs the signer's name")
     status = "amended" if report.status == "amended" else "final"
     signed = report.model_copy(update={"status": status})
-    signature = Signature(signed_by=who, role=role, signed_at=when or datetime.now(UTC), content_sha256="")
+    signature = Signature(
+        signed_by=who,
+        role=role,
+        signed_at=when or datetime.now(UTC),
+        content_sha256="",
+        meaning=meaning or (AMENDMENT_MEANING if status == "amended" else SIGNATURE_MEANING),
+        reauthenticated_by=reauthenticated_by,  # type: ignore[arg-type]
+    )
     signature = signature.model_copy(update={"content_sha256": content_sha256(signed)})
     return signed.model_copy(update={"signature": signature})
 

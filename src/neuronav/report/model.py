@@ -5,21 +5,25 @@ every number in a report comes from its ``findings`` through :mod:`neuronav.repo
 ``measurements`` table is the one list of numbers that the SR, the FHIR Observations and the HL7
 OBX segments are written from, so they cannot disagree.
 
-Lifecycle (:mod:`neuronav.report.lifecycle`): ``preliminary`` (as the AI wrote it) → ``reviewed``
-(edited by a radiologist, each edit recorded) → ``final`` (signed; the signed content is hashed) →
-``amended`` (a new version of a final report; earlier versions are kept).
+Lifecycle (:mod:`neuronav.report.lifecycle`): ``preliminary`` (as the AI wrote it; a radiologist's edits
+are recorded and never change the status) → ``reviewed`` (only by an explicit "mark reviewed") →
+``final`` (signed after re-authentication; the signed content is hashed, the signature's name, time
+and meaning recorded) → ``amended`` (a new version of a final report with its reason; earlier
+versions are kept).
 """
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from neuronav.findings import Change, Findings, ProducedBy
 
-REPORT_SCHEMA_VERSION = "1.2"  # 1.1: the optional patient identity of clinical outputs; 1.2: readers' measurements
+# 1.1: the optional patient identity of clinical outputs; 1.2: readers' measurements, Signature.meaning,
+# reauthenticated_by, Narrative.clinical_information
+REPORT_SCHEMA_VERSION = "1.2"
 REPORT_ID_PATTERN = r"^NN-\d{8}-[0-9a-f]{8}$"
 Status = Literal["preliminary", "reviewed", "final", "amended"]
 Urgency = Literal["routine", "soon", "urgent"]
@@ -202,11 +206,28 @@ class Edit(_Model):
     new: Any
 
 
+SIGNATURE_MEANING = "Approved: I have reviewed the images and this report and I am responsible for its content"
+AMENDMENT_MEANING = "Amendment approved: I am responsible for the changes and the reason stated"
+
+
 class Signature(_Model):
-    signed_by: str
+    """The electronic signature and its manifestation (21 CFR 11.50): the signer's printed name, the
+    date and time, and the meaning of the signature; every output shows the three."""
+
+    signed_by: str  # the signer's printed name
     role: str
     signed_at: datetime
     content_sha256: str  # sha256 of the canonical JSON of the report without its signature
+    meaning: str = SIGNATURE_MEANING  # what the signature means (report 1.1; 1.0 reports: the default)
+    reauthenticated_by: Literal["password", "password+totp"] | None = None  # how the signer proved it was them
+
+    def manifestation(self) -> str:
+        """Printed name, date and time (UTC) and meaning, as every output states the signature."""
+        when = self.signed_at.astimezone(UTC) if self.signed_at.tzinfo is not None else self.signed_at
+        return (
+            f"Electronically signed by {self.signed_by} ({self.role}) on {when:%Y-%m-%d %H:%M:%S} UTC. "
+            f"Meaning: {self.meaning}."
+        )
 
 
 class Narrative(_Model):
@@ -215,6 +236,7 @@ class Narrative(_Model):
     findings_text: str
     impression: str
     radiologist_comment: str = ""
+    clinical_information: str = ""  # the indication, as the requester gave it or the radiologist wrote it
 
 
 class ReaderMeasurement(_Model):
@@ -270,13 +292,51 @@ class Report(_Model):
         return [*self.disclaimers, *(d for d in DISCLAIMERS if d not in self.disclaimers)]
 
 
+# fields added after reports were first stored and signed, with the value an older report reads as: left
+# out of the signed content (and of a document written in an older schema version) while they hold it,
+# so a report signed before they existed still verifies and still matches its own published schema
+_LATER_LESION_DEFAULTS: dict[str, Any] = {
+    "core_ml": None,
+    "enhancing_ml": None,
+    "oedema_ml": None,
+    "enhancing_max_diameter_mm": None,
+    "oedema_max_diameter_mm": None,
+    "satellites": 0,
+}
+_LATER_SEGMENTATION_DEFAULTS: dict[str, Any] = {"oedema_islands_ml": 0.0}
+_LATER_SIGNATURE_DEFAULTS: dict[str, Any] = {"meaning": SIGNATURE_MEANING, "reauthenticated_by": None}
+_LATER_NARRATIVE_DEFAULTS: dict[str, Any] = {"clinical_information": ""}
+
+
+def _drop(d: dict[str, Any], defaults: dict[str, Any]) -> None:
+    for key, default in defaults.items():
+        if key in d and d[key] == default:
+            del d[key]
+
+
+def drop_later_defaults(data: dict[str, Any]) -> None:
+    """Remove, in place, from a report's JSON data the fields added later that hold their default."""
+    seg = (data.get("findings") or {}).get("segmentation") or {}
+    _drop(seg, _LATER_SEGMENTATION_DEFAULTS)
+    for lesion in seg.get("lesions") or []:
+        _drop(lesion, _LATER_LESION_DEFAULTS)
+    if isinstance(data.get("narrative"), dict):
+        _drop(data["narrative"], _LATER_NARRATIVE_DEFAULTS)
+    if isinstance(data.get("signature"), dict):
+        _drop(data["signature"], _LATER_SIGNATURE_DEFAULTS)
+    if data.get("reader_measurements") == []:  # schema 1.2
+        del data["reader_measurements"]
+
+
 def model_info(p: ProducedBy) -> ModelInfo:
     return ModelInfo(name=p.name, version=p.version, kind=p.kind, sha256=p.sha256)
 
 
 __all__ = [
+    "AMENDMENT_MEANING",
     "DISCLAIMERS",
     "REPORT_SCHEMA_VERSION",
+    "SIGNATURE_MEANING",
     "SYNTHETIC_TRAINING",
     "SYNTHETIC_TRAINING_SHORT",
     "AIFindings",
@@ -301,5 +361,6 @@ __all__ = [
     "Status",
     "StudyInfo",
     "VisualData",
+    "drop_later_defaults",
     "model_info",
 ]

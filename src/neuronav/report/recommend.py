@@ -12,8 +12,8 @@ from neuronav.findings import Findings
 from neuronav.report.model import Recommendation, Urgency
 
 MIDLINE_SHIFT_URGENT_MM = 5.0
-LARGE_LESION_ML = 30.0
-LARGE_DIAMETER_MM = 40.0
+LARGE_LESION_ML = 30.0  # tumour core of one lesion
+LARGE_DIAMETER_MM = 40.0  # longest axial core diameter of one lesion
 LOW_CONFIDENCE = 0.5
 HAEMORRHAGE_URGENT_ML = 5.0  # smaller suspected bleeds inside a tumour: "soon", not "urgent"
 
@@ -61,19 +61,28 @@ def haemorrhage(f: Findings) -> Recommendation | None:
 
 
 def large_lesion(f: Findings) -> Recommendation | None:
+    """A large tumour by its core (labels 1 + 3), never by its oedema: the longest axial diameter of
+    the core (as a radiologist measures it) ≥ :data:`LARGE_DIAMETER_MM` or a core ≥
+    :data:`LARGE_LESION_ML` (the oedema around a small metastasis is reported apart and does not make
+    it "large")."""
     if not f.detection.tumour_detected or not f.segmentation.lesions:
         return None
-    wt = f.segmentation.volumes.whole_tumour_ml
-    diameter = f.segmentation.lesions[0].max_diameter_mm
-    if wt < LARGE_LESION_ML and diameter < LARGE_DIAMETER_MM:
+    big = max(f.segmentation.lesions, key=lambda x: x.core_ml if x.core_ml is not None else x.volume_ml)
+    n = f.segmentation.lesions.index(big)
+    core = big.core_ml if big.core_ml is not None else big.volume_ml
+    diameter = big.max_axial_diameter_mm
+    if core < LARGE_LESION_ML and diameter < LARGE_DIAMETER_MM:
         return None
+    field = "core_ml" if big.core_ml is not None else "volume_ml"
+    enhancing = f", enhancing part {big.enhancing_max_diameter_mm:.0f} mm" if big.enhancing_max_diameter_mm else ""
     return _rec(
         "R-LARGE-LESION",
         "soon",
-        f"Large lesion (whole tumour {wt:.1f} mL, largest diameter {diameter:.0f} mm): neurosurgical and "
-        "neuro-oncology consultation.",
-        ("/segmentation/volumes/whole_tumour_ml", wt),
-        ("/segmentation/lesions/0/max_diameter_mm", diameter),
+        f"Large tumour (lesion {big.index}: core {core:.1f} mL, longest axial core diameter {diameter:.0f} mm"
+        f"{enhancing}): "
+        "neurosurgical and neuro-oncology consultation.",
+        (f"/segmentation/lesions/{n}/{field}", core),
+        (f"/segmentation/lesions/{n}/max_axial_diameter_mm", diameter),
     )
 
 

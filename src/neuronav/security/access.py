@@ -6,6 +6,7 @@ them. The functions below answer the policy questions every edge asks the same w
 
 * :func:`grant_for` / :func:`allowed` — does the role (or the open break-glass) grant a permission;
 * :func:`breakglass_study` — the one study a break-glass limited to it opens;
+* :func:`identity_open` — the patient identity shown on (and searchable in) the worklist;
 * :func:`ai_results_open` — the AI results (lesions, segmentation, heatmap) open to readers of
   analyses, and to readers of final reports once the report is signed;
 * :func:`export_permission` — what exporting a report in a format needs.
@@ -64,6 +65,13 @@ def breakglass_study(actor: Actor) -> str | None:
     grant = grant_for(actor, Permission.STUDY_STATUS)
     bg = grant.breakglass if grant is not None and grant.via == "breakglass" else None
     return bg.study_id if bg is not None else None
+
+
+def identity_open(actor: Actor) -> bool:
+    """The patient's identity (name, MRN, birth date, accession) is shown to, and searchable by, the readers
+    of studies (``study:read``: radiologists, neurologists, a break-glass); a technician sees the status of
+    their uploads without it."""
+    return allowed(actor, Permission.STUDY_READ)
 
 
 AI_IMAGES = ("segmentation", "heatmap")

@@ -109,7 +109,7 @@ from neuronav.storage.errors import ObjectNotFoundError, StorageError, UploadToo
 from neuronav.storage.store import ObjectStore
 from neuronav.workflow.anchors import start_shipping
 from neuronav.workflow.jobs import recover_at_start, start_maintenance
-from neuronav.workflow.operations import encrypt_stored_names, remove_unreferenced
+from neuronav.workflow.operations import encrypt_stored_names, index_unsearchable, remove_unreferenced
 from neuronav.workflow.uploads import sweep_private_tmp
 
 log = logging.getLogger("neuronav.service")
@@ -447,6 +447,9 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     encrypted = encrypt_stored_names(settings, store)  # names stored in clear before migration 0007
     if encrypted:
         log.info("storage: %d stored file names encrypted", encrypted)
+    indexed = index_unsearchable(settings, store)  # worklist search tokens of studies received before 0011
+    if indexed:
+        log.info("worklist: %d studies indexed for search", indexed)
     requeued = recover_at_start(settings)  # jobs whose lease expired, and the embedded queue lost with a process
     if requeued:
         log.info("jobs: %d analyses re-queued", len(requeued))

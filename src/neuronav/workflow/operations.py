@@ -438,6 +438,35 @@ def encrypt_stored_names(settings: Settings, store: ObjectStore, *, batch: int =
             return done
 
 
+def index_unsearchable(settings: Settings, store: ObjectStore, *, batch: int = 500) -> int:
+    """Write the worklist's search tokens (:mod:`neuronav.workflow.search_index`) of every study that has
+    an identity but none (studies received before migration 0011); idempotent. Returns how many."""
+    from sqlalchemy import exists, or_, select
+
+    from neuronav.db.models import StudyRow, StudySearchTokenRow
+    from neuronav.db.session import session_scope
+    from neuronav.workflow.search_index import index_study
+
+    unindexed = select(StudyRow).where(
+        or_(
+            StudyRow.patient_name_enc.is_not(None),
+            StudyRow.patient_id_enc.is_not(None),
+            StudyRow.accession_enc.is_not(None),
+        ),
+        ~exists().where(StudySearchTokenRow.study_id == StudyRow.id),
+    )
+    done, last = 0, ""
+    while True:
+        with session_scope(settings.database) as db:
+            rows = db.scalars(unindexed.where(StudyRow.id > last).order_by(StudyRow.id).limit(batch)).all()
+            for study in rows:
+                index_study(db, store, study)
+            done += len(rows)
+            last = rows[-1].id if rows else last
+        if len(rows) < batch:
+            return done
+
+
 UNREFERENCED_GRACE_S = 3600.0  # an upload or a job commits its rows seconds after storing its objects
 
 

@@ -18,20 +18,21 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from neuronav.config import Settings
-from neuronav.db.models import AnalysisRow, ReportRow, ReportVersionRow, utcnow
+from neuronav.db.models import AnalysisRow, ReportRow, ReportVersionRow, StudyRow, utcnow
 from neuronav.db.session import get_row
 from neuronav.errors import InputError, LifecycleError, NotFoundError, ReportError
 from neuronav.report import lifecycle
 from neuronav.report.json_report import report_json
 from neuronav.report.model import Report
 from neuronav.security import permissions
-from neuronav.security.access import Actor, export_permission
+from neuronav.security.access import Actor, export_permission, identity_open
 from neuronav.security.permissions import ReportObject
 from neuronav.security.throttle import EXPORT_RATE
 from neuronav.storage import decrypt_field, encrypt_field
 from neuronav.storage.store import ObjectStore
 from neuronav.workflow import throttles
 from neuronav.workflow.access import audit_event, authorize_object
+from neuronav.workflow.identity import patient_of
 from neuronav.workflow.uploads import private_tmp, remove_tmp
 
 DOCUMENT_COLUMN = "report_versions.document"
@@ -151,6 +152,13 @@ MEDIA: dict[str, tuple[str, str]] = {
 }
 
 
+def export_filename(report: Report, name: str) -> str:
+    """``NN-20261205-1a2b3c4d-v2-amended-draft-report.pdf``: the report id, version and status (``-draft``
+    while unsigned), so a draft and the signed report are never saved under one name."""
+    state = report.status if report.signature is not None else f"{report.status}-draft"
+    return f"{report.report_id}-v{report.version}-{state}-{name}"
+
+
 def _row(db: Session, report_id: str) -> ReportRow:
     return get_row(db, ReportRow, report_id, "report")
 
@@ -202,7 +210,7 @@ class ExportFile:
     path: Path
     folder: Path
     media_type: str
-    filename: str  # <report id>-v<version>-<name>
+    filename: str  # <report id>-v<version>-<status>-<name>: a draft and the signed report never share a name
 
 
 def export_for(
@@ -228,6 +236,10 @@ def export_for(
     analysis = db.get(AnalysisRow, row.analysis_id)
     if analysis is None:
         raise NotFoundError(f"the analysis of report {report_id} is gone")
+    identified = identity_open(actor)  # a clinical output names the patient for those who may see it
+    if identified:
+        study = db.get(StudyRow, row.study_id)
+        report = report.identified(patient_of(store, study, settings) if study is not None else None)
     folder = private_tmp(settings, "export-")
     try:
         files = export(db, settings, report, analysis, fmt, folder)
@@ -247,9 +259,9 @@ def export_for(
         "report.export",
         target_type="report",
         target_id=report_id,
-        detail={"format": fmt, "version": report.version, "status": report.status},
+        detail={"format": fmt, "version": report.version, "status": report.status, "identified": identified},
     )
-    return ExportFile(path, folder, media, f"{report_id}-v{report.version}-{name}")
+    return ExportFile(path, folder, media, export_filename(report, name))
 
 
 def edit(db: Session, store: ObjectStore, actor: Actor, report_id: str, changes: dict[str, Any]) -> Report:
@@ -268,10 +280,36 @@ def edit(db: Session, store: ObjectStore, actor: Actor, report_id: str, changes:
     return report
 
 
-def sign(db: Session, store: ObjectStore, actor: Actor, report_id: str) -> Report:
-    """Sign: the report becomes final (or a signed amendment); its content hash is recorded."""
+def mark_reviewed(db: Session, store: ObjectStore, actor: Actor, report_id: str) -> Report:
+    """The explicit step preliminary → reviewed (edits never change the status)."""
     row = _row(db, report_id)
-    report = lifecycle.sign(load(db, store, report_id), who=actor.display_name, role=actor.role)
+    report = lifecycle.mark_reviewed(load(db, store, report_id), who=actor.display_name, role=actor.role)
+    save(db, store, report, study_id=row.study_id, analysis_id=row.analysis_id, user_id=actor.id)
+    audit_event(
+        db, actor, "report.review", target_type="report", target_id=report_id, detail={"version": report.version}
+    )
+    return report
+
+
+def sign(
+    db: Session,
+    store: ObjectStore,
+    actor: Actor,
+    report_id: str,
+    *,
+    password: str,
+    totp_code: str | None = None,
+) -> Report:
+    """Sign after re-authentication (the signer's password, and TOTP code when the account has one:
+    :func:`neuronav.workflow.signin.reauthenticate`): the report becomes final (or a signed amendment);
+    its content hash and the signature's manifestation (name, time, meaning) are recorded."""
+    from neuronav.workflow.signin import reauthenticate
+
+    row = _row(db, report_id)
+    current = load(db, store, report_id)
+    lifecycle.check_signable(current, role=actor.role)  # a refusal needs no password
+    method = reauthenticate(db, store, actor, password=password, totp_code=totp_code, purpose="report.sign")
+    report = lifecycle.sign(current, who=actor.display_name, role=actor.role, reauthenticated_by=method)
     save(db, store, report, study_id=row.study_id, analysis_id=row.analysis_id, user_id=actor.id)
     if report.signature is None:
         raise LifecycleError(f"signing {report_id} recorded no signature")
@@ -281,7 +319,12 @@ def sign(db: Session, store: ObjectStore, actor: Actor, report_id: str) -> Repor
         "report.sign",
         target_type="report",
         target_id=report_id,
-        detail={"version": report.version, "sha256": report.signature.content_sha256},
+        detail={
+            "version": report.version,
+            "sha256": report.signature.content_sha256,
+            "meaning": report.signature.meaning,
+            "reauthenticated_by": method,
+        },
     )
     from neuronav.workflow.deliveries import enqueue
 
@@ -298,6 +341,11 @@ def amend(db: Session, store: ObjectStore, actor: Actor, report_id: str, reason:
     report = lifecycle.amend(load(db, store, report_id), who=actor.display_name, role=actor.role, reason=reason)
     save(db, store, report, study_id=row.study_id, analysis_id=row.analysis_id, user_id=actor.id)
     audit_event(
-        db, actor, "report.amend", target_type="report", target_id=report_id, detail={"version": report.version}
+        db,
+        actor,
+        "report.amend",
+        target_type="report",
+        target_id=report_id,
+        detail={"version": report.version, "reason_chars": len(report.amendment_reason or "")},
     )
     return report

@@ -46,8 +46,9 @@ from neuronav.security.errors import (
     InvalidToken,
     PasswordChangeRequired,
     PermissionDenied,
+    SecondFactorRequired,
 )
-from neuronav.security.login import LoginAccount
+from neuronav.security.login import CODE_REQUIRED, LoginAccount
 from neuronav.security.login import authenticate as check_credentials
 from neuronav.storage.crypto import decrypt_field, encrypt_field
 from neuronav.storage.errors import StorageIntegrityError
@@ -308,6 +309,60 @@ def authenticate(
     )
 
 
+REAUTH_FAILED = "Signing needs your own password (and your authenticator code if you use one): it did not check out."
+
+
+def reauthenticate(
+    db: Session, store: ObjectStore, actor: Actor, *, password: str, totp_code: str | None, purpose: str
+) -> Literal["password", "password+totp"]:
+    """Prove again that the signed-in user is at the keyboard before an act that carries their name (a
+    signature, 21 CFR 11.200): their password, and their TOTP code when the account has one. Counted
+    against the same throttles as a sign-in (a stolen session cannot guess the password here); a failure
+    is audited (``reauth``, with ``purpose``), committed, and raised as :class:`PermissionDenied` (403: the
+    session stays valid). Returns how the user proved it."""
+    now = datetime.now(UTC)
+    user = db.scalar(select(UserRow).where(UserRow.id == actor.id).with_for_update())
+    if user is None:
+        raise PermissionDenied(REAUTH_FAILED)
+    account_state = throttle_from_json(user.throttle)
+    address_state = throttles.load(db, "address", actor.client)
+    result = check_credentials(
+        _login_account(user, store),
+        password,
+        totp_code,
+        account_throttle=account_state,
+        address_throttle=address_state,
+        now=now,
+    )
+    if result.address_throttle != address_state:
+        throttles.update(
+            db, "address", actor.client, lambda s: throttle.record_failure(s, throttle.ADDRESS_POLICY, now=now), now=now
+        )
+    user.throttle = throttle_to_json(result.account_throttle)
+    if result.new_password_hash is not None:
+        user.password_hash = result.new_password_hash
+    if result.totp_step is not None:
+        user.totp_last_step = result.totp_step
+    if result.error is not None:
+        audit_event(
+            db,
+            actor,
+            "reauth",
+            outcome="failure",
+            target_type="user",
+            target_id=actor.id,
+            detail={"purpose": purpose, "reason": result.audit},
+        )
+        db.commit()  # the failure and the throttle state stay although the request fails
+        if isinstance(result.error, AccountLocked):
+            raise result.error
+        if isinstance(result.error, SecondFactorRequired):
+            raise PermissionDenied(f"Signing needs your authenticator code as well as your password. {CODE_REQUIRED}")
+        raise PermissionDenied(REAUTH_FAILED)
+    audit_event(db, actor, "reauth", target_type="user", target_id=actor.id, detail={"purpose": purpose})
+    return "password+totp" if result.totp_step is not None else "password"
+
+
 def _enrolment_column(actor: Actor) -> str:
     return f"totp-enrolment:{actor.id}:{actor.session_id}"
 
@@ -369,6 +424,7 @@ __all__ = [
     "authenticate",
     "confirm_totp_enrolment",
     "granted_permissions",
+    "reauthenticate",
     "refresh",
     "sign_in",
     "sign_out",

@@ -67,6 +67,11 @@ class StudyOut(BaseModel):
     report_id: str | None = None
     report_status: str | None = None
     order_state: str | None = None  # the HL7 order it answers: arrived, analysed, signed (None: no order)
+    # the identity, on the worklist for the roles that may see it (security.access.identity_open); else None
+    patient_name: str | None = None  # DICOM PN
+    patient_id: str | None = None  # MRN
+    patient_birth_date: str | None = None  # YYYYMMDD
+    accession_number: str | None = None
 
 
 class StudyDetail(StudyOut):
@@ -248,8 +253,9 @@ def read_study(db: Session, store: ObjectStore, actor: Actor, study_id: str) -> 
         return decrypt_field(value, key, column) if value else None
 
     audit_event(db, actor, "study.read", target_type="study", target_id=study.id)
+    identity = {"patient_name", "patient_id", "patient_birth_date", "accession_number"}  # set below
     return StudyDetail(
-        **study_out(db, study).model_dump(),
+        **study_out(db, study).model_dump(exclude=identity),
         patient_name=dec(study.patient_name_enc, "studies.patient_name"),
         patient_id=dec(study.patient_id_enc, "studies.patient_id"),
         patient_birth_date=dec(study.patient_birth_date_enc, "studies.patient_birth_date"),

@@ -57,6 +57,7 @@ from neuronav.errors import InputError, NeuroNavError
 from neuronav.storage import decrypt_field, encrypt_field, is_encrypted_field
 from neuronav.storage.errors import UploadTooLargeError
 from neuronav.storage.store import EncryptedObject, ObjectStore
+from neuronav.workflow.search_index import index_identity
 
 COPY_CHUNK = 1024 * 1024
 # uploads validated and stored at once (each copies, scans, builds and encrypts ~70 MB and holds its
@@ -358,6 +359,14 @@ def _receive(db: Session, store: ObjectStore, settings: Settings, *, user_id: st
         db.add(study)
         db.flush()
         source.attach(db, study, key)
+        index_identity(
+            db,
+            store,
+            study.id,
+            name=patient.patient_name,
+            mrn=patient.patient_id,
+            accession=patient.accession_number,
+        )
         db.flush()
         return Received(study, created=True)
     except BaseException:

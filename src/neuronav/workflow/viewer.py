@@ -27,11 +27,36 @@ from neuronav.workflow.uploads import private_tmp, remove_tmp
 
 
 class LesionOut(BaseModel):
+    """One lesion as the report counts it (a tumour core with its oedema; diameters are the core's)."""
+
     index: int
-    volume_ml: float
+    volume_ml: float  # the lesion with its oedema
     centroid_ras_mm: tuple[float, float, float]
     max_diameter_mm: float
     location: str
+    core_ml: float | None = None
+    oedema_ml: float | None = None
+    max_axial_diameter_mm: float | None = None
+    perpendicular_axial_diameter_mm: float | None = None
+
+
+def lesion_list(findings: Findings) -> list[LesionOut]:
+    """The lesions of ``findings`` as the viewer lists them: the same list, in the same order and words,
+    as every report output."""
+    return [
+        LesionOut(
+            index=les.index,
+            volume_ml=les.volume_ml,
+            centroid_ras_mm=(les.centroid_ras_mm[0], les.centroid_ras_mm[1], les.centroid_ras_mm[2]),
+            max_diameter_mm=les.max_diameter_mm,
+            location=location_text(les),
+            core_ml=les.core_ml,
+            oedema_ml=les.oedema_ml,
+            max_axial_diameter_mm=les.max_axial_diameter_mm,
+            perpendicular_axial_diameter_mm=les.perpendicular_axial_diameter_mm,
+        )
+        for les in findings.segmentation.lesions
+    ]
 
 
 class PriorOut(BaseModel):
@@ -92,16 +117,9 @@ def viewer_manifest(db: Session, settings: Settings, actor: Actor, study_id: str
     reference = findings.study.reference_sequence
     ai_open = ai_results_open(actor, rep.status if rep else None)
     if ai_open:
-        lesions = [
-            LesionOut(
-                index=les.index,
-                volume_ml=les.volume_ml,
-                centroid_ras_mm=(les.centroid_ras_mm[0], les.centroid_ras_mm[1], les.centroid_ras_mm[2]),
-                max_diameter_mm=les.max_diameter_mm,
-                location=location_text(les),
-            )
-            for les in findings.segmentation.lesions
-        ]
+        if rep is not None:  # the report's findings: what the radiologist edited and every output lists
+            findings = reports.load(db, jobs.store_for(settings), rep.id).findings
+        lesions = lesion_list(findings)
     audit_event(db, actor, "study.viewer", target_type="study", target_id=study.id, detail={"analysis": done.id})
     return ViewerOut(
         study_id=study.id,

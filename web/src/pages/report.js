@@ -1,7 +1,8 @@
 // The report: AI findings, measurements, recommendations, narrative; the radiologist edits and signs
 // (amends a signed one); downloads in every format the reader may export.
 import { ApiError, download, get, post } from '../api.js'
-import { can } from '../session.js'
+import { can, session } from '../session.js'
+import { signDialog } from '../signdialog.js'
 import { fmtDate, h, num, say } from '../ui.js'
 
 const DOWNLOADS = [
@@ -12,7 +13,10 @@ const DOWNLOADS = [
   ['hl7', 'HL7 v2'],
   ['json', 'JSON'],
 ]
+// UCUM → as printed (the PDF does the same): mm², and no "1" after a ratio or probability
+const UNITS = { mL: ' mL', mm: ' mm', mm2: ' mm²', '%': ' %', 1: '' }
 const NARRATIVE = [
+  ['clinical_information', 'Clinical information'],
   ['findings_text', 'Findings'],
   ['impression', 'Impression'],
   ['radiologist_comment', "Radiologist's comment"],
@@ -50,12 +54,14 @@ export function reportPanel(container, reportId, { compact, signal }) {
     const sf = r.ai_findings.secondary_findings
     const parts = [
       h('h2', {}, 'Report'),
+      r.amendment_reason ? h('p', { class: 'amendment' }, `Amendment of version ${r.supersedes_version}: ${r.amendment_reason}`) : null,
+      signed && r.signature.meaning ? h('p', { class: 'signature-meaning' }, `Signature meaning: ${r.signature.meaning}`) : null,
       h(
         'p',
         { class: 'report-status' },
         h('span', { class: `badge status-${r.status}` }, r.status),
         ` version ${r.version}`,
-        signed ? ` · signed by ${r.signature.signed_by} on ${fmtDate(r.signature.signed_at)}` : ' · not signed',
+        signed ? ` · signed by ${r.signature.signed_by} on ${fmtDate(r.signature.signed_at)}` : ' · not signed (draft)',
         compact ? [' · ', h('a', { href: `#/report/${r.report_id}` }, 'Open the full report')] : null,
       ),
       h('h3', {}, 'AI findings'),
@@ -88,7 +94,12 @@ export function reportPanel(container, reportId, { compact, signal }) {
     ]
     if (r.measurements.length) {
       const rows = (compact ? r.measurements.slice(0, 8) : r.measurements).map((m) =>
-        h('tr', {}, h('th', { scope: 'row' }, m.label), h('td', {}, `${num(m.value, m.unit === 'mL' ? 2 : 1)} ${m.unit}`)),
+        h(
+          'tr',
+          {},
+          h('th', { scope: 'row' }, m.label),
+          h('td', {}, `${num(m.value, m.unit === 'mL' || m.unit === '1' ? 2 : 1)}${UNITS[m.unit] ?? ` ${m.unit}`}`),
+        ),
       )
       parts.push(h('h3', {}, 'Measurements'), h('table', { class: 'measurements' }, h('tbody', {}, ...rows)))
       if (compact && r.measurements.length > 8)
@@ -129,19 +140,33 @@ export function reportPanel(container, reportId, { compact, signal }) {
         }
         try {
           render(await post(`/api/reports/${r.report_id}/edit`, { changes }))
-          say('Report saved (reviewed).')
+          say('Report saved (the status is unchanged).')
         } catch (err) {
           say(`Not saved: ${err.message}`, 'error')
         }
       })
       actions.append(save)
     }
-    if (can('report:sign') && !signed) {
-      const sign = h('button', { type: 'button', class: 'primary' }, 'Sign report')
-      sign.addEventListener('click', async () => {
-        if (!confirm('Sign this report? A signed report can only be changed by an amendment.')) return
+    if (editable && r.status === 'preliminary') {
+      const review = h('button', { type: 'button' }, 'Mark reviewed')
+      review.addEventListener('click', async () => {
         try {
-          render(await post(`/api/reports/${r.report_id}/sign`))
+          render(await post(`/api/reports/${r.report_id}/review`))
+          say('Report marked reviewed.')
+        } catch (err) {
+          say(`Not marked: ${err.message}`, 'error')
+        }
+      })
+      actions.append(review)
+    }
+    if (can('report:sign') && !signed) {
+      const sign = h('button', { type: 'button', class: 'primary' }, 'Sign report…')
+      sign.addEventListener('click', async () => {
+        const signer = (session.user && session.user.display_name) || 'yourself'
+        const credentials = await signDialog({ reportId: r.report_id, version: r.version, status: r.status, signer })
+        if (!credentials) return
+        try {
+          render(await post(`/api/reports/${r.report_id}/sign`, credentials))
           say('Report signed.')
         } catch (err) {
           say(`Not signed: ${err.message}`, 'error')

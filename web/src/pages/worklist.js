@@ -11,7 +11,13 @@ const STATES = ['', 'received', 'queued', 'running', 'done', 'failed']
 // timer and the request in flight belong to `life`, router.js).
 export function worklistPage(main, life) {
   const state = { offset: 0, cancelPoll: () => {}, latest: 0 }
-  const search = h('input', { type: 'search', name: 'q', maxlength: 100, placeholder: 'Pseudonym or description' })
+  const showId = can('study:read') // the identity is shown to (and searchable by) the readers of studies
+  const search = h('input', {
+    type: 'search',
+    name: 'q',
+    maxlength: 100,
+    placeholder: showId ? 'Name, MRN, accession, pseudonym or description' : 'Pseudonym or description',
+  })
   const stateSel = h('select', { name: 'state' }, ...STATES.map((s) => h('option', { value: s }, s || 'any')))
   const flagSel = h(
     'select',
@@ -81,9 +87,18 @@ export function worklistPage(main, life) {
           h(
             'tr',
             {},
-            ...['AI finding', 'Patient', 'Study date', 'Description', 'Sequences', 'Status', 'Report', 'Uploaded', ''].map((t) =>
-              h('th', { scope: 'col' }, t),
-            ),
+            ...[
+              'AI finding',
+              'Patient',
+              ...(showId ? ['MRN', 'Birth date', 'Accession'] : []),
+              'Study date',
+              'Description',
+              'Sequences',
+              'Status',
+              'Report',
+              'Uploaded',
+              '',
+            ].map((t) => h('th', { scope: 'col' }, t)),
           ),
         ),
         h('tbody', {}, ...rows),
@@ -125,7 +140,14 @@ export function worklistPage(main, life) {
         { 'data-label': 'AI finding' },
         s.flagged ? h('span', { class: 'flag' }, 'Tumour detected') : s.state === 'done' ? 'none' : '—',
       ),
-      h('td', { 'data-label': 'Patient' }, s.patient_pseudonym || '—'),
+      h('td', { 'data-label': 'Patient' }, s.patient_name ? personName(s.patient_name) : s.patient_pseudonym || '—'),
+      ...(showId
+        ? [
+            h('td', { 'data-label': 'MRN' }, s.patient_id || '—'),
+            h('td', { 'data-label': 'Birth date' }, studyDate(s.patient_birth_date)),
+            h('td', { 'data-label': 'Accession' }, s.accession_number || '—'),
+          ]
+        : []),
       h('td', { 'data-label': 'Study date' }, studyDate(s.study_date)),
       h('td', { 'data-label': 'Description' }, s.description || '—'),
       h('td', { 'data-label': 'Sequences' }, (s.sequences || []).join(', ') || '—'),
@@ -143,6 +165,13 @@ export function worklistPage(main, life) {
   }
 
   refresh()
+}
+
+// DICOM PN "FAMILY^GIVEN^MIDDLE^PREFIX^SUFFIX" as a worklist shows it: "FAMILY, Given Middle"
+function personName(pn) {
+  const [family = '', given = '', middle = ''] = pn.split('=')[0].split('^')
+  const rest = [given, middle].filter(Boolean).join(' ')
+  return family && rest ? `${family.toUpperCase()}, ${rest}` : family || rest || '—'
 }
 
 function uploadPanel(onDone) {

@@ -51,6 +51,14 @@ class AmendIn(BaseModel):
     reason: str = Field(min_length=3, max_length=1000)
 
 
+class SignIn(BaseModel):
+    """The signer re-authenticates: their password, and their authenticator code when they use one."""
+
+    model_config = ConfigDict(extra="forbid")
+    password: str = Field(min_length=1, max_length=1024)
+    totp_code: str | None = Field(default=None, pattern=r"^\d{6}$")
+
+
 class VersionOut(BaseModel):
     version: int
     status: str
@@ -127,14 +135,22 @@ def export_report(
 
 @router.post("/{report_id}/edit", response_model=Report)
 def edit_report(report_id: str, body: EditIn, user: Editor, db: DbDep, store: StoreDep) -> Report:
-    """Edit findings or text (each edit recorded with who and when); the status becomes reviewed."""
+    """Edit findings or text (each edit recorded with who and when); the status does not change."""
     return reports.edit(db, store, user, report_id, body.changes)
 
 
+@router.post("/{report_id}/review", response_model=Report)
+def review_report(report_id: str, user: Editor, db: DbDep, store: StoreDep) -> Report:
+    """Mark a preliminary report reviewed (the only step, with signing, that moves its status)."""
+    return reports.mark_reviewed(db, store, user, report_id)
+
+
 @router.post("/{report_id}/sign", response_model=Report)
-def sign_report(report_id: str, user: Signer, db: DbDep, store: StoreDep) -> Report:
-    """Sign: the report becomes final (or a signed amendment); its content hash is recorded."""
-    return reports.sign(db, store, user, report_id)
+def sign_report(report_id: str, body: SignIn, user: Signer, db: DbDep, store: StoreDep) -> Report:
+    """Sign after re-authentication (password, and TOTP code when enrolled; 403 when they do not check
+    out): the report becomes final (or a signed amendment); its content hash and the signature's name,
+    time and meaning are recorded."""
+    return reports.sign(db, store, user, report_id, password=body.password, totp_code=body.totp_code)
 
 
 @router.post("/{report_id}/amend", response_model=Report)

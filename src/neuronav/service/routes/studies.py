@@ -68,17 +68,24 @@ def upload_study(
 def list_studies(
     user: Annotated[Actor, Depends(requires(Permission.STUDY_STATUS))],
     db: DbDep,
+    store: StoreDep,
     state: Annotated[str | None, Query(description="received | queued | running | done | failed")] = None,
     flagged: Annotated[bool | None, Query(description="only studies with (or without) a detected tumour")] = None,
-    q: Annotated[str | None, Query(max_length=100, description="search pseudonym or description")] = None,
+    q: Annotated[
+        str | None,
+        Query(max_length=100, description="search pseudonym or description; MRN, accession or name (readers)"),
+    ] = None,
     since: Annotated[DateTime | None, Query(description="uploaded at or after (ISO 8601; UTC if no zone)")] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     offset: Offset = 0,
 ) -> StudyPage:
     """The worklist: flagged studies (tumour detected) first, then newest first. Technicians see the
     status of their own uploads only. ``q`` matches a substring of the pseudonym or the description,
-    ignoring case."""
-    return worklist.list_studies(db, user, state=state, flagged=flagged, q=q, since=since, limit=limit, offset=offset)
+    ignoring case, and for readers the MRN, accession number or name (word prefixes, ignoring case and
+    accents; a keyed blind index); readers see the name, MRN, birth date and accession of each row."""
+    return worklist.list_studies(
+        db, user, store=store, state=state, flagged=flagged, q=q, since=since, limit=limit, offset=offset
+    )
 
 
 @router.get("/api/studies/{study_id}", response_model=StudyDetail | StudyOut)
