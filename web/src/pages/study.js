@@ -499,7 +499,7 @@ export async function studyPage(main, life, studyId) {
     { capture: true },
   )
 
-  controls.append(
+  const controlParts = [
     h(
       'details',
       { open: true },
@@ -553,7 +553,8 @@ export async function studyPage(main, life, studyId) {
       h('summary', {}, reader ? 'Crosshair and comparison' : 'Crosshair'),
       h('div', { class: 'group' }, stepButtons, ...(reader ? [field('Prior study', priorSel), compare] : [])),
     ),
-  )
+  ]
+  controls.append(...controlParts.filter(Boolean)) // (append would write a null as the text "null")
 
   // -- annotations ----------------------------------------------------------------------------
   const annoList = h('div', { class: 'annotations' })
