@@ -110,7 +110,9 @@ export async function studyPage(main, life, studyId) {
   const others = hung.filter((q) => q !== manifest.reference_sequence)
   // (on a phone one image at a time: each gets the screen)
   const wide = window.matchMedia('(min-width: 900px)').matches
-  const startLayout = others.length && wide ? 'grid' : software ? 'mpr' : 'mpr3d'
+  // without a graphics card (software WebGL) four views redraw slowly: one view first, the 2×2 one
+  // choice away (Layout)
+  const startLayout = others.length && wide && !software ? 'grid' : software ? 'mpr' : 'mpr3d'
   stage.dataset.layout = startLayout === 'grid' ? 'grid' : 'single'
   measure = new MeasureLayer({
     canMeasure: can('annotation:create'),
@@ -202,7 +204,6 @@ export async function studyPage(main, life, studyId) {
   if (!others.length) layoutSel.querySelector('option[value=grid]').remove()
   layoutSel.value = startLayout
   layoutSel.addEventListener('change', () => setLayout(layoutSel.value))
-  if (startLayout === 'grid') setLayout('grid')
   const seqSel = h(
     'select',
     {},
@@ -684,7 +685,11 @@ export async function studyPage(main, life, studyId) {
       report = reportPanel(reportBox, manifest.report_id, { compact: true, signal })
     }
   }
-  loadAnnotations()
+  // the report and the measurements first, then the hanging protocol's other sequences (a browser
+  // asks at most six things of a server at once: the images would hold the report back)
+  await Promise.all([report ? report.ready : null, loadAnnotations()])
+  if (life.left) return
+  if (layoutSel.value === 'grid' && !extras.length) setLayout('grid')
 }
 
 // -- panes and their corner information ---------------------------------------------------------
