@@ -193,7 +193,8 @@ def test_admin_pages(context: BrowserContext, live_server: LiveServer) -> None:
     # verify with licence and role
     users.get_by_label("State").select_option("")
     users.get_by_label("Name or e-mail").fill(tag)
-    users.get_by_role("button", name="Apply").click()
+    with page.expect_response(lambda r: "/api/admin/users?" in r.url and tag in r.url):
+        users.get_by_role("button", name="Apply").click()
     expect(row()).to_contain_text("pending")  # type: ignore[arg-type]
     users.get_by_label(f"Licence number of {name}").fill(f"GMC-{tag}")
     users.get_by_label(f"Role of {name}").select_option("neurologist")
@@ -215,7 +216,7 @@ def test_admin_pages(context: BrowserContext, live_server: LiveServer) -> None:
     watch.check("admin: disable, enable")
     # password reset: the one-time password shown once
     page.once("dialog", lambda d: d.accept())
-    users.get_by_role("button", name=f"Reset the password of {name}").click()
+    users.get_by_role("button", name=f"Reset password of {name}").click()
     expect(users.locator(".notice")).to_contain_text(f"One-time password for {name}")
     watch.check("admin: password reset")
 

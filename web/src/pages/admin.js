@@ -31,13 +31,15 @@ function usersSection(signal) {
     e.preventDefault()
     load()
   })
+  let latest = 0 // only the newest load paints (a late answer would repaint over the reader's input)
   async function load() {
+    const call = ++latest
     const params = new URLSearchParams({ limit: 100 })
     if (stateSel.value) params.set('state', stateSel.value)
     if (q.value.trim()) params.set('q', q.value.trim())
     try {
       const page = await get(`/api/admin/users?${params}`, { signal })
-      if (signal.aborted) return
+      if (signal.aborted || call !== latest) return
       render(page.items || [])
     } catch (err) {
       list.replaceChildren(h('p', { class: 'error', role: 'alert' }, err.message))
@@ -98,7 +100,7 @@ function usersSection(signal) {
           cells.push(en)
         }
       }
-      const pw = h('button', { type: 'button', class: 'small', 'aria-label': `Reset the password of ${u.display_name}` }, 'Reset password')
+      const pw = h('button', { type: 'button', class: 'small', 'aria-label': `Reset password of ${u.display_name}` }, 'Reset password')
       pw.addEventListener('click', async () => {
         if (!confirm(`Give ${u.display_name} a new one-time password? Their sessions end.`)) return
         try {
@@ -118,7 +120,7 @@ function usersSection(signal) {
       if (u.totp_enrolled && u.role !== 'admin') {
         const tr = h(
           'button',
-          { type: 'button', class: 'small', 'aria-label': `Reset the second factor of ${u.display_name}` },
+          { type: 'button', class: 'small', 'aria-label': `Reset second factor of ${u.display_name}` },
           'Reset second factor',
         )
         tr.addEventListener('click', () => {
