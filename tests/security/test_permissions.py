@@ -32,6 +32,7 @@ SPEC = """
 permission               tech rad  neuro admin
 study:upload              x    .    .     .
 study:status              x    x    .     b
+study:images              x    x    x     b
 study:list                .    x    x     b
 study:read                .    x    x     b
 study:export_deidentified .    x    x     b
@@ -97,7 +98,11 @@ def test_matrix_data_equals_the_spec() -> None:
 
 def test_admin_holds_no_patient_data_permission_by_role() -> None:
     assert not ROLE_PERMISSIONS[Role.ADMIN] & PATIENT_DATA_PERMISSIONS
-    assert not ROLE_PERMISSIONS[Role.TECHNICIAN] & (PATIENT_DATA_PERMISSIONS - {Permission.STUDY_STATUS})
+    # a technician follows their uploads and views their images (quality), nothing more of patient data
+    assert ROLE_PERMISSIONS[Role.TECHNICIAN] & PATIENT_DATA_PERMISSIONS == {
+        Permission.STUDY_STATUS,
+        Permission.STUDY_IMAGES,
+    }
     assert BREAKGLASS_PERMISSIONS <= PATIENT_DATA_PERMISSIONS
 
 
@@ -180,6 +185,7 @@ def test_breakglass_read_permissions_are_exactly_the_reads() -> None:
         "study:list",
         "study:read",
         "study:status",
+        "study:images",  # less than study:read shows
         "study:export_deidentified",  # less than study:read shows
         "analysis:read",
         "report:read_preliminary",
@@ -259,6 +265,17 @@ def test_technician_sees_the_status_of_own_uploads_only() -> None:
     with pytest.raises(PermissionDenied):
         _obj(Role.TECHNICIAN, Permission.STUDY_READ, StudyObject("S1", uploaded_by="t1"), user_id="t1")
     _obj(Role.RADIOLOGIST, Permission.STUDY_STATUS, StudyObject("S1", uploaded_by="t2"))  # readers see all
+
+
+def test_technician_views_the_images_of_own_uploads_only() -> None:
+    _obj(Role.TECHNICIAN, Permission.STUDY_IMAGES, StudyObject("S1", uploaded_by="t1"), user_id="t1")
+    for uploader in ("t2", None):
+        with pytest.raises(PermissionDenied, match="uploaded by someone else"):
+            _obj(Role.TECHNICIAN, Permission.STUDY_IMAGES, StudyObject("S1", uploaded_by=uploader), user_id="t1")
+    for permission in (Permission.ANALYSIS_READ, Permission.REPORT_READ_FINAL, Permission.REPORT_READ_PRELIMINARY):
+        with pytest.raises(PermissionDenied):
+            _obj(Role.TECHNICIAN, permission, StudyObject("S1", uploaded_by="t1"), user_id="t1")
+    _obj(Role.NEUROLOGIST, Permission.STUDY_IMAGES, StudyObject("S1", uploaded_by="t2"))  # readers see all
 
 
 def test_technician_gets_no_report_or_annotation() -> None:

@@ -90,6 +90,8 @@ def _allowed(method: str, path: str, role: str | None) -> bool:
         granted = True
     elif isinstance(expected, Permission):
         granted = expected in held
+    elif isinstance(expected, frozenset):
+        granted = bool(expected & held)
     else:
         granted = bool(OBJECT_PERMISSION[(method, path)] & held)
     return granted and _object_rule(method, path)[role]

@@ -15,7 +15,7 @@ from neuronav.config import Settings
 from neuronav.db.models import StudyRow
 from neuronav.db.session import session_scope
 from tests.conftest import zip_phantom
-from tests.service.conftest import Person, audit_events
+from tests.service.conftest import People, Person, audit_events
 from tests.service.test_studies_http import wait_done
 
 
@@ -40,7 +40,12 @@ def _nifti(content: bytes, tmp_path: Path, name: str) -> nib.Nifti1Image:
 
 @pytest.mark.slow
 def test_viewer_images_annotations_and_report_inclusion(
-    client: TestClient, staff: dict[str, Person], settings: Settings, study_zip: bytes, tmp_path: Path
+    client: TestClient,
+    staff: dict[str, Person],
+    people: People,
+    settings: Settings,
+    study_zip: bytes,
+    tmp_path: Path,
 ) -> None:
     tech, rad, neuro = staff["technician"], staff["radiologist"], staff["neurologist"]
     up = client.post("/api/studies", headers=tech.headers, files=[("files", ("s.zip", study_zip, "application/zip"))])
@@ -49,7 +54,13 @@ def test_viewer_images_annotations_and_report_inclusion(
     assert wait_done(client, up.json()["study"]["analysis"]["id"], tech.headers)["state"] == "done"
 
     # -- the manifest: images, lesions by permission, priors ------------------------------------
-    assert client.get(f"/api/studies/{study_id}/viewer", headers=tech.headers).status_code == 403
+    # the technician who uploaded it checks the images' quality: the acquired images only
+    own = client.get(f"/api/studies/{study_id}/viewer", headers=tech.headers)
+    assert own.status_code == 200, own.text
+    own_manifest = own.json()
+    assert own_manifest["images"] == ["reference", "sequence-FLAIR", "sequence-T1", "sequence-T1c", "sequence-T2"]
+    assert own_manifest["lesions"] is None and own_manifest["report_id"] is None
+    assert own_manifest["report_status"] is None and own_manifest["priors"] == []
     manifest = client.get(f"/api/studies/{study_id}/viewer", headers=rad.headers).json()
     assert manifest["sequences"] == ["FLAIR", "T1", "T1c", "T2"]
     assert {"reference", "segmentation", "heatmap", "sequence-T1c"} <= set(manifest["images"])
@@ -83,7 +94,14 @@ def test_viewer_images_annotations_and_report_inclusion(
     assert flair.ndim == 3 and np.asarray(flair.dataobj).std() > 0
     bad = client.get(f"/api/studies/{study_id}/images/sequence-DWI", headers=rad.headers)
     assert bad.status_code == 404 and "sequence-T1c" in bad.json()["detail"]
-    assert client.get(f"/api/studies/{study_id}/images/reference", headers=tech.headers).status_code == 403
+    assert client.get(f"/api/studies/{study_id}/images/sequence-T2", headers=tech.headers).status_code == 200
+    for image in ("segmentation", "heatmap"):  # never the AI's images
+        refused = client.get(f"/api/studies/{study_id}/images/{image}", headers=tech.headers)
+        assert refused.status_code == 403 and "AI result" in refused.json()["detail"]
+    other = people.create("technician")  # another technician: not their upload
+    for path in ("viewer", "images/reference"):
+        refused = client.get(f"/api/studies/{study_id}/{path}", headers=people.direct_headers(other))
+        assert refused.status_code == 403 and "uploaded by someone else" in refused.json()["detail"]
 
     # -- measurements and annotations ------------------------------------------------------------
     base = f"/api/studies/{study_id}/annotations"

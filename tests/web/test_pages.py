@@ -174,6 +174,11 @@ def test_each_role_sees_only_its_controls(browser: Browser, live_server: LiveSer
     sign_in(page, live_server, "technician")
     expect(page.get_by_role("heading", name="Upload a study")).to_be_visible()
     expect(page.get_by_role("link", name=re.compile("Open study"))).to_have_count(0)
-    page.goto(f"{live_server.url}/#/study/{analysed_study.current}")
-    expect(page.get_by_role("alert")).to_contain_text("a technician may not study:read")
+    # the images of their own upload, to check their quality: no AI overlay, no lesions, no report
+    page.get_by_role("link", name=re.compile("View the images of study")).first.click()
+    expect(page.locator("#viewer-canvas")).to_have_attribute("data-rendered", "true", timeout=60000)
+    expect(page.get_by_text("Acquired images only (quality check).")).to_be_visible()
+    expect(page.get_by_label("Overlay", exact=True)).to_have_count(0)
+    expect(page.locator(".report-box")).to_have_count(0)
+    expect(page.get_by_role("button", name="Jump to lesion")).to_have_count(0)
     ctx.close()

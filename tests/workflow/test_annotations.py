@@ -50,6 +50,31 @@ def test_roi_on_a_sagittal_plane_of_a_flipped_grid() -> None:
     assert stats["mean"] == pytest.approx(np.mean(expected), abs=1e-3)
 
 
+def test_ellipse_and_rectangle_are_distinct_regions_with_their_own_statistics() -> None:
+    vol = _volume(np.eye(4))  # 1 mm isotropic, value = 1000 i + j + 0.001 k
+    box = [[2.0, 5.0, 4.0], [12.0, 25.0, 4.0]]  # i ∈ 2..12, j ∈ 5..25 on slice k = 4
+    rect = logic.roi_stats(logic.parse("roi", box, "axial", "reference", None), vol)
+    ellipse = logic.roi_stats(logic.parse("ellipse", box, "axial", "reference", None), vol)
+    assert rect["n_voxels"] == 11 * 21
+    # the voxel centres inside the inscribed ellipse (centre (7, 15), radii 5 and 10), counted here
+    i, j = np.meshgrid(np.arange(20), np.arange(30), indexing="ij")
+    inside = ((i - 7.0) / 5.0) ** 2 + ((j - 15.0) / 10.0) ** 2 <= 1.0
+    assert ellipse["n_voxels"] == int(inside.sum()) < rect["n_voxels"]
+    assert ellipse["area_mm2"] == pytest.approx(inside.sum() * 1.0)
+    assert abs(ellipse["area_mm2"] - np.pi * 5 * 10) < 0.1 * np.pi * 5 * 10  # close to π a b
+    assert ellipse["mean"] == pytest.approx(np.mean(1000.0 * i[inside] + j[inside] + 0.004), abs=1e-3)
+    assert ellipse["max"] < rect["max"]  # the box's corners are outside the ellipse
+
+
+def test_bidimensional_is_the_product_of_perpendicular_diameters() -> None:
+    g = logic.parse("bidimensional", [[0, 0, 5], [30, 0, 5], [15, -6, 5], [15, 6, 5]], "axial", None, None)
+    assert logic.bidimensional_values(g) == {"long_mm": 30.0, "short_mm": 12.0, "product_mm2": 360.0}
+    with pytest.raises(InputError, match="perpendicular"):
+        logic.parse("bidimensional", [[0, 0, 5], [30, 0, 5], [0, 0, 5], [10, 10, 5]], "axial", None, None)
+    line = logic.report_sentence("bidimensional", {}, logic.bidimensional_values(g), None, "Dr D")
+    assert line == "Reader measurement (Dr D): bidimensional 30.0 × 12.0 mm (product 360.0 mm²)."
+
+
 @pytest.mark.parametrize(
     ("kind", "points", "plane", "image", "text", "message"),
     [
@@ -62,6 +87,10 @@ def test_roi_on_a_sagittal_plane_of_a_flipped_grid() -> None:
         ("roi", [[0, 0, 0], [5, 5, 0]], "oblique", "reference", None, "needs its plane"),
         ("roi", [[0, 0, 0], [5, 5, 0]], "axial", None, None, "image it was drawn on"),
         ("roi", [[0, 0, 0], [0, 5, 0]], "axial", "reference", None, "has no area"),
+        ("ellipse", [[0, 0, 0], [5, 5, 0]], None, "reference", None, "needs its plane"),
+        ("bidimensional", [[0, 0, 0], [5, 5, 0]], "axial", None, None, "needs 4 point"),
+        ("bidimensional", [[0, 0, 0], [5, 0, 0], [2, 0, 0], [2, 0, 0]], "axial", None, None, "non-zero length"),
+        ("distance", [[0, 0, 0], [5, 5, 0]], "oblique", None, None, "axial, coronal or sagittal"),
     ],
 )
 def test_bad_geometry_is_refused_with_the_reason(

@@ -27,7 +27,7 @@ function renderNav() {
     return
   }
   const links = []
-  if (u.role !== 'admin' || can('study:status')) links.push(h('a', { href: '#/worklist' }, 'Worklist'))
+  if (can('study:list') || can('study:status')) links.push(h('a', { href: '#/worklist' }, 'Worklist'))
   if (can('user:manage')) links.push(h('a', { href: '#/admin' }, 'Admin'))
   nav.replaceChildren(
     ...links,
@@ -43,6 +43,8 @@ async function before(hash) {
     if (!session.user) return '#/login'
   }
   if (session.user && session.user.password_change_required && hash !== '#/login') return '#/login'
+  // an administrator has no worklist (no study permission): the start page is the administration
+  if (session.user && hash === '#/worklist' && !can('study:list') && !can('study:status')) return '#/admin'
   renderNav()
   return null
 }

@@ -24,7 +24,8 @@ export async function signedIn(user, csrfToken) {
   setCsrf(csrfToken)
   session.user = user
   await loadSession()
-  go(session.user && session.user.role === 'admin' ? '#/admin' : '#/worklist')
+  const home = can('study:list') || can('study:status') ? '#/worklist' : '#/admin'
+  go(session.user ? home : '#/login')
 }
 
 export async function signOut() {

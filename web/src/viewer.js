@@ -1,6 +1,9 @@
 // The volume viewer: NiiVue with the study's images (scanner/RAS millimetres), the BraTS label
-// overlay, the heatmap, window/level, layouts, and a synchronised second viewer for a prior study.
-import { DRAG_MODE, Niivue, NVImage, SLICE_TYPE } from '@niivue/niivue'
+// overlay, the heatmap, window/level (presets, drag), layouts (the 2×2 hanging protocol of the four
+// sequences, MPR, 3D), slices, zoom, and linked viewers (the hanging protocol's panes, a prior study).
+// project()/unproject() map scanner millimetres to the canvas and back: the page draws the readers'
+// measurements over the image with them (study.js).
+import { DRAG_MODE, MULTIPLANAR_TYPE, Niivue, NVImage, SLICE_TYPE } from '@niivue/niivue'
 
 export const LABELS = [
   { value: 1, name: 'Necrotic core', rgb: [230, 60, 60] },
@@ -8,6 +11,7 @@ export const LABELS = [
   { value: 3, name: 'Enhancing tumour', rgb: [250, 220, 40] },
 ]
 export const LAYOUTS = {
+  grid: { label: 'Four sequences side by side (2×2), axial', slice: SLICE_TYPE.AXIAL, grid: true },
   mpr3d: { label: 'Axial, coronal, sagittal and 3D', slice: SLICE_TYPE.MULTIPLANAR, render: 1 },
   mpr: { label: 'Axial, coronal and sagittal', slice: SLICE_TYPE.MULTIPLANAR, render: 0 },
   axial: { label: 'Axial', slice: SLICE_TYPE.AXIAL },
@@ -16,6 +20,19 @@ export const LAYOUTS = {
   render: { label: '3D render', slice: SLICE_TYPE.RENDER },
 }
 export const PLANES = { [SLICE_TYPE.AXIAL]: 'axial', [SLICE_TYPE.CORONAL]: 'coronal', [SLICE_TYPE.SAGITTAL]: 'sagittal' }
+export const PLANE_AXIS = { sagittal: 0, coronal: 1, axial: 2 } // the RAS axis normal to the plane
+const AXIS_NAME = ['Sagittal', 'Coronal', 'Axial']
+
+// Window/level presets. MRI intensities have no fixed unit (unlike CT's Hounsfield units), so each preset
+// is a window over the image's robust range [r0, r1] (NiiVue's 2nd–98th percentile-like robust limits):
+// brain: grey/white contrast; subdural: wide, for thin extra-axial collections next to bright fat;
+// T1c enhancement: narrow, on the brightest quarter, where contrast enhancement lies; auto: the range.
+export const PRESETS = {
+  auto: { label: 'Auto', key: '1', range: [0, 1] },
+  brain: { label: 'Brain', key: '2', range: [0.1, 0.8] },
+  subdural: { label: 'Subdural', key: '3', range: [-0.1, 1.4] },
+  enhancement: { label: 'T1c enhancement', key: '4', range: [0.5, 1.05] },
+}
 
 const BACK = [0.04, 0.05, 0.07, 1]
 
@@ -51,7 +68,7 @@ function labelColormap(visible, alpha = 255) {
 }
 
 export class StudyViewer {
-  constructor(canvas, studyId, { onLocation, onDrag, onMeasure } = {}) {
+  constructor(canvas, studyId, { onLocation, onDrag, onMeasure, onChange } = {}) {
     this.canvas = canvas
     this.studyId = studyId
     this.visible = { 1: true, 2: true, 3: true }
@@ -67,16 +84,26 @@ export class StudyViewer {
       multiplanarShowRender: 1,
       crosshairColor: [0.2, 0.8, 1, 1],
       isRadiologicalConvention: true, // patient's right on the screen's left, as radiologists read
+      multiplanarLayout: MULTIPLANAR_TYPE.GRID, // MPR keeps its 2×2 tiles whatever the sequence's shape
+      isOrientationTextVisible: true,
+      textHeight: 0.05,
       logLevel: 'warn',
       loadingText: 'Loading images…',
     })
-    this.nv.onLocationChange = (loc) => onLocation && onLocation(loc)
+    this.onChange = onChange
+    this.nv.onLocationChange = (loc) => {
+      if (onLocation) onLocation(loc)
+      if (onChange) onChange(this)
+      this.follow() // the linked viewers show the same position (mouse, wheel and keys on this canvas)
+    }
+    this.nv.onIntensityChange = () => onChange && onChange(this)
     this.nv.onDragRelease = (p) => onDrag && onDrag(p)
     this.nv.onMeasurementCompleted = (m) => onMeasure && onMeasure(m)
   }
 
   // withOverlay: false when the AI results are not open to this reader (the server refuses them anyway)
-  async open(layout = 'mpr3d', withOverlay = true) {
+  // background: the image under the overlay ('reference', or 'sequence-<NAME>' as acquired)
+  async open(layout = 'mpr3d', withOverlay = true, background = 'reference') {
     if (this.destroyed) return
     const start = LAYOUTS[layout] || LAYOUTS.mpr3d
     this.nv.opts.multiplanarShowRender = start.render ?? 0
@@ -86,7 +113,8 @@ export class StudyViewer {
     performance.mark('neuronav:viewer-attached')
     // both images are fetched in parallel and handed to the GPU in ONE pass (every NiiVue volume change
     // re-processes all layers; colours are set before that pass)
-    const loads = [NVImage.loadFromUrl({ url: imageUrl(this.studyId, 'reference'), name: 'reference.nii.gz', colormap: 'gray' })]
+    this.background = background
+    const loads = [NVImage.loadFromUrl({ url: imageUrl(this.studyId, background), name: `${background}.nii.gz`, colormap: 'gray' })]
     if (withOverlay) {
       loads.push(
         NVImage.loadFromUrl({ url: imageUrl(this.studyId, 'segmentation'), name: 'segmentation.nii.gz', opacity: this.overlayOpacity }),
@@ -184,7 +212,16 @@ export class StudyViewer {
     v.cal_min = min
     v.cal_max = max
     this.update()
+    if (this.onChange) this.onChange(this)
     return true
+  }
+
+  setPreset(name) {
+    const p = PRESETS[name] || PRESETS.auto
+    const w = this.windowLevel()
+    const r0 = w.robustMin ?? w.min
+    const span = (w.robustMax ?? w.max) - r0
+    return this.setWindow(r0 + p.range[0] * span, r0 + p.range[1] * span)
   }
 
   setLayout(key) {
@@ -194,10 +231,85 @@ export class StudyViewer {
   }
 
   // The left button (and one finger) does what the tool says; the right button always sets window/level.
+  // Measuring tools are drawn by the page over the canvas (study.js); NiiVue only follows the crosshair.
   setTool(tool) {
-    const modes = { navigate: DRAG_MODE.crosshair, distance: DRAG_MODE.measurement, roi: DRAG_MODE.roiSelection, pan: DRAG_MODE.pan }
+    const modes = { navigate: DRAG_MODE.crosshair, windowing: DRAG_MODE.contrast, pan: DRAG_MODE.pan }
     this.nv.opts.dragModePrimary = modes[tool] ?? DRAG_MODE.crosshair
     this.nv.opts.dragMode = DRAG_MODE.contrast
+  }
+
+  // The plane shown (axial in MPR and 3D: the reading plane), and its RAS axis.
+  plane() {
+    return PLANES[this.nv.opts.sliceType] || 'axial'
+  }
+
+  // Slice n of N (1-based) on the image's own grid along the plane's axis, and the position in mm.
+  sliceInfo(plane = this.plane()) {
+    const v = this.nv.volumes[0]
+    const axis = PLANE_AXIS[plane]
+    const count = v && v.dimsRAS ? v.dimsRAS[axis + 1] : 0
+    const frac = this.nv.scene.crosshairPos[axis]
+    const index = Math.min(count, Math.max(1, Math.floor(frac * count) + 1))
+    return { plane, name: AXIS_NAME[axis], axis, index, count, mm: this.crosshairMM()[axis] }
+  }
+
+  // Half the slice thickness along the axis: what lies within it is on the slice shown.
+  halfSlice(axis) {
+    const v = this.nv.volumes[0]
+    const pix = v && v.pixDimsRAS ? v.pixDimsRAS[axis + 1] : 1
+    return Math.max(0.5, 0.5 * (pix || 1))
+  }
+
+  stepSlice(delta, plane = this.plane()) {
+    this.step(PLANE_AXIS[plane], delta)
+  }
+
+  // Move to slice n (1-based) of the plane.
+  goToSlice(n, plane = this.plane()) {
+    const info = this.sliceInfo(plane)
+    this.step(info.axis, n - info.index)
+  }
+
+  zoom() {
+    return this.nv.scene.pan2Dxyzmm[3]
+  }
+
+  zoomBy(factor) {
+    const p = this.nv.scene.pan2Dxyzmm
+    this.setZoomPan([p[0], p[1], p[2], Math.min(10, Math.max(0.5, p[3] * factor))])
+  }
+
+  setZoomPan(xyzmmZoom) {
+    this.nv.scene.pan2Dxyzmm = [...xyzmmZoom]
+    this.nv.drawScene()
+    this.follow()
+    if (this.onChange) this.onChange(this)
+  }
+
+  // Scanner mm → CSS pixels on the canvas (the tile of the plane shown), or null when not on screen.
+  project(mm, plane = this.plane()) {
+    const type = { axial: SLICE_TYPE.AXIAL, coronal: SLICE_TYPE.CORONAL, sagittal: SLICE_TYPE.SAGITTAL }[plane]
+    const hit = this.nv.frac2canvasPosWithTile(this.nv.mm2frac([mm[0], mm[1], mm[2]]), type)
+    if (!hit || !hit.pos) return null
+    const dpr = this.nv.uiData.dpr || 1
+    return [hit.pos[0] / dpr, hit.pos[1] / dpr]
+  }
+
+  // The plane of the tile under CSS pixels (x, y) of the canvas (MPR shows three), or null.
+  planeAt(x, y) {
+    const dpr = this.nv.uiData.dpr || 1
+    const i = this.nv.tileIndex(x * dpr, y * dpr)
+    const tile = i >= 0 ? this.nv.screenSlices[i] : null
+    return tile ? PLANES[tile.axCorSag] || null : null
+  }
+
+  // CSS pixels on the canvas → scanner mm, or null outside the image.
+  unproject(x, y) {
+    const dpr = this.nv.uiData.dpr || 1
+    const frac = this.nv.canvasPos2frac([x * dpr, y * dpr])
+    if (!frac || frac[0] < 0) return null
+    const mm = this.nv.frac2mm(frac)
+    return [mm[0], mm[1], mm[2]]
   }
 
   crosshairMM() {
@@ -219,24 +331,41 @@ export class StudyViewer {
     this.follow()
   }
 
-  // Mouse and keyboard on a canvas are synchronised by NiiVue (broadcastTo); moves made with the
+  // Every move (mouse, wheel and keys on a canvas: onLocationChange; the page's buttons: step, jumpTo) is
   // buttons are passed on here: the peer shows the same scanner position (mm).
+  // (one pass: a peer's redraw does not pass the move on again — linked images of different grids
+  // would otherwise nudge each other for ever by rounding)
   follow() {
-    for (const peer of this.peers || []) {
-      peer.nv.scene.crosshairPos = peer.nv.mm2frac(this.crosshairMM())
-      peer.nv.drawScene()
+    if (StudyViewer.following || this.destroyed) return
+    StudyViewer.following = true
+    try {
+      const mm = this.crosshairMM()
+      for (const peer of this.peers || []) {
+        if (peer.destroyed || !peer.nv.volumes.length) continue
+        peer.nv.scene.crosshairPos = peer.nv.mm2frac(mm)
+        peer.nv.scene.pan2Dxyzmm = [...this.nv.scene.pan2Dxyzmm]
+        peer.nv.drawScene()
+        if (peer.onChange) peer.onChange(peer)
+      }
+    } finally {
+      StudyViewer.following = false
     }
   }
 
-  syncWith(other) {
-    this.peers = [other]
-    this.nv.broadcastTo([other.nv], { '2d': true, '3d': true, crosshair: true })
-    other.nv.broadcastTo([this.nv], { '2d': true, '3d': true, crosshair: true })
+  // Link viewers: crosshair, slice, zoom and pan follow each other (by follow(), after every move
+  // made on any of them).
+  static link(viewers) {
+    for (const v of viewers) v.peers = [...new Set([...(v.peers || []), ...viewers.filter((o) => o !== v)])]
   }
 
+  syncWith(other) {
+    StudyViewer.link([this, other])
+  }
+
+  // Leave the linked set (the others stay linked with each other).
   unsync() {
+    for (const peer of this.peers || []) peer.peers = (peer.peers || []).filter((p) => p !== this)
     this.peers = []
-    this.nv.broadcastTo([], {})
   }
 
   // Release everything the viewer holds: NiiVue's listeners and observers (its window 'resize'
@@ -249,8 +378,7 @@ export class StudyViewer {
     this.destroyed = true
     if (this.pending) cancelAnimationFrame(this.pending)
     this.pending = 0
-    for (const peer of this.peers || []) peer.unsync()
-    this.peers = []
+    this.unsync()
     this.release()
   }
 

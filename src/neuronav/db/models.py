@@ -293,7 +293,7 @@ class AnnotationRow(Base):
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     study_id: Mapped[str] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"), index=True)
     author_id: Mapped[str] = mapped_column(ForeignKey("users.id"))
-    kind: Mapped[str] = mapped_column(String(20))  # distance | roi | text
+    kind: Mapped[str] = mapped_column(String(20))  # distance | roi | ellipse | bidimensional | text
     geometry: Mapped[dict[str, Any]] = mapped_column(default=dict)  # RAS mm points, plane, values
     text: Mapped[str | None] = mapped_column(Text)
     include_in_report: Mapped[bool] = mapped_column(Boolean, default=False)

@@ -6,6 +6,8 @@ Permissions (``resource:action``)::
     study:status             processing status of a study (a technician: only studies they uploaded)
     study:list               list studies (shows patient identifiers)
     study:read               open a study: images, patient/study metadata              [patient data]
+    study:images             a study's images in the viewer, to check their quality: no AI results, no
+                             report, no patient identity (a technician: only studies they uploaded)
     study:export_deidentified  download the study's DICOM de-identified (PS3.15 Basic Profile), e.g. for
                              research or a second opinion; derived from patient data, so audited
     analysis:start           start or re-run the AI analysis of a study
@@ -24,7 +26,7 @@ Permissions (``resource:action``)::
 
 Matrix (from the service issue)::
 
-    technician   study:upload, study:status (own uploads)                       — no patient data, no reports
+    technician   study:upload, study:status and study:images (own uploads)      — no identity, no AI results, no reports
     radiologist  study:list/read/status/export_deidentified, analysis:start/read, every report
                  permission, annotations
     neurologist  study:list/read/export_deidentified, report:read_final (signed reports only),
@@ -64,6 +66,7 @@ class Permission(StrEnum):
     STUDY_LIST = "study:list"
     STUDY_READ = "study:read"
     STUDY_STATUS = "study:status"
+    STUDY_IMAGES = "study:images"
     STUDY_EXPORT_DEIDENTIFIED = "study:export_deidentified"
     ANALYSIS_START = "analysis:start"
     ANALYSIS_READ = "analysis:read"
@@ -90,6 +93,7 @@ PATIENT_DATA_PERMISSIONS = frozenset(
         P.STUDY_LIST,
         P.STUDY_READ,
         P.STUDY_STATUS,
+        P.STUDY_IMAGES,
         P.STUDY_EXPORT_DEIDENTIFIED,
         P.ANALYSIS_START,
         P.ANALYSIS_READ,
@@ -106,12 +110,13 @@ PATIENT_DATA_PERMISSIONS = frozenset(
 
 ROLE_PERMISSIONS: MappingProxyType[Role, frozenset[Permission]] = MappingProxyType(
     {
-        Role.TECHNICIAN: frozenset({P.STUDY_UPLOAD, P.STUDY_STATUS}),
+        Role.TECHNICIAN: frozenset({P.STUDY_UPLOAD, P.STUDY_STATUS, P.STUDY_IMAGES}),
         Role.RADIOLOGIST: PATIENT_DATA_PERMISSIONS,
         Role.NEUROLOGIST: frozenset(
             {
                 P.STUDY_LIST,
                 P.STUDY_READ,
+                P.STUDY_IMAGES,
                 P.STUDY_EXPORT_DEIDENTIFIED,
                 P.REPORT_READ_FINAL,
                 P.ANNOTATION_CREATE,
@@ -130,6 +135,7 @@ BREAKGLASS_PERMISSIONS = frozenset(
         P.STUDY_LIST,
         P.STUDY_READ,
         P.STUDY_STATUS,
+        P.STUDY_IMAGES,
         P.STUDY_EXPORT_DEIDENTIFIED,
         P.ANALYSIS_READ,
         P.REPORT_READ_PRELIMINARY,

@@ -45,7 +45,7 @@ from neuronav.config import Settings
 from neuronav.db.session import session_scope
 from neuronav.errors import InputError
 from neuronav.security import network, tokens
-from neuronav.security.access import Actor
+from neuronav.security.access import Actor, allowed
 from neuronav.security.permissions import Permission
 from neuronav.storage.store import ObjectStore
 from neuronav.workflow.access import authorize
@@ -236,6 +236,24 @@ def requires(permission: Permission) -> Callable[..., Actor]:
 
     dependency.__name__ = f"requires_{permission.name.lower()}"
     dependency.permission = permission  # type: ignore[attr-defined]  # read by AuthFirstRoute
+    return dependency
+
+
+def requires_any(*choices: Permission) -> Callable[..., Actor]:
+    """A dependency: the Actor when their role (or open break-glass) grants at least one of ``choices``
+    (the first that does is audited as :func:`requires` audits it), else 403 naming the first.
+
+    For a route whose workflow function shapes the answer to what the actor holds, e.g. the worklist:
+    every study for ``study:list``, the status of one's own uploads for ``study:status``.
+    """
+
+    def dependency(request: Request, user: CurrentUserDep, db: DbDep) -> Actor:
+        held = next((p for p in choices if allowed(user, p)), choices[0])
+        authorize(db, user, held, context=_context(request))
+        return user
+
+    dependency.__name__ = "requires_any_" + "_".join(p.name.lower() for p in choices)
+    dependency.permissions = frozenset(choices)  # type: ignore[attr-defined]
     return dependency
 
 

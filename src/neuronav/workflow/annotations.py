@@ -6,9 +6,18 @@ computed here from the stored image, never taken from the client:
 
     distance  two points                     → ``length_mm``
     roi       two opposite corners of a box  → ``area_mm2``, ``mean``, ``sd``, ``min``, ``max``,
-              on one plane (axial, coronal,     ``n_voxels``, of the voxels of ``image`` whose centres
-              sagittal) of ``image``            lie in the box, within half a voxel of the plane
+              (a rectangle) on one plane        ``n_voxels``, of the voxels of ``image`` whose centres
+              (axial, coronal, sagittal)        lie in the box, within half a voxel of the plane
+              of ``image``
+    ellipse   two opposite corners of the    → the same statistics, of the voxels whose centres lie in
+              box the ellipse is drawn in       the ellipse inscribed in that box
+    bidimensional  the longest diameter (two → ``long_mm``, ``short_mm`` and ``product_mm2`` (RANO:
+              points) and the longest           the product of the perpendicular diameters); the second
+              perpendicular to it (two)         must be perpendicular to the first within 10°
     text      one point, or two corners      → the reader's text (no value)
+
+Distances and bidimensional measurements may name the ``plane`` they were drawn on (the viewer draws
+them again on that plane).
 
 :func:`report_sentence` writes the one line a radiologist adds to the report when including it.
 """
@@ -41,7 +50,10 @@ from neuronav.workflow.access import audit_event, authorize_object, refusal
 from neuronav.workflow.studies import image_file, latest_done, load_study
 from neuronav.workflow.uploads import private_tmp, remove_tmp
 
-Kind = Literal["distance", "roi", "text"]
+Kind = Literal["distance", "roi", "ellipse", "bidimensional", "text"]
+KINDS: tuple[str, ...] = ("distance", "roi", "ellipse", "bidimensional", "text")
+AREA_KINDS = ("roi", "ellipse")  # regions with intensity statistics
+MAX_PERPENDICULAR_DEG = 10.0
 Plane = Literal["axial", "coronal", "sagittal"]
 PLANE_AXIS: dict[str, int] = {"sagittal": 0, "coronal": 1, "axial": 2}  # the RAS axis normal to the plane
 MAX_TEXT = 2000
@@ -70,11 +82,11 @@ def _point(value: Any, what: str) -> tuple[float, float, float]:
 
 def parse(kind: str, points_mm: Any, plane: str | None, image: str | None, text: str | None) -> Geometry:
     """Check what a viewer sent; raise :class:`InputError` naming the problem."""
-    if kind not in ("distance", "roi", "text"):
-        raise InputError(f"unknown annotation kind {kind!r}; one of distance, roi, text")
+    if kind not in KINDS:
+        raise InputError(f"unknown annotation kind {kind!r}; one of {', '.join(KINDS)}")
     if not isinstance(points_mm, list):
         raise InputError("points_mm must be a list of [x, y, z] points")
-    want = {"distance": (2,), "roi": (2,), "text": (1, 2)}[kind]
+    want = {"distance": (2,), "roi": (2,), "ellipse": (2,), "bidimensional": (4,), "text": (1, 2)}[kind]
     if len(points_mm) not in want:
         raise InputError(f"a {kind} annotation needs {' or '.join(map(str, want))} point(s), got {len(points_mm)}")
     points = [_point(p, f"point {i + 1}") for i, p in enumerate(points_mm)]
@@ -82,17 +94,47 @@ def parse(kind: str, points_mm: Any, plane: str | None, image: str | None, text:
         raise InputError("a text annotation needs its text")
     if text is not None and len(text) > MAX_TEXT:
         raise InputError(f"the text is longer than {MAX_TEXT} characters")
-    if kind == "roi":
+    if kind in AREA_KINDS:
         if plane not in PLANE_AXIS:
-            raise InputError(f"an roi needs its plane: axial, coronal or sagittal (got {plane!r})")
+            raise InputError(f"an {kind} needs its plane: axial, coronal or sagittal (got {plane!r})")
         if not image:
-            raise InputError("an roi needs the image it was drawn on")
+            raise InputError(f"an {kind} needs the image it was drawn on")
         axis = PLANE_AXIS[plane]
         (a, b) = points
         spans = [abs(a[i] - b[i]) for i in range(3) if i != axis]
         if min(spans) <= 0:
-            raise InputError("the roi has no area: its two corners share a row or a column")
-    return Geometry(kind=kind, points_mm=points, plane=plane if kind == "roi" else None, image=image)  # type: ignore[arg-type]
+            raise InputError(f"the {kind} has no area: its two corners share a row or a column")
+    if plane is not None and plane not in PLANE_AXIS:
+        raise InputError(f"the plane is axial, coronal or sagittal, not {plane!r}")
+    if kind == "bidimensional":
+        long_mm, short_mm, angle = _diameters(points)
+        if long_mm <= 0 or short_mm <= 0:
+            raise InputError("a bidimensional measurement needs two diameters of non-zero length")
+        if abs(90.0 - angle) > MAX_PERPENDICULAR_DEG:
+            raise InputError(
+                f"the second diameter must be perpendicular to the first (within {MAX_PERPENDICULAR_DEG:.0f}°; "
+                f"it makes {angle:.0f}°)"
+            )
+    keep_plane = kind in (*AREA_KINDS, "distance", "bidimensional")
+    return Geometry(kind=kind, points_mm=points, plane=plane if keep_plane else None, image=image)  # type: ignore[arg-type]
+
+
+def _diameters(points: list[tuple[float, float, float]]) -> tuple[float, float, float]:
+    """The two diameters of a bidimensional measurement (mm) and the angle between them (degrees)."""
+    a, b, c, d = (np.asarray(p, dtype=float) for p in points)
+    u, v = b - a, d - c
+    long_mm, short_mm = float(np.linalg.norm(u)), float(np.linalg.norm(v))
+    if long_mm == 0 or short_mm == 0:
+        return long_mm, short_mm, 0.0
+    cos = abs(float(np.dot(u, v))) / (long_mm * short_mm)
+    return long_mm, short_mm, math.degrees(math.acos(min(1.0, cos)))
+
+
+def bidimensional_values(geometry: Geometry) -> dict[str, float | int]:
+    """RANO's bidimensional product: the longest diameter, its perpendicular, their product."""
+    first, second, _ = _diameters(geometry.points_mm)
+    long_mm, short_mm = max(first, second), min(first, second)
+    return {"long_mm": round(long_mm, 2), "short_mm": round(short_mm, 2), "product_mm2": round(long_mm * short_mm, 2)}
 
 
 def distance_mm(geometry: Geometry) -> float:
@@ -101,7 +143,8 @@ def distance_mm(geometry: Geometry) -> float:
 
 
 def roi_stats(geometry: Geometry, volume: Volume) -> dict[str, float | int]:
-    """Area and intensity statistics of the voxels of ``volume`` inside the roi box on its plane."""
+    """Area and intensity statistics of the voxels of ``volume`` inside the roi box on its plane (an
+    ``ellipse``: inside the ellipse inscribed in the box)."""
     assert geometry.plane is not None
     axis = PLANE_AXIS[geometry.plane]
     lo = np.minimum(*[np.asarray(p, float) for p in geometry.points_mm])
@@ -130,6 +173,10 @@ def roi_stats(geometry: Geometry, volume: Volume) -> dict[str, float | int]:
     idx = np.stack([g.ravel() for g in grids])
     world = affine[:3, :3] @ idx + affine[:3, 3:4]
     inside = np.all((world >= lo[:, None]) & (world <= hi[:, None]), axis=0)
+    if geometry.kind == "ellipse":
+        centre, radius = (lo + hi) / 2.0, (hi - lo) / 2.0
+        in_plane = [i for i in range(3) if i != axis]
+        inside &= sum(((world[i] - centre[i]) / radius[i]) ** 2 for i in in_plane) <= 1.0
     values = data[tuple(idx[:, inside])].astype(float)
     if values.size == 0:
         raise InputError("the roi holds no voxel centre of the image; draw a larger one")
@@ -154,9 +201,15 @@ def report_sentence(kind: str, geometry: dict[str, Any], values: dict[str, Any],
     note = f" — {text.strip()}" if text and text.strip() else ""
     if kind == "distance":
         return f"Reader measurement ({author}): distance {values['length_mm']:.1f} mm{note}."
-    if kind == "roi":
+    if kind == "bidimensional":
         return (
-            f"Reader measurement ({author}): region of interest on the {geometry.get('plane')} plane of "
+            f"Reader measurement ({author}): bidimensional {values['long_mm']:.1f} × {values['short_mm']:.1f} mm "
+            f"(product {values['product_mm2']:.1f} mm²){note}."
+        )
+    if kind in AREA_KINDS:
+        shape = "elliptical region" if kind == "ellipse" else "rectangular region"
+        return (
+            f"Reader measurement ({author}): {shape} on the {geometry.get('plane')} plane of "
             f"{geometry.get('image')}, area {values['area_mm2']:.1f} mm², mean intensity {values['mean']:.1f} "
             f"(SD {values['sd']:.1f}, {values['n_voxels']} voxels){note}."
         )
@@ -298,7 +351,9 @@ def create(
     values: dict[str, float | int] = {}
     if geometry.kind == "distance":
         values = {"length_mm": round(distance_mm(geometry), 2)}
-    elif geometry.kind == "roi":
+    elif geometry.kind == "bidimensional":
+        values = bidimensional_values(geometry)
+    elif geometry.kind in AREA_KINDS:
         study = load_study(db, study_id)
         done = latest_done(db, study)
         file_name = image_file(done, geometry.image or "")

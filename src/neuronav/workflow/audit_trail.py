@@ -15,7 +15,7 @@ from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
 from neuronav import audit
-from neuronav.db.models import AuditEventRow
+from neuronav.db.models import AuditEventRow, UserRow
 from neuronav.errors import InputError
 from neuronav.security.access import Actor
 from neuronav.workflow.access import audit_event
@@ -35,10 +35,12 @@ class EventOut(BaseModel):
     at: datetime
     actor_id: str | None
     actor_role: str | None
+    actor_name: str | None = None  # the account's display name (None: anonymous, or the account is gone)
     client: str | None
     action: str
     target_type: str | None
     target_id: str | None
+    target_name: str | None = None  # a user target's display name
     outcome: str
     detail: dict[str, Any]
     hash: str
@@ -116,9 +118,28 @@ def search(db: Session, actor: Actor, *, limit: int, offset: int, newest_first: 
     total = db.scalar(select(func.count()).select_from(stmt.subquery())) or 0
     order = AuditEventRow.seq.desc() if newest_first else AuditEventRow.seq.asc()
     rows = db.scalars(stmt.order_by(order).limit(limit).offset(offset)).all()
-    page = EventPage(total=total, limit=limit, offset=offset, items=[event_out(e) for e in rows])
+    names = _user_names(db, {e.actor_id for e in rows} | {e.target_id for e in rows if e.target_type == "user"})
+    items = [
+        event_out(e).model_copy(
+            update={
+                "actor_name": names.get(e.actor_id or ""),
+                "target_name": names.get(e.target_id or "") if e.target_type == "user" else None,
+            }
+        )
+        for e in rows
+    ]
+    page = EventPage(total=total, limit=limit, offset=offset, items=items)
     audit_event(db, actor, "audit.read", detail={"filters": _plain(filters), "returned": len(rows)})
     return page
+
+
+def _user_names(db: Session, ids: set[str | None]) -> dict[str, str]:
+    """The display names of the accounts among ``ids`` (one query): the log shows who, not an id."""
+    wanted = sorted(i for i in ids if i)
+    if not wanted:
+        return {}
+    rows = db.execute(select(UserRow.id, UserRow.display_name).where(UserRow.id.in_(wanted))).all()
+    return {row.id: row.display_name for row in rows}
 
 
 def _plain(filters: dict[str, Any]) -> dict[str, Any]:

@@ -359,11 +359,12 @@ class ImageFile:
 
 
 def study_image(db: Session, settings: Settings, actor: Actor, study_id: str, image: str) -> ImageFile:
-    """A NIfTI image of the latest finished analysis (audited); the AI images only to readers of AI results.
-    Counted against :data:`~neuronav.security.throttle.IMAGE_RATE`."""
+    """A NIfTI image of the latest finished analysis (audited); the AI images only to readers of AI results
+    (a technician, who may view the images of their own uploads to check their quality, never). Counted
+    against :data:`~neuronav.security.throttle.IMAGE_RATE`."""
     throttles.spend(db, actor, IMAGE_RATE)
     study = load_study(db, study_id)
-    authorize_object(db, actor, Permission.STUDY_READ, study_object(study))
+    authorize_object(db, actor, Permission.STUDY_IMAGES, study_object(study))
     done = latest_done(db, study)
     file_name = image_file(done, image)
     if image in AI_IMAGES:

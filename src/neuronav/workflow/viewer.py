@@ -3,7 +3,8 @@
 Its images (each analysed sequence as acquired; the AI images only to readers of AI results), the
 lesions (for readers of AI results, or once the report is signed; located in the same words as the
 report, :func:`neuronav.report.build.location_text`), the report and the prior studies of the same
-patient (same pseudonym, finished analysis, earlier examination).
+patient (same pseudonym, finished analysis, earlier examination). A technician (``study:images``, own
+uploads) gets the acquired images only, to check their quality: no AI results, no report, no priors.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from neuronav.config import Settings
 from neuronav.db.models import StudyRow
 from neuronav.findings import Findings
 from neuronav.report.build import location_text
-from neuronav.security.access import AI_IMAGES, Actor, ai_results_open, breakglass_study
+from neuronav.security.access import AI_IMAGES, Actor, ai_results_open, allowed, breakglass_study
 from neuronav.security.permissions import Permission
 from neuronav.workflow import jobs, reports
 from neuronav.workflow.access import audit_event, authorize_object
@@ -101,11 +102,12 @@ def viewer_manifest(db: Session, settings: Settings, actor: Actor, study_id: str
     """What the viewer loads for a study: its images, the lesion centroids (for readers of AI results, or
     once the report is signed), the report and the prior studies of the same patient."""
     study = load_study(db, study_id)
-    authorize_object(db, actor, Permission.STUDY_READ, study_object(study))
+    authorize_object(db, actor, Permission.STUDY_IMAGES, study_object(study))
+    reader = allowed(actor, Permission.STUDY_READ)  # else a technician checking image quality: images only
     done = latest_done(db, study)
     stored = (done.result or {}).get("objects") or {}
     sequences = sorted(n.removeprefix("sequence-").removesuffix(".nii.gz") for n in stored if n.startswith("sequence-"))
-    rep = reports.for_study(db, study.id)
+    rep = reports.for_study(db, study.id) if reader else None
     lesions: list[LesionOut] | None = None
     folder = private_tmp(settings, "viewer-")
     try:
@@ -115,7 +117,7 @@ def viewer_manifest(db: Session, settings: Settings, actor: Actor, study_id: str
     finally:
         remove_tmp(folder)
     reference = findings.study.reference_sequence
-    ai_open = ai_results_open(actor, rep.status if rep else None)
+    ai_open = reader and ai_results_open(actor, rep.status if rep else None)
     if ai_open:
         if rep is not None:  # the report's findings: what the radiologist edited and every output lists
             findings = reports.load(db, jobs.store_for(settings), rep.id).findings
@@ -132,7 +134,8 @@ def viewer_manifest(db: Session, settings: Settings, actor: Actor, study_id: str
         report_status=rep.status if rep else None,
         priors=[
             PriorOut(study_id=p.id, study_date=p.study_date, uploaded_at=p.uploaded_at, description=p.description)
-            for p in (priors_of(db, study) if breakglass_study(actor) is None else [])  # the grant opens one study
+            # a break-glass limited to one study opens that study only; a technician sees their uploads only
+            for p in (priors_of(db, study) if reader and breakglass_study(actor) is None else [])
         ],
     )
 

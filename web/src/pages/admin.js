@@ -19,6 +19,7 @@ function usersSection(signal) {
   const stateSel = h('select', {}, ...['pending', 'active', 'disabled', ''].map((s) => h('option', { value: s }, s || 'any')))
   const q = h('input', { type: 'search', maxlength: 100 })
   const list = h('div', { class: 'table-wrap' })
+  const secret = h('p', { class: 'notice', role: 'status', hidden: true })
   const form = h(
     'form',
     { class: 'filters', role: 'search', 'aria-label': 'Filter users' },
@@ -30,12 +31,15 @@ function usersSection(signal) {
     e.preventDefault()
     load()
   })
+  let latest = 0 // only the newest load paints (a late answer would repaint over the reader's input)
   async function load() {
+    const call = ++latest
     const params = new URLSearchParams({ limit: 100 })
     if (stateSel.value) params.set('state', stateSel.value)
     if (q.value.trim()) params.set('q', q.value.trim())
     try {
-      const page = await get(`/api/users?${params}`, { signal })
+      const page = await get(`/api/admin/users?${params}`, { signal })
+      if (signal.aborted || call !== latest) return
       render(page.items || [])
     } catch (err) {
       list.replaceChildren(h('p', { class: 'error', role: 'alert' }, err.message))
@@ -66,7 +70,10 @@ function usersSection(signal) {
         )
         const verify = h('button', { type: 'button', class: 'small primary' }, 'Verify')
         verify.addEventListener('click', () =>
-          act(post(`/api/users/${u.id}/verify`, { licence_number: lic.value.trim(), role: role.value }), `${u.display_name} verified.`),
+          act(
+            post(`/api/admin/users/${u.id}/verify`, { licence_number: lic.value.trim(), role: role.value }),
+            `${u.display_name} verified.`,
+          ),
         )
         cells.push(lic, role, verify)
       } else {
@@ -75,20 +82,52 @@ function usersSection(signal) {
           { 'aria-label': `Role of ${u.display_name}` },
           ...ROLES.map((r) => h('option', { value: r, selected: r === u.role }, r)),
         )
-        role.addEventListener('change', () => act(post(`/api/users/${u.id}/role`, { role: role.value }), `Role changed to ${role.value}.`))
+        role.addEventListener('change', () =>
+          act(post(`/api/admin/users/${u.id}/role`, { role: role.value }), `Role changed to ${role.value}.`),
+        )
         cells.push(role)
         if (u.state === 'active') {
           const dis = h('button', { type: 'button', class: 'small danger' }, 'Disable')
           dis.addEventListener('click', () => {
             const reason = prompt(`Why disable ${u.display_name}?`)
-            if (reason && reason.trim()) act(post(`/api/users/${u.id}/disable`, { reason: reason.trim() }), `${u.display_name} disabled.`)
+            if (reason && reason.trim())
+              act(post(`/api/admin/users/${u.id}/disable`, { reason: reason.trim() }), `${u.display_name} disabled.`)
           })
           cells.push(dis)
         } else if (u.state === 'disabled') {
           const en = h('button', { type: 'button', class: 'small' }, 'Enable')
-          en.addEventListener('click', () => act(post(`/api/users/${u.id}/enable`), `${u.display_name} enabled.`))
+          en.addEventListener('click', () => act(post(`/api/admin/users/${u.id}/enable`), `${u.display_name} enabled.`))
           cells.push(en)
         }
+      }
+      const pw = h('button', { type: 'button', class: 'small', 'aria-label': `Reset password of ${u.display_name}` }, 'Reset password')
+      pw.addEventListener('click', async () => {
+        if (!confirm(`Give ${u.display_name} a new one-time password? Their sessions end.`)) return
+        try {
+          const res = await post(`/api/admin/users/${u.id}/password/reset`)
+          secret.replaceChildren(
+            h('strong', {}, `One-time password for ${u.display_name}: `),
+            h('code', {}, res.one_time_password),
+            h('span', {}, ' — give it by a safe channel; it is shown only now and must be changed at the next sign-in.'),
+          )
+          secret.hidden = false
+          load()
+        } catch (err) {
+          say(err.message, 'error')
+        }
+      })
+      cells.push(pw)
+      if (u.totp_enrolled && u.role !== 'admin') {
+        const tr = h(
+          'button',
+          { type: 'button', class: 'small', 'aria-label': `Reset second factor of ${u.display_name}` },
+          'Reset second factor',
+        )
+        tr.addEventListener('click', () => {
+          if (confirm(`Remove the second factor of ${u.display_name}? They enrol a new one.`))
+            act(post(`/api/admin/users/${u.id}/totp/reset`), `Second factor of ${u.display_name} removed.`)
+        })
+        cells.push(tr)
       }
       return h(
         'tr',
@@ -120,7 +159,7 @@ function usersSection(signal) {
     )
   }
   load()
-  return h('section', { 'aria-labelledby': 'users-h' }, h('h2', { id: 'users-h' }, 'Users'), form, list)
+  return h('section', { 'aria-labelledby': 'users-h' }, h('h2', { id: 'users-h' }, 'Users'), form, secret, list)
 }
 
 function auditSection(signal) {
@@ -171,10 +210,18 @@ function auditSection(signal) {
           {},
           h('td', { 'data-label': '#' }, e.seq),
           h('td', { 'data-label': 'When' }, fmtDate(e.at)),
-          h('td', { 'data-label': 'Who' }, `${e.actor_id || 'anonymous'} (${e.actor_role || '—'})`),
+          h(
+            'td',
+            { 'data-label': 'Who', title: e.actor_id || '' },
+            e.actor_id ? `${e.actor_name || 'deleted account'} (${e.actor_role || '—'})` : 'anonymous',
+          ),
           h('td', { 'data-label': 'From' }, e.client || '—'),
           h('td', { 'data-label': 'Action' }, e.action),
-          h('td', { 'data-label': 'Target' }, e.target_id ? `${e.target_type || ''} ${e.target_id}` : '—'),
+          h(
+            'td',
+            { 'data-label': 'Target', title: e.target_id || '' },
+            e.target_id ? `${e.target_type || ''} ${e.target_name || e.target_id}` : '—',
+          ),
           h('td', { 'data-label': 'Outcome' }, e.outcome),
         ),
       )

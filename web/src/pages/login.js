@@ -39,7 +39,7 @@ export function loginPage(main) {
     button.disabled = true
     try {
       const body = { email: email.value.trim(), password: password.value }
-      if (!codeField.hidden && code.value) body.totp_code = code.value.trim()
+      if (code.value.trim()) body.totp_code = code.value.trim() // a code typed before it was asked for is used too
       const res = await post('/api/auth/login', body, { quiet401: true })
       if (res.password_change_required || (res.user && res.user.password_change_required)) {
         changePassword(main, password.value, res)

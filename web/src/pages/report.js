@@ -211,6 +211,7 @@ export function reportPanel(container, reportId, { compact, signal }) {
     container.replaceChildren(...parts)
   }
 
-  reload()
-  return { reload }
+  // ready: settles once the first answer is shown (the study page loads its other images after it)
+  const ready = reload()
+  return { reload, ready }
 }

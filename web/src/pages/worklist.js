@@ -131,7 +131,9 @@ export function worklistPage(main, life) {
     } else if (a && a.state === 'failed') {
       status = h('div', { class: 'status-cell' }, status, h('small', { class: 'error-text' }, a.error || 'failed'))
     }
-    const open = can('study:read') && s.state === 'done'
+    // readers open the study; a technician opens the images of their upload to check their quality
+    const open = (can('study:read') || can('study:images')) && s.state === 'done'
+    const [openText, openLabel] = can('study:read') ? ['Open', 'Open study'] : ['View images', 'View the images of study']
     return h(
       'tr',
       { dataset: { studyId: s.id }, class: s.flagged ? 'flagged' : '' },
@@ -158,7 +160,7 @@ export function worklistPage(main, life) {
         'td',
         {},
         open
-          ? h('a', { class: 'button', href: `#/study/${s.id}`, 'aria-label': `Open study ${s.patient_pseudonym || s.id}` }, 'Open')
+          ? h('a', { class: 'button', href: `#/study/${s.id}`, 'aria-label': `${openLabel} ${s.patient_pseudonym || s.id}` }, openText)
           : null,
       ),
     )

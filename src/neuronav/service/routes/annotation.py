@@ -32,13 +32,16 @@ Editor = Annotated[Actor, Depends(requires(Permission.REPORT_EDIT))]
 class AnnotationIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    kind: Literal["distance", "roi", "text"]
+    kind: Literal["distance", "roi", "ellipse", "bidimensional", "text"]
     points_mm: list[list[float]] = Field(
-        description="Scanner (RAS) millimetres: 2 points for a distance, 2 opposite corners for an roi, "
-        "1 point (or 2 corners of a region) for a text annotation.",
-        max_length=2,
+        description="Scanner (RAS) millimetres: 2 points for a distance, 2 opposite corners of the box for a "
+        "rectangle (roi) or an ellipse, 4 for a bidimensional measurement (the longest diameter, then its "
+        "perpendicular), 1 point (or 2 corners of a region) for a text annotation.",
+        max_length=4,
     )
-    plane: Literal["axial", "coronal", "sagittal"] | None = Field(default=None, description="Required for an roi.")
+    plane: Literal["axial", "coronal", "sagittal"] | None = Field(
+        default=None, description="Required for a rectangle or an ellipse; kept for a distance or bidimensional."
+    )
     image: str | None = Field(
         default=None, max_length=64, description="The image it was drawn on (reference, sequence-T1c, …)."
     )

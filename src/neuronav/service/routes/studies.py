@@ -25,6 +25,7 @@ from neuronav.service.deps import (
     StoreDep,
     UnsupportedMediaTypeError,
     requires,
+    requires_any,
 )
 from neuronav.workflow import exports, studies, viewer, worklist
 from neuronav.workflow.studies import AnalysisOut, StudyDetail, StudyOut, StudyPage, UploadOut
@@ -37,6 +38,8 @@ BINARY: dict[str, Any] = {"schema": {"type": "string", "format": "binary"}}
 Uploader = Annotated[Actor, Depends(requires(Permission.STUDY_UPLOAD))]
 Starter = Annotated[Actor, Depends(requires(Permission.ANALYSIS_START))]
 Reader = Annotated[Actor, Depends(requires(Permission.STUDY_READ))]
+ImageViewer = Annotated[Actor, Depends(requires(Permission.STUDY_IMAGES))]
+Lister = Annotated[Actor, Depends(requires_any(Permission.STUDY_LIST, Permission.STUDY_STATUS))]
 
 
 def multipart_body(request: Request) -> None:
@@ -66,7 +69,7 @@ def upload_study(
 
 @router.get("/api/studies", response_model=StudyPage)
 def list_studies(
-    user: Annotated[Actor, Depends(requires(Permission.STUDY_STATUS))],
+    user: Lister,
     db: DbDep,
     store: StoreDep,
     state: Annotated[str | None, Query(description="received | queued | running | done | failed")] = None,
@@ -79,10 +82,11 @@ def list_studies(
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     offset: Offset = 0,
 ) -> StudyPage:
-    """The worklist: flagged studies (tumour detected) first, then newest first. Technicians see the
-    status of their own uploads only. ``q`` matches a substring of the pseudonym or the description,
-    ignoring case, and for readers the MRN, accession number or name (word prefixes, ignoring case and
-    accents; a keyed blind index); readers see the name, MRN, birth date and accession of each row."""
+    """The worklist: flagged studies (tumour detected) first, then newest first. Readers (study:list) see
+    every study, technicians (study:status) the status of their own uploads only. ``q`` matches a substring
+    of the pseudonym or the description, ignoring case, and for readers the MRN, accession number or name
+    (word prefixes, ignoring case and accents; a keyed blind index); readers see the name, MRN, birth date
+    and accession of each row."""
     return worklist.list_studies(
         db, user, store=store, state=state, flagged=flagged, q=q, since=since, limit=limit, offset=offset
     )
@@ -120,9 +124,10 @@ def analysis_result(
     response_class=FileResponse,
     responses={200: {"description": "The image, NIfTI gzipped.", "content": {"application/gzip": BINARY}}},
 )
-def study_image(study_id: str, image: str, user: Reader, db: DbDep, settings: SettingsDep) -> FileResponse:
+def study_image(study_id: str, image: str, user: ImageViewer, db: DbDep, settings: SettingsDep) -> FileResponse:
     """A NIfTI image of the latest finished analysis for the viewer: ``reference``, ``segmentation``,
-    ``heatmap`` or ``sequence-<NAME>`` (each analysed sequence as acquired, in scanner space)."""
+    ``heatmap`` or ``sequence-<NAME>`` (each analysed sequence as acquired, in scanner space). A technician
+    (study:images, own uploads) gets the acquired images only, never the AI's."""
     found = studies.study_image(db, settings, user, study_id, image)
     return FileResponse(
         found.path,
@@ -134,9 +139,10 @@ def study_image(study_id: str, image: str, user: Reader, db: DbDep, settings: Se
 
 
 @router.get("/api/studies/{study_id}/viewer", response_model=ViewerOut)
-def viewer_manifest(study_id: str, user: Reader, db: DbDep, settings: SettingsDep) -> ViewerOut:
+def viewer_manifest(study_id: str, user: ImageViewer, db: DbDep, settings: SettingsDep) -> ViewerOut:
     """What the viewer loads for a study: its images, the lesion centroids (for readers of AI results, or
-    once the report is signed), the report and the prior studies of the same patient."""
+    once the report is signed), the report and the prior studies of the same patient. A technician
+    (study:images) gets the acquired images only: no AI results, no report, no priors."""
     return viewer.viewer_manifest(db, settings, user, study_id)
 
 
