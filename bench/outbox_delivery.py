@@ -31,6 +31,10 @@ from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 
+from neuronav.security.passwords import hash_password
+
+SIGNING_PASSWORD = "quiet river stone lantern"  # the signer re-authenticates with it
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "src")]
 
@@ -73,7 +77,13 @@ def main() -> None:
     fhir = FhirServer(token="bench-token").start()
 
     with session_scope(settings.database) as db:
-        rad = UserRow(email="r@x.org", display_name="Dr R", role="radiologist", password_hash="x", state="active")
+        rad = UserRow(
+            email="r@x.org",
+            display_name="Dr R",
+            role="radiologist",
+            password_hash=hash_password(SIGNING_PASSWORD),
+            state="active",
+        )
         adm = UserRow(email="a@x.org", display_name="Adm", role="admin", password_hash="x", state="active")
         db.add_all([rad, adm])
         db.flush()
@@ -95,7 +105,7 @@ def main() -> None:
 
     def sign(rid: str) -> float:
         with session_scope(settings.database) as db:
-            reports.sign(db, store, radiologist, rid)
+            reports.sign(db, store, radiologist, rid, password=SIGNING_PASSWORD)
         return time.perf_counter()  # the commit is done: the signature is durable
 
     def delivered(rid: str) -> bool:

@@ -20,11 +20,14 @@ from neuronav.integrations.outbox import SendResult, deliver_due, register_sende
 from neuronav.report.build import build_report
 from neuronav.security.access import Actor
 from neuronav.security.errors import PermissionDenied
+from neuronav.security.passwords import hash_password
 from neuronav.security.permissions import Role
 from neuronav.storage.store import ObjectStore
 from neuronav.workflow import deliveries, reports
 from tests.analysis.findings_factory import make_findings
 from tests.integrations.peers import OruPeer
+
+SIGNING_PASSWORD = "quiet river stone lantern"  # the signer re-authenticates with it
 
 pytestmark = pytest.mark.hl7_peer
 
@@ -62,7 +65,11 @@ def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
     store = ObjectStore.from_settings(settings)
     with session_scope(settings.database) as db:
         rad = UserRow(
-            email="rad@example.org", display_name="Dr Rad", role="radiologist", password_hash="x", state="active"
+            email="rad@example.org",
+            display_name="Dr Rad",
+            role="radiologist",
+            password_hash=hash_password(SIGNING_PASSWORD),
+            state="active",
         )
         adm = UserRow(email="adm@example.org", display_name="Admin", role="admin", password_hash="x", state="active")
         db.add_all([rad, adm])
@@ -115,7 +122,7 @@ def test_signature_queues_and_the_worker_delivers(world: World, oru_peer: OruPee
     rid = _stored_report(world)
     assert _deliveries(world) == []  # a preliminary report is not sent to a final-only destination
     with session_scope(world.settings.database) as db:
-        reports.sign(db, world.store, world.radiologist, rid)
+        reports.sign(db, world.store, world.radiologist, rid, password=SIGNING_PASSWORD)
     (queued,) = _deliveries(world)
     assert (queued.state, queued.report_version, queued.output, queued.event) == ("queued", 1, "hl7", "final")
     assert deliver_due(world.settings, world.store) == {"delivered": 1}
@@ -136,7 +143,7 @@ def test_the_same_version_is_never_queued_twice(world: World, oru_peer: OruPeer)
     _hl7_destination(world, oru_peer)
     rid = _stored_report(world)
     with session_scope(world.settings.database) as db:
-        report = reports.sign(db, world.store, world.radiologist, rid)
+        report = reports.sign(db, world.store, world.radiologist, rid, password=SIGNING_PASSWORD)
     with session_scope(world.settings.database) as db:
         assert deliveries.enqueue(db, report, study_id=world.study_id) == []
     assert len(_deliveries(world)) == 1
@@ -147,7 +154,7 @@ def test_refusal_is_retried_with_back_off_then_delivered(world: World, oru_peer:
     _hl7_destination(world, oru_peer)
     rid = _stored_report(world)
     with session_scope(world.settings.database) as db:
-        reports.sign(db, world.store, world.radiologist, rid)
+        reports.sign(db, world.store, world.radiologist, rid, password=SIGNING_PASSWORD)
     assert deliver_due(world.settings, world.store) == {"queued": 1}
     (waiting,) = _deliveries(world)
     assert (waiting.state, waiting.attempts, waiting.peer_status, waiting.error) == (
@@ -169,7 +176,7 @@ def test_application_error_fails_and_an_admin_resends(world: World, oru_peer: Or
     _hl7_destination(world, oru_peer)
     rid = _stored_report(world)
     with session_scope(world.settings.database) as db:
-        reports.sign(db, world.store, world.radiologist, rid)
+        reports.sign(db, world.store, world.radiologist, rid, password=SIGNING_PASSWORD)
     assert deliver_due(world.settings, world.store) == {"failed": 1}
     (failed,) = _deliveries(world)
     assert (failed.state, failed.peer_status, failed.error) == ("failed", "AE", "PID-3 unknown")
@@ -189,7 +196,7 @@ def test_attempts_run_out(world: World, oru_peer: OruPeer, monkeypatch: pytest.M
     _hl7_destination(world, oru_peer)
     rid = _stored_report(world)
     with session_scope(world.settings.database) as db:
-        reports.sign(db, world.store, world.radiologist, rid)
+        reports.sign(db, world.store, world.radiologist, rid, password=SIGNING_PASSWORD)
     assert deliver_due(settings, world.store) == {"queued": 1}
     _make_due(world)
     assert deliver_due(settings, world.store) == {"failed": 1}
@@ -201,7 +208,7 @@ def test_a_lost_lease_is_taken_up_again(world: World, oru_peer: OruPeer) -> None
     _hl7_destination(world, oru_peer)
     rid = _stored_report(world)
     with session_scope(world.settings.database) as db:
-        reports.sign(db, world.store, world.radiologist, rid)
+        reports.sign(db, world.store, world.radiologist, rid, password=SIGNING_PASSWORD)
     (d,) = _deliveries(world)
     assert deliveries.claim(world.settings, d.id, "a-process-that-dies")
     assert deliver_due(world.settings, world.store) == {}  # under its lease: left alone
@@ -233,7 +240,7 @@ def test_senders_plug_in_by_kind(world: World) -> None:
             )
         rid = _stored_report(world)
         with session_scope(world.settings.database) as db:
-            reports.sign(db, world.store, world.radiologist, rid)
+            reports.sign(db, world.store, world.radiologist, rid, password=SIGNING_PASSWORD)
         assert deliver_due(world.settings, world.store) == {"delivered": 1}
         assert seen == [rid]
     finally:
@@ -335,7 +342,7 @@ def test_clinical_delivery_answers_the_matched_order(world: World, oru_peer: Oru
         deliveries.add_destination(db, world.store, world.admin, "epic", "hl7", cfg, identified=True)
     rid = _stored_report(world)
     with session_scope(world.settings.database) as db:
-        reports.sign(db, world.store, world.radiologist, rid)
+        reports.sign(db, world.store, world.radiologist, rid, password=SIGNING_PASSWORD)
     assert deliver_due(world.settings, world.store) == {"delivered": 1}
     import hl7 as python_hl7
 
