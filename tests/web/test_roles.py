@@ -140,6 +140,7 @@ def test_radiologist_pages(context: BrowserContext, live_server: LiveServer, ana
     expect(page.locator("tr[data-study-id]").first).to_be_visible()
     page.get_by_label("Status").select_option("done")
     expect(page.locator("tr[data-study-id]").first).to_be_visible()
+    expect(page.get_by_role("columnheader", name="Order")).to_be_visible()  # the HL7 order a study answers
     watch.check("radiologist: worklist")
     open_study(watch, analysed_study.prior, "Open study")
     expect(page.locator(".report-status")).to_be_visible()
@@ -148,6 +149,8 @@ def test_radiologist_pages(context: BrowserContext, live_server: LiveServer, ana
     page.get_by_role("link", name="Open the full report").click()
     expect(page.get_by_role("heading", name=re.compile("^Report NN-"))).to_be_visible()
     expect(page.locator(".report-status")).to_be_visible()
+    # where the outputs went (the outbox): nothing configured in this service, said so plainly
+    expect(page.locator(".deliveries")).to_contain_text("Not sent to any hospital system.")
     page.wait_for_timeout(500)
     watch.check("radiologist: report")
 
@@ -219,6 +222,30 @@ def test_admin_pages(context: BrowserContext, live_server: LiveServer) -> None:
     users.get_by_role("button", name=f"Reset password of {name}").click()
     expect(users.locator(".notice")).to_contain_text(f"One-time password for {name}")
     watch.check("admin: password reset")
+
+    # hospital connections: a DICOM node and an HL7 destination added and removed through the page
+    nodes = page.locator("section[aria-labelledby='nodes-h']")
+    nodes.get_by_label("Node name").fill(f"pacs-{tag}")
+    nodes.get_by_label("AE title").fill("ORTHANC")
+    nodes.get_by_label("Host").fill("127.0.0.1")
+    nodes.get_by_label("Port").fill("4242")
+    nodes.get_by_label("May send studies to NeuroNav").check()
+    nodes.get_by_label("seg").check()
+    nodes.get_by_role("button", name="Add node").click()
+    expect(page.locator("#status")).to_contain_text(f"DICOM node pacs-{tag} added.")
+    expect(nodes.locator("tr", has_text=f"pacs-{tag}")).to_contain_text("127.0.0.1:4242")
+    destinations = page.locator("section[aria-labelledby='destinations-h']")
+    destinations.get_by_label("Destination name").fill(f"ris-{tag}")
+    destinations.get_by_label("MLLP host").fill("127.0.0.1")
+    destinations.get_by_label("MLLP port").fill("2575")
+    destinations.get_by_role("button", name="Add destination").click()
+    expect(page.locator("#status")).to_contain_text(f"Destination ris-{tag} added.")
+    expect(destinations.locator("tr", has_text=f"ris-{tag}")).to_contain_text("hl7")
+    page.once("dialog", lambda d: d.accept())
+    nodes.get_by_role("button", name=f"Remove node pacs-{tag}").click()
+    expect(nodes.locator("tr", has_text=f"pacs-{tag}")).to_have_count(0)
+    expect(page.locator("section[aria-labelledby='deliveries-h']")).to_contain_text("Nothing has been delivered yet.")
+    watch.check("admin: hospital connections")
 
     # the audit log names people, not ids
     audit = page.locator("section[aria-labelledby='audit-h']")

@@ -1,7 +1,9 @@
-// Administration: users (verify professionals, roles, disable/enable) and the audit log with filters.
+// Administration: users (verify professionals, roles, disable/enable), hospital connections (DICOM nodes,
+// HL7 / FHIR destinations, deliveries) and the audit log with filters.
 import { get, post } from '../api.js'
 import { can } from '../session.js'
 import { field, fmtDate, h, say } from '../ui.js'
+import { connectionsSections } from './connections.js'
 
 const ROLES = ['technician', 'radiologist', 'neurologist', 'admin']
 
@@ -12,6 +14,7 @@ export function adminPage(main, life) {
     return
   }
   if (can('user:manage')) main.append(usersSection(life.signal))
+  if (can('settings:manage')) main.append(...connectionsSections(life.signal))
   if (can('audit:read')) main.append(auditSection(life.signal))
 }
 

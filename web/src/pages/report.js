@@ -207,8 +207,39 @@ export function reportPanel(container, reportId, { compact, signal }) {
     })
     parts.push(actions)
     if (downloads.length) parts.push(h('div', { class: 'downloads', role: 'group', 'aria-label': 'Downloads' }, ...downloads))
+    const sent = h('div', { class: 'deliveries', 'aria-label': 'Where the outputs went' })
+    parts.push(sent)
     parts.push(h('p', { class: 'disclaimer' }, (r.disclaimers || []).join(' ')))
     container.replaceChildren(...parts)
+    showDeliveries(sent, r.report_id)
+  }
+
+  // where the report's outputs went (HL7, FHIR, PACS), from the outbox
+  async function showDeliveries(box, id) {
+    let items
+    try {
+      items = await get(`/api/reports/${id}/deliveries`, { signal })
+    } catch {
+      return // not open to this reader: nothing to show
+    }
+    box.replaceChildren(
+      h('h3', {}, 'Sent to'),
+      items.length
+        ? h(
+            'ul',
+            {},
+            ...items.map((d) =>
+              h(
+                'li',
+                {},
+                `${d.destination} (${d.output}, v${d.report_version}): ${d.state}`,
+                d.peer_status ? ` · ${d.peer_status}` : '',
+                d.error ? ` · ${d.error}` : '',
+              ),
+            ),
+          )
+        : h('p', { class: 'muted' }, 'Not sent to any hospital system.'),
+    )
   }
 
   // ready: settles once the first answer is shown (the study page loads its other images after it)

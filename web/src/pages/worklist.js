@@ -96,6 +96,7 @@ export function worklistPage(main, life) {
               'Sequences',
               'Status',
               'Report',
+              'Order',
               'Uploaded',
               '',
             ].map((t) => h('th', { scope: 'col' }, t)),
@@ -155,6 +156,7 @@ export function worklistPage(main, life) {
       h('td', { 'data-label': 'Sequences' }, (s.sequences || []).join(', ') || '—'),
       h('td', { 'data-label': 'Status' }, status),
       h('td', { 'data-label': 'Report' }, s.report_status || '—'),
+      h('td', { 'data-label': 'Order' }, s.order_state || '—'),
       h('td', { 'data-label': 'Uploaded' }, fmtDate(s.uploaded_at)),
       h(
         'td',
