@@ -151,6 +151,7 @@ def test_radiologist_pages(context: BrowserContext, live_server: LiveServer, ana
     expect(page.locator(".report-status")).to_be_visible()
     # where the outputs went (the outbox): nothing configured in this service, said so plainly
     expect(page.locator(".deliveries")).to_contain_text("Not sent to any hospital system.")
+    expect(page.locator(".report-box")).not_to_contain_text("null")  # no missing value printed as "null"
     page.wait_for_timeout(500)
     watch.check("radiologist: report")
 

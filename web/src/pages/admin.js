@@ -216,7 +216,11 @@ function auditSection(signal) {
           h(
             'td',
             { 'data-label': 'Who', title: e.actor_id || '' },
-            e.actor_id ? `${e.actor_name || 'deleted account'} (${e.actor_role || '—'})` : 'anonymous',
+            e.actor_role === 'system'
+              ? `NeuroNav ${e.actor_id || 'system'} (system)`
+              : e.actor_id
+                ? `${e.actor_name || 'deleted account'} (${e.actor_role || '—'})`
+                : 'anonymous',
           ),
           h('td', { 'data-label': 'From' }, e.client || '—'),
           h('td', { 'data-label': 'Action' }, e.action),

@@ -210,7 +210,7 @@ export function reportPanel(container, reportId, { compact, signal }) {
     const sent = h('div', { class: 'deliveries', 'aria-label': 'Where the outputs went' })
     parts.push(sent)
     parts.push(h('p', { class: 'disclaimer' }, (r.disclaimers || []).join(' ')))
-    container.replaceChildren(...parts)
+    container.replaceChildren(...parts.filter(Boolean)) // (replaceChildren would write a null as "null")
     showDeliveries(sent, r.report_id)
   }
 
