@@ -212,3 +212,72 @@ def test_allow_list_and_ack_helpers() -> None:
     parsed = parse_message(text.replace("\r", "\r"), find_groups=False)
     assert parsed.msa.msa_2.value == "c9"
     assert str(python_hl7.parse(text).segment("MSH")[5]) == "RIS"  # sender and receiver swapped
+
+
+def self_signed(folder: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 and its key (PEM), made for the test."""
+    import datetime as dt
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "neuronav-test")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(hours=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = folder / "cert.pem", folder / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return cert_path, key_path
+
+
+def test_mllp_over_tls(env: tuple[Settings, ObjectStore], tmp_path: Path) -> None:
+    """With a certificate configured the listener speaks only TLS: a client that trusts the certificate gets
+    its ACK; a plain-text peer gets nothing stored."""
+    import ssl
+
+    settings, store = env
+    cert, key = self_signed(tmp_path)
+    secure = Listener(settings.model_copy(update={"hl7_tls_cert": cert, "hl7_tls_key": key}), store, "127.0.0.1", 0)
+    secure.start()
+    try:
+        context = ssl.create_default_context(cafile=str(cert))
+        with (
+            socket.create_connection(("127.0.0.1", secure.port), timeout=10) as raw,
+            context.wrap_socket(raw, server_hostname="127.0.0.1") as s,
+        ):
+            s.sendall(b"\x0b" + orm("tls1").encode() + b"\x1c\r")
+            answer = b""
+            while not answer.endswith(b"\x1c\r"):
+                chunk = s.recv(4096)
+                assert chunk, "the listener closed the TLS connection without an ACK"
+                answer += chunk
+        parsed = python_hl7.parse(answer.decode("utf-8").strip("\x0b\x1c\r"))
+        assert msa(parsed)[:2] == ("AA", "tls1")
+        with socket.create_connection(("127.0.0.1", secure.port), timeout=10) as plain:
+            plain.sendall(b"\x0b" + orm("plain1").encode() + b"\x1c\r")
+            try:
+                reply = plain.recv(4096)
+            except (ConnectionResetError, TimeoutError):
+                reply = b""
+            assert b"MSA" not in reply  # no HL7 answer over plain text
+    finally:
+        secure.stop()
+    with session_scope(settings.database) as db:
+        controls = {o.control_id for o in db.scalars(select(OrderRow))}
+    assert "tls1" in controls and "plain1" not in controls
