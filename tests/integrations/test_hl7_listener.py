@@ -21,6 +21,7 @@ from neuronav.integrations.hl7.listener import Listener, ack, allowed
 from neuronav.storage import decrypt_field
 from neuronav.storage.store import ObjectStore
 from neuronav.workflow import orders
+from tests.tls import self_signed
 
 pytestmark = pytest.mark.hl7_peer
 
@@ -212,38 +213,6 @@ def test_allow_list_and_ack_helpers() -> None:
     parsed = parse_message(text.replace("\r", "\r"), find_groups=False)
     assert parsed.msa.msa_2.value == "c9"
     assert str(python_hl7.parse(text).segment("MSH")[5]) == "RIS"  # sender and receiver swapped
-
-
-def self_signed(folder: Path) -> tuple[Path, Path]:
-    """A certificate for 127.0.0.1 and its key (PEM), made for the test."""
-    import datetime as dt
-    import ipaddress
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "neuronav-test")])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(hours=1))
-        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = folder / "cert.pem", folder / "key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    return cert_path, key_path
 
 
 def test_mllp_over_tls(env: tuple[Settings, ObjectStore], tmp_path: Path) -> None:
