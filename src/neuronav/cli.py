@@ -646,9 +646,9 @@ def nodes_add(
     from neuronav.workflow.nodes import NodeIn, add_node
 
     try:
-        node = NodeIn(
-            name=name, ae_title=ae, host=host, port=port, incoming=incoming, send=_csv(send), send_on=_csv(on),
-            default_route=default_route,
+        node = NodeIn.model_validate(  # the texts as typed: the model normalises and checks them
+            {"name": name, "ae_title": ae, "host": host, "port": port, "incoming": incoming, "send": _csv(send),
+             "send_on": _csv(on), "default_route": default_route}
         )  # fmt: skip
     except ValidationError as exc:
         raise _fail("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())) from None

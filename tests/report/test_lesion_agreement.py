@@ -110,7 +110,7 @@ def _hl7_lesions(text: str) -> set[int]:
 
 
 def test_every_output_lists_the_same_lesions(analysed: Analysed, three: Report, tmp_path: Path) -> None:
-    formats = ["json", "pdf", "sr", "fhir", "hl7"]
+    formats = ["json", "pdf", "sr", "fhir-r4", "hl7"]
     written = write_outputs(three, formats, tmp_path, analysis_dir=analysed.analysis_dir, source=analysed.source)
     files = {fmt: written.files[fmt][0] for fmt in formats}
     expected = {1, 2, 3}
@@ -139,7 +139,7 @@ def test_every_output_lists_the_same_lesions(analysed: Analysed, three: Report, 
     ]
     assert three.signature is not None and manifestations == [three.signature.manifestation()]
 
-    bundle = json.loads(files["fhir"].read_text())
+    bundle = json.loads(files["fhir-r4"].read_text())
     assert _fhir_lesions(bundle) == expected
     (report_resource,) = [e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "DiagnosticReport"]
     (text_form,) = [f for f in report_resource["presentedForm"] if f["contentType"].startswith("text/plain")]

@@ -13,7 +13,7 @@ from tests.report.conftest import Analysed
 
 def uids(report: Report, analysed: Analysed) -> dict[str, tuple[str, str]]:
     seg = make_seg(report, analysed.analysis_dir, analysed.source)
-    sr = make_sr(report, analysed.source, seg=seg)
+    sr = make_sr(report, analysed.source, seg=seg, analysis_dir=analysed.analysis_dir)
     pdf = make_encapsulated_pdf(report, b"%PDF-1.4\n%%EOF\n", analysed.source)
     return {
         name: (str(ds.SeriesInstanceUID), str(ds.SOPInstanceUID))

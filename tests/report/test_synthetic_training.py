@@ -97,7 +97,7 @@ def test_secondary_capture_description_and_pixels(written: tuple[Report, Written
     assert SYNTHETIC_TRAINING_SHORT in annotation_lines(report)  # burnt in: see test_dicom_sc (text box pixels)
 
 
-@pytest.mark.parametrize(("fmt", "resource"), [("fhir", "Observation"), ("fhir-r5", "DiagnosticReport")])
+@pytest.mark.parametrize(("fmt", "resource"), [("fhir-r4", "Observation"), ("fhir-r5", "DiagnosticReport")])
 def test_fhir(written: tuple[Report, Written], fmt: str, resource: str) -> None:
     bundle = json.loads(file(written, fmt).read_text())
     assert any(SYNTHETIC_TRAINING in t for t in fhir_texts(bundle, resource))

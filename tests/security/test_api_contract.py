@@ -73,6 +73,8 @@ CONFIG: dict[str, Any] = {
     # 422 PasswordPolicyError). Everything else a valid request may meet is 401, 403, 404, 409 or 429.
     "operations": [
         {"include-name": "POST /api/studies", "checks": _accepting(400)},
+        # a destination's config is free-form by kind (an hl7 one needs host and port, a fhir one its base URL)
+        {"include-name": "POST /api/admin/destinations", "checks": _accepting(400)},
         # STOW-RS: the parts of a multipart/related body must be DICOM instances of one study (400 otherwise)
         # (415 without one: schemathesis cannot write a multipart/related body, it sends bytes without that type)
         {

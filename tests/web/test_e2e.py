@@ -41,12 +41,16 @@ def test_upload_analyse_view_measure_sign_download(
     page = tech.new_page()
     sign_in(page, live_server, "technician")
     expect(page.get_by_role("heading", name="Worklist")).to_be_visible()
+    page.wait_for_load_state("networkidle")
+    rows = page.locator("tr[data-study-id]")
+    before = set(rows.evaluate_all("els => els.map(e => e.dataset.studyId)"))
     page.get_by_label("Study files (DICOM files or a zip)").set_input_files(str(study))
     page.get_by_role("button", name="Upload").click()
     expect(page.locator(".upload-message")).to_contain_text("Study received", timeout=120000)
-    row = page.locator("tr[data-study-id]").first
-    study_id = row.get_attribute("data-study-id")
-    assert study_id
+    # this upload's row (the worklist lists flagged studies first: other tests' studies may come before it)
+    expect(rows).to_have_count(len(before) + 1, timeout=30000)
+    (study_id,) = set(rows.evaluate_all("els => els.map(e => e.dataset.studyId)")) - before
+    row = page.locator(f"tr[data-study-id='{study_id}']")
     expect(row).to_contain_text(re.compile("queued|running|done"))
     expect(row).to_contain_text("done", timeout=400000)  # the page polls while the analysis runs
     expect(row.get_by_role("link", name=re.compile("Open"))).to_have_count(0)  # technicians see status only

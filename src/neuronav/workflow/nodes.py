@@ -24,8 +24,9 @@ import re
 import secrets
 import socket
 from datetime import UTC, datetime
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -40,6 +41,8 @@ from neuronav.workflow.access import audit_event
 
 OUTPUTS = ("seg", "sr", "epdf", "sc")
 WHEN = ("preliminary", "final")
+Output = Literal["seg", "sr", "epdf", "sc"]
+When = Literal["preliminary", "final"]
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 SERVICE_DOMAIN = "dicom-nodes.neuronav.invalid"  # .invalid (RFC 2606): never a deliverable address
 
@@ -53,10 +56,10 @@ class NodeIn(BaseModel):
     ae_title: str = Field(min_length=1, max_length=16, description="The node's AE title.")
     host: str = Field(min_length=1, max_length=255, description="Host name or IP address.")
     port: int = Field(ge=1, le=65535)
-    incoming: bool = Field(default=False, description="May send studies to NeuroNav.")
-    send: list[str] = Field(default_factory=list, description=f"Results delivered to it: {', '.join(OUTPUTS)}.")
-    send_on: list[str] = Field(default_factory=list, description=f"When: {', '.join(WHEN)}.")
-    default_route: bool = Field(default=False, description="Results of the studies it sent go back to it.")
+    incoming: StrictBool = Field(default=False, description="May send studies to NeuroNav.")
+    send: list[Output] = Field(default_factory=list, description=f"Results delivered to it: {', '.join(OUTPUTS)}.")
+    send_on: list[When] = Field(default_factory=list, description=f"When: {', '.join(WHEN)}.")
+    default_route: StrictBool = Field(default=False, description="Results of the studies it sent go back to it.")
 
     @field_validator("ae_title")
     @classmethod
@@ -71,19 +74,21 @@ class NodeIn(BaseModel):
             raise ValueError(f"host {value!r} is not a host name or an IP address")
         return host
 
-    @field_validator("send")
+    @field_validator("send", mode="before")
     @classmethod
-    def _send(cls, value: list[str]) -> list[str]:
-        return _choices(value, OUTPUTS, "output")
+    def _send(cls, value: object) -> object:
+        return _choices(value, OUTPUTS, "output") if isinstance(value, list) else value
 
-    @field_validator("send_on")
+    @field_validator("send_on", mode="before")
     @classmethod
-    def _on(cls, value: list[str]) -> list[str]:
-        return _choices(value, WHEN, "moment")
+    def _on(cls, value: object) -> object:
+        return _choices(value, WHEN, "moment") if isinstance(value, list) else value
 
 
-def _choices(values: list[str], allowed: tuple[str, ...], what: str) -> list[str]:
-    chosen = [v.strip().lower() for v in values if v.strip()]
+def _choices(values: list[object], allowed: tuple[str, ...], what: str) -> list[str]:
+    if not all(isinstance(v, str) for v in values):
+        raise ValueError(f"each {what} is a text: one of {', '.join(allowed)}")
+    chosen = [v.strip().lower() for v in values if isinstance(v, str) and v.strip()]
     unknown = [v for v in chosen if v not in allowed]
     if unknown:
         raise ValueError(f"unknown {what} {', '.join(unknown)}: choose among {', '.join(allowed)}")
