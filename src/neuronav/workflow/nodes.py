@@ -53,8 +53,15 @@ class NodeIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(pattern=NAME_PATTERN, description="A short name (letters, digits, . _ -), unique.")
-    ae_title: str = Field(min_length=1, max_length=16, description="The node's AE title.")
-    host: str = Field(min_length=1, max_length=255, description="Host name or IP address.")
+    ae_title: str = Field(
+        min_length=1,
+        max_length=16,
+        pattern=r"^ *[!-\[\]-~][ -\[\]-~]*$",  # printable ASCII but a backslash, not only spaces (PS3.5 AE)
+        description="The node's AE title.",
+    )
+    host: str = Field(
+        min_length=1, max_length=255, pattern=r"^ *[A-Za-z0-9.:_-]+ *$", description="Host name or IP address."
+    )
     port: int = Field(ge=1, le=65535)
     incoming: StrictBool = Field(default=False, description="May send studies to NeuroNav.")
     send: list[Output] = Field(default_factory=list, description=f"Results delivered to it: {', '.join(OUTPUTS)}.")
