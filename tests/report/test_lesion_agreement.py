@@ -106,7 +106,9 @@ def _fhir_lesions(bundle: dict[str, Any]) -> set[int]:
 
 def _hl7_lesions(text: str) -> set[int]:
     msg = hl7.parse(text.replace("\n", "\r"))
-    return {int(str(obx[4])) for obx in msg.segments("OBX") if str(obx[4]).strip()}
+    # OBX-4 (sub-ID) holds the lesion number of a lesion's measurement; other rows leave it empty or name
+    # what they group (the PDF's parts: pdf.1, pdf.2, …)
+    return {int(str(obx[4])) for obx in msg.segments("OBX") if str(obx[4]).strip().isdigit()}
 
 
 def test_every_output_lists_the_same_lesions(analysed: Analysed, three: Report, tmp_path: Path) -> None:
