@@ -86,6 +86,14 @@ def test_upload_analyse_read_export_sign(
         check=True,
     ).stdout
     assert f"MRN {first.PatientID}" in " ".join(page1.split())
+    # a research copy on request: the HL7 and JSON name no patient (and the export says so in the audit)
+    research = client.get(f"/api/reports/{report_id}/export/hl7", params={"pseudonymous": True}, headers=rad.headers)
+    clinical = client.get(f"/api/reports/{report_id}/export/hl7", headers=rad.headers)
+    assert research.status_code == clinical.status_code == 200
+    assert first.PatientID in clinical.text and first.PatientID not in research.text
+    assert str(first.PatientName).split("^")[0] not in research.text
+    exports = [e.detail for e in audit_events(settings, "report.export") if e.detail.get("format") == "hl7"]
+    assert {d["identified"] for d in exports} == {True, False}
     sr = client.get(f"/api/reports/{report_id}/export/sr", headers=rad.headers)
     assert sr.status_code == 200
     ds = pydicom.dcmread(io.BytesIO(sr.content))

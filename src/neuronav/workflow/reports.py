@@ -221,8 +221,12 @@ def export_for(
     report_id: str,
     fmt: str,
     version: int | None = None,
+    *,
+    pseudonymous: bool = False,
 ) -> ExportFile:
-    """The report exported as ``fmt`` for ``actor`` (audited as ``report.export``): reading it, and
+    """The report exported as ``fmt`` for ``actor`` (audited as ``report.export``, with whether it names the
+    patient): clinical (identified) for the roles that may see identity unless ``pseudonymous`` is asked
+    for (a research copy: the keyed pseudonym only). Needs reading it, and
     :func:`~neuronav.security.access.export_permission` for the format. Counted against
     :data:`~neuronav.security.throttle.EXPORT_RATE` (a PDF or DICOM export costs seconds of CPU)."""
     if fmt not in MEDIA:
@@ -236,7 +240,7 @@ def export_for(
     analysis = db.get(AnalysisRow, row.analysis_id)
     if analysis is None:
         raise NotFoundError(f"the analysis of report {report_id} is gone")
-    identified = identity_open(actor)  # a clinical output names the patient for those who may see it
+    identified = identity_open(actor) and not pseudonymous  # a clinical output names the patient
     if identified:
         study = db.get(StudyRow, row.study_id)
         report = report.identified(patient_of(store, study, settings) if study is not None else None)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Query
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.background import BackgroundTask
@@ -121,10 +121,14 @@ def export_report(
     store: StoreDep,
     settings: SettingsDep,
     version: Version = None,
+    pseudonymous: Annotated[
+        bool, Query(description="a research copy: the keyed pseudonym instead of the patient's identity (audited)")
+    ] = False,
 ) -> FileResponse:
     """The report as ``json``, ``pdf``, ``seg``, ``sr``, ``epdf``, ``sc`` (zip), ``fhir-r4`` (alias ``fhir``),
-    ``fhir-r4b``, ``fhir-r5`` or ``hl7``."""
-    exported = reports.export_for(db, store, settings, user, report_id, fmt, version)
+    ``fhir-r4b``, ``fhir-r5`` or ``hl7``: clinical (naming the patient, for the roles that may see identity)
+    unless ``pseudonymous``."""
+    exported = reports.export_for(db, store, settings, user, report_id, fmt, version, pseudonymous=pseudonymous)
     return FileResponse(
         exported.path,
         media_type=exported.media_type,
