@@ -68,14 +68,17 @@ class NodeIn(BaseModel):
     send_on: list[When] = Field(default_factory=list, description=f"When: {', '.join(WHEN)}.")
     default_route: StrictBool = Field(default=False, description="Results of the studies it sent go back to it.")
 
-    @field_validator("ae_title")
+    # before the schema's pattern, so that a person reads the rule broken rather than a regular expression
+    @field_validator("ae_title", mode="before")
     @classmethod
-    def _ae(cls, value: str) -> str:
-        return check_ae_title(value)
+    def _ae(cls, value: object) -> object:
+        return check_ae_title(value) if isinstance(value, str) else value
 
-    @field_validator("host")
+    @field_validator("host", mode="before")
     @classmethod
-    def _host(cls, value: str) -> str:
+    def _host(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
         host = value.strip()
         if not re.fullmatch(r"[A-Za-z0-9.:_-]+", host):
             raise ValueError(f"host {value!r} is not a host name or an IP address")
