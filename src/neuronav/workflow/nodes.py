@@ -72,13 +72,17 @@ class NodeIn(BaseModel):
     @field_validator("ae_title", mode="before")
     @classmethod
     def _ae(cls, value: object) -> object:
-        return check_ae_title(value) if isinstance(value, str) else value
+        if not isinstance(value, str):
+            return value
+        if len(value) > 16:  # as sent, padding included (the schema's maxLength)
+            raise ValueError(f"AE title {value!r} is longer than 16 characters")
+        return check_ae_title(value)
 
     @field_validator("host", mode="before")
     @classmethod
     def _host(cls, value: object) -> object:
-        if not isinstance(value, str):
-            return value
+        if not isinstance(value, str) or len(value) > 255:
+            return value  # the schema's own checks answer (a text of at most 255 characters)
         host = value.strip()
         if not re.fullmatch(r"[A-Za-z0-9.:_-]+", host):
             raise ValueError(f"host {value!r} is not a host name or an IP address")
