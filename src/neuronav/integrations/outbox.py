@@ -13,7 +13,13 @@ without touching the outbox::
                                                          no answer retried)
     fhir      neuronav.integrations.fhir.client.send     (transaction: 2xx delivered, 4xx failed with the
                                                          OperationOutcome, 5xx / 408 / 429 / network retried)
-    dicom     (issue 13)   dicomweb  (issue 13)
+    dicom     neuronav.integrations.dimse.scu.send       (C-STORE to a DICOM node: each instance's status;
+                                                         Out of Resources / no association retried)
+    dicomweb  neuronav.integrations.dicomweb.stow.send   (STOW-RS: 200 / 202 without failures delivered,
+                                                         a Failed SOP Sequence or 4xx failed, 5xx retried)
+
+The DICOM outputs (seg, sr, epdf, sc) are rendered as files in a private temporary folder, removed here
+once the sender is done with them.
 
 A sender returns a :class:`SendResult` and never raises for what a peer did; an exception from a sender
 is recorded as a retryable failure with its class name (messages could quote patient data: never logged).
@@ -32,6 +38,7 @@ from neuronav.workflow import deliveries
 from neuronav.workflow.background import Periodic
 from neuronav.workflow.deliveries import Payload
 from neuronav.workflow.jobs import new_lease_owner
+from neuronav.workflow.uploads import remove_tmp
 
 log = logging.getLogger(__name__)
 
@@ -63,11 +70,15 @@ def sender_for(kind: str) -> Sender | None:
 
 
 def _register_builtin() -> None:
+    from neuronav.integrations.dicomweb.stow import send as send_stow
+    from neuronav.integrations.dimse.scu import send as send_dicom
     from neuronav.integrations.fhir.client import send as send_fhir
     from neuronav.integrations.hl7.mllp import send as send_hl7
 
     _SENDERS.setdefault("hl7", send_hl7)
     _SENDERS.setdefault("fhir", send_fhir)
+    _SENDERS.setdefault("dicom", send_dicom)
+    _SENDERS.setdefault("dicomweb", send_stow)
 
 
 def deliver_one(settings: Settings, store: ObjectStore, delivery_id: str, owner: str | None = None) -> str | None:
@@ -81,6 +92,14 @@ def deliver_one(settings: Settings, store: ObjectStore, delivery_id: str, owner:
         return deliveries.record(
             settings, delivery_id, owner, delivered=False, retry=False, status=None, text=None, error=str(exc)
         )
+    try:
+        return _send(settings, delivery_id, owner, payload)
+    finally:
+        if payload.extra.get("folder") is not None:
+            remove_tmp(payload.extra["folder"])
+
+
+def _send(settings: Settings, delivery_id: str, owner: str, payload: Payload) -> str:
     sender = sender_for(payload.kind)
     if sender is None:
         return deliveries.record(

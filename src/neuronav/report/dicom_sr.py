@@ -57,7 +57,7 @@ import numpy.typing as npt
 from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes as dcm_codes
 from pydicom.sr.coding import Code as DicomCode
-from pydicom.uid import SegmentationStorage
+from pydicom.uid import ComprehensiveSRStorage, SegmentationStorage
 from pydicom.valuerep import DT
 
 from neuronav.errors import ReportError
@@ -476,14 +476,33 @@ def _disclaimers(report: Report) -> hd.sr.ContainerContentItem:
     return box
 
 
+def predecessor_reference(predecessor: Report, first: Dataset) -> Dataset:
+    """What the Predecessor Documents Sequence names of the SR written for ``predecessor`` (an earlier
+    version of the same report, on the same study): its study, series and instance UIDs and SOP class."""
+    ref = Dataset()
+    ref.SOPClassUID = ComprehensiveSRStorage
+    ref.SOPInstanceUID = result_uid(predecessor, "sr", "instance")
+    ref.SeriesInstanceUID = result_uid(predecessor, "sr", "series")
+    ref.StudyInstanceUID = first.StudyInstanceUID
+    return ref
+
+
 def make_sr(
-    report: Report, source: SourceSeries, *, seg: Dataset | None = None, analysis_dir: Path | None = None
+    report: Report,
+    source: SourceSeries,
+    *,
+    seg: Dataset | None = None,
+    analysis_dir: Path | None = None,
+    predecessor: Report | None = None,
 ) -> Dataset:
     """The measurements of ``report`` as a Comprehensive SR (TID 1500) on ``source`` (see the module doc).
 
     ``seg``: the DICOM SEG written for the same report (:func:`~neuronav.report.dicom_seg.make_seg`);
     its segments are then referenced by the volume groups, and the other groups reference their
     regions, outlined from the label map in ``analysis_dir`` (required with ``seg``).
+
+    ``predecessor``: the version this one amends; its SR (UIDs stable per version,
+    :func:`~._dicom_common.result_uid`) is named in the Predecessor Documents Sequence.
     """
     require_dicom_source(report, source, "DICOM SR")
     frames = None
@@ -529,6 +548,7 @@ def make_sr(
             software_versions=SOFTWARE_VERSION,
             device_serial_number=DEVICE_SERIAL_NUMBER,
             coding_schemes=[private_scheme_item()],
+            previous_versions=[predecessor_reference(predecessor, first)] if predecessor is not None else None,
         )
     except (ValueError, TypeError) as exc:
         raise ReportError(f"DICOM SR cannot be made: {exc}") from exc

@@ -114,8 +114,12 @@ def write_outputs(
     analysis_dir: Path | None = None,
     source: SourceSeries | None = None,
     paper: Paper = "A4",
+    predecessor: Report | None = None,
 ) -> Written:
     """Write ``report`` in each of ``formats`` into ``out_dir``; return the files and seconds per format.
+
+    ``predecessor``: the version an amendment replaces (its SR is named in the new SR's Predecessor
+    Documents Sequence).
 
     The Secondary Capture series is made by the report helper process (:mod:`._helper`: spawned,
     never forked) while this thread makes the other formats when :func:`start_helper` started it,
@@ -155,7 +159,9 @@ def write_outputs(
                 pdf_bytes = render_pdf(report, images, paper=paper)
             return pdf_bytes
 
-        _write_each(report, formats, out_dir, written, analysis_dir, source, images, pdf, background is not None)
+        _write_each(
+            report, formats, out_dir, written, analysis_dir, source, images, pdf, background is not None, predecessor
+        )
         if background is not None:
             future, background = background, None  # a timeout or a dead helper is handled by wait
             status, value = _helper.wait(future, "the Secondary Capture writer")
@@ -182,6 +188,7 @@ def _write_each(
     images: AnalysisImages | None,
     pdf: Callable[[], bytes],
     sc_elsewhere: bool,
+    predecessor: Report | None = None,
 ) -> None:
     seg_ds = None
     for fmt in formats:
@@ -206,11 +213,8 @@ def _write_each(
             from neuronav.report.dicom_sr import make_sr
 
             assert source is not None
-            paths = [
-                _atomic(
-                    out_dir / "sr.dcm", _dicom_bytes(make_sr(report, source, seg=seg_ds, analysis_dir=analysis_dir))
-                )
-            ]
+            sr = make_sr(report, source, seg=seg_ds, analysis_dir=analysis_dir, predecessor=predecessor)
+            paths = [_atomic(out_dir / "sr.dcm", _dicom_bytes(sr))]
         elif fmt == "epdf":
             from neuronav.report.dicom_pdf import make_encapsulated_pdf
 

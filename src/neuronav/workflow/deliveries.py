@@ -28,7 +28,21 @@ Destination kinds and their configuration (secrets are kept encrypted, never sho
   are resolved by searches first: servers that limit conditional transactions), ``mrn_system``,
   ``accession_system``, ``timeout_s``, ``pdf`` = ``embed`` (presentedForm) | ``none``; output ``fhir-r4``
   | ``fhir-r4b`` | ``fhir-r5``.
-* ``dicom`` / ``dicomweb``: accepted here; their senders register with the outbox (issue 13).
+* ``dicom``: a DICOM node of the registry (:mod:`neuronav.workflow.nodes`) that receives results: the node
+  owns this destination row (made and removed with it, :func:`sync_node`; not added or removed here).
+  ``config``: ``node_id``, ``default_route``; outputs ``seg`` | ``sr`` | ``epdf`` | ``sc`` (the node's
+  ``send``), events from its ``send_on`` (``final`` means final and amendment). With ``default_route`` it
+  receives the results of the studies it sent (a :class:`DicomArrivalRow` of that node), else of every
+  study. Sent by C-STORE (:mod:`neuronav.integrations.dimse.scu`).
+* ``dicomweb``: a STOW-RS endpoint: ``base_url`` (the DICOMweb root; ``/studies`` is posted to), ``auth`` =
+  ``none`` | ``basic`` (``username``; secret ``password``) | ``bearer`` (secret ``token``), ``timeout_s``,
+  ``ca_file``; outputs ``seg`` | ``sr`` | ``epdf`` | ``sc`` (default seg, sr, epdf).
+
+DICOM outputs carry UIDs stable per report version (:func:`neuronav.report._dicom_common.result_uid`): a
+resend or re-export of the same version sends the same SOP Instance UIDs (the PACS keeps one copy); the
+signed version and each amendment are new series, and an amendment's SR names the SR of the version it
+replaces in its Predecessor Documents Sequence. A delivery is one output of one report version for one
+event (its idempotency key): the preliminary and the final of version 1 are two deliveries.
 
 Every change of a destination, every delivery's outcome and every resend is audited (ids, states and
 the peer's status code; never patient data, never the peer's text, which could quote it).
@@ -55,6 +69,8 @@ from neuronav.db.models import (
     AnalysisRow,
     DeliveryRow,
     DestinationRow,
+    DicomArrivalRow,
+    DicomNodeRow,
     ReportRow,
     StudyRow,
     utcnow,
@@ -72,7 +88,8 @@ log = logging.getLogger(__name__)
 
 SECRETS_COLUMN = "destinations.secrets"
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
-SECRET_KEYS = {"hl7": (), "fhir": ("token", "client_secret"), "dicom": (), "dicomweb": ("token", "client_secret")}
+SECRET_KEYS = {"hl7": (), "fhir": ("token", "client_secret"), "dicom": (), "dicomweb": ("token", "password")}
+DICOM_OUTPUTS = ("seg", "sr", "epdf", "sc")
 FHIR_OUTPUTS = {"R4": "fhir-r4", "R4B": "fhir-r4b", "R5": "fhir-r5"}
 BACKOFF_CAP_S = 3600.0
 
@@ -91,6 +108,7 @@ _FHIR_KEYS = {
     "ca_file",
     "pdf",
 }
+_DICOMWEB_KEYS = {"base_url", "auth", "username", "timeout_s", "ca_file"}
 
 
 # -- destinations ----------------------------------------------------------------------------------------
@@ -161,7 +179,29 @@ def _check_config(kind: str, config: dict[str, Any]) -> tuple[dict[str, Any], li
         if cfg["pdf"] not in ("embed", "none"):
             raise InputError(f"fhir pdf must be embed or none, not {cfg['pdf']!r}")
         return cfg, [FHIR_OUTPUTS[cfg["version"]]]
-    return cfg, []  # dicom / dicomweb: checked by their senders (issue 13)
+    if kind == "dicomweb":
+        unknown = set(cfg) - _DICOMWEB_KEYS
+        if unknown:
+            known = ", ".join(sorted(_DICOMWEB_KEYS))
+            raise InputError(f"unknown dicomweb setting {', '.join(sorted(unknown))}; known: {known}")
+        base = str(cfg.get("base_url", ""))
+        if not re.match(r"^https?://[^\s/]+", base):
+            raise InputError(f"a dicomweb destination needs --base-url http(s)://… (the DICOMweb root), not {base!r}")
+        cfg["base_url"] = base.rstrip("/")
+        cfg["auth"] = str(cfg.get("auth", "none"))
+        if cfg["auth"] not in ("none", "basic", "bearer"):
+            raise InputError(f"dicomweb auth must be none, basic or bearer, not {cfg['auth']!r}")
+        if cfg["auth"] == "basic" and not cfg.get("username"):
+            raise InputError("dicomweb auth basic needs --username (and --password-file)")
+        try:
+            cfg["timeout_s"] = float(cfg.get("timeout_s", 60.0))
+        except (TypeError, ValueError):
+            raise InputError(f"dicomweb timeout_s must be a number, not {cfg.get('timeout_s')!r}") from None
+        return cfg, ["seg", "sr", "epdf"]
+    raise InputError(
+        "DICOM nodes that receive results are registered with `neuronav nodes add … --send … --on …` "
+        "(or /api/admin/dicom-nodes), not as destinations"
+    )
 
 
 def _out(row: DestinationRow, store: ObjectStore) -> DestinationOut:
@@ -218,6 +258,14 @@ def add_destination(
     stray = sorted(set(secrets) - set(allowed))
     if stray:
         raise InputError(f"{kind} destinations keep no secret named {', '.join(stray)}")
+    if kind == "dicomweb":
+        needed = {"basic": "password", "bearer": "token"}.get(str(cfg["auth"]))
+        if needed and needed not in secrets:
+            raise InputError(f"dicomweb auth {cfg['auth']} needs the secret {needed}")
+        bad_outputs = [o for o in outputs or () if o not in DICOM_OUTPUTS]
+        if bad_outputs:
+            known = ", ".join(DICOM_OUTPUTS)
+            raise InputError(f"unknown dicomweb output {', '.join(bad_outputs)}; choose from {known}")
     if db.scalars(select(DestinationRow).where(DestinationRow.name == name)).first() is not None:
         raise ConflictError(f"a destination named {name} exists already")
     row = DestinationRow(
@@ -225,7 +273,9 @@ def add_destination(
         kind=kind,
         config=cfg,
         secrets_enc=encrypt_field(json.dumps(secrets), store.field_key(), SECRETS_COLUMN) if secrets else None,
-        outputs=list(outputs) if outputs else default_outputs,
+        outputs=[o for o in DICOM_OUTPUTS if o in outputs]
+        if outputs and kind == "dicomweb"
+        else (list(outputs) if outputs else default_outputs),
         events=wanted_events,
         identified=identified,
         enabled=True,
@@ -266,13 +316,66 @@ def _destination(db: Session, name_or_id: str) -> DestinationRow:
 
 
 def remove_destination(db: Session, actor: Actor | None, name_or_id: str) -> None:
-    """Remove a destination and its delivery records (the audit trail keeps what was delivered). Audited."""
+    """Remove a destination and its delivery records (the audit trail keeps what was delivered). Audited.
+    A DICOM node's destination goes with the node (``neuronav nodes remove``)."""
     if actor is not None:
         require(actor, Permission.SETTINGS_MANAGE)
     row = _destination(db, name_or_id)
+    if row.kind == "dicom":
+        raise ConflictError(f"{row.name} is a DICOM node: remove it with `neuronav nodes remove {row.name}`")
     db.delete(row)
     db.flush()
     audit_event(db, actor, "destination.remove", target_type="destination", target_id=row.id, detail={"name": row.name})
+
+
+# -- DICOM nodes that receive results --------------------------------------------------------------------
+
+
+def node_events(send_on: list[str]) -> list[str]:
+    """A node's ``send_on`` as delivery events: ``preliminary``; ``final`` is final and amendment."""
+    events = ["preliminary"] if "preliminary" in send_on else []
+    return events + (["final", "amendment"] if "final" in send_on else [])
+
+
+def sync_node(db: Session, node: DicomNodeRow, *, removed: bool = False) -> DestinationRow | None:
+    """Make the destination row of ``node`` match it: one row of kind ``dicom`` named as the node when it
+    receives results (``send`` and ``send_on`` set), none otherwise or once ``removed``. Called by
+    :mod:`neuronav.workflow.nodes` when a node is added or removed (in its transaction and audit)."""
+    row = db.scalars(
+        select(DestinationRow).where(DestinationRow.kind == "dicom", DestinationRow.name == node.name)
+    ).first()
+    if removed or not (node.send and node.send_on):
+        if row is not None:
+            db.delete(row)
+            db.flush()
+        return None
+    if row is None:
+        taken = db.scalars(select(DestinationRow).where(DestinationRow.name == node.name)).first()
+        if taken is not None:
+            raise ConflictError(
+                f"a {taken.kind} destination is named {node.name} already: give the DICOM node another name"
+            )
+        row = DestinationRow(name=node.name, kind="dicom", secrets_enc=None, identified=True, enabled=True)
+        db.add(row)
+    row.config = {"node_id": node.id, "default_route": bool(node.default_route)}
+    row.outputs = [o for o in DICOM_OUTPUTS if o in node.send]
+    row.events = node_events(list(node.send_on))
+    db.flush()
+    return row
+
+
+def _wants(db: Session, dest: DestinationRow, event: str, study_id: str | None) -> bool:
+    """Whether ``dest`` takes ``event`` of the report of ``study_id`` (a default-route node: its studies)."""
+    if event not in dest.events:
+        return False
+    if dest.kind == "dicom" and dest.config.get("default_route"):
+        if study_id is None:
+            return False
+        came = select(DicomArrivalRow.id).where(
+            DicomArrivalRow.study_id == study_id, DicomArrivalRow.node_id == dest.config.get("node_id")
+        )
+        return db.scalars(came).first() is not None
+    return True
 
 
 # -- enqueue -----------------------------------------------------------------------------------------------
@@ -285,8 +388,9 @@ def event_of(report: Report) -> str | None:
     return "amendment" if report.status == "amended" else "final"
 
 
-def idempotency_key(destination_id: str, report_id: str, version: int, output: str) -> str:
-    return f"{destination_id}:{report_id}:v{version}:{output}"
+def idempotency_key(destination_id: str, report_id: str, version: int, output: str, event: str) -> str:
+    """One output of one report version for one event (version 1 is sent as preliminary, then as final)."""
+    return f"{destination_id}:{report_id}:v{version}:{event}:{output}"
 
 
 _listeners: list[Callable[[], None]] = []
@@ -311,10 +415,10 @@ def enqueue(db: Session, report: Report, *, study_id: str | None) -> list[Delive
         return []
     made: list[DeliveryRow] = []
     for dest in db.scalars(select(DestinationRow).where(DestinationRow.enabled.is_(True))):
-        if event not in dest.events:
+        if not _wants(db, dest, event, study_id):
             continue
         for output in dest.outputs:
-            key = idempotency_key(dest.id, report.report_id, report.version, output)
+            key = idempotency_key(dest.id, report.report_id, report.version, output, event)
             if db.scalars(select(DeliveryRow.id).where(DeliveryRow.idempotency_key == key)).first() is not None:
                 continue
             row = DeliveryRow(
@@ -462,6 +566,32 @@ def render(settings: Settings, store: ObjectStore, delivery_id: str) -> Payload:
             report_version=d.report_version,
             identified=dest.identified,
         )
+        if d.output in DICOM_OUTPUTS:
+            if dest.kind == "dicom":  # the node as it is now (AE title, host and port)
+                node = db.get(DicomNodeRow, str(cfg.get("node_id", "")))
+                if node is None:
+                    raise NotFoundError(f"the DICOM node of destination {dest.name} is gone")
+                cfg.update(
+                    ae_title=node.ae_title,
+                    host=node.host,
+                    port=node.port,
+                    calling_ae=settings.dicom_ae_title,
+                    acse_timeout=settings.dicom_acse_timeout_s,
+                    dimse_timeout=settings.dicom_dimse_timeout_s,
+                    network_timeout=settings.dicom_network_timeout_s,
+                )
+            analysis = db.get(AnalysisRow, row.analysis_id)
+            if analysis is None:
+                raise NotFoundError(f"the analysis of report {d.report_id} is gone")
+            folder = private_tmp(settings, "outbox-")
+            try:
+                files = reports.export(db, settings, report, analysis, d.output, folder)
+            except BaseException:
+                remove_tmp(folder)
+                raise
+            payload.extra.update(files=files, folder=folder, report=report)
+            payload.media_type = "application/dicom"
+            return payload  # the sender removes ``folder`` (neuronav.integrations.outbox.deliver_one)
     if d.output == "hl7":
         from neuronav.report.hl7v2 import Receiver, make_oru
 
@@ -494,7 +624,7 @@ def render(settings: Settings, store: ObjectStore, delivery_id: str) -> Payload:
         payload.body = json.dumps(bundle).encode("utf-8")
         payload.media_type = "application/fhir+json"
     else:
-        payload.extra["report"] = report  # dicom / dicomweb senders make their objects themselves
+        payload.extra["report"] = report
     return payload
 
 

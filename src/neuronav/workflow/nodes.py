@@ -7,7 +7,13 @@ A node is a PACS, scanner or workstation on the DICOM network: its AE title, hos
   host's addresses, as Orthanc checks its ``DicomModalities`` (:func:`incoming_node`);
 * ``send`` (``seg``, ``sr``, ``epdf``, ``sc``) and ``send_on`` (``preliminary``: when the analysis
   finishes; ``final``: on signature and amendment): which results the outbox delivers to it, and when;
-* ``default_route``: the results of the studies it sent go back to it.
+* ``default_route``: the results of the studies it sent go back to it (and only those); without it, a
+  node that receives results gets those of every study.
+
+A node that receives results (``send`` and ``send_on`` both set) owns a destination row of kind
+``dicom`` named as itself (:func:`neuronav.workflow.deliveries.sync_node`): the outbox queues, sends by
+C-STORE, retries and records its deliveries like any other destination's, and the report page and the
+admin's deliveries list show them. That row is made and removed with the node, nowhere else.
 
 Each node gets a service account (role technician, a random password nobody knows, never signed in
 with): the studies it sends are received as that account (:func:`node_actor`), like a technician's
@@ -37,6 +43,7 @@ from neuronav.errors import ConflictError, NotFoundError
 from neuronav.security import passwords
 from neuronav.security.access import Actor
 from neuronav.security.permissions import Role
+from neuronav.workflow import deliveries
 from neuronav.workflow.access import audit_event
 
 OUTPUTS = ("seg", "sr", "epdf", "sc")
@@ -176,6 +183,7 @@ def add_node(db: Session, actor: Actor | None, node: NodeIn) -> NodeOut:
     row = DicomNodeRow(**node.model_dump(), user_id=user.id)
     db.add(row)
     db.flush()
+    deliveries.sync_node(db, row)  # a destination of kind dicom when it receives results
     _audit(db, actor, "dicom_node.add", row.name, {**node.model_dump(exclude={"name"}), "user": user.id})
     return node_out(row)
 
@@ -197,6 +205,7 @@ def remove_node(db: Session, actor: Actor | None, name: str) -> None:
     user = db.get(UserRow, row.user_id)
     if user is not None:
         user.state = "disabled"
+    deliveries.sync_node(db, row, removed=True)
     db.delete(row)
     db.flush()
     _audit(db, actor, "dicom_node.remove", name, {"ae_title": row.ae_title})

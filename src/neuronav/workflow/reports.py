@@ -102,7 +102,7 @@ def export(
     from neuronav.analysis.inputs import from_paths
     from neuronav.report.outputs import DICOM_FORMATS, parse_formats, start_helper, write_outputs
     from neuronav.report.sources import load_source_series
-    from neuronav.workflow.jobs import RESULT_FILES, result_path
+    from neuronav.workflow.jobs import RESULT_FILES, result_path, store_for
     from neuronav.workflow.uploads import restore_upload
 
     formats = parse_formats(fmt)
@@ -118,15 +118,18 @@ def export(
     if wanted in DICOM_FORMATS:
         upload = folder / "upload"
         upload.mkdir()
-        from neuronav.workflow.jobs import store_for
-
         restore_upload(db, store_for(settings), analysis.study_id, upload)
         inputs = from_paths([upload])
         series = inputs.series.get(report.findings.study.reference_sequence)
         if series is None:
             raise ReportError("the reference series of the analysis is no longer in the stored upload")
         source = load_source_series(series)
-    written = write_outputs(report, [wanted], folder / "out", analysis_dir=analysis_dir, source=source)
+    predecessor = None
+    if wanted == "sr" and report.supersedes_version:  # an amendment's SR names the SR it replaces
+        predecessor = load(db, store_for(settings), report.report_id, report.supersedes_version)
+    written = write_outputs(
+        report, [wanted], folder / "out", analysis_dir=analysis_dir, source=source, predecessor=predecessor
+    )
     if wanted not in written.files:
         raise ReportError(written.notes.get(wanted, f"{wanted} was not written"))
     return written.files[wanted]

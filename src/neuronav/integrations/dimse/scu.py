@@ -17,6 +17,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydicom import dcmread, uid
 from pynetdicom import AE, evt
@@ -26,6 +27,11 @@ from neuronav.config import Settings
 from neuronav.db.models import DicomNodeRow
 from neuronav.errors import InputError
 from neuronav.integrations.dimse.errors import DicomNetworkError
+from neuronav.integrations.dimse.status import store_outcome
+
+if TYPE_CHECKING:
+    from neuronav.integrations.outbox import SendResult as OutboxResult
+    from neuronav.workflow.deliveries import Payload
 
 NATIVE = (uid.ExplicitVRLittleEndian, uid.ImplicitVRLittleEndian)
 
@@ -169,4 +175,45 @@ def send_to_node(settings: Settings, node: Peer | DicomNodeRow, files: Sequence[
     )
 
 
-__all__ = ["InstanceStatus", "Peer", "SendResult", "send_files", "send_to_node"]
+def send(payload: Payload) -> OutboxResult:
+    """The outbox's ``dicom`` sender: the files rendered for a delivery to the node in ``payload.config``
+    (``ae_title``, ``host``, ``port``, ``calling_ae`` and timeouts, set by
+    :func:`neuronav.workflow.deliveries.render`). Every instance's status decides
+    (:func:`~neuronav.integrations.dimse.status.store_outcome`): all stored → delivered; a status worth
+    another try, or no association (refused, unreachable, timed out, aborted) → retry; else failed."""
+    from neuronav.integrations.outbox import SendResult as Outcome
+
+    cfg = payload.config
+    peer = Peer(str(cfg["ae_title"]), str(cfg["host"]), int(cfg["port"]))
+    try:
+        result = send_files(
+            peer,
+            list(payload.extra["files"]),
+            calling_ae=str(cfg.get("calling_ae", "NEURONAV")),
+            acse_timeout=float(cfg.get("acse_timeout", 30.0)),
+            dimse_timeout=float(cfg.get("dimse_timeout", 60.0)),
+            network_timeout=float(cfg.get("network_timeout", 60.0)),
+        )
+    except DicomNetworkError as exc:
+        if exc.failure != "status" or not isinstance(exc.result, SendResult):
+            return Outcome(delivered=False, retry=True, status=exc.failure, text=str(exc))
+        result = exc.result
+    outcomes = [store_outcome(s.status) for s in result.statuses]
+    worst = next((s for s in result.statuses if store_outcome(s.status) == "failed"), None) or next(
+        (s for s in result.statuses if store_outcome(s.status) == "retry"), None
+    )
+    stored = sum(o == "delivered" for o in outcomes)
+    text = f"{stored} of {len(outcomes)} instances stored by {result.peer}"
+    if worst is None:
+        first = result.statuses[0].status if result.statuses else 0
+        return Outcome(delivered=True, status=f"C-STORE 0x{first:04X}", text=text)
+    comment = f" ({worst.comment})" if worst.comment else ""
+    return Outcome(
+        delivered=False,
+        retry="failed" not in outcomes,
+        status=f"C-STORE 0x{worst.status:04X}",
+        text=f"{text}; 0x{worst.status:04X}{comment}",
+    )
+
+
+__all__ = ["InstanceStatus", "Peer", "SendResult", "send", "send_files", "send_to_node"]

@@ -13,11 +13,29 @@ InputError (not acceptable DICOM: read,
 any other NeuroNavError / unexpected      0x0110      Processing failure
 ========================================  ==========  ==========================================
 
+And the other way, what a peer's C-STORE status means for a delivery of the outbox
+(:func:`store_outcome`, PS3.4 B.2.3 and PS3.7 C):
+
+========================================  ==========  ==========================================
+peer's status                             outcome     why
+========================================  ==========  ==========================================
+0x0000 Success, 0xB000-0xBFFF Warning     delivered   stored (a warning: coerced, still stored)
+0xA700-0xA7FF Out of Resources, 0x0213
+  Resource limitation, 0x0110 Processing
+  failure                                 retry       the peer may take it later
+anything else (0xA900 not the SOP class,
+  0xC000-0xCFFF cannot understand, 0x0122
+  SOP class not supported, 0x0124 not
+  authorised, …)                          failed      sending it again will not help: an admin looks
+========================================  ==========  ==========================================
+
 A failure status carries an ErrorComment (at most 64 characters, the error's class and no patient data:
 an error message may quote a file's content).
 """
 
 from __future__ import annotations
+
+from typing import Literal
 
 from pydicom.dataset import Dataset
 
@@ -39,6 +57,15 @@ def status_code(exc: BaseException) -> int:
     return PROCESSING_FAILURE
 
 
+def store_outcome(status: int) -> Literal["delivered", "retry", "failed"]:
+    """What a peer's C-STORE response ``status`` means for an outbox delivery (the second table above)."""
+    if status == SUCCESS or 0xB000 <= status <= 0xBFFF:
+        return "delivered"
+    if 0xA700 <= status <= 0xA7FF or status in (0x0213, PROCESSING_FAILURE):
+        return "retry"
+    return "failed"
+
+
 def failure_status(exc: BaseException) -> Dataset:
     """A C-STORE response status data set for ``exc``: Status and an ErrorComment without patient data."""
     status = Dataset()
@@ -47,4 +74,12 @@ def failure_status(exc: BaseException) -> Dataset:
     return status
 
 
-__all__ = ["CANNOT_UNDERSTAND", "OUT_OF_RESOURCES", "PROCESSING_FAILURE", "SUCCESS", "failure_status", "status_code"]
+__all__ = [
+    "CANNOT_UNDERSTAND",
+    "OUT_OF_RESOURCES",
+    "PROCESSING_FAILURE",
+    "SUCCESS",
+    "failure_status",
+    "status_code",
+    "store_outcome",
+]
