@@ -936,7 +936,9 @@ def audit_ship() -> None:
 
 
 destinations_app = typer.Typer(
-    help="Where signed reports are sent (HL7 v2 over MLLP, FHIR REST) and the outbox.", no_args_is_help=True
+    help="Where reports are sent (HL7 v2 over MLLP, FHIR REST, DICOMweb STOW-RS; DICOM nodes: `nodes add`) "
+    "and the outbox.",
+    no_args_is_help=True,
 )
 app.add_typer(destinations_app, name="destinations")
 
@@ -948,7 +950,7 @@ def _secret_file(path: Path | None) -> str | None:
 @destinations_app.command("add")
 def destinations_add(
     name: Annotated[str, typer.Argument(help="a short name: letters, digits, . _ -")],
-    kind: Annotated[str, typer.Option("--kind", help="hl7 | fhir")],
+    kind: Annotated[str, typer.Option("--kind", help="hl7 | fhir | dicomweb (DICOM nodes: `neuronav nodes add`)")],
     host: Annotated[str | None, typer.Option(help="hl7: the receiver's host")] = None,
     port: Annotated[int | None, typer.Option(help="hl7: the receiver's MLLP port")] = None,
     tls: Annotated[bool, typer.Option(help="hl7: MLLP over TLS")] = False,
@@ -956,10 +958,16 @@ def destinations_add(
     pdf: Annotated[str | None, typer.Option(help="the PDF: embed | reference (hl7: an RP link) | none")] = None,
     receiving_application: Annotated[str | None, typer.Option(help="hl7: MSH-5")] = None,
     receiving_facility: Annotated[str | None, typer.Option(help="hl7: MSH-6")] = None,
-    base_url: Annotated[str | None, typer.Option(help="fhir: the FHIR base URL")] = None,
+    base_url: Annotated[str | None, typer.Option(help="fhir: the FHIR base URL; dicomweb: the DICOMweb root")] = None,
     fhir_version: Annotated[str | None, typer.Option("--fhir-version", help="fhir: R4 | R4B | R5")] = None,
-    auth: Annotated[str | None, typer.Option(help="fhir: none | bearer | client_credentials")] = None,
-    token_file: Annotated[Path | None, typer.Option(help="fhir: a file holding the bearer token")] = None,
+    auth: Annotated[
+        str | None, typer.Option(help="fhir: none | bearer | client_credentials; dicomweb: none | basic | bearer")
+    ] = None,
+    token_file: Annotated[Path | None, typer.Option(help="fhir, dicomweb: a file holding the bearer token")] = None,
+    username: Annotated[str | None, typer.Option(help="dicomweb: the user of basic authentication")] = None,
+    password_file: Annotated[Path | None, typer.Option(help="dicomweb: a file holding its password")] = None,
+    outputs: Annotated[str | None, typer.Option(help="dicomweb: seg,sr,epdf,sc (default seg,sr,epdf)")] = None,
+    timeout_s: Annotated[float | None, typer.Option("--timeout-s", help="seconds to wait for the peer")] = None,
     token_url: Annotated[str | None, typer.Option(help="fhir: the OAuth2 token endpoint")] = None,
     client_id: Annotated[str | None, typer.Option(help="fhir: the OAuth2 client id")] = None,
     client_secret_file: Annotated[Path | None, typer.Option(help="fhir: a file holding the client secret")] = None,
@@ -995,9 +1003,15 @@ def destinations_add(
         "conditional": conditional,
         "mrn_system": mrn_system,
         "accession_system": accession_system,
+        "username": username,
+        "timeout_s": timeout_s,
     }
     config = {k: v for k, v in values.items() if v is not None}
-    secrets = {"token": _secret_file(token_file), "client_secret": _secret_file(client_secret_file)}
+    secrets = {
+        "token": _secret_file(token_file),
+        "client_secret": _secret_file(client_secret_file),
+        "password": _secret_file(password_file),
+    }
     settings = get_settings()
     require_current(settings.database)
     store = ObjectStore.from_settings(settings)
@@ -1012,6 +1026,7 @@ def destinations_add(
             secrets={k: v for k, v in secrets.items() if v},
             events=[e.strip() for e in events.split(",") if e.strip()],
             identified=not pseudonymous,
+            outputs=[o.strip().lower() for o in outputs.split(",") if o.strip()] if outputs else None,
         )
     out.print(
         f"destination {made.name} ({made.kind}, {'clinical' if made.identified else 'pseudonymous'}) added: "

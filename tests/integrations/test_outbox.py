@@ -227,17 +227,16 @@ def test_a_lost_lease_is_taken_up_again(world: World, oru_peer: OruPeer) -> None
 def test_senders_plug_in_by_kind(world: World) -> None:
     seen: list[str] = []
 
-    def dicom_sender(payload: deliveries.Payload) -> SendResult:
-        seen.append(payload.extra["report"].report_id)
-        return SendResult(delivered=True, status="0000")
+    def hl7_sender(payload: deliveries.Payload) -> SendResult:
+        seen.append(payload.report_id)
+        return SendResult(delivered=True, status="AA")
 
-    previous = sender_for("dicom")
-    register_sender("dicom", dicom_sender)
+    previous = sender_for("hl7")
+    register_sender("hl7", hl7_sender)
     try:
         with session_scope(world.settings.database) as db:
-            deliveries.add_destination(
-                db, world.store, world.admin, "pacs", "dicom", {}, outputs=["sr"], identified=False
-            )
+            cfg = {"host": "127.0.0.1", "port": 9, "pdf": "none"}
+            deliveries.add_destination(db, world.store, world.admin, "ris", "hl7", cfg, identified=False)
         rid = _stored_report(world)
         with session_scope(world.settings.database) as db:
             reports.sign(db, world.store, world.radiologist, rid, password=SIGNING_PASSWORD)
@@ -245,7 +244,7 @@ def test_senders_plug_in_by_kind(world: World) -> None:
         assert seen == [rid]
     finally:
         if previous is not None:
-            register_sender("dicom", previous)
+            register_sender("hl7", previous)
 
 
 def test_destination_checks(world: World) -> None:

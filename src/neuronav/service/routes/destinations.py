@@ -1,6 +1,6 @@
 """Destinations and deliveries (``/api/admin/destinations``, ``/api/admin/deliveries``): where reports
-are sent (HL7 over MLLP, FHIR REST; later PACS), and the outbox's record of each delivery; the HL7
-messages the order listener refused (``/api/admin/hl7/rejected``).
+are sent (HL7 over MLLP, FHIR REST, DICOMweb STOW-RS; DICOM nodes own one each), and the outbox's
+record of each delivery; the HL7 messages the order listener refused (``/api/admin/hl7/rejected``).
 
 Administrators (``settings:manage``) only; no patient data is shown (ids, states, the peer's answer).
 Thin: checks, storage, secrets and audit events are :mod:`neuronav.workflow.deliveries`.
@@ -24,6 +24,7 @@ router = APIRouter(prefix="/api/admin", tags=["admin"], route_class=AuthFirstRou
 
 Manager = Annotated[Actor, Depends(requires(Permission.SETTINGS_MANAGE))]
 Event = Literal["preliminary", "final", "amendment"]
+DicomOutput = Literal["seg", "sr", "epdf", "sc"]
 
 
 class DestinationIn(BaseModel):
@@ -37,12 +38,18 @@ class DestinationIn(BaseModel):
         description="hl7: host, port, tls, ca_file, timeout_s, receiving_application, receiving_facility, "
         "pdf (embed | reference | none); fhir: base_url, version (R4 | R4B | R5), auth (none | bearer | "
         "client_credentials), token_url, client_id, scope, conditional (server | client), mrn_system, "
-        "accession_system, timeout_s",
+        "accession_system, timeout_s; dicomweb: base_url (the DICOMweb root), auth (none | basic | bearer), "
+        "username, timeout_s, ca_file. DICOM nodes are added under /api/admin/dicom-nodes",
     )
     secrets: dict[str, str] = Field(
-        default_factory=dict, max_length=5, description="token, client_secret: stored encrypted, never shown"
+        default_factory=dict,
+        max_length=5,
+        description="token, client_secret (fhir), token, password (dicomweb): stored encrypted, never shown",
     )
     events: list[Event] = Field(default_factory=lambda: list[Event](["final", "amendment"]))
+    outputs: list[DicomOutput] | None = Field(
+        default=None, max_length=4, description="dicomweb: seg, sr, epdf, sc (default seg, sr, epdf)"
+    )
     identified: bool = Field(default=True, description="clinical (the patient's identity) or pseudonymous")
 
 
@@ -77,6 +84,7 @@ def add_route(body: DestinationIn, db: DbDep, store: StoreDep, user: Manager) ->
         secrets=body.secrets,
         events=list(body.events),
         identified=body.identified,
+        outputs=list(body.outputs) if body.outputs else None,
     )
     return made
 
