@@ -18,9 +18,11 @@
    is the upload's validation: a brain MR with a usable T1c, FLAIR or T2 series is analysed; any other
    study stays stored, ``kept`` with the reason (:func:`list_arrivals`).
 
-Not yet handled: an instance of a study completed already (a late or added series) starts a new
-arrival of its own instead of joining the study; an instance that arrives while its arrival is being
-completed leaves the arrival ``receiving`` and it is completed again, as a second study, when stable.
+Late instances: an instance of a study completed already (a late or added series) starts a new arrival
+of its own, completed when stable as its own study (the completed arrival is never reopened; tested by
+``test_an_instance_after_its_study_was_completed_starts_a_new_arrival``); an instance that arrives while
+its arrival is being completed leaves the arrival ``receiving`` and it is completed again when stable.
+Not yet handled: joining a late series to the study received before.
 
 UIDs are stored only as keyed digests (:func:`uid_digest`); patient data never reaches a log line or an
 audit detail.

@@ -105,6 +105,27 @@ def test_a_study_that_is_not_a_brain_mr_is_kept_with_the_reason(dicom_env: Dicom
     assert event.detail["state"] == "kept"
 
 
+def test_an_instance_after_its_study_was_completed_starts_a_new_arrival(
+    dicom_env: DicomEnv, phantom_dicom: Path
+) -> None:
+    """A late series of a study completed already is not lost and does not reopen the completed arrival:
+    it starts an arrival of its own, completed when stable (workflow/dicom.py's module docstring)."""
+    t1, flair = (next(p for p in sorted(phantom_dicom.iterdir()) if p.name.endswith(s)) for s in ("_T1", "_FLAIR"))
+    assert storescu(dicom_env.port, t1).returncode == 0
+    wait_for(lambda: dicom_env.arrivals()[0].state != "receiving", 120, "the first arrival to complete")
+    (first,) = dicom_env.arrivals()
+    assert first.state == "kept"
+    late = phantom_files(flair)[:3]
+    assert storescu(dicom_env.port, *late).returncode == 0
+    wait_for(lambda: len(dicom_env.arrivals()) == 2, 30, "a second arrival")
+    wait_for(lambda: dicom_env.arrivals()[1].state != "receiving", 120, "the second arrival to complete")
+    again, second = dicom_env.arrivals()
+    assert (again.id, again.state, again.instances) == (first.id, "kept", len(phantom_files(t1)))
+    assert second.id != first.id and second.instances == len(late)
+    assert second.study_uid_digest == first.study_uid_digest  # the same StudyInstanceUID
+    assert dicom_env.instance_count() == len(phantom_files(t1)) + len(late)
+
+
 @pytest.mark.parametrize(
     ("node", "reason"),
     [
