@@ -112,7 +112,13 @@ function nodesSection(signal) {
 function destinationsSection(signal, onChange) {
   const list = h('div', { class: 'table-wrap' })
   const name = h('input', { required: true, maxlength: 64, pattern: '[A-Za-z0-9._\\-]+' })
-  const kind = h('select', {}, h('option', { value: 'hl7' }, 'HL7 v2 over MLLP'), h('option', { value: 'fhir' }, 'FHIR REST'))
+  const kind = h(
+    'select',
+    {},
+    h('option', { value: 'hl7' }, 'HL7 v2 over MLLP'),
+    h('option', { value: 'fhir' }, 'FHIR REST'),
+    h('option', { value: 'dicomweb' }, 'DICOMweb STOW-RS (PACS)'),
+  )
   const host = h('input', { maxlength: 255 })
   const port = h('input', { type: 'number', min: 1, max: 65535, value: 2575 })
   const baseUrl = h('input', { type: 'url', maxlength: 500, placeholder: 'https://ehr.example.org/fhir/R4' })
@@ -120,10 +126,15 @@ function destinationsSection(signal, onChange) {
   const identified = h('input', { type: 'checkbox', checked: true })
   const events = checkboxes('Send on', EVENTS, ['final', 'amendment'])
   const hl7Fields = h('div', { class: 'filters' }, field('MLLP host', host), field('MLLP port', port))
-  const fhirFields = h('div', { class: 'filters', hidden: true }, field('FHIR base URL', baseUrl), field('Bearer token (optional)', token))
+  const urlLabel = h('span', {}, 'FHIR base URL')
+  const fhirFields = h('div', { class: 'filters', hidden: true }, field(urlLabel, baseUrl), field('Bearer token (optional)', token))
+  const dicomOutputs = checkboxes('Outputs (DICOMweb)', OUTPUTS, ['seg', 'sr', 'epdf'])
+  dicomOutputs.set.hidden = true
   kind.addEventListener('change', () => {
     hl7Fields.hidden = kind.value !== 'hl7'
-    fhirFields.hidden = kind.value !== 'fhir'
+    fhirFields.hidden = kind.value === 'hl7'
+    dicomOutputs.set.hidden = kind.value !== 'dicomweb'
+    urlLabel.textContent = kind.value === 'dicomweb' ? 'DICOMweb root (STOW-RS posts to /studies)' : 'FHIR base URL'
   })
   const form = h(
     'form',
@@ -131,6 +142,7 @@ function destinationsSection(signal, onChange) {
     h('div', { class: 'filters' }, field('Destination name', name), field('Kind', kind)),
     hl7Fields,
     fhirFields,
+    dicomOutputs.set,
     events.set,
     h('label', { class: 'field' }, identified, " Clinical (carries the patient's identity; unticked: pseudonymous)"),
     h('button', { type: 'submit' }, 'Add destination'),
@@ -142,6 +154,7 @@ function destinationsSection(signal, onChange) {
     else {
       body.config = { base_url: baseUrl.value.trim(), auth: token.value ? 'bearer' : 'none' }
       if (token.value) body.secrets = { token: token.value }
+      if (kind.value === 'dicomweb') body.outputs = dicomOutputs.values()
     }
     try {
       await post('/api/admin/destinations', body)
