@@ -18,6 +18,7 @@ import io
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -36,6 +37,7 @@ from neuronav.security.permissions import Role
 from neuronav.storage.store import ObjectStore
 from neuronav.workflow import deliveries, jobs, reports
 from neuronav.workflow.nodes import NodeIn, add_node
+from tests.dicom_validate import assert_valid, dciodvfy, pixelmed_sr
 from tests.integrations.dimse.conftest import dicom_settings, phantom_files, wait_for
 from tests.peers import Orthanc, free_port
 
@@ -109,6 +111,13 @@ def _series(p: Pacs) -> list[dict[str, Any]]:
 
 def _instances(p: Pacs, series: dict[str, Any]) -> list[Dataset]:
     return [dcmread(io.BytesIO(p.orthanc.rest("GET", f"/instances/{i}/file"))) for i in series["Instances"]]
+
+
+def _orthanc_id(p: Pacs, sop_instance_uid: str) -> str:
+    (found,) = p.orthanc.rest(
+        "POST", "/tools/find", {"Level": "Instance", "Query": {"SOPInstanceUID": sop_instance_uid}}
+    )
+    return str(found)
 
 
 @pytest.fixture(scope="module")
@@ -239,7 +248,7 @@ def test_a_node_down_is_retried_then_failed_and_an_admin_resend_reaches_it(pacs:
     assert {"delivery.retry", "delivery.fail", "delivery.resend", "delivery.sent"} <= set(actions)
 
 
-def test_signature_and_amendment_go_by_stow_rs_as_new_series_naming_the_old(pacs: Pacs) -> None:
+def test_signature_and_amendment_go_by_stow_rs_as_new_series_naming_the_old(pacs: Pacs, tmp_path: Path) -> None:
     assert pacs.orthanc.rest("GET", "/plugins").count("dicom-web") == 1
     with session_scope(pacs.settings.database) as db:
         deliveries.add_destination(
@@ -279,6 +288,12 @@ def test_signature_and_amendment_go_by_stow_rs_as_new_series_naming_the_old(pacs
     assert (ref.ReferencedSOPInstanceUID, ref.ReferencedSOPClassUID) == (old.SOPInstanceUID, old.SOPClassUID)
     assert "PredecessorDocumentsSequence" not in old
     assert new.VerificationFlag == "VERIFIED" and new.CompletionFlag == "COMPLETE"
+    (tmp_path / "amended-sr.dcm").write_bytes(
+        pacs.orthanc.rest("GET", f"/instances/{_orthanc_id(pacs, amended_uid)}/file")
+    )
+    verdict = pixelmed_sr(tmp_path / "amended-sr.dcm")  # as Orthanc holds it: still TID 1500, dciodvfy clean
+    assert "Found Root Template TID_1500" in verdict.output
+    assert_valid([verdict, dciodvfy(tmp_path / "amended-sr.dcm")])
     # STOW-RS of the same version again: Orthanc keeps one copy
     with session_scope(pacs.settings.database) as db:
         deliveries.resend(db, None, amendment[0].id)
