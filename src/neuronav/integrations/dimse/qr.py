@@ -288,9 +288,15 @@ def move_study(
         )
     if code != 0x0000 or result.failed:
         comment = str(final.get("ErrorComment", "") or "")
+        hint = (
+            f"; does the PACS know the move destination {destination_ae!r} (its DICOM modalities)?"
+            if result.completed == 0 and code != 0x0000
+            else ""
+        )
         raise DicomNetworkError(
             f"{where} answered C-MOVE status 0x{code:04X} ({result.completed} sent, {result.failed} failed)"
-            + (f": {comment}" if comment else ""),
+            + (f": {comment}" if comment else "")
+            + hint,
             failure="status",
             status=code,
             result=result,
