@@ -263,6 +263,8 @@ def retrieve(
     node = pacs_node(db, settings)
     db.commit()
     try:
+        if not qr.find_at_node(settings, node, qr.StudyQuery(study_instance_uid=body.study_uid)).studies:
+            raise NotFoundError(f"the PACS ({node.name}) holds no study with UID {body.study_uid}")
         fetched = fetch_study(settings, store, node, body.study_uid, actor=actor)
     except Exception as exc:
         audit_event(db, actor, "pacs.retrieve", outcome="failure", target_type="dicom_node", target_id=node.name,

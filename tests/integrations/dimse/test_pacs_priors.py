@@ -95,7 +95,7 @@ def test_c_find_and_c_move_against_orthanc(
     with pytest.raises(InputError, match="wildcards are not allowed"):
         qr.StudyQuery(patient_id="PHANTOM*")
     # C-MOVE to an AE title Orthanc does not know: the reason is named
-    with pytest.raises(DicomNetworkError, match="does the PACS know the move destination 'UNKNOWNAE'"):
+    with pytest.raises(DicomNetworkError, match="does not know the move destination 'UNKNOWNAE'"):
         qr.move_study(peer, str(first.StudyInstanceUID), destination_ae="UNKNOWNAE", calling_ae="NEURONAV")
     # C-MOVE to the listener: received through the upload's path (one study, its analysis queued)
     with session_scope(env.settings.database) as db:

@@ -289,7 +289,8 @@ def move_study(
     if code != 0x0000 or result.failed:
         comment = str(final.get("ErrorComment", "") or "")
         hint = (
-            f"; does the PACS know the move destination {destination_ae!r} (its DICOM modalities)?"
+            f": either it holds no such study, or it does not know the move destination {destination_ae!r} "
+            "(its DICOM modalities)"
             if result.completed == 0 and code != 0x0000
             else ""
         )
