@@ -227,6 +227,8 @@ EXTRA_STATUSES: dict[tuple[str, str], frozenset[int]] = {
     # STOW-RS reads its multipart/related body itself (no body field FastAPI could see)
     ("POST", "/dicomweb/studies"): frozenset({413, 415}),
     ("POST", "/dicomweb/studies/{study}"): frozenset({413, 415}),
+    # the service's state, not the request: no PACS configured (NEURONAV_PACS_NODE)
+    ("GET", "/api/pacs/studies"): frozenset({409}),
 }
 UNSAFE = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 

@@ -23,7 +23,7 @@ import re
 import time
 from datetime import date
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -41,7 +41,8 @@ from neuronav.workflow.access import audit_event
 log = logging.getLogger(__name__)
 
 UID_PATTERN = r"^[0-9]+(\.[0-9]+)*$"
-DATE_PATTERN = r"^([0-9]{8})?(-([0-9]{8})?)?$"
+_DAY = r"[0-9]{4}(0[1-9]|1[0-2])(0[1-9]|[12][0-9]|3[01])"
+DATE_PATTERN = rf"^({_DAY})?(-({_DAY})?)?$"
 
 
 def pacs_node(db: Session, settings: Settings) -> DicomNodeRow:
@@ -91,17 +92,13 @@ class PacsSearchIn(BaseModel):
         default="", max_length=16, pattern=r"^[A-Z]{0,16}$", description="Modality in study, e.g. MR."
     )
 
-    @field_validator("date")
-    @classmethod
-    def _dates(cls, value: str) -> str:
-        for part in re.findall(r"[0-9]{8}", value):
+    def query(self) -> qr.StudyQuery:
+        """The C-FIND keys (:class:`InputError` for a day the calendar does not have, or no key at all)."""
+        for part in re.findall(r"[0-9]{8}", self.date):
             try:
                 date(int(part[:4]), int(part[4:6]), int(part[6:]))
             except ValueError as exc:
-                raise ValueError(f"{part} is not a calendar date (YYYYMMDD)") from exc
-        return value
-
-    def query(self) -> qr.StudyQuery:
+                raise InputError(f"date {part} is not a day of the calendar (YYYYMMDD)") from exc
         name = self.name.strip()
         if name and not name.endswith("*"):
             name += "*"  # a prefix, as the worklist's own search treats names

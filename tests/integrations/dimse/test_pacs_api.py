@@ -78,7 +78,9 @@ def test_search_and_pull_from_the_worklist(
     # strict input: unknown parameters, wildcards in an exact key, no key at all, a date that is not one
     assert client.get("/api/pacs/studies", params={**params, "sql": "1"}, headers=tech).status_code == 422
     assert client.get("/api/pacs/studies", params={"patient_id": "PH*"}, headers=tech).status_code == 422
-    assert client.get("/api/pacs/studies", params={"date": "20230230"}, headers=tech).status_code == 422
+    assert client.get("/api/pacs/studies", params={"date": "20231301"}, headers=tech).status_code == 422
+    r = client.get("/api/pacs/studies", params={**params, "date": "20230230"}, headers=tech)
+    assert r.status_code == 400 and "20230230 is not a day of the calendar" in r.json()["detail"]
     r = client.get("/api/pacs/studies", params={"modality": "MR"}, headers=tech)
     assert r.status_code == 400 and "give a patient id" in r.json()["detail"]
 
