@@ -105,6 +105,8 @@ EXPECTED: dict[tuple[str, str], str | Permission | frozenset[Permission]] = {
     ("GET", "/dicomweb/studies/{study}/series/{series}/metadata"): P.STUDY_READ,
     ("GET", "/dicomweb/studies/{study}/series/{series}/instances"): P.STUDY_READ,
     ("GET", "/dicomweb/studies/{study}/series/{series}/instances/{instance}"): P.STUDY_READ,
+    ("GET", "/dicomweb/studies/{study}/series/{series}/instances/{instance}/rendered"): P.STUDY_READ,
+    ("GET", "/dicomweb/studies/{study}/series/{series}/instances/{instance}/frames/{frame}/rendered"): P.STUDY_READ,
     ("GET", "/dicomweb/studies/{study}/series/{series}/instances/{instance}/metadata"): P.STUDY_READ,
     ("POST", "/dicomweb/studies"): P.STUDY_UPLOAD,
     ("POST", "/dicomweb/studies/{study}"): P.STUDY_UPLOAD,
