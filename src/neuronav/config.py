@@ -212,6 +212,11 @@ class Settings(BaseSettings):
     dicom_acse_timeout_s: float = Field(default=30.0, gt=0)
     dicom_dimse_timeout_s: float = Field(default=60.0, gt=0)
     dicom_network_timeout_s: float = Field(default=60.0, gt=0)
+    # the PACS NeuroNav queries and retrieves from (C-FIND / C-MOVE): the name of a registered DICOM node
+    # (neuronav nodes add … --incoming: the moved instances arrive at the listener); empty: no PACS
+    # (priors are then looked for among the studies held only; neuronav.workflow.priors, .pacs)
+    pacs_node: str = ""
+    prior_fetch: bool = True  # look for the patient's prior study (held, and at the PACS) when analysing
 
     @field_validator("dicom_ae_title")
     @classmethod

@@ -95,6 +95,9 @@ CONFIG: dict[str, Any] = {
         },
         # and one no OpenAPI document can state across parameters: an audit range whose until is before since
         {"include-name": ["GET /api/audit", "GET /api/audit/fhir"], "checks": _accepting(400)},
+        # and a PACS search needs at least one key (patient id, name, accession number or study UID) of its
+        # optional parameters
+        {"include-name": "GET /api/pacs/studies", "checks": _accepting(400)},
     ],
 }
 

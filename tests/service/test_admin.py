@@ -72,6 +72,9 @@ EXPECTED: dict[tuple[str, str], str | Permission | frozenset[Permission]] = {
     # the worklist: every study for study:list, a technician's own uploads for study:status
     ("GET", "/api/studies"): frozenset({P.STUDY_LIST, P.STUDY_STATUS}),
     ("GET", "/api/studies/{study_id}"): OBJECT,
+    # the PACS from the worklist (service/routes/pacs.py): technicians and radiologists
+    ("GET", "/api/pacs/studies"): frozenset({P.STUDY_UPLOAD, P.ANALYSIS_START}),
+    ("POST", "/api/pacs/retrieve"): frozenset({P.STUDY_UPLOAD, P.ANALYSIS_START}),
     ("POST", "/api/studies/{study_id}/analyses"): P.ANALYSIS_START,
     ("GET", "/api/analyses/{analysis_id}"): OBJECT,
     ("GET", "/api/analyses/{analysis_id}/result"): P.ANALYSIS_READ,
@@ -102,6 +105,8 @@ EXPECTED: dict[tuple[str, str], str | Permission | frozenset[Permission]] = {
     ("GET", "/dicomweb/studies/{study}/series/{series}/metadata"): P.STUDY_READ,
     ("GET", "/dicomweb/studies/{study}/series/{series}/instances"): P.STUDY_READ,
     ("GET", "/dicomweb/studies/{study}/series/{series}/instances/{instance}"): P.STUDY_READ,
+    ("GET", "/dicomweb/studies/{study}/series/{series}/instances/{instance}/rendered"): P.STUDY_READ,
+    ("GET", "/dicomweb/studies/{study}/series/{series}/instances/{instance}/frames/{frame}/rendered"): P.STUDY_READ,
     ("GET", "/dicomweb/studies/{study}/series/{series}/instances/{instance}/metadata"): P.STUDY_READ,
     ("POST", "/dicomweb/studies"): P.STUDY_UPLOAD,
     ("POST", "/dicomweb/studies/{study}"): P.STUDY_UPLOAD,

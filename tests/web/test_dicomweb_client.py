@@ -97,3 +97,46 @@ def test_a_technician_cannot_query_but_stores_a_study_by_stow(live_server: LiveS
     }
     after = [pydicom.Dataset.from_json(s) for s in reader.search_for_studies()]
     assert len(after) == 2  # the same images again are the same study (received idempotently)
+
+
+def test_rendered_frames_with_accept_negotiation(live_server: LiveServer, analysed_study: Studies) -> None:
+    """WADO-RS rendered: a frame as JPEG (the default) or PNG (Accept), the instance's own window applied;
+    an Accept without either: 406."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    dw = client(live_server, "radiologist")
+    study = pydicom.Dataset.from_json(dw.search_for_studies()[0])
+    uid = str(study.StudyInstanceUID)
+    mr = next(pydicom.Dataset.from_json(s) for s in dw.search_for_series(uid) if s["00080060"]["Value"] == ["MR"])
+    inst = pydicom.Dataset.from_json(dw.search_for_instances(uid, str(mr.SeriesInstanceUID))[0])
+    ids = (uid, str(mr.SeriesInstanceUID), str(inst.SOPInstanceUID))
+    source = dw.retrieve_instance(*ids)
+    png = dw.retrieve_instance_frames_rendered(*ids, frame_numbers=[1], media_types=("image/png",))
+    shown = np.asarray(Image.open(io.BytesIO(png)))
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and shown.shape == source.pixel_array.shape
+    # the window of the instance, as a viewer applies it (computed here from the pixels fetched above)
+    values = source.pixel_array * float(source.get("RescaleSlope", 1)) + float(source.get("RescaleIntercept", 0))
+    if "WindowCenter" in source:
+        c = float(np.ravel([source.WindowCenter])[0])
+        w = float(np.ravel([source.WindowWidth])[0])
+        lo, hi = c - w / 2, c + w / 2
+    else:
+        lo, hi = float(values.min()), float(values.max())
+    expected = np.rint(np.clip((values - lo) / (hi - lo), 0, 1) * 255)
+    assert np.abs(shown.astype(int) - expected.astype(int)).max() <= 1
+    jpeg = dw.retrieve_instance_rendered(*ids)  # no media type asked: JPEG
+    assert jpeg[:3] == b"\xff\xd8\xff"
+    assert np.asarray(Image.open(io.BytesIO(jpeg))).shape == source.pixel_array.shape
+    headers = {"Authorization": f"Bearer {live_server.token('radiologist')}"}
+    base = f"{live_server.url}/dicomweb/studies/{ids[0]}/series/{ids[1]}/instances/{ids[2]}"
+    r = requests.get(f"{base}/rendered", headers={**headers, "Accept": "image/gif"}, timeout=60)
+    assert r.status_code == 406
+    r = requests.get(f"{base}/frames/2/rendered", headers={**headers, "Accept": "image/png"}, timeout=60)
+    assert r.status_code == 404 and "has 1 frame" in r.json()["detail"]
+    r = requests.get(f"{base}/rendered", headers={**headers, "Accept": "image/jpeg;q=0.5, image/png"}, timeout=60)
+    assert r.status_code == 200 and r.headers["content-type"] == "image/png"
+    tech = {"Authorization": f"Bearer {live_server.token('technician')}"}
+    assert requests.get(f"{base}/rendered", headers=tech, timeout=60).status_code == 403

@@ -210,6 +210,7 @@ STATUS_TEXT = {
     "one-time password to change first (PasswordChangeRequired).",
     404: "No such object.",
     409: "Conflicts with the object's state: a signed report, an account's state, a second factor enrolled.",
+    406: "None of the media types the Accept header names can be answered (a rendered image: JPEG or PNG).",
     413: "The request body is larger than its limit.",
     415: "The request body is not of the content type this operation takes.",
     422: "The request does not match the schema (detail: where and what), or a password the policy refuses (problems).",
@@ -227,6 +228,11 @@ EXTRA_STATUSES: dict[tuple[str, str], frozenset[int]] = {
     # STOW-RS reads its multipart/related body itself (no body field FastAPI could see)
     ("POST", "/dicomweb/studies"): frozenset({413, 415}),
     ("POST", "/dicomweb/studies/{study}"): frozenset({413, 415}),
+    # the service's state, not the request: no PACS configured (NEURONAV_PACS_NODE)
+    ("GET", "/api/pacs/studies"): frozenset({409}),
+    # WADO-RS rendered: an Accept header without JPEG or PNG
+    ("GET", "/dicomweb/studies/{study}/series/{series}/instances/{instance}/rendered"): frozenset({406}),
+    ("GET", "/dicomweb/studies/{study}/series/{series}/instances/{instance}/frames/{frame}/rendered"): frozenset({406}),
 }
 UNSAFE = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 

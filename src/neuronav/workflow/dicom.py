@@ -51,6 +51,7 @@ from neuronav.ingest.limits import DEFAULT_LIMITS, Limits
 from neuronav.ingest.model import Source
 from neuronav.ingest.reader import read_header
 from neuronav.pseudonym import pseudonym_key
+from neuronav.security.access import Actor
 from neuronav.storage.errors import UploadTooLargeError
 from neuronav.storage.store import ObjectStore
 from neuronav.workflow import nodes
@@ -220,8 +221,12 @@ def recover_at_start(settings: Settings, store: ObjectStore) -> list[str]:
     return done
 
 
-def complete(settings: Settings, store: ObjectStore, arrival_id: str) -> str:
-    """Hand one arrival to the upload workflow; its new state (received, kept, failed)."""
+def complete(
+    settings: Settings, store: ObjectStore, arrival_id: str, *, actor: Actor | None = None, via: str = "dicom"
+) -> str:
+    """Hand one arrival to the upload workflow; its new state (received, kept, failed). ``actor``: who the
+    study is received as (default: the sending node's service account; a person who pulled it from the
+    PACS, :mod:`neuronav.workflow.pacs`, receives it as themselves)."""
     from neuronav.workflow import studies
 
     with session_scope(settings.database) as db:
@@ -241,8 +246,8 @@ def complete(settings: Settings, store: ObjectStore, arrival_id: str) -> str:
         try:
             if node is None:
                 raise InputError("the node that sent this study was removed from the registry")
-            actor = nodes.node_actor(db, node, client=f"{node.ae_title}@{node.host}")
-            out = studies.receive_and_analyse(db, store, settings, actor, StoredInstances(store, keys), via="dicom")
+            receiver = actor or nodes.node_actor(db, node, client=f"{node.ae_title}@{node.host}")
+            out = studies.receive_and_analyse(db, store, settings, receiver, StoredInstances(store, keys), via=via)
             state, study_id = "received", out.study.id
         except (InputError, ConflictError) as exc:  # the routing rule: stored, listed with the reason
             db.rollback()

@@ -432,3 +432,96 @@ def store_instances(
         referenced.append(item)
     answer.ReferencedSOPSequence = referenced
     return received, answer.to_json_dict()
+
+
+# -- rendered (WADO-RS /rendered) -------------------------------------------------------------------------
+
+RENDERED_TYPES = ("image/jpeg", "image/png")  # the first: the default (PS3.18 8.7.3.5: image/jpeg)
+
+
+def rendered_type(accept: str | None) -> str | None:
+    """The media type of a rendered answer for an Accept header (q-values honoured; ``*/*`` and ``image/*``
+    get the default JPEG); None when it accepts none of :data:`RENDERED_TYPES`."""
+    if not accept or not accept.strip():
+        return RENDERED_TYPES[0]
+    best: tuple[float, int, str] | None = None
+    for n, part in enumerate(accept.split(",")):
+        kind, *params = (p.strip() for p in part.split(";"))
+        kind = kind.lower()
+        q = 1.0
+        for p in params:
+            if p.lower().startswith("q="):
+                try:
+                    q = float(p[2:])
+                except ValueError:
+                    q = 0.0
+        if q <= 0:
+            continue
+        chosen = kind if kind in RENDERED_TYPES else RENDERED_TYPES[0] if kind in ("*/*", "image/*") else None
+        if chosen is not None and (best is None or (q, -n) > (best[0], best[1])):
+            best = (q, -n, chosen)
+    return best[2] if best else None
+
+
+def render_frame(path: Path, frame: int, media_type: str) -> bytes:
+    """One frame (1-based) of an image instance as 8-bit greyscale (or RGB) PNG / JPEG: the modality LUT
+    (rescale), then the instance's first window (WindowCenter / WindowWidth), else its value range; a
+    MONOCHROME1 image inverted. :class:`InputError` for an instance without pixels or a frame out of range."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+    from pydicom.pixels.processing import apply_modality_lut
+
+    ds = pydicom.dcmread(path)
+    if "PixelData" not in ds:
+        raise InputError("this instance has no pixel data to render (a structured report, a document)")
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    if not 1 <= frame <= frames:
+        raise NotFoundError(f"frame {frame}: this instance has {frames} frame(s)")
+    arr = ds.pixel_array
+    if frames > 1:
+        arr = arr[frame - 1]
+    colour = str(ds.get("PhotometricInterpretation", "")).startswith(("RGB", "YBR"))
+    if colour:
+        if str(ds.PhotometricInterpretation).startswith("YBR"):
+            from pydicom.pixels.processing import convert_color_space
+
+            arr = convert_color_space(arr, str(ds.PhotometricInterpretation), "RGB")
+        img = np.clip(arr, 0, 255).astype(np.uint8)
+        image = Image.fromarray(img, "RGB")
+    else:
+        values = apply_modality_lut(arr, ds).astype(np.float64)
+        if "WindowCenter" in ds and "WindowWidth" in ds:
+            centre = ds.WindowCenter[0] if ds["WindowCenter"].VM > 1 else ds.WindowCenter
+            width = ds.WindowWidth[0] if ds["WindowWidth"].VM > 1 else ds.WindowWidth
+            lo, hi = float(centre) - float(width) / 2, float(centre) + float(width) / 2
+        else:
+            lo, hi = float(values.min()), float(values.max())
+        scaled = np.clip((values - lo) / max(hi - lo, 1e-9), 0.0, 1.0) * 255.0
+        if str(ds.get("PhotometricInterpretation", "")) == "MONOCHROME1":
+            scaled = 255.0 - scaled
+        image = Image.fromarray(np.rint(scaled).astype(np.uint8), "L")
+    out = io.BytesIO()
+    image.save(out, format="PNG" if media_type == "image/png" else "JPEG", quality=90)
+    return out.getvalue()
+
+
+def rendered(
+    db: Session,
+    store: ObjectStore,
+    settings: Settings,
+    actor: Actor,
+    study_uid: str,
+    series_uid: str,
+    sop_uid: str,
+    frame: int,
+    media_type: str,
+) -> bytes:
+    """WADO-RS rendered: one frame of one instance as an image (the access rules and audit of
+    :func:`retrieve`)."""
+    held = retrieve(db, store, settings, actor, study_uid, series_uid, sop_uid)
+    try:
+        return render_frame(held.instances[0].path, frame, media_type)
+    finally:
+        held.close()

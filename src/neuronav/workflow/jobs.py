@@ -396,7 +396,11 @@ def _run_claimed(
         decrypt_upload(store, uploaded, folder / "upload")  # no transaction open meanwhile (below)
         out = folder / "out"
         inputs = from_paths([folder / "upload"])
-        findings = analyze(inputs, out, progress=progress)
+        from neuronav.workflow.priors import prior_for_analysis
+
+        _set(settings, analysis_id, stage="prior study", progress=0.03)
+        prior = prior_for_analysis(settings, study_id, folder)  # held or retrieved, analysed; never raises
+        findings = analyze(inputs, out, prior=prior.findings, progress=progress)
         report = build_report(findings, analysis_dir=out, received=uploaded_at)
         _set(settings, analysis_id, stage="storing results", progress=0.95)
         stored: dict[str, str] = {}
@@ -440,7 +444,11 @@ def _run_claimed(
                 a.lease_owner = None
                 a.seconds = round(time.perf_counter() - t0, 2)
                 a.result = {"summary": summary(findings), "objects": stored, "report_id": report.report_id}
+                if prior.study_id or prior.note:
+                    a.result["prior"] = prior.record()
                 study.state, study.flagged = "done", bool(findings.detection.tumour_detected)
+                if findings.change is not None and prior.study_id:
+                    study.prior_study_id = prior.study_id  # the viewer offers this prior first
         except BaseException:
             for key in stored.values():  # not committed: no row refers to them
                 store.delete(key, missing_ok=True)

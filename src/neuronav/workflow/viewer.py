@@ -3,7 +3,8 @@
 Its images (each analysed sequence as acquired; the AI images only to readers of AI results), the
 lesions (for readers of AI results, or once the report is signed; located in the same words as the
 report, :func:`neuronav.report.build.location_text`), the report and the prior studies of the same
-patient (same pseudonym, finished analysis, earlier examination). A technician (``study:images``, own
+patient (same pseudonym and issuer, finished analysis, earlier examination; the one the analysis compared
+with first, :mod:`neuronav.workflow.priors`). A technician (``study:images``, own
 uploads) gets the acquired images only, to check their quality: no AI results, no report, no priors.
 """
 
@@ -12,7 +13,6 @@ from __future__ import annotations
 from datetime import datetime
 
 from pydantic import BaseModel
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from neuronav.config import Settings
@@ -76,26 +76,20 @@ class ViewerOut(BaseModel):
     lesions: list[LesionOut] | None  # None: the AI results are not open to this reader yet
     report_id: str | None
     report_status: str | None
-    priors: list[PriorOut]
+    priors: list[PriorOut]  # the first: the prior the analysis compared with, when it did
+    compared_prior_id: str | None = None  # the prior the analysis's change versus prior was computed on
 
 
-def priors_of(db: Session, study: StudyRow) -> list[StudyRow]:
-    """Earlier examinations of the same patient (same pseudonym) with a finished analysis, newest first:
-    earlier by study date when both have one (a historical study may be uploaded later), else by upload."""
-    if not study.patient_pseudonym:
-        return []
-    rows = db.scalars(
-        select(StudyRow)
-        .where(StudyRow.patient_pseudonym == study.patient_pseudonym, StudyRow.id != study.id, StudyRow.state == "done")
-        .order_by(StudyRow.study_date.desc(), StudyRow.uploaded_at.desc())
-    ).all()
+def priors_of(db: Session, study: StudyRow, settings: Settings | None = None) -> list[StudyRow]:
+    """Earlier examinations of the same patient with a finished analysis (:func:`neuronav.workflow.priors.held_priors`:
+    same pseudonym, no conflicting issuer), newest first; the prior the study's analysis compared with
+    (``prior_study_id``, :mod:`neuronav.workflow.priors`) first of all: the viewer compares with the same prior."""
+    from neuronav.config import get_settings
+    from neuronav.workflow.priors import held_priors
 
-    def earlier(other: StudyRow) -> bool:
-        if other.study_date and study.study_date:
-            return other.study_date < study.study_date
-        return other.uploaded_at < study.uploaded_at
-
-    return [s for s in rows if earlier(s)]
+    rows = held_priors(db, jobs.store_for(settings or get_settings()), study, analysed_only=True)
+    used = [s for s in rows if s.id == study.prior_study_id]
+    return [*used, *(s for s in rows if s.id != study.prior_study_id)]
 
 
 def viewer_manifest(db: Session, settings: Settings, actor: Actor, study_id: str) -> ViewerOut:
@@ -122,6 +116,8 @@ def viewer_manifest(db: Session, settings: Settings, actor: Actor, study_id: str
         if rep is not None:  # the report's findings: what the radiologist edited and every output lists
             findings = reports.load(db, jobs.store_for(settings), rep.id).findings
         lesions = lesion_list(findings)
+    # a break-glass limited to one study opens that study only; a technician sees their uploads only
+    priors = priors_of(db, study, settings) if reader and breakglass_study(actor) is None else []
     audit_event(db, actor, "study.viewer", target_type="study", target_id=study.id, detail={"analysis": done.id})
     return ViewerOut(
         study_id=study.id,
@@ -134,9 +130,9 @@ def viewer_manifest(db: Session, settings: Settings, actor: Actor, study_id: str
         report_status=rep.status if rep else None,
         priors=[
             PriorOut(study_id=p.id, study_date=p.study_date, uploaded_at=p.uploaded_at, description=p.description)
-            # a break-glass limited to one study opens that study only; a technician sees their uploads only
-            for p in (priors_of(db, study) if reader and breakglass_study(actor) is None else [])
+            for p in priors
         ],
+        compared_prior_id=study.prior_study_id if any(p.id == study.prior_study_id for p in priors) else None,
     )
 
 

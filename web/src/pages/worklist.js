@@ -1,6 +1,7 @@
 // The worklist: studies with detected tumours first, status and progress, filters, search, pages;
-// upload with progress for those who may upload.
-import { get, upload } from '../api.js'
+// upload with progress for those who may upload; search the PACS and pull a study (technicians and
+// radiologists, /api/pacs).
+import { get, post, upload } from '../api.js'
 import { can } from '../session.js'
 import { field, fmtDate, h, progressBar, say, studyDate } from '../ui.js'
 
@@ -46,6 +47,7 @@ export function worklistPage(main, life) {
 
   main.append(h('h1', {}, 'Worklist'))
   if (can('study:upload')) main.append(uploadPanel(() => refresh()))
+  if (can('study:upload') || can('analysis:start')) main.append(pacsPanel(() => refresh()))
   main.append(filters, table, pager)
 
   async function refresh() {
@@ -228,4 +230,109 @@ function uploadPanel(onDone) {
     }
   })
   return form
+}
+
+// Search the PACS (C-FIND through /api/pacs/studies) and pull a study into NeuroNav for analysis
+// (C-MOVE through /api/pacs/retrieve); the worklist is refreshed once a pulled study is received.
+function pacsPanel(onPulled) {
+  const inputs = {
+    patient_id: h('input', { name: 'patient_id', maxlength: 64, autocomplete: 'off' }),
+    name: h('input', { name: 'name', maxlength: 64, autocomplete: 'off' }),
+    accession: h('input', { name: 'accession', maxlength: 16, autocomplete: 'off' }),
+    date: h('input', { name: 'date', maxlength: 17, placeholder: 'YYYYMMDD or YYYYMMDD-YYYYMMDD', autocomplete: 'off' }),
+  }
+  const results = h('div', { class: 'table-wrap pacs-results', 'aria-live': 'polite' })
+  const button = h('button', { type: 'submit' }, 'Search')
+  const form = h(
+    'form',
+    { class: 'filters', role: 'search', 'aria-label': 'Search the PACS' },
+    field('Patient ID', inputs.patient_id),
+    field('Patient name', inputs.name, 'FAMILY^GIVEN; the beginning is enough'),
+    field('Accession', inputs.accession),
+    field('Study date', inputs.date),
+    button,
+  )
+  const panel = h('details', { class: 'card pacs' }, h('summary', {}, 'Search PACS'), form, results)
+  form.addEventListener('submit', async (e) => {
+    e.preventDefault()
+    const params = new URLSearchParams()
+    for (const [key, input] of Object.entries(inputs)) if (input.value.trim()) params.set(key, input.value.trim())
+    if (![...params.keys()].some((k) => k !== 'date')) {
+      results.replaceChildren(h('p', { class: 'error', role: 'alert' }, 'Give a patient ID, a name or an accession number.'))
+      return
+    }
+    button.disabled = true
+    results.replaceChildren(h('p', {}, 'Searching the PACS…'))
+    try {
+      const found = await get(`/api/pacs/studies?${params}`)
+      renderResults(found)
+    } catch (err) {
+      results.replaceChildren(h('p', { class: 'error', role: 'alert' }, `The PACS search failed: ${err.message}`))
+    } finally {
+      button.disabled = false
+    }
+  })
+
+  function renderResults(found) {
+    if (!found.studies.length) {
+      results.replaceChildren(h('p', { class: 'empty' }, `No study at the PACS (${found.pacs}) matches.`))
+      return
+    }
+    const rows = found.studies.map((s) => {
+      const status = h('span', {}, s.held ? 'In NeuroNav' : '')
+      const pull = h(
+        'button',
+        { type: 'button', 'aria-label': `Pull the study of ${studyDate(s.study_date)} ${s.study_description || ''}`.trim() },
+        s.held ? 'Pull again' : 'Pull',
+      )
+      pull.addEventListener('click', async () => {
+        pull.disabled = true
+        status.textContent = 'Pulling from the PACS…'
+        try {
+          const res = await post('/api/pacs/retrieve', { study_uid: s.study_uid })
+          status.textContent =
+            res.state === 'received'
+              ? `Received (${res.instances} instances); analysis ${res.analysis_id ? 'started' : 'pending'}.`
+              : `Kept, not analysed: ${res.reason || res.state}`
+          say('Study pulled from the PACS.')
+          onPulled(res)
+        } catch (err) {
+          status.textContent = `The pull failed: ${err.message}`
+          pull.disabled = false
+        }
+      })
+      return h(
+        'tr',
+        { dataset: { studyUid: s.study_uid } },
+        h('td', { 'data-label': 'Patient' }, personName(s.patient_name) || '—'),
+        h('td', { 'data-label': 'Patient ID' }, s.patient_id || '—'),
+        h('td', { 'data-label': 'Study date' }, studyDate(s.study_date)),
+        h('td', { 'data-label': 'Description' }, s.study_description || '—'),
+        h('td', { 'data-label': 'Modalities' }, s.modalities.join(', ') || '—'),
+        h('td', { 'data-label': 'Accession' }, s.accession_number || '—'),
+        h('td', { 'data-label': 'Images' }, s.instances ?? '—'),
+        h('td', { 'data-label': 'Pull' }, pull, ' ', status),
+      )
+    })
+    results.replaceChildren(
+      h(
+        'table',
+        { class: 'worklist' },
+        h('caption', {}, `Studies at the PACS (${found.pacs})${found.truncated ? ', the first ones only: narrow the search' : ''}`),
+        h(
+          'thead',
+          {},
+          h(
+            'tr',
+            {},
+            ...['Patient', 'Patient ID', 'Study date', 'Description', 'Modalities', 'Accession', 'Images', ''].map((t) =>
+              h('th', { scope: 'col' }, t),
+            ),
+          ),
+        ),
+        h('tbody', {}, ...rows),
+      ),
+    )
+  }
+  return panel
 }

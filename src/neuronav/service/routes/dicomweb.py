@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
+from fastapi import Path as FastApiPath
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.background import BackgroundTask
@@ -161,6 +162,45 @@ def retrieve_instance(
 ) -> StreamingResponse:
     """WADO-RS: one instance."""
     return multipart(dicomweb.retrieve(db, store, settings, user, study, series, instance))
+
+
+RENDERED: dict[int | str, dict[str, Any]] = {
+    200: {"content": {t: {"schema": {"type": "string", "format": "binary"}} for t in dicomweb.RENDERED_TYPES}}
+}
+
+
+def _rendered(
+    request: Request, db: Any, store: Any, settings: Any, user: Actor, ids: tuple[str, str, str], frame: int
+) -> Response:
+    media_type = dicomweb.rendered_type(request.headers.get("accept"))
+    if media_type is None:
+        raise HTTPException(406, f"a rendered image is one of {', '.join(dicomweb.RENDERED_TYPES)}")
+    data = dicomweb.rendered(db, store, settings, user, *ids, frame, media_type)
+    return Response(data, media_type=media_type)
+
+
+@router.get(
+    "/studies/{study}/series/{series}/instances/{instance}/rendered", response_class=Response, responses=RENDERED
+)
+def rendered_instance(
+    request: Request, user: Reader, db: DbDep, store: StoreDep, settings: SettingsDep, study: str, series: str,
+    instance: str,
+) -> Response:  # fmt: skip
+    """WADO-RS rendered: the instance's first frame as JPEG (default) or PNG (Accept), its own window."""
+    return _rendered(request, db, store, settings, user, (study, series, instance), 1)
+
+
+@router.get(
+    "/studies/{study}/series/{series}/instances/{instance}/frames/{frame}/rendered",
+    response_class=Response,
+    responses=RENDERED,
+)
+def rendered_frame(
+    request: Request, user: Reader, db: DbDep, store: StoreDep, settings: SettingsDep, study: str, series: str,
+    instance: str, frame: Annotated[int, FastApiPath(ge=1, le=100000)],
+) -> Response:  # fmt: skip
+    """WADO-RS rendered: one frame (1-based) as JPEG (default) or PNG (Accept), the instance's own window."""
+    return _rendered(request, db, store, settings, user, (study, series, instance), frame)
 
 
 async def _store(request: Request, user: Actor, db: Any, store: Any, settings: Any, study: str | None) -> JSONResponse:
