@@ -106,6 +106,8 @@ def test_stow_rs_destinations_are_checked(world: World) -> None:
             add(db, world.store, world.admin, "x", "dicomweb", {"base_url": "http://p/dw", "auth": "oauth"})
         with pytest.raises(InputError, match="unknown dicomweb output pdf"):
             add(db, world.store, world.admin, "x", "dicomweb", {"base_url": "http://p/dw"}, outputs=["pdf"])
+        with pytest.raises(InputError, match="outputs are chosen for dicomweb"):
+            add(db, world.store, world.admin, "x", "hl7", {"host": "h", "port": 1}, outputs=["seg"])
         with pytest.raises(InputError, match="no secret named client_secret"):
             add(
                 db,

@@ -258,6 +258,8 @@ def add_destination(
     stray = sorted(set(secrets) - set(allowed))
     if stray:
         raise InputError(f"{kind} destinations keep no secret named {', '.join(stray)}")
+    if kind != "dicomweb" and outputs and set(outputs) - set(default_outputs):
+        raise InputError(f"a {kind} destination sends {', '.join(default_outputs)}; outputs are chosen for dicomweb")
     if kind == "dicomweb":
         needed = {"basic": "password", "bearer": "token"}.get(str(cfg["auth"]))
         if needed and needed not in secrets:
