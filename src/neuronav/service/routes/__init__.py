@@ -19,6 +19,7 @@ from neuronav.service.routes import (
     dicomweb,
     health,
     reports,
+    segmentations,
     studies,
     users,
     web,
@@ -35,6 +36,7 @@ ROUTERS: list[APIRouter] = [
     studies.router,
     reports.router,
     annotation.router,
+    segmentations.router,
     dicomweb.router,
     web.router,  # last: the web UI's pages and assets
 ]
