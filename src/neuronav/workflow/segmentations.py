@@ -170,6 +170,12 @@ def _out(analysis: AnalysisRow, rows: list[SegmentationVersionRow], study_id: st
     )
 
 
+def segmentation_versions(db: Session, study_id: str) -> SegmentationVersionsOut:
+    """The versions of the segmentation of the study's report (no access check: the caller's)."""
+    _, analysis = _report_analysis(db, study_id)
+    return _out(analysis, _rows(db, analysis.id), study_id)
+
+
 def list_versions(db: Session, actor: Actor, study_id: str) -> SegmentationVersionsOut:
     """The versions of the segmentation of the study's report (for whoever may see the AI's results)."""
     study = load_study(db, study_id)
@@ -379,4 +385,5 @@ __all__ = [
     "correct",
     "list_versions",
     "read_labels",
+    "segmentation_versions",
 ]

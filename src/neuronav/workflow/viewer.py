@@ -23,6 +23,7 @@ from neuronav.security.access import AI_IMAGES, Actor, ai_results_open, allowed,
 from neuronav.security.permissions import Permission
 from neuronav.workflow import jobs, reports
 from neuronav.workflow.access import audit_event, authorize_object
+from neuronav.workflow.segmentations import SegmentationVersionsOut, segmentation_versions
 from neuronav.workflow.studies import IMAGES, latest_done, load_study, study_object
 from neuronav.workflow.uploads import private_tmp, remove_tmp
 
@@ -77,6 +78,9 @@ class ViewerOut(BaseModel):
     report_id: str | None
     report_status: str | None
     priors: list[PriorOut]
+    # the segmentation's versions (1: the AI's; then radiologists' corrections) when the AI results are open;
+    # the image "segmentation" is the current one, "segmentation-ai" the AI's original
+    segmentations: SegmentationVersionsOut | None = None
 
 
 def priors_of(db: Session, study: StudyRow) -> list[StudyRow]:
@@ -118,9 +122,11 @@ def viewer_manifest(db: Session, settings: Settings, actor: Actor, study_id: str
         remove_tmp(folder)
     reference = findings.study.reference_sequence
     ai_open = reader and ai_results_open(actor, rep.status if rep else None)
+    versions: SegmentationVersionsOut | None = None
     if ai_open:
         if rep is not None:  # the report's findings: what the radiologist edited and every output lists
             findings = reports.load(db, jobs.store_for(settings), rep.id).findings
+            versions = segmentation_versions(db, study.id)
         lesions = lesion_list(findings)
     audit_event(db, actor, "study.viewer", target_type="study", target_id=study.id, detail={"analysis": done.id})
     return ViewerOut(
@@ -132,6 +138,7 @@ def viewer_manifest(db: Session, settings: Settings, actor: Actor, study_id: str
         lesions=lesions,
         report_id=rep.id if rep else None,
         report_status=rep.status if rep else None,
+        segmentations=versions,
         priors=[
             PriorOut(study_id=p.id, study_date=p.study_date, uploaded_at=p.uploaded_at, description=p.description)
             # a break-glass limited to one study opens that study only; a technician sees their uploads only
