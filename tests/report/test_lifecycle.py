@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 
 from neuronav.errors import LifecycleError, ReportError
+from neuronav.findings import Findings, SegmentationEdit
 from neuronav.report.build import build_report
+from neuronav.report.json_report import report_json
 from neuronav.report.lifecycle import (
     ReportStore,
     amend,
@@ -21,8 +23,6 @@ from neuronav.report.lifecycle import (
     sign,
     verify_signature,
 )
-from neuronav.findings import Findings, SegmentationEdit
-from neuronav.report.json_report import report_json
 from neuronav.report.model import AMENDMENT_MEANING, SIGNATURE_MEANING, Report
 from tests.analysis.findings_factory import make_findings
 
