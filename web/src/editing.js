@@ -6,6 +6,7 @@
 // the report again from it and the page reloads its lesions, measurements and report.
 import { NVImage } from '@niivue/niivue'
 import { post } from './api.js'
+import { go } from './router.js'
 import { can } from './session.js'
 import { fmtDate, h, num, say } from './ui.js'
 import { LABELS, imageUrl } from './viewer.js'
@@ -29,8 +30,8 @@ function base64(bytes) {
 }
 
 // The section, or null when the AI's segmentation is not open to this reader. `reload`: called once a
-// new version is saved (the page opens the study again).
-export function segmentationSection({ studyId, manifest, viewer, reload = () => location.reload() }) {
+// new version is saved (the page opens the study again, without reloading the app).
+export function segmentationSection({ studyId, manifest, viewer, reload = () => go(location.hash) }) {
   const seg = manifest.segmentations
   if (!seg || !manifest.images.includes('segmentation')) return null
   const current = seg.versions.find((v) => v.current) || seg.versions[0]
