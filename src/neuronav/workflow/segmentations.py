@@ -326,7 +326,7 @@ def correct(
             "painted": labels_nifti is not None,
             "voxels_changed": changed,
             "voxels_per_label": {str(k): int(np.count_nonzero(labels == k)) for k in (1, 2, 3)},
-            "note": note,
+            # the note is free text (it could name the patient): kept in the encrypted report's findings only
         }
         db.add(
             SegmentationVersionRow(
