@@ -183,6 +183,16 @@ def test_a_radiologist_rejects_a_lesion_and_paints_new_versions_the_original_kep
     frames = ds.pixel_array.reshape(int(ds.NumberOfFrames), int(ds.Rows), int(ds.Columns))
     assert int(np.count_nonzero(frames)) == int(np.count_nonzero(labels3))
     assert int(np.count_nonzero(labels3)) != int(np.count_nonzero(labels1))
+    # the PDF (key images of the corrected map) and FHIR (its Observations) are written from it as well
+    pdf = client.get(f"/api/reports/{report_id}/export/pdf", headers=rad.headers)
+    assert pdf.status_code == 200 and pdf.content[:5] == b"%PDF-"
+    bundle = client.get(f"/api/reports/{report_id}/export/fhir", headers=rad.headers).json()
+    values = [
+        e["resource"]["valueQuantity"]["value"]
+        for e in bundle["entry"]
+        if e["resource"]["resourceType"] == "Observation" and "valueQuantity" in e["resource"]
+    ]
+    assert any(v == pytest.approx(seg3["volumes"]["enhancing_ml"]) for v in values)
 
     # -- audited, and the versions listed ------------------------------------------------------------------
     events = audit_events(settings, "segmentation.edit")
