@@ -16,8 +16,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 # 1.1: Study.patient_pseudonym, Change.prior_volumes_ml; 1.2: overall_confidence_produced_by (all optional);
 # 1.3: a lesion is a tumour (core with its oedema, satellites joined): Lesion.core_ml, enhancing_ml, oedema_ml,
-# satellites, oedema_max_diameter_mm; diameters are the core's; Segmentation.oedema_islands_ml
-SCHEMA_VERSION = "1.3"
+# satellites, oedema_max_diameter_mm; diameters are the core's; Segmentation.oedema_islands_ml;
+# 1.4: Segmentation.edited (a radiologist's corrected label map: version, author, what changed; optional)
+SCHEMA_VERSION = "1.4"
 DISCLAIMER = (
     "Research software, not for clinical use. AI-generated results are not a diagnosis and require "
     "review by a qualified physician."
@@ -77,6 +78,21 @@ class Volumes(_Model):
     tumour_core_ml: float  # 1+3
 
 
+class SegmentationEdit(_Model):
+    """Provenance of a label map a radiologist corrected (:mod:`neuronav.workflow.segmentations`): the
+    volumes and lesions are then measured from this version, by the same algorithms as the AI's."""
+
+    version: int = Field(ge=2)  # 1 is the AI's segmentation.nii.gz, kept untouched
+    parent_version: int = Field(ge=1)
+    edited_by: str  # the radiologist's printed name
+    role: str
+    edited_at: datetime
+    accepted_lesions: list[int] = Field(default_factory=list)  # AI lesions (of the parent) confirmed
+    rejected_lesions: list[int] = Field(default_factory=list)  # AI lesions (of the parent) removed
+    voxels_changed: int = 0  # voxels whose label differs from the parent version
+    note: str = ""
+
+
 class Segmentation(_Model):
     volumes: Volumes
     lesions: list[Lesion]
@@ -85,6 +101,7 @@ class Segmentation(_Model):
     produced_by: list[ProducedBy]
     label_file: str = "segmentation.nii.gz"
     probability_file: str = "probability.nii.gz"
+    edited: SegmentationEdit | None = None  # 1.4: corrected by a radiologist (None: as the AI segmented)
 
 
 class Detection(_Model):

@@ -10,6 +10,7 @@ from neuronav.analysis.measure import (
     ALGORITHM_VERSION,
     OEDEMA_MIN_ML,
     SATELLITE_DISTANCE_MM,
+    lesion_map,
     lesions,
     oedema,
     tumour_lesions,
@@ -218,3 +219,29 @@ def test_oedema_alone_is_never_a_lesion() -> None:
     assert result.lesions == [] and result.oedema_islands_ml == pytest.approx((labels == 2).sum() / 1000.0)
     with pytest.raises(ValueError, match="satellite_mm"):
         tumour_lesions(labels, ISO, np.eye(4), satellite_mm=-1.0)
+
+
+def test_lesion_map_numbers_each_voxel_as_tumour_lesions_counts_it() -> None:
+    """The voxels a reader rejects with lesion n: its core, its satellites and its oedema; islands none."""
+    shape = (140, 120, 80)
+    labels = np.zeros(shape, np.uint8)
+    big, small = _ball(shape, (-20, 0, 0), 10), _ball(shape, (40, 0, 0), 6)
+    labels[_ball(shape, (-20, 0, 0), 16)] = 2
+    labels[big] = 3
+    satellite = _ball(shape, (-20 + 10 + 5 + 3, 0, 0), 3) & ~_ball(shape, (-20, 0, 0), 16)
+    labels[satellite] = 1
+    labels[small] = 1
+    island = _ball(shape, (0, 45, 30), 5)
+    labels[island] = 2
+    owner = lesion_map(labels, ISO)
+    found = tumour_lesions(labels, ISO, np.eye(4)).lesions
+    assert int(owner.max()) == len(found) == 2
+    for les in found:  # the same numbering and the same voxels as the measured lesions
+        assert (owner == les.index).sum() / 1000.0 == pytest.approx(les.volume_ml, abs=1e-4)
+    assert np.all(owner[big] == 1) and np.all(owner[satellite] == 1) and np.all(owner[small] == 2)
+    assert not np.any(owner[island]) and not np.any(owner[labels == 0])
+    rejected = labels.copy()
+    rejected[owner == 1] = 0
+    (left,) = tumour_lesions(rejected, ISO, np.eye(4)).lesions
+    assert left.core_ml == pytest.approx(small.sum() / 1000.0, abs=1e-4)
+    assert not np.any(lesion_map(np.zeros(shape, np.uint8), ISO))

@@ -9,12 +9,15 @@ from pathlib import Path
 import pytest
 
 from neuronav.errors import LifecycleError, ReportError
+from neuronav.findings import Findings, SegmentationEdit
 from neuronav.report.build import build_report
+from neuronav.report.json_report import report_json
 from neuronav.report.lifecycle import (
     ReportStore,
     amend,
     canonical_json,
     content_sha256,
+    correct_segmentation,
     edit,
     mark_reviewed,
     sign,
@@ -240,3 +243,38 @@ def test_a_stored_version_never_holds_the_patients_identity(prelim: Report, tmp_
     assert "Doe^Jane" not in text and "MRN-7" not in text
     assert store.load(prelim.report_id).patient is None
     assert store.load(prelim.report_id) == prelim
+
+
+def _corrected(report: Report, whole_ml: float) -> Findings:
+    seg = report.findings.segmentation
+    edited = SegmentationEdit(version=2, parent_version=1, edited_by="Dr Grey", role="radiologist", edited_at=WHEN)
+    volumes = seg.volumes.model_copy(update={"whole_tumour_ml": whole_ml})
+    return report.findings.model_copy(
+        update={
+            "segmentation": seg.model_copy(
+                update={"volumes": volumes, "label_file": "segmentation-v2.nii.gz", "edited": edited}
+            )
+        }
+    )
+
+
+def test_a_corrected_segmentation_is_an_edit_the_status_stays_and_a_signed_report_is_amended_first(
+    prelim: Report,
+) -> None:
+    kept = edit(prelim, {"/narrative/impression": "My words."}, who="Dr Grey", role="radiologist", when=WHEN)
+    reviewed = mark_reviewed(kept, who="Dr Grey", role="radiologist", when=WHEN)
+    out = correct_segmentation(reviewed, _corrected(reviewed, 12.5), who="Dr Grey", role="radiologist", when=WHEN)
+    assert out.status == "reviewed" and out.version == reviewed.version and out.schema_version == "1.3"
+    assert out.edits[-1].path == "/findings/segmentation" and out.edits[-1].who == "Dr Grey"
+    assert out.edits[-1].old["version"] == 1 and out.edits[-1].new["version"] == 2
+    assert {m.key: m.value for m in out.measurements}["whole_tumour_volume"] == 12.5
+    assert out.visual_data.segmentation_file == "segmentation-v2.nii.gz"
+    assert out.narrative.impression == "My words."  # the radiologist's text stays
+    assert "Segmentation corrected by Dr Grey" in out.narrative.findings_text
+    Report.model_validate_json(report_json(out))  # valid against its published schema (1.3)
+    with pytest.raises(LifecycleError, match="only a radiologist"):
+        correct_segmentation(prelim, _corrected(prelim, 1.0), who="T", role="technician")
+    signed = sign(out, who="Dr Grey", role="radiologist", when=WHEN)
+    with pytest.raises(LifecycleError, match="amend it before correcting"):
+        correct_segmentation(signed, _corrected(signed, 1.0), who="Dr Grey", role="radiologist")
+    assert verify_signature(signed)

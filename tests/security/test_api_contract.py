@@ -93,6 +93,8 @@ CONFIG: dict[str, Any] = {
             "include-name": ["POST /api/studies/{study_id}/annotations", "PATCH /api/annotations/{annotation_id}"],
             "checks": _accepting(400),
         },
+        # a corrected label map: base64 of a NIfTI on the segmentation's grid with BraTS labels, lesions that exist
+        {"include-name": "POST /api/studies/{study_id}/segmentations", "checks": _accepting(400)},
         # and one no OpenAPI document can state across parameters: an audit range whose until is before since
         {"include-name": ["GET /api/audit", "GET /api/audit/fhir"], "checks": _accepting(400)},
         # and a PACS search needs at least one key (patient id, name, accession number or study UID) of its

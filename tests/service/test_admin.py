@@ -95,6 +95,9 @@ EXPECTED: dict[tuple[str, str], str | Permission | frozenset[Permission]] = {
     ("PATCH", "/api/annotations/{annotation_id}"): P.ANNOTATION_CREATE,
     ("DELETE", "/api/annotations/{annotation_id}"): P.ANNOTATION_CREATE,
     ("POST", "/api/annotations/{annotation_id}/include"): P.REPORT_EDIT,
+    # segmentation versions: a radiologist's corrections of the AI's label map (routes/segmentations.py)
+    ("GET", "/api/studies/{study_id}/segmentations"): P.STUDY_IMAGES,
+    ("POST", "/api/studies/{study_id}/segmentations"): P.REPORT_EDIT,
     # DICOMweb (service/routes/dicomweb.py): QIDO-RS and WADO-RS read studies, STOW-RS uploads one
     ("GET", "/dicomweb/studies"): P.STUDY_READ,
     ("GET", "/dicomweb/studies/{study}"): P.STUDY_READ,

@@ -64,6 +64,8 @@ def _object_rule(method: str, path: str) -> dict[str, bool]:
         everyone["other technician"] = False  # not the uploader: status of own uploads only
     if "{report_id}" in path:  # a preliminary report: radiologists only
         everyone = {role: role == "radiologist" for role in everyone}
+    if path.endswith("/segmentations"):  # the AI's label map of a preliminary report: radiologists only
+        everyone = {role: role == "radiologist" for role in everyone}
     if "{annotation_id}" in path and method in ("PATCH", "DELETE"):  # only its author
         everyone = {role: role == "neurologist" for role in everyone}
     return everyone

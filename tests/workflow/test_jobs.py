@@ -59,7 +59,8 @@ def test_upload_to_report(env: Env, phantom_zip: Path, monkeypatch: pytest.Monke
         assert a is not None and study is not None
         assert (a.state, a.progress, a.attempts, study.state, study.flagged) == ("done", 1.0, 2, "done", True)
         viewer_images = {f"sequence-{name}.nii.gz" for name in ("FLAIR", "T1", "T1c", "T2")}  # as acquired
-        assert set(a.result["objects"]) == set(jobs.RESULT_FILES) | viewer_images
+        # and the registration a corrected segmentation is located with (workflow/segmentations.py)
+        assert set(a.result["objects"]) == set(jobs.RESULT_FILES) | viewer_images | {"registration.json"}
         report = reports.load(db, env.store, a.result["report_id"])
         assert report.status == "preliminary" and report.findings.detection.tumour_detected
         assert report.study_info.patient_pseudonym == study.patient_pseudonym

@@ -7,6 +7,7 @@ Public API (each function is an algorithm computed from the labels/images; its d
                           with its oedema, satellites joined, oedema islands never a lesion; core
                           volume, centroid (RAS and MNI), 3D and axial diameters, bidimensional
                           product, atlas location, enhancing and oedema volumes
+* :func:`lesion_map`      which lesion each voxel belongs to (the voxels a reader rejects with it)
 * :func:`locate`          hemisphere, lobe and AAL2 region of an MNI point (:mod:`.atlas`)
 * :func:`midline_shift`   septum pellucidum vs the brain's symmetry plane (:mod:`.midline`)
 * :func:`ventricles`      lateral ventricle volume, left/right asymmetry and status
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -41,6 +43,7 @@ __all__ = [
     "SATELLITE_DISTANCE_MM",
     "VENTRICLE_ASYMMETRY_LIMIT",
     "haemorrhage",
+    "lesion_map",
     "lesions",
     "locate",
     "midline_shift",
@@ -178,6 +181,84 @@ class TumourLesions:
     oedema_islands_ml: float
 
 
+@dataclass(frozen=True)
+class _Groups:
+    """:func:`_group`: the lesions' voxels in a box around the tumour (``lo``: the box's first index)."""
+
+    lo: npt.NDArray[np.int64]
+    box: tuple[slice, ...]
+    labels: npt.NDArray[np.generic]  # the labels in the box
+    owner: npt.NDArray[np.int64]  # group number per voxel of the box (0: none)
+    order: list[int]  # the groups that are lesions, largest core first (lesion n is order[n - 1])
+    fragments: npt.NDArray[np.int32]
+    islands: BoolArr
+
+
+def _group(lab: npt.NDArray[Any], aff: F64, *, min_volume_ml: float, satellite_mm: float) -> _Groups | float:
+    """The lesion grouping of :func:`tumour_lesions` (its steps 1–3); a float (the oedema-island volume,
+    mL) when there is no tumour core at all."""
+    if satellite_mm < 0:
+        raise ValueError(f"satellite_mm must be ≥ 0, got {satellite_mm}")
+    whole = lab > 0
+    v = _voxel_ml(aff)
+    if not np.any(whole):
+        return 0.0
+    spacing = _spacing(aff)
+    nz = np.nonzero(whole)
+    pad = np.ceil(satellite_mm / np.maximum(spacing, 1e-6)).astype(np.int64) + 1
+    lo = np.maximum(np.array([int(a.min()) for a in nz]) - pad, 0)
+    hi = np.minimum(np.array([int(a.max()) for a in nz]) + pad + 1, np.array(lab.shape))
+    box = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi, strict=True))
+    lb = lab[box]
+    wb = whole[box]
+    cb = (lb == 1) | (lb == 3)
+    if not np.any(cb):
+        return round(float(wb.sum()) * v, 4)
+    dist, nearest = ndi.distance_transform_edt(~cb, sampling=spacing, return_indices=True)
+    groups, _ = ndi.label(dist <= satellite_mm / 2.0, structure=_CONN26)
+    wcomp, nw = ndi.label(wb, structure=_CONN26)
+    has_core = np.zeros(nw + 1, dtype=bool)
+    has_core[np.unique(wcomp[cb])] = True
+    has_core[0] = False
+    oed = wb & ~cb
+    attached = oed & has_core[wcomp]
+    islands = oed & ~has_core[wcomp]
+    owner = np.zeros(lb.shape, dtype=np.int64)
+    owner[cb] = groups[cb]
+    owner[attached] = groups[tuple(n[attached] for n in nearest)]
+    fragments, _ = ndi.label(cb, structure=_CONN26)
+    core_owner = np.where(cb, owner, 0)
+    core_sizes = np.bincount(core_owner.ravel())
+    core_sizes[0] = 0
+    order = [int(g) for g in np.argsort(-core_sizes, kind="stable") if core_sizes[g] > 0]
+    order = [g for g in order if core_sizes[g] * v >= min_volume_ml]
+    return _Groups(lo=lo, box=box, labels=lb, owner=owner, order=order, fragments=fragments, islands=islands)
+
+
+def lesion_map(
+    labels: npt.NDArray[np.generic],
+    affine: F64,
+    *,
+    min_volume_ml: float = 0.05,
+    satellite_mm: float = SATELLITE_DISTANCE_MM,
+) -> npt.NDArray[np.int32]:
+    """Which lesion of :func:`tumour_lesions` (same parameters, same numbering) each voxel belongs to:
+    its core and the oedema assigned to it; 0 elsewhere (background, oedema islands, specks below
+    ``min_volume_ml``). The voxels a reader removes when rejecting a lesion."""
+    _check_labels(labels, affine)
+    out = np.zeros(np.shape(labels), dtype=np.int32)
+    grouped = _group(
+        np.asarray(labels), np.asarray(affine, dtype=np.float64), min_volume_ml=min_volume_ml, satellite_mm=satellite_mm
+    )
+    if isinstance(grouped, float):
+        return out
+    rank = np.zeros(int(grouped.owner.max()) + 1, dtype=np.int32)
+    for n, g in enumerate(grouped.order, start=1):
+        rank[g] = n
+    out[grouped.box] = rank[grouped.owner]
+    return out
+
+
 def tumour_lesions(
     labels: npt.NDArray[np.generic],
     affine: F64,
@@ -205,44 +286,20 @@ def tumour_lesions(
     volume and the largest extent of the lesion with it; ``volume_ml`` is core + its oedema.
     """
     _check_labels(labels, affine)
-    if satellite_mm < 0:
-        raise ValueError(f"satellite_mm must be ≥ 0, got {satellite_mm}")
     aff = np.asarray(affine, dtype=np.float64)
     w2m = np.asarray(world_to_mni, dtype=np.float64)
-    lab = np.asarray(labels)
-    whole = lab > 0
     v = _voxel_ml(aff)
-    if not np.any(whole):
-        return TumourLesions([], 0.0)
-    spacing = _spacing(aff)
-    nz = np.nonzero(whole)
-    pad = np.ceil(satellite_mm / np.maximum(spacing, 1e-6)).astype(np.int64) + 1
-    lo = np.maximum(np.array([int(a.min()) for a in nz]) - pad, 0)
-    hi = np.minimum(np.array([int(a.max()) for a in nz]) + pad + 1, np.array(lab.shape))
-    box = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi, strict=True))
-    lb = lab[box]
-    wb = whole[box]
-    cb = (lb == 1) | (lb == 3)
-    if not np.any(cb):
-        return TumourLesions([], round(float(wb.sum()) * v, 4))
-    dist, nearest = ndi.distance_transform_edt(~cb, sampling=spacing, return_indices=True)
-    groups, _ = ndi.label(dist <= satellite_mm / 2.0, structure=_CONN26)
-    wcomp, nw = ndi.label(wb, structure=_CONN26)
-    has_core = np.zeros(nw + 1, dtype=bool)
-    has_core[np.unique(wcomp[cb])] = True
-    has_core[0] = False
-    oed = wb & ~cb
-    attached = oed & has_core[wcomp]
-    islands = oed & ~has_core[wcomp]
-    owner = np.zeros(lb.shape, dtype=np.int64)
-    owner[cb] = groups[cb]
-    owner[attached] = groups[tuple(n[attached] for n in nearest)]
-    fragments, _ = ndi.label(cb, structure=_CONN26)
-    core_owner = np.where(cb, owner, 0)
-    core_sizes = np.bincount(core_owner.ravel())
-    core_sizes[0] = 0
-    order = [int(g) for g in np.argsort(-core_sizes, kind="stable") if core_sizes[g] > 0]
-    order = [g for g in order if core_sizes[g] * v >= min_volume_ml]
+    grouped = _group(np.asarray(labels), aff, min_volume_ml=min_volume_ml, satellite_mm=satellite_mm)
+    if isinstance(grouped, float):
+        return TumourLesions([], grouped)
+    lo, lb, owner, order, fragments, islands = (
+        grouped.lo,
+        grouped.labels,
+        grouped.owner,
+        grouped.order,
+        grouped.fragments,
+        grouped.islands,
+    )
     boxes = ndi.find_objects(owner)
     out: list[Lesion] = []
     for rank, g in enumerate(order, start=1):

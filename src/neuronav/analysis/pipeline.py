@@ -6,6 +6,7 @@ inputs → preprocess → segmentation ensemble → labels on the reference grid
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -34,6 +35,9 @@ ProgressFn = Callable[[str, float], None]
 DETECTION_THRESHOLD = 0.5
 REFERENCE_IMAGE = "reference.nii.gz"  # the reference series itself, on the grid of segmentation.nii.gz
 SEQUENCE_IMAGE = "sequence-{name}.nii.gz"  # each input sequence on its own grid, in scanner space (viewers)
+# the registration the lesions were located with (reference RAS mm → MNI mm): a corrected label map is
+# measured again with it (neuronav.workflow.segmentations)
+REGISTRATION_FILE = "registration.json"
 
 
 def sequence_images(inputs: StudyInputs) -> list[str]:
@@ -60,8 +64,8 @@ def analyze(
     debug_dir: Path | None = None,
     progress: ProgressFn | None = None,
 ) -> Findings:
-    """Analyse one study; write findings.json, segmentation.nii.gz, probability.nii.gz, reference.nii.gz
-    and one sequence-<NAME>.nii.gz per input sequence."""
+    """Analyse one study; write findings.json, segmentation.nii.gz, probability.nii.gz, reference.nii.gz,
+    registration.json and one sequence-<NAME>.nii.gz per input sequence."""
     from neuronav.analysis import confidence, measure
     from neuronav.analysis.features import classification_features, detection_features
     from neuronav.analysis.inference import confine_to_head, segment
@@ -184,6 +188,7 @@ def analyze(
         change=_change(volumes.model_dump(), prior_findings) if prior_findings else None,
     )
     write_findings(findings, out_dir / "findings.json")
+    write_registration(pre.world_to_mni, ref.affine, out_dir / REGISTRATION_FILE)
     step("done", 1.0)
     return findings
 
@@ -211,6 +216,30 @@ def write_findings(findings: Findings, path: Path) -> Path:
     return path
 
 
+def write_registration(world_to_mni: np.ndarray[Any, Any], reference_affine: np.ndarray[Any, Any], path: Path) -> Path:
+    """The registration of the analysis: ``world_to_mni`` (4×4, reference scanner RAS mm → MNI152 mm) and
+    the reference grid's affine, as JSON."""
+    doc = {
+        "world_to_mni": np.asarray(world_to_mni, dtype=np.float64).tolist(),
+        "reference_affine": np.asarray(reference_affine, dtype=np.float64).tolist(),
+    }
+    tmp = path.with_name(f".{path.name}.partial")
+    tmp.write_text(json.dumps(doc, indent=2) + "\n")
+    tmp.replace(path)
+    return path
+
+
+def read_registration(path: Path) -> np.ndarray[Any, Any]:
+    """``world_to_mni`` of :func:`write_registration`; :class:`InputError` naming the file when unfit."""
+    try:
+        w2m = np.asarray(json.loads(path.read_text())["world_to_mni"], dtype=np.float64)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise InputError(f"not a NeuroNav registration file ({exc})", str(path)) from exc
+    if w2m.shape != (4, 4) or not np.all(np.isfinite(w2m)):
+        raise InputError("the registration is not a finite 4×4 matrix", str(path))
+    return w2m
+
+
 def _read_prior(prior: Path) -> Findings:
     path = prior / "findings.json" if prior.is_dir() else prior
     try:
@@ -223,7 +252,17 @@ def _read_prior(prior: Path) -> Findings:
 
 def _change(current: dict[str, Any], prior: Findings) -> Change:
     """Volume change per region and a RANO-style volumetric category on the enhancing tumour."""
-    before = prior.segmentation.volumes.model_dump()
+    return change_against(
+        current,
+        prior.segmentation.volumes.model_dump(),
+        prior_study=str(prior.study.study_instance_uid or ""),
+        prior_date=prior.study.study_date,
+    )
+
+
+def change_against(current: dict[str, Any], before: dict[str, Any], *, prior_study: str, prior_date: str) -> Change:
+    """:func:`_change` from the prior's volumes (mL per region): what a corrected label map is compared
+    with again (the prior's volumes are kept in :attr:`Change.prior_volumes_ml`)."""
     pct: dict[str, float | None] = {}
     for key, now in current.items():
         was = float(before[key])
@@ -240,8 +279,8 @@ def _change(current: dict[str, Any], prior: Findings) -> Change:
     else:
         category = "stable"
     return Change(
-        prior_study=str(prior.study.study_instance_uid or ""),
-        prior_date=prior.study.study_date,
+        prior_study=prior_study,
+        prior_date=prior_date,
         volume_change_percent=pct,
         prior_volumes_ml={k: float(v) for k, v in before.items()},
         rano_category=category,  # type: ignore[arg-type]

@@ -9,6 +9,7 @@ log is append-only and hash-chained (:mod:`neuronav.audit`).
       │        ├──< study_search_tokens        (keyed blind index of the identity: the worklist search)
       │        ├──< analyses                   (jobs: queued / running / done / failed)
       │        ├──< reports ──< report_versions (every version kept, never overwritten)
+      │        ├──< segmentation_versions       (a radiologist's corrections of an analysis's label map)
       │        └──< annotations                (measurements and notes of the viewer)
       └──< audit_events                        (who, role, when, from where, what, outcome; chained)
 
@@ -45,6 +46,7 @@ from sqlalchemy import (
     MetaData,
     String,
     Text,
+    UniqueConstraint,
     false,
 )
 from sqlalchemy.engine import Dialect
@@ -285,6 +287,30 @@ class ReportVersionRow(Base):
     created_by: Mapped[str | None] = mapped_column(ForeignKey("users.id"))
 
     report: Mapped[ReportRow] = relationship(back_populates="versions")
+
+
+class SegmentationVersionRow(Base):
+    """A radiologist's correction of an analysis's label map: version 2, 3, … (version 1 is the AI's
+    ``segmentation.nii.gz``, kept untouched). The corrected NIfTI is a stored object (encrypted)."""
+
+    __tablename__ = "segmentation_versions"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    analysis_id: Mapped[str] = mapped_column(ForeignKey("analyses.id", ondelete="CASCADE"), index=True)
+    study_id: Mapped[str] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"), index=True)
+    version: Mapped[int] = mapped_column(Integer)  # 2, 3, … per analysis
+    parent_version: Mapped[int] = mapped_column(Integer)  # the version it was edited from (1: the AI's)
+    object_key: Mapped[str] = mapped_column(String(64))  # the stored label map (stored_objects.key)
+    sha256: Mapped[str] = mapped_column(String(64))
+    author_id: Mapped[str | None] = mapped_column(ForeignKey("users.id"))
+    author_name: Mapped[str] = mapped_column(String(200))  # as the report states it
+    author_role: Mapped[str] = mapped_column(String(20))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    changes: Mapped[dict[str, Any]] = mapped_column(default=dict)  # lesions accepted / rejected, voxels per label
+    report_id: Mapped[str | None] = mapped_column(String(20))
+    report_version: Mapped[int | None] = mapped_column(Integer)
+
+    __table_args__ = (UniqueConstraint("analysis_id", "version"),)
 
 
 class AnnotationRow(Base):

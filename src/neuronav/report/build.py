@@ -496,6 +496,12 @@ def narrative(f: Findings) -> Narrative:
         + f". Lateral ventricles {s.ventricular_status}. "
         f"Haemorrhage {'suspected' if s.haemorrhage_suspected else 'not suspected'}."
     )
+    edited = f.segmentation.edited
+    if edited is not None:  # provenance: the measurements above come from a corrected label map
+        parts.append(
+            f"Segmentation corrected by {edited.edited_by} ({edited.role}, version {edited.version} of "
+            f"{edited.edited_at:%Y-%m-%d}); volumes and lesions are measured from the corrected segmentation."
+        )
     if f.change is not None:
         parts.append(
             f"Compared with the prior study ({f.change.prior_date or 'date unknown'}): "

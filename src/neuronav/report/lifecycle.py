@@ -29,6 +29,7 @@ from neuronav.report.model import (
     REPORT_SCHEMA_VERSION,
     SIGNATURE_MEANING,
     Edit,
+    KeySlices,
     ReaderMeasurement,
     Report,
     Signature,
@@ -168,6 +169,66 @@ def edit(report: Report, changes: dict[str, Any], *, who: str, role: str, when: 
         kept = {key: data["narrative"][key] for key in rewritten}  # the radiologist's words stay; the rest follows
         base = base.model_copy(update={"narrative": base.narrative.model_copy(update=kept)})
     return base.model_copy(update={"edits": edits, "status": report.status, "signature": None})
+
+
+def _segmentation_summary(f: Findings) -> dict[str, Any]:
+    seg = f.segmentation
+    return {
+        "version": seg.edited.version if seg.edited is not None else 1,
+        "label_file": seg.label_file,
+        "lesions": len(seg.lesions),
+        "whole_tumour_ml": seg.volumes.whole_tumour_ml,
+        "tumour_core_ml": seg.volumes.tumour_core_ml,
+    }
+
+
+def correct_segmentation(
+    report: Report,
+    findings: Findings,
+    *,
+    who: str,
+    role: str,
+    key_slices: KeySlices | None = None,
+    when: datetime | None = None,
+) -> Report:
+    """The report measured from a corrected label map: ``findings`` (its segmentation, volumes, lesions and
+    oedema measured again from the corrected map, :mod:`neuronav.workflow.segmentations`) replace the
+    report's, every derived section is recomputed, the radiologist's own texts stay, and the correction
+    is recorded as an edit of ``/findings/segmentation`` (old and new: version, lesions, volumes). An edit:
+    the status does not move; a signed report is amended first. ``key_slices``: the key images placed
+    again on the corrected map (the largest lesion may have changed)."""
+    _require_role(role, "edit")
+    if report.signature is not None:
+        raise LifecycleError(
+            f"report {report.report_id} v{report.version} is signed ({report.status}); amend it before "
+            "correcting its segmentation"
+        )
+    when = when or datetime.now(UTC)
+    rewritten = {e.path.rsplit("/", 1)[1] for e in report.edits if e.path in EDITABLE_TEXT}
+    base = report
+    if key_slices is not None:
+        base = base.model_copy(update={"visual_data": base.visual_data.model_copy(update={"key_slices": key_slices})})
+    base = derive(base, findings, keep_narrative=False)
+    kept = {key: getattr(report.narrative, key) for key in rewritten}  # the radiologist's words stay
+    visual = base.visual_data.model_copy(update={"segmentation_file": findings.segmentation.label_file})
+    step = Edit(
+        who=who,
+        role=role,
+        when=when,
+        path="/findings/segmentation",
+        old=_segmentation_summary(report.findings),
+        new=_segmentation_summary(findings),
+    )
+    return base.model_copy(
+        update={
+            "narrative": base.narrative.model_copy(update=kept),
+            "visual_data": visual,
+            "edits": [*report.edits, step],
+            "status": report.status,
+            "signature": None,
+            "schema_version": REPORT_SCHEMA_VERSION,  # findings 1.4's Segmentation.edited is report 1.3's
+        }
+    )
 
 
 def mark_reviewed(report: Report, *, who: str, role: str, when: datetime | None = None) -> Report:

@@ -22,8 +22,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from neuronav.findings import Change, Findings, ProducedBy
 
 # 1.1: the optional patient identity of clinical outputs; 1.2: readers' measurements, Signature.meaning,
-# reauthenticated_by, Narrative.clinical_information
-REPORT_SCHEMA_VERSION = "1.2"
+# reauthenticated_by, Narrative.clinical_information; 1.3: findings 1.4's Segmentation.edited (a corrected mask)
+REPORT_SCHEMA_VERSION = "1.3"
 REPORT_ID_PATTERN = r"^NN-\d{8}-[0-9a-f]{8}$"
 Status = Literal["preliminary", "reviewed", "final", "amended"]
 Urgency = Literal["routine", "soon", "urgent"]
@@ -303,7 +303,7 @@ _LATER_LESION_DEFAULTS: dict[str, Any] = {
     "oedema_max_diameter_mm": None,
     "satellites": 0,
 }
-_LATER_SEGMENTATION_DEFAULTS: dict[str, Any] = {"oedema_islands_ml": 0.0}
+_LATER_SEGMENTATION_DEFAULTS: dict[str, Any] = {"oedema_islands_ml": 0.0, "edited": None}
 _LATER_SIGNATURE_DEFAULTS: dict[str, Any] = {"meaning": SIGNATURE_MEANING, "reauthenticated_by": None}
 _LATER_NARRATIVE_DEFAULTS: dict[str, Any] = {"clinical_information": ""}
 

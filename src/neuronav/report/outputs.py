@@ -148,7 +148,7 @@ def write_outputs(
         images = None
         needs_images = {"pdf", "epdf", "hl7", *FHIR_FORMATS} | ({"sc"} if background is None else set())
         if analysis_dir is not None and needs_images & set(formats):
-            images = load_analysis_images(analysis_dir)
+            images = load_analysis_images(analysis_dir, segmentation=report.findings.segmentation.label_file)
         pdf_bytes: bytes | None = None
 
         def pdf() -> bytes:
@@ -258,7 +258,12 @@ def _sc_task(report: Report, source: SourceSeries, analysis_dir: Path, folder: P
     """Run in the report helper: ("ok", seconds) or ("error", message), never an exception to unpickle."""
     t0 = time.perf_counter()
     try:
-        _write_sc_files(report, load_analysis_images(analysis_dir), source, folder)
+        _write_sc_files(
+            report,
+            load_analysis_images(analysis_dir, segmentation=report.findings.segmentation.label_file),
+            source,
+            folder,
+        )
     except NeuroNavError as exc:
         return ("error", str(exc))
     except Exception as exc:  # reported to the caller as a failure, with its type

@@ -133,6 +133,11 @@ TAGS: list[dict[str, Any]] = [
     {"name": "reports", "description": "Structured reports: review, sign, amend, export (PDF, DICOM, FHIR, HL7)."},
     {"name": "annotations", "description": "Readers' measurements (distance, ROI) and annotations, per user."},
     {
+        "name": "segmentations",
+        "description": "A radiologist's corrections of the AI's label map, each a new version the report is "
+        "measured from; the AI's original is kept.",
+    },
+    {
         "name": "dicomweb",
         "description": "DICOMweb (PS3.18) at /dicomweb: QIDO-RS search, WADO-RS retrieve and metadata, STOW-RS store.",
     },

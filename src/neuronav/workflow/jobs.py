@@ -372,7 +372,7 @@ def _run_claimed(
     settings: Settings, analysis_id: str, owner: str, claimed: tuple[str, datetime, int], heartbeat: _Heartbeat
 ) -> str:
     from neuronav.analysis.inputs import from_paths
-    from neuronav.analysis.pipeline import analyze, sequence_images, summary
+    from neuronav.analysis.pipeline import REGISTRATION_FILE, analyze, sequence_images, summary
     from neuronav.report.build import build_report
     from neuronav.workflow import reports
     from neuronav.workflow.uploads import decrypt_upload, private_tmp, remove_tmp, upload_objects
@@ -408,7 +408,7 @@ def _run_claimed(
         try:
             # encrypted before the transaction: on SQLite an open transaction holds the write lock,
             # which every request and upload needs
-            for name in (*RESULT_FILES, *sequence_images(inputs)):
+            for name in (*RESULT_FILES, REGISTRATION_FILE, *sequence_images(inputs)):
                 with open(out / name, "rb") as fh:
                     obj = store.put(fh, kind="result")
                 stored[name] = obj.key

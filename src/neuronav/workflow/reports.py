@@ -112,7 +112,8 @@ def export(
     start_helper(formats)  # Secondary Captures: made by the spawned report helper, never by forking this process
     analysis_dir = folder / "analysis"
     analysis_dir.mkdir()
-    for name in RESULT_FILES:
+    label_file = report.findings.segmentation.label_file  # a corrected label map: its own stored file
+    for name in (*RESULT_FILES, *([label_file] if label_file not in RESULT_FILES else [])):
         result_path(settings, db, analysis, name, analysis_dir)
     source = None
     if wanted in DICOM_FORMATS:

@@ -338,15 +338,34 @@ def latest_done(db: Session, study: StudyRow) -> AnalysisRow:
     return done
 
 
+def segmentation_file(analysis: AnalysisRow, version: int | None = None) -> str:
+    """The stored label map of ``version`` (default: the latest) of an analysis's segmentation: version 1
+    is the AI's ``segmentation.nii.gz``; a radiologist's corrections are ``segmentation-v<N>.nii.gz``
+    (:mod:`neuronav.workflow.segmentations`)."""
+    n = int((analysis.result or {}).get("segmentation_version") or 1) if version is None else version
+    return IMAGES["segmentation"] if n == 1 else f"segmentation-v{n}.nii.gz"
+
+
 def image_file(analysis: AnalysisRow, image: str) -> str:
-    """The stored file behind a viewer image name: reference, segmentation, heatmap or sequence-<NAME>."""
+    """The stored file behind a viewer image name: reference, segmentation (the latest version),
+    segmentation-ai (the AI's original), segmentation-v<N>, heatmap or sequence-<NAME>."""
+    stored = (analysis.result or {}).get("objects") or {}
+    if image == "segmentation":
+        return segmentation_file(analysis)
+    if image == "segmentation-ai":
+        return IMAGES["segmentation"]
     if image in IMAGES:
         return IMAGES[image]
-    stored = (analysis.result or {}).get("objects") or {}
+    if image.startswith("segmentation-v") and f"{image}.nii.gz" in stored:
+        return f"{image}.nii.gz"
     name = f"{image}.nii.gz"
     if image.startswith("sequence-") and name in stored:
         return name
-    have = [*IMAGES, *sorted(n.removesuffix(".nii.gz") for n in stored if n.startswith("sequence-"))]
+    have = [
+        *IMAGES,
+        "segmentation-ai",
+        *sorted(n.removesuffix(".nii.gz") for n in stored if n.startswith(("sequence-", "segmentation-v"))),
+    ]
     raise NotFoundError(f"unknown image {image!r}; this study has {', '.join(have)}")
 
 
@@ -367,7 +386,7 @@ def study_image(db: Session, settings: Settings, actor: Actor, study_id: str, im
     authorize_object(db, actor, Permission.STUDY_IMAGES, study_object(study))
     done = latest_done(db, study)
     file_name = image_file(done, image)
-    if image in AI_IMAGES:
+    if image in AI_IMAGES or image.startswith("segmentation-"):  # every version of the AI's label map
         rep = reports.for_study(db, study.id)
         if not ai_results_open(actor, rep.status if rep else None):
             raise refusal(
@@ -402,6 +421,7 @@ __all__ = [
     "load_study",
     "read_study",
     "receive_and_analyse",
+    "segmentation_file",
     "start",
     "study_image",
     "study_object",

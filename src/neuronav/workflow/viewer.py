@@ -23,6 +23,7 @@ from neuronav.security.access import AI_IMAGES, Actor, ai_results_open, allowed,
 from neuronav.security.permissions import Permission
 from neuronav.workflow import jobs, reports
 from neuronav.workflow.access import audit_event, authorize_object
+from neuronav.workflow.segmentations import SegmentationVersionsOut, segmentation_versions
 from neuronav.workflow.studies import IMAGES, latest_done, load_study, study_object
 from neuronav.workflow.uploads import private_tmp, remove_tmp
 
@@ -78,6 +79,9 @@ class ViewerOut(BaseModel):
     report_status: str | None
     priors: list[PriorOut]  # the first: the prior the analysis compared with, when it did
     compared_prior_id: str | None = None  # the prior the analysis's change versus prior was computed on
+    # the segmentation's versions (1: the AI's; then radiologists' corrections) when the AI results are open;
+    # the image "segmentation" is the current one, "segmentation-ai" the AI's original
+    segmentations: SegmentationVersionsOut | None = None
 
 
 def priors_of(db: Session, study: StudyRow, settings: Settings | None = None) -> list[StudyRow]:
@@ -112,9 +116,11 @@ def viewer_manifest(db: Session, settings: Settings, actor: Actor, study_id: str
         remove_tmp(folder)
     reference = findings.study.reference_sequence
     ai_open = reader and ai_results_open(actor, rep.status if rep else None)
+    versions: SegmentationVersionsOut | None = None
     if ai_open:
         if rep is not None:  # the report's findings: what the radiologist edited and every output lists
             findings = reports.load(db, jobs.store_for(settings), rep.id).findings
+            versions = segmentation_versions(db, study.id)
         lesions = lesion_list(findings)
     # a break-glass limited to one study opens that study only; a technician sees their uploads only
     priors = priors_of(db, study, settings) if reader and breakglass_study(actor) is None else []
@@ -128,6 +134,7 @@ def viewer_manifest(db: Session, settings: Settings, actor: Actor, study_id: str
         lesions=lesions,
         report_id=rep.id if rep else None,
         report_status=rep.status if rep else None,
+        segmentations=versions,
         priors=[
             PriorOut(study_id=p.id, study_date=p.study_date, uploaded_at=p.uploaded_at, description=p.description)
             for p in priors

@@ -9,6 +9,7 @@ import { field, fmtDate, h, num, say, studyDate } from '../ui.js'
 import { LABELS, LAYOUTS, PRESETS, StudyViewer, softwareRendering } from '../viewer.js'
 import { MeasureLayer, TOOLS, valueText } from '../measure.js'
 import { reportPanel } from './report.js'
+import { segmentationSection } from '../editing.js'
 
 const SHORTCUTS = [
   ['↑ ↓ ← →', 'previous / next slice'],
@@ -672,6 +673,8 @@ export async function studyPage(main, life, studyId) {
       ),
     )
   }
+  const segSection = segmentationSection({ studyId, manifest, viewer }) // versions, accept/reject, edit mask
+  if (segSection) side.append(segSection)
   if (can('annotation:read')) side.append(h('section', {}, h('h2', {}, 'Measurements and annotations'), annoList))
   let report = null
   if (can('report:read_preliminary') || can('report:read_final')) {

@@ -20,6 +20,7 @@ from neuronav.service.routes import (
     health,
     pacs,
     reports,
+    segmentations,
     studies,
     users,
     web,
@@ -37,6 +38,7 @@ ROUTERS: list[APIRouter] = [
     pacs.router,
     reports.router,
     annotation.router,
+    segmentations.router,
     dicomweb.router,
     web.router,  # last: the web UI's pages and assets
 ]
