@@ -189,7 +189,13 @@ def _progress_bar(title: str) -> Any:
 
 @app.command()
 def analyze(
-    paths: Annotated[list[Path] | None, typer.Argument(help="DICOM files, folders or zips of ONE study")] = None,
+    paths: Annotated[
+        list[Path] | None,
+        typer.Argument(
+            help="DICOM files, folders or zips of ONE study, or a NIfTI folder / zip (BraTS case, BIDS anat, "
+            "files named after their sequence)"
+        ),
+    ] = None,
     out_dir: Annotated[Path, typer.Option("--out", help="output folder")] = Path("neuronav-output"),
     t1: Annotated[Path | None, typer.Option("--t1", help="NIfTI T1")] = None,
     t1c: Annotated[Path | None, typer.Option("--t1c", help="NIfTI T1 post-contrast")] = None,
@@ -234,6 +240,8 @@ def analyze(
             f"{', '.join(sorted(DICOM_FORMATS & set(wanted)))} need DICOM input (they join the source study in "
             "PACS); these inputs are NIfTI: drop those formats or analyse the DICOM study"
         )
+    for seq, name in inputs.files.items():  # NIfTI: which file is which sequence
+        err.print(f"{seq}: {name}", markup=False, highlight=False)
     for note in inputs.notes:
         err.print(f"warning: {note}", markup=False, highlight=False)
     start_helper(wanted)  # the Secondary Capture helper process starts while the study is analysed
