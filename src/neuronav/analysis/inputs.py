@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-import re
 from pathlib import Path
 
 from neuronav.errors import InputError, NeuroNavError
