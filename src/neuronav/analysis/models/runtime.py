@@ -61,7 +61,7 @@ def providers(setting: str | None = None, available: Sequence[str] | None = None
     value = (read_settings().ort_providers if setting is None else setting).strip()
     offered = list(ort.get_available_providers() if available is None else available)
     if value.lower() in ("", "auto"):
-        return [p for p in ACCELERATORS if p in offered][:1] + [CPU]
+        return [*[p for p in ACCELERATORS if p in offered][:1], CPU]
     if value.lower() == "cpu":
         return [CPU]
     wanted = [p.strip() for p in value.split(",") if p.strip()]
