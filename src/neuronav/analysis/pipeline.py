@@ -166,6 +166,7 @@ def analyze(
             reference_series_uid=inputs.series_uids.get(pre.reference),
             input_kind="dicom" if inputs.kind == "dicom" else "nifti",
             patient_pseudonym=inputs.patient_pseudonym,
+            skull_stripped=pre.skull_stripped,
         ),
         detection=Detection(
             tumour_detected=detected,
