@@ -152,6 +152,39 @@ def _collect(paths: Sequence[str | Path]) -> tuple[list[NiftiFile], list[str | P
     return nifti, others, refused
 
 
+def nifti_content(paths: Sequence[str | Path]) -> tuple[list[NiftiFile], bool]:
+    """The NIfTI files under ``paths`` (folders and zips looked into), and whether anything else that
+    could be DICOM lies beside them."""
+    nifti, others, _ = _collect(paths)
+    return nifti, bool(others)
+
+
+def nifti_digest(files: Sequence[NiftiFile]) -> str:
+    """SHA-256 over the sorted SHA-256 of each NIfTI file's bytes: the same files → the same digest
+    (the file names and the archive around them do not count)."""
+    import hashlib
+
+    from neuronav.ingest.model import Source
+    from neuronav.ingest.sources import SourceReader
+
+    digests = []
+    with SourceReader() as reader:
+        for f in files:
+            if f.path is not None:
+                h = hashlib.sha256()
+                with open(f.path, "rb") as fh:
+                    for chunk in iter(lambda: fh.read(1 << 20), b""):
+                        h.update(chunk)
+                digests.append(h.hexdigest())
+            else:
+                assert f.zip_path is not None and f.member is not None
+                digests.append(hashlib.sha256(reader.read(Source(f.zip_path, f.member))).hexdigest())
+    outer = hashlib.sha256(b"nifti\n")
+    for d in sorted(digests):
+        outer.update(d.encode("ascii") + b"\n")
+    return outer.hexdigest()
+
+
 def classify_nifti(files: Sequence[NiftiFile]) -> tuple[dict[str, NiftiFile], list[str]]:
     """Which file is which sequence, from the names (BraTS 2018–2021 and 2023, BIDS, free text).
 
