@@ -82,7 +82,11 @@ def test_bids_anat_folder_with_sidecars(tmp_path: Path) -> None:
         },
     )
     (anat / "sub-07_ses-pre_T1w.json").write_text("{}")
+    _write(tmp_path / "sub-07" / "ses-pre" / "func" / "sub-07_ses-pre_task-rest_bold.nii.gz", 1.0)
+    _write(tmp_path / "sub-07" / "ses-pre" / "dwi" / "sub-07_ses-pre_dwi.nii.gz", 1.0)
     _check(values, tmp_path / "sub-07")  # the subject folder, anat found inside
+    notes = from_paths([tmp_path / "sub-07"]).notes
+    assert any("bold" in n and "ignored" in n for n in notes) and any("_dwi" in n for n in notes)
 
 
 def test_named_files_folder_and_zip(tmp_path: Path) -> None:

@@ -86,6 +86,42 @@ _NIFTI_EXT = (".nii", ".nii.gz")
 # files that travel with NIfTI data sets (BIDS sidecars, BraTS notes) and are not images
 _SIDECARS = (".json", ".tsv", ".txt", ".md", ".bval", ".bvec", ".csv", ".pdf", ".png", ".jpg")
 _LABEL_SUFFIXES = {"seg", "mask", "label", "dseg"}
+# BIDS suffixes of images NeuroNav does not analyse (functional, diffusion, field maps, other anatomy):
+# in a subject's folder they are left out with a note, not an error
+_BIDS_OTHER = {
+    "bold",
+    "sbref",
+    "epi",
+    "phasediff",
+    "phase1",
+    "phase2",
+    "magnitude",
+    "magnitude1",
+    "magnitude2",
+    "fieldmap",
+    "asl",
+    "m0scan",
+    "pet",
+    "dwi",
+    "cbv",
+    "t2starw",
+    "t2star",
+    "pdw",
+    "pd",
+    "pdt2",
+    "angio",
+    "unit1",
+    "mp2rage",
+    "inplanet1",
+    "inplanet2",
+    "swi",
+    "mese",
+    "megre",
+    "tb1map",
+    "tb1tfl",
+    "tb1rfm",
+    "tb1srge",
+}
 
 
 def _is_nifti(name: str) -> bool:
@@ -200,6 +236,9 @@ def classify_nifti(files: Sequence[NiftiFile]) -> tuple[dict[str, NiftiFile], li
         last = re.split(r"[_\-.]", stem)[-1]
         if last in _LABEL_SUFFIXES or re.search(r"(^|[_\-.])seg([_\-.]|$)", stem):
             notes.append(f"{f.shown}: a label file, not an image; ignored")
+            continue
+        if Path(f.shown).name.startswith("sub-") and last in _BIDS_OTHER:
+            notes.append(f"{f.shown}: BIDS '{last}' is not analysed; ignored")
             continue
         verdict = sequence_from_filename(Path(f.shown).name)
         key = verdict.sequence.value
