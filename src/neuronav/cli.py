@@ -189,7 +189,13 @@ def _progress_bar(title: str) -> Any:
 
 @app.command()
 def analyze(
-    paths: Annotated[list[Path] | None, typer.Argument(help="DICOM files, folders or zips of ONE study")] = None,
+    paths: Annotated[
+        list[Path] | None,
+        typer.Argument(
+            help="DICOM files, folders or zips of ONE study, or a NIfTI folder / zip (BraTS case, BIDS anat, "
+            "files named after their sequence)"
+        ),
+    ] = None,
     out_dir: Annotated[Path, typer.Option("--out", help="output folder")] = Path("neuronav-output"),
     t1: Annotated[Path | None, typer.Option("--t1", help="NIfTI T1")] = None,
     t1c: Annotated[Path | None, typer.Option("--t1c", help="NIfTI T1 post-contrast")] = None,
@@ -234,6 +240,8 @@ def analyze(
             f"{', '.join(sorted(DICOM_FORMATS & set(wanted)))} need DICOM input (they join the source study in "
             "PACS); these inputs are NIfTI: drop those formats or analyse the DICOM study"
         )
+    for seq, name in inputs.files.items():  # NIfTI: which file is which sequence
+        err.print(f"{seq}: {name}", markup=False, highlight=False)
     for note in inputs.notes:
         err.print(f"warning: {note}", markup=False, highlight=False)
     start_helper(wanted)  # the Secondary Capture helper process starts while the study is analysed
@@ -334,32 +342,53 @@ def report(
 
 @app.command()
 def evaluate(
-    cases: Annotated[int, typer.Option(help="number of unseen phantom studies")] = 12,
+    cases: Annotated[int, typer.Option(help="unseen phantom studies per kind and per seed set")] = 12,
     seed: Annotated[int, typer.Option(help="first seed (evaluation seeds lie below 1,000,000)")] = 0,
+    second_seed: Annotated[
+        int | None,
+        typer.Option("--second-seed", help="first seed of a second set: both run, and their spread is reported"),
+    ] = None,
+    fmt: Annotated[
+        str,
+        typer.Option(
+            "--format", help="dicom (with skull, as a scanner writes it), brats (skull-stripped BraTS cases) or both"
+        ),
+    ] = "dicom",
     work: Annotated[Path, typer.Option(help="working folder")] = Path("neuronav-evaluation"),
     model: Annotated[str | None, typer.Option("--model", help="segmentation model NAME[@VERSION]")] = None,
     keep: Annotated[bool, typer.Option(help="keep every generated study and analysis")] = False,
     record: Annotated[bool, typer.Option("--record-in-cards", help="write the metrics into the model cards")] = False,
 ) -> None:
-    """Dice, HD95, volume, detection, centroid, midline and classification metrics on unseen phantoms."""
-    from neuronav.analysis.evaluate import evaluate as run_evaluation
+    """Dice, HD95, volume, detection, centroid, midline and classification metrics on unseen phantoms:
+    DICOM studies with skull, BraTS-format cases, or both side by side (per-kind means, and the spread
+    between two seed sets with --second-seed)."""
+    from neuronav.analysis.evaluate import KINDS, evaluate_kinds
+
+    kinds = KINDS if fmt == "both" else (fmt,)
+    if fmt != "both" and fmt not in KINDS:
+        raise _fail(f"unknown --format {fmt!r}; choose dicom, brats or both")
+    seeds = [seed] if second_seed is None else [seed, second_seed]
 
     def report(done: int, total: int, r: Any) -> None:
         err.print(
-            f"[{done}/{total}] seed {r.seed} {r.lesion:10s} {r.profile:8s} dice {r.dice} "
+            f"[{done}/{total}] {r.kind:5s} seed {r.seed} {r.lesion:10s} {r.profile:8s} dice {r.dice} "
             f"detected {r.detected} class {r.predicted_class} ({r.seconds:.1f} s)",
             markup=False,
             highlight=False,
         )
 
-    summary = run_evaluation(cases, seed, work, model=model, keep=keep, progress=report)
+    summary = evaluate_kinds(cases, seeds, work, kinds=kinds, model=model, keep=keep, progress=report)
     printable = {k: v for k, v in summary.items() if k != "per_case"}
     out.print_json(json.dumps(printable, default=str))
     out.print(f"details: {work / 'evaluation.json'}", markup=False)
     if record:
         from neuronav.training.run import record_evaluation
 
-        command = f"neuronav evaluate --cases {cases} --seed {seed}" + (f" --model {model}" if model else "")
+        command = (
+            f"neuronav evaluate --cases {cases} --seed {seed} --format {fmt}"
+            + (f" --second-seed {second_seed}" if second_seed is not None else "")
+            + (f" --model {model}" if model else "")
+        )
         for folder in record_evaluation(summary, command):
             out.print(f"card updated: {folder / 'card.json'}", markup=False)
 

@@ -20,6 +20,9 @@ NEURONAV_MODELS_DIR         the shipped models (default: the package's own shipp
 NEURONAV_USER_MODELS_DIR    models a site registers (default $XDG_DATA_HOME/neuronav/models,
                             else ~/.local/share/neuronav/models)
 NEURONAV_THREADS            ONNX Runtime intra-op threads per model session (default: every core)
+NEURONAV_ORT_PROVIDERS      where the models run: ``auto`` (default: CUDA, ROCm, CoreML or DirectML when
+                            ONNX Runtime offers it, else the CPU), ``cpu``, or a comma-separated list of
+                            ONNX Runtime provider names (``CUDAExecutionProvider,CPUExecutionProvider``)
 NEURONAV_REPORT_SERIAL      1 = Secondary Captures made in the calling thread, not the spawned report helper
 NEURONAV_TRUSTED_PROXIES    reverse proxies whose X-Forwarded-For is believed: IPs / CIDRs, comma-separated
                             (default empty: the client address is the socket's; neuronav.security.network)
@@ -135,6 +138,7 @@ class Settings(BaseSettings):
     models_dir: Path = Field(default_factory=packaged_models_dir)
     user_models_dir: Path = Field(default_factory=default_user_models_dir)
     threads: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1)
+    ort_providers: str = Field(default="auto", max_length=300)
 
     @field_validator("models_dir", "user_models_dir", "threads", mode="before")
     @classmethod

@@ -37,6 +37,7 @@ class ProducedBy(_Model):
     version: str
     kind: Literal["model", "algorithm"]
     sha256: str | None = None  # of the model file, for kind == "model"
+    execution_provider: str | None = None  # the ONNX Runtime provider the model ran on (report schema 1.3)
 
 
 class Location(_Model):
@@ -68,6 +69,10 @@ class Lesion(_Model):
     enhancing_max_diameter_mm: float | None = None  # largest 3D extent of the enhancing part (0 when none)
     oedema_max_diameter_mm: float | None = None  # largest 3D extent of the lesion with its oedema
     satellites: int = 0  # core fragments within the satellite distance joined to the main core
+    # the segmentation ensemble's tumour probability (1 − background) over the lesion's voxels (core and
+    # its oedema): mean and maximum (report schema 1.3; None in findings written before)
+    probability: float | None = Field(default=None, ge=0.0, le=1.0)
+    probability_max: float | None = Field(default=None, ge=0.0, le=1.0)
 
 
 class Volumes(_Model):
@@ -163,6 +168,9 @@ class Study(_Model):
     reference_series_uid: str | None
     input_kind: Literal["dicom", "nifti"]
     patient_pseudonym: str | None = None  # keyed HMAC of the patient id (neuronav.pseudonym); never the id
+    # the images were skull-stripped (detected from the reference: neuronav.analysis.preprocess.skull_stripped);
+    # None in findings written before report schema 1.3
+    skull_stripped: bool | None = None
 
 
 class Findings(_Model):

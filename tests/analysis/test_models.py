@@ -234,6 +234,40 @@ def test_threads_setting_is_validated(model_dirs: tuple[Path, Path], monkeypatch
         load_model("alpha")
 
 
+def test_providers_auto_takes_an_offered_accelerator_else_the_cpu() -> None:
+    from neuronav.analysis.models.runtime import providers
+
+    cpu = "CPUExecutionProvider"
+    assert providers("auto", [cpu]) == [cpu]
+    assert providers("auto", ["TensorrtExecutionProvider", "CUDAExecutionProvider", cpu]) == [
+        "CUDAExecutionProvider",
+        cpu,
+    ]
+    assert providers("", ["ROCMExecutionProvider", cpu]) == ["ROCMExecutionProvider", cpu]
+    assert providers("cpu", ["CUDAExecutionProvider", cpu]) == [cpu]
+    assert providers("CUDAExecutionProvider", ["CUDAExecutionProvider", cpu]) == ["CUDAExecutionProvider", cpu]
+    with pytest.raises(models_pkg.ModelError, match="does not offer"):
+        providers("CUDAExecutionProvider", [cpu])
+
+
+def test_the_provider_used_is_in_the_provenance(model_dirs: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    import onnxruntime as ort
+
+    ship(model_dirs[0], "alpha")
+    monkeypatch.setenv("NEURONAV_ORT_PROVIDERS", "auto")
+    model = load_model("alpha")
+    expected = (
+        "CUDAExecutionProvider" if "CUDAExecutionProvider" in ort.get_available_providers() else "CPUExecutionProvider"
+    )
+    assert model.produced_by().execution_provider == expected == model.session.get_providers()[0]
+    monkeypatch.setenv("NEURONAV_ORT_PROVIDERS", "cpu")
+    on_cpu = load_model("alpha")
+    assert on_cpu.produced_by().execution_provider == "CPUExecutionProvider"
+    monkeypatch.setenv("NEURONAV_ORT_PROVIDERS", "NoSuchExecutionProvider")
+    with pytest.raises(models_pkg.ModelError, match="NoSuchExecutionProvider"):
+        load_model("alpha")
+
+
 # ---------------------------------------------------------------------------------------- resolve
 
 

@@ -101,3 +101,46 @@ def test_an_oversized_upload_is_refused_whole(env: Env, phantom_zip: Path) -> No
         )
     assert counts(env) == (0, 0, 0)
     assert issubclass(UploadTooLargeError, InputError) and not issubclass(UploadTooLargeError, UnsafeInputError)
+
+
+def _nifti_zip(names: list[str]) -> bytes:
+    import tempfile
+
+    import numpy as np
+
+    from neuronav.volume import Volume, save_nifti
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf, tempfile.TemporaryDirectory() as tmp:
+        for i, name in enumerate(names):
+            data = np.full((8, 9, 10), float(10 * (i + 1)), dtype=np.float32)
+            path = save_nifti(Volume(data, np.eye(4)), Path(tmp) / name)
+            zf.write(path, f"case/{name}")
+    return buf.getvalue()
+
+
+def test_a_zip_of_a_brats_case_is_a_study_and_the_analysis_reads_it_back(env: Env, tmp_path: Path) -> None:
+    from neuronav.analysis.inputs import from_paths
+    from neuronav.workflow.uploads import restore_upload
+
+    names = [f"BraTS-GLI-00009-000-{s}.nii.gz" for s in ("t1n", "t1c", "t2w", "t2f", "seg")]
+    data = _nifti_zip(names)
+    study = upload(env, ("case.zip", data))
+    assert set(study.sequences) == {"T1", "T1c", "T2", "FLAIR"}
+    assert study.n_files == 5 and study.patient_name_enc is None and study.study_uid_digest is None
+    again = upload(env, ("same-case.zip", data))
+    assert again.id == study.id
+    assert counts(env) == (1, 1, 1)
+    folder = tmp_path / "restored"
+    folder.mkdir()
+    with session_scope(env.settings.database) as db:
+        restore_upload(db, env.store, study.id, folder)
+    inputs = from_paths([folder])  # what the analysis job does
+    assert inputs.files["T1c"] == "case/BraTS-GLI-00009-000-t1c.nii.gz"
+    assert float(inputs.volumes["T1c"].data.max()) == 20.0  # the t1c file's own voxels
+
+
+def test_a_zip_of_unnamed_nifti_stores_nothing_and_names_the_file(env: Env) -> None:
+    with pytest.raises(InputError, match=r"cannot tell the sequence .*scan_0002\.nii\.gz"):
+        upload(env, ("x.zip", _nifti_zip(["flair.nii.gz", "scan_0002.nii.gz"])))
+    assert counts(env) == (0, 0, 0)

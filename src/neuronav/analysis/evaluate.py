@@ -1,9 +1,18 @@
 """Evaluation on unseen phantom studies and on real normal brains.
 
-Each case is a full phantom study written as DICOM (seeds below the training range, geometry
-profiles the networks never saw: oblique, sagittal, coronal and multi-frame series, rotated
-heads), analysed end to end exactly as a user's study would be, and compared with its ground truth
-on the grid of the reference series. The false-positive check runs the same pipeline on real
+Each case is a full phantom study (seeds below the training range) analysed end to end exactly as a
+user's study would be, and compared with its ground truth on the grid of the reference series. Two
+kinds (:data:`KINDS`):
+
+- ``dicom``: the study as a scanner writes it, with skull and scalp, as DICOM (geometry profiles the
+  networks never saw: oblique, sagittal, coronal and multi-frame series, rotated heads);
+- ``brats``: the same generator's study as a BraTS case (:mod:`neuronav.phantom.brats`: skull-stripped,
+  1 mm, 240×240×155 on an SRI24-like grid, BraTS 2023 names), given as its folder.
+
+:func:`evaluate_kinds` runs both side by side, on one or two seed sets, and reports each kind's
+means and the spread between the seed sets (how far apart two runs with different seeds are).
+
+The false-positive check runs the same pipeline on real
 brains without tumour: the MNI152 template and nibabel's anatomical test image (both T1-weighted;
 given as the T1c, the only contrast they have).
 """
@@ -26,6 +35,7 @@ from scipy import ndimage as ndi
 from neuronav.errors import InputError
 from neuronav.training.data import TRAIN_SEED_BASE
 
+KINDS = ("dicom", "brats")
 LESION_CYCLE = ("glioma", "meningioma", "metastasis", "none")
 PROFILE_CYCLE = ("varied", "clinical")
 REGIONS = {"whole_tumour": (1, 2, 3), "tumour_core": (1, 3), "enhancing": (3,)}
@@ -65,6 +75,9 @@ class CaseResult:
     centroid_error_mm: float | None = None
     midline_error_mm: float | None = None
     seconds: float = 0.0
+    kind: str = "dicom"
+    labelled_ml_when_negative: float = 0.0  # labelled voxels left in a study called negative (must be 0)
+    skull_stripped_detected: bool | None = None
 
 
 def _centroid_ras(mask: npt.NDArray[np.bool_], affine: npt.NDArray[np.float64]) -> npt.NDArray[np.float64] | None:
@@ -74,25 +87,41 @@ def _centroid_ras(mask: npt.NDArray[np.bool_], affine: npt.NDArray[np.float64]) 
     return np.asarray(affine[:3, :3] @ ijk + affine[:3, 3], dtype=np.float64)
 
 
-def run_case(seed: int, work: Path, *, model: str | None = None) -> CaseResult:
+def run_case(seed: int, work: Path, *, model: str | None = None, kind: str = "dicom") -> CaseResult:
     from neuronav.analysis.inputs import from_paths
     from neuronav.analysis.pipeline import analyze
-    from neuronav.phantom import generate_study
     from neuronav.volume import load_nifti
 
+    if kind not in KINDS:
+        raise InputError(f"unknown evaluation format {kind!r}; choose one of {', '.join(KINDS)}")
     lesion = LESION_CYCLE[seed % len(LESION_CYCLE)]
     profile = PROFILE_CYCLE[(seed // len(LESION_CYCLE)) % len(PROFILE_CYCLE)]
-    case_dir = work / f"case-{seed}"
-    study = generate_study(case_dir / "study", seed=seed, lesion=lesion, fmt="dicom", profile=profile)
+    case_dir = work / (f"case-{seed}" if kind == "dicom" else f"{kind}-{seed}")
+    truth_path: Path | None = None
+    if kind == "dicom":
+        from neuronav.phantom import generate_study
+
+        study = generate_study(case_dir / "study", seed=seed, lesion=lesion, fmt="dicom", profile=profile)
+        truth = study.truth
+        source = case_dir / "study" / "dicom"
+    else:
+        from neuronav.phantom.brats import generate_brats_case
+
+        case = generate_brats_case(case_dir / "study", seed=seed, lesion=lesion, profile=profile)
+        truth = case.truth
+        source = case.folder
+        truth_path = case.labels
     started = time.perf_counter()
-    findings = analyze(from_paths([case_dir / "study" / "dicom"]), case_dir / "analysis", model=model)
+    findings = analyze(from_paths([source]), case_dir / "analysis", model=model)
     seconds = time.perf_counter() - started
-    truth = study.truth
-    ref_name = findings.study.reference_sequence
-    ref_series = next(s for s in study.series if s.name == ref_name)
-    truth_vol = load_nifti(ref_series.label_path)
+    if truth_path is None:
+        ref_name = findings.study.reference_sequence
+        truth_path = next(s for s in study.series if s.name == ref_name).label_path
+    truth_vol = load_nifti(truth_path)
     pred = load_nifti(case_dir / "analysis" / "segmentation.nii.gz")
     t_lab, p_lab = np.asarray(truth_vol.data), np.asarray(pred.data)
+    if t_lab.shape != p_lab.shape:
+        raise InputError(f"the segmentation {p_lab.shape} is not on the truth's grid {t_lab.shape}", str(case_dir))
     result = CaseResult(
         seed=seed,
         lesion=lesion,
@@ -102,7 +131,11 @@ def run_case(seed: int, work: Path, *, model: str | None = None) -> CaseResult:
         probability=findings.detection.probability,
         predicted_class=findings.classification.label,
         seconds=seconds,
+        kind=kind,
+        skull_stripped_detected=findings.study.skull_stripped,
     )
+    if not result.detected:
+        result.labelled_ml_when_negative = round(float(np.count_nonzero(p_lab)) * pred.voxel_volume_ml, 4)
     if lesion != "none":
         for name, labels in REGIONS.items():
             p, t = np.isin(p_lab, labels), np.isin(t_lab, labels)
@@ -112,8 +145,8 @@ def run_case(seed: int, work: Path, *, model: str | None = None) -> CaseResult:
         true_ml = result.truth_whole_ml
         result.volume_error = round(abs(findings.segmentation.volumes.whole_tumour_ml - true_ml) / true_ml, 4)
         c_pred = _centroid_ras(p_lab > 0, pred.affine)
-        c_true = np.asarray(truth["whole_tumour_centroid"]["ras_mm"], dtype=np.float64)
-        if c_pred is not None:
+        c_true = _centroid_ras(t_lab > 0, truth_vol.affine)  # on the grid the truth is written on
+        if c_pred is not None and c_true is not None:
             result.centroid_error_mm = round(float(np.linalg.norm(c_pred - c_true)), 2)
     result.midline_error_mm = round(abs(findings.midline_shift.shift_mm - float(truth["midline_shift_mm"])), 2)
     return result
@@ -184,6 +217,10 @@ def summarise(results: list[CaseResult], normals: list[dict[str, Any]]) -> dict[
         round(sum(r.predicted_class == r.lesion for r in classified) / len(classified), 4) if classified else None
     )
     out["seconds_per_study_median"] = round(float(np.median([r.seconds for r in results])), 1) if results else None
+    # the one decision: a study called negative keeps no labelled voxel (0 everywhere)
+    out["labelled_ml_in_negative_studies_max"] = (
+        max((r.labelled_ml_when_negative for r in results), default=0.0) if results else None
+    )
     out["normal_brains"] = normals
     return out
 
@@ -197,22 +234,101 @@ def evaluate(
     keep: bool = False,
     progress: Callable[[int, int, CaseResult | None], None] | None = None,
 ) -> dict[str, Any]:
-    """Generate and analyse ``n_cases`` unseen phantoms from ``seed`` on; return the metrics."""
+    """Generate and analyse ``n_cases`` unseen phantoms (as DICOM) from ``seed`` on; return the metrics."""
+    return evaluate_kinds(n_cases, [seed], work, kinds=("dicom",), model=model, keep=keep, progress=progress)
+
+
+def _check_seeds(n_cases: int, seed: int) -> None:
     if seed < 0 or seed + n_cases > TRAIN_SEED_BASE:
         raise InputError(f"evaluation seeds must lie in 0..{TRAIN_SEED_BASE - 1} (training uses the seeds above)")
     if n_cases < 1:
         raise InputError("--cases must be at least 1")
+
+
+# the metrics compared between kinds and between seed sets (means over the cases that have them)
+SPREAD_METRICS = (
+    "dice_whole_tumour_mean",
+    "dice_tumour_core_mean",
+    "dice_enhancing_mean",
+    "sensitivity_lesions_ge_1ml",
+    "classification_accuracy",
+    "volume_error_median",
+    "midline_error_mean_mm",
+)
+
+
+def evaluate_kinds(
+    n_cases: int,
+    seeds: list[int],
+    work: Path,
+    *,
+    kinds: tuple[str, ...] = KINDS,
+    model: str | None = None,
+    keep: bool = False,
+    progress: Callable[[int, int, CaseResult | None], None] | None = None,
+) -> dict[str, Any]:
+    """``n_cases`` unseen phantoms per kind and per seed set (each set: ``seed``, ``seed + 1``, …).
+
+    The summary's top level is over every case (as :func:`summarise` gives it); ``by_kind`` holds one
+    summary per kind; with two or more seed sets ``seed_sets`` holds one per kind and set, and
+    ``spread`` the largest difference between the sets' values of each of :data:`SPREAD_METRICS`.
+    """
+    unknown = [k for k in kinds if k not in KINDS]
+    if unknown or not kinds:
+        raise InputError(f"unknown evaluation format {', '.join(unknown) or '(none)'}; choose from {', '.join(KINDS)}")
+    if not seeds:
+        raise InputError("give at least one seed")
+    for s in seeds:
+        _check_seeds(n_cases, s)
+    sets = [set(range(s, s + n_cases)) for s in seeds]
+    for i in range(len(sets)):
+        for j in range(i + 1, len(sets)):
+            if sets[i] & sets[j]:
+                raise InputError(f"the seed sets from {seeds[i]} and {seeds[j]} overlap; give sets {n_cases} apart")
     work.mkdir(parents=True, exist_ok=True)
-    results = []
-    for i in range(n_cases):
-        r = run_case(seed + i, work, model=model)
-        results.append(r)
-        if not keep:
-            shutil.rmtree(work / f"case-{seed + i}", ignore_errors=True)
-        if progress is not None:
-            progress(i + 1, n_cases, r)
+    results: dict[tuple[str, int], list[CaseResult]] = {}
+    total = n_cases * len(seeds) * len(kinds)
+    done = 0
+    for first in seeds:
+        for kind in kinds:
+            for i in range(n_cases):
+                r = run_case(first + i, work, model=model, kind=kind)
+                results.setdefault((kind, first), []).append(r)
+                if not keep:
+                    shutil.rmtree(
+                        work / (f"case-{first + i}" if kind == "dicom" else f"{kind}-{first + i}"), ignore_errors=True
+                    )
+                done += 1
+                if progress is not None:
+                    progress(done, total, r)
     normals = run_normal_brains(work, model=model)
-    summary = summarise(results, normals)
-    summary["per_case"] = [r.__dict__ for r in results]
+    everything = [r for rs in results.values() for r in rs]
+    summary = summarise(everything, normals)
+    if len(kinds) > 1 or len(seeds) > 1:
+        summary["by_kind"] = {
+            k: _strip(summarise([r for (kk, _), rs in results.items() if kk == k for r in rs], [])) for k in kinds
+        }
+        summary["side_by_side"] = [
+            {"metric": m, **{k: summary["by_kind"][k].get(m) for k in kinds}} for m in SPREAD_METRICS
+        ]
+    if len(seeds) > 1:
+        per_set = {f"{k}@{s}": _strip(summarise(results[(k, s)], [])) for k in kinds for s in seeds}
+        summary["seed_sets"] = per_set
+        spread: dict[str, dict[str, float | None]] = {}
+        for k in kinds:
+            spread[k] = {}
+            for m in SPREAD_METRICS:
+                vals = [per_set[f"{k}@{s}"].get(m) for s in seeds]
+                nums = [float(v) for v in vals if isinstance(v, (int, float))]
+                spread[k][m] = round(max(nums) - min(nums), 4) if len(nums) == len(vals) else None
+        summary["spread"] = spread
+    summary["kinds"] = list(kinds)
+    summary["seeds"] = list(seeds)
+    summary["cases_per_kind_and_seed_set"] = n_cases
+    summary["per_case"] = [r.__dict__ for r in everything]
     (work / "evaluation.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
     return summary
+
+
+def _strip(summary: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in summary.items() if k not in ("normal_brains", "normal_brains_refused", "per_case")}

@@ -266,6 +266,7 @@ def tumour_lesions(
     *,
     min_volume_ml: float = 0.05,
     satellite_mm: float = SATELLITE_DISTANCE_MM,
+    probability: npt.NDArray[np.floating[Any]] | None = None,
 ) -> TumourLesions:
     """Lesions as radiologists count them, largest core first.
 
@@ -283,9 +284,13 @@ def tumour_lesions(
     Per lesion: the core's volume, centroid (RAS and, through ``world_to_mni``, MNI), largest 3D
     distance between voxel centres, axial diameters (:func:`_axial_diameters`) and their product, and
     location (:func:`locate`); the enhancing part's volume and largest diameter; the lesion's oedema
-    volume and the largest extent of the lesion with it; ``volume_ml`` is core + its oedema.
+    volume and the largest extent of the lesion with it; ``volume_ml`` is core + its oedema; with
+    ``probability`` (the tumour probability on the grid of ``labels``), its mean and maximum over the
+    lesion's voxels.
     """
     _check_labels(labels, affine)
+    if probability is not None and probability.shape != labels.shape:
+        raise ValueError(f"probability has shape {probability.shape}, the labels {labels.shape}")
     aff = np.asarray(affine, dtype=np.float64)
     w2m = np.asarray(world_to_mni, dtype=np.float64)
     v = _voxel_ml(aff)
@@ -322,6 +327,11 @@ def tumour_lesions(
         all3d = _max_pairwise(_points(mine, offset, aff))[0] if n_all >= 2 else 0.0
         n_core = int(core_mask.sum())
         c_mni_t: Vec3 = (float(c_mni[0]), float(c_mni[1]), float(c_mni[2]))
+        p_mean = p_max = None
+        if probability is not None:
+            p_here = np.asarray(probability[grouped.box][sub], dtype=np.float64)[mine]
+            p_mean = round(float(np.clip(p_here.mean(), 0.0, 1.0)), 4)
+            p_max = round(float(np.clip(p_here.max(), 0.0, 1.0)), 4)
         out.append(
             Lesion(
                 index=rank,
@@ -339,6 +349,8 @@ def tumour_lesions(
                 enhancing_max_diameter_mm=round(enh3d, 2),
                 oedema_max_diameter_mm=round(all3d, 2),
                 satellites=max(0, len(np.unique(fragments[sub][core_mask])) - 1),
+                probability=p_mean,
+                probability_max=p_max,
             )
         )
     return TumourLesions(out, round(float(islands.sum()) * v, 4))

@@ -1,7 +1,8 @@
 """One study → findings: the analysis stages in order, each timed.
 
-inputs → preprocess → segmentation ensemble → labels on the reference grid → measurements
-       → detection and classification → findings.json, segmentation.nii.gz, probability.nii.gz
+inputs → preprocess → segmentation ensemble → detection (the one decision: a negative study has no
+       labelled voxel in any output) → labels on the reference grid → measurements (per-lesion
+       probability) → classification → findings.json, segmentation.nii.gz, probability.nii.gz
 """
 
 from __future__ import annotations
@@ -93,6 +94,20 @@ def analyze(
 
     grid_prob, grid_labels, tumour_probability = confine_to_head(seg.probabilities, pre.brain_mask)
 
+    # ONE decision: the detection head's. A study it calls negative has no labelled voxel in any
+    # output (segmentation, probability map, SEG, viewer, SC, report): every output below derives
+    # from the labels and probabilities decided here, never from the segmentation before it.
+    step("detection", 0.6)
+    t0 = time.perf_counter()
+    (detector,) = resolve(None, "detection")
+    det_x = detection_features(tumour_probability, pre.brain_mask)[None]
+    p_tumour = float(detector.run({"features": det_x})["probabilities"][0, 1])
+    detected = p_tumour >= DETECTION_THRESHOLD
+    cls_labels = grid_labels  # the classifier reads the segmentation it was trained on
+    if not detected:
+        grid_prob, grid_labels = dismiss(grid_prob, grid_labels)
+    timings["detection"] = time.perf_counter() - t0
+
     step("labels on the reference grid", 0.65)
     t0 = time.perf_counter()
     ref = pre.reference_volume
@@ -111,22 +126,19 @@ def analyze(
     step("measurements", 0.8)
     t0 = time.perf_counter()
     volumes = measure.tumour_volumes(ref_labels, ref.affine)
-    found = measure.tumour_lesions(ref_labels, ref.affine, pre.world_to_mni)
+    found = measure.tumour_lesions(ref_labels, ref.affine, pre.world_to_mni, probability=heatmap)
+    del heatmap
     shift = measure.midline_shift(pre)
     vents = measure.ventricles(pre, grid_labels)
     haem = measure.haemorrhage(pre, grid_labels)
     oedema = measure.oedema(volumes)
     timings["measurements"] = time.perf_counter() - t0
 
-    step("detection and classification", 0.9)
+    step("classification", 0.9)
     t0 = time.perf_counter()
-    (detector,) = resolve(None, "detection")
     (classifier,) = resolve(None, "classification")
-    det_x = detection_features(tumour_probability, pre.brain_mask)[None]
-    p_tumour = float(detector.run({"features": det_x})["probabilities"][0, 1])
-    detected = p_tumour >= DETECTION_THRESHOLD
     class_names = tumour_classes(classifier.card)
-    cls_x = classification_features(grid_labels, pre.brain_mask, pre.channels.get("T1c"))[None]
+    cls_x = classification_features(cls_labels, pre.brain_mask, pre.channels.get("T1c"))[None]
     cls_p = classifier.run({"features": cls_x})["probabilities"][0]
     if cls_p.shape != (len(class_names),):
         raise ModelError(
@@ -135,7 +147,7 @@ def analyze(
         )
     probabilities: dict[str, float] = {name: round(float(p), 4) for name, p in zip(class_names, cls_p, strict=True)}
     best = int(np.argmax(cls_p))
-    timings["detection_classification"] = time.perf_counter() - t0
+    timings["classification"] = time.perf_counter() - t0
 
     used = [s for s in ANALYSED if s in pre.channels]
     missing = [s for s in ANALYSED if s not in pre.channels]
@@ -158,6 +170,7 @@ def analyze(
             reference_series_uid=inputs.series_uids.get(pre.reference),
             input_kind="dicom" if inputs.kind == "dicom" else "nifti",
             patient_pseudonym=inputs.patient_pseudonym,
+            skull_stripped=pre.skull_stripped,
         ),
         detection=Detection(
             tumour_detected=detected,
@@ -191,6 +204,15 @@ def analyze(
     write_registration(pre.world_to_mni, ref.affine, out_dir / REGISTRATION_FILE)
     step("done", 1.0)
     return findings
+
+
+def dismiss(
+    probabilities: np.ndarray[Any, Any], labels: np.ndarray[Any, Any]
+) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
+    """A study the detection head calls negative: every voxel background (probability 1, label 0)."""
+    prob = np.zeros_like(probabilities)
+    prob[0] = 1.0
+    return prob, np.zeros_like(labels)
 
 
 def tumour_classes(card: ModelCard) -> tuple[TumourClass, ...]:

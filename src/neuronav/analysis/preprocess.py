@@ -16,6 +16,14 @@ Steps (each timed; with ``debug_dir`` each writes its output as NIfTI):
 6. normalise  z-score within the brain mask using mean/SD of the 1–99th-percentile-clipped brain
               voxels, clipped to [−5, 5], exactly 0 outside the brain mask.
 
+Skull-stripped inputs (BraTS, most research data sets) are detected from the images
+(:func:`skull_stripped`): every sequence has an exactly constant background (zero) around ONE
+compact support of brain size (0.4–2.2 L; a head with scalp and skull is ≥ 2.5 L, and a scanner
+image has noise, not an exact constant, in its background). Then step 3 registers to the template's
+brain (the template masked by its brain mask) instead of the whole head, and step 4's brain mask is
+the images' own nonzero support on the working grid (no template prior, no skull stripping of a
+stripped brain). :attr:`Preprocessed.skull_stripped` says which path ran.
+
 Geometry: all coordinates are RAS mm. ``world`` means the reference series' scanner frame.
 """
 
@@ -57,6 +65,10 @@ _BACKGROUND_FRACTION = 0.10
 # a study must image most of the brain: on a partial field of view the networks see cut edges they
 # were never trained on, and a tumour outside it would be missed
 MIN_BRAIN_COVERAGE = 0.6
+# skull-stripped input: the brain's support (mL) and how exactly constant the background must be
+STRIPPED_SUPPORT_ML = (400.0, 2200.0)
+_STRIPPED_BACKGROUND = 0.99  # of the voxels outside the support hold exactly the background value
+_STRIPPED_MIN_OUTSIDE = 0.2  # of the field of view is background (a brain filling the FOV says nothing)
 
 
 @dataclass(eq=False)
@@ -71,6 +83,7 @@ class Preprocessed:
     coreg:        per sequence, 4×4 rigid map of that sequence's RAS mm into the reference's.
     timings:      seconds per step.
     metrics:      registration quality (Mattes MI, ITK sign: more negative is better).
+    skull_stripped: the inputs were detected as skull-stripped (:func:`skull_stripped`).
     """
 
     channels: dict[str, F32Array]
@@ -82,6 +95,7 @@ class Preprocessed:
     timings: dict[str, float] = field(default_factory=dict)
     metrics: dict[str, float] = field(default_factory=dict)
     grid: WorkingGrid = WORKING_GRID
+    skull_stripped: bool = False
 
     def working_to_world(self) -> FloatArray:
         """4×4: working-grid voxel index → reference scanner RAS mm."""
@@ -171,6 +185,47 @@ def _template_mask_on_grid() -> BoolArray:
     return out
 
 
+def support(vol: Volume) -> tuple[BoolArray, float]:
+    """The support of an image: voxels different from its background value (the minimum), largest
+    connected component, holes filled; and the fraction of the rest that holds exactly that value."""
+    arr = _to_float(vol)
+    floor = float(arr.min())
+    inside = arr != floor
+    lab, n = ndi.label(inside)
+    if n > 1:
+        sizes = np.bincount(lab.ravel())
+        sizes[0] = 0
+        inside = lab == int(np.argmax(sizes))
+    filled = np.asarray(ndi.binary_fill_holes(inside), dtype=bool)
+    outside = ~filled
+    exact = float(np.mean(arr[outside] == floor)) if outside.any() else 0.0
+    return filled, exact
+
+
+def skull_stripped(vol: Volume) -> tuple[bool, str]:
+    """Whether an image is a skull-stripped brain, and why (the rule, with the numbers).
+
+    Rule: (1) at least 20 % of the field of view is background; (2) at least 99 % of the voxels
+    outside the image's support hold exactly the background value (a scanner image carries noise
+    there; skull stripping writes an exact constant); (3) the support is one brain-sized object,
+    0.4–2.2 L (a whole head with scalp and skull is ≥ 2.5 L; a cut field of view of a stripped brain
+    can fall below 0.4 L and is then handled as a head, where the coverage guard refuses it).
+    """
+    mask, exact = support(vol)
+    total = mask.size
+    outside = 1.0 - float(mask.sum()) / float(total)
+    ml = float(mask.sum()) * float(np.prod(vol.spacing)) / 1000.0
+    lo, hi = STRIPPED_SUPPORT_ML
+    numbers = f"support {ml:.0f} mL, background {100 * outside:.0f} % of the field of view, {100 * exact:.1f} % exact"
+    if outside < _STRIPPED_MIN_OUTSIDE:
+        return False, f"not stripped: {numbers} (needs ≥ {100 * _STRIPPED_MIN_OUTSIDE:.0f} % background)"
+    if exact < _STRIPPED_BACKGROUND:
+        return False, f"not stripped: {numbers} (a noisy background: an unstripped scan)"
+    if not lo <= ml <= hi:
+        return False, f"not stripped: {numbers} (a brain is {lo:.0f}–{hi:.0f} mL)"
+    return True, f"skull-stripped: {numbers}"
+
+
 def brain_mask_on_grid(resampled: Mapping[str, F32Array]) -> BoolArray:
     prior = _template_mask_on_grid()
     background = np.ones(prior.shape, dtype=bool)
@@ -186,6 +241,15 @@ def brain_mask_on_grid(resampled: Mapping[str, F32Array]) -> BoolArray:
         mask = lab == int(np.argmax(sizes))
     filled = np.asarray(ndi.binary_fill_holes(mask), dtype=bool)
     return filled & prior
+
+
+def _largest_filled(mask: BoolArray) -> BoolArray:
+    lab, n = ndi.label(mask)
+    if n > 1:
+        sizes = np.bincount(lab.ravel())
+        sizes[0] = 0
+        mask = lab == int(np.argmax(sizes))
+    return np.asarray(ndi.binary_fill_holes(mask), dtype=bool)
 
 
 def normalise_channel(arr: F32Array, mask: BoolArray) -> F32Array:
@@ -255,6 +319,11 @@ def preprocess(
     for n in names:
         smooth[n] = reg.smooth_for(_to_float(canon[n]), canon[n].affine, WORKING_GRID.spacing[0])
     regimg = {n: reg.make_reg_image(canon[n].data, canon[n].affine, smoothed=smooth[n]) for n in names}
+    verdicts = {n: skull_stripped(canon[n]) for n in names}
+    stripped = all(v[0] for v in verdicts.values())
+    for n, (_, why) in verdicts.items():
+        log.info("preprocess: %s %s", n, why)
+    metrics["skull_stripped"] = float(stripped)
     timings["reorient"] = time.perf_counter() - t0
     for n in names:
         dbg.save(f"01_reoriented_{n}", _to_float(canon[n]), canon[n].affine)
@@ -282,7 +351,7 @@ def preprocess(
     t0 = time.perf_counter()
     driver = "T1" if "T1" in names else ref
     try:
-        mres = reg.register_to_mni(regimg[driver])
+        mres = reg.register_to_mni(regimg[driver], brain_only=stripped)
     except reg.RegistrationError as exc:
         raise InputError(f"{driver} does not look like a brain MRI: registration to MNI152 failed ({exc})") from exc
     metrics["mni"] = mres.metric
@@ -312,7 +381,17 @@ def preprocess(
     # 4. brain mask
     step("brain mask", 0.7)
     t0 = time.perf_counter()
-    mask = brain_mask_on_grid(resampled)
+    if stripped:
+        # the images' own support (of every sequence: where all of them hold brain) on the working grid
+        mask = np.ones(WORKING_GRID.shape, dtype=bool)
+        for n in names:
+            to_src = np.asarray(np.linalg.inv(coreg[n]) @ mni_to_world, dtype=np.float64)
+            sup = support(canon[n])[0].astype(np.float32)
+            on_grid = reg.resample(sup, canon[n].affine, WORKING_GRID.shape, WORKING_GRID.affine, to_src)
+            mask &= np.asarray(on_grid, dtype=np.float32) > 0.5
+        mask = _largest_filled(mask)
+    else:
+        mask = brain_mask_on_grid(resampled)
     timings["brain_mask"] = time.perf_counter() - t0
     dbg.grid("brain_mask", mask)
     coverage = float(mask.sum()) / float(_template_mask_on_grid().sum())
@@ -348,11 +427,13 @@ def preprocess(
         coreg=coreg,
         timings=timings,
         metrics=metrics,
+        skull_stripped=stripped,
     )
     if debug_dir is not None:
         doc = {
             "reference": ref,
             "mni_driver": driver,
+            "skull_stripped": {n: why for n, (_, why) in verdicts.items()},
             "working_grid": {"shape": list(WORKING_GRID.shape), "affine": WORKING_GRID.affine.tolist()},
             "world_to_mni": world_to_mni.tolist(),
             "coreg": {n: m.tolist() for n, m in coreg.items()},

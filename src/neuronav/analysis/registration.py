@@ -239,11 +239,14 @@ def rigid_coregister(fixed: RegImage, moving: RegImage) -> RigidResult:
     return RigidResult(np.asarray(np.linalg.inv(f2m), dtype=np.float64), m_id, m_fin, used_identity=False)
 
 
-@lru_cache(maxsize=1)
-def template_reg_image() -> RegImage:
-    """The MNI152 template at 2 mm (anti-aliased) with its brain mask dilated by 8 mm as metric mask."""
+@lru_cache(maxsize=2)
+def template_reg_image(brain_only: bool = False) -> RegImage:
+    """The MNI152 template at 2 mm (anti-aliased) with its brain mask dilated by 8 mm as metric mask;
+    ``brain_only``: the template's brain alone (masked by its brain mask, zero outside), the target
+    for a skull-stripped image (whose scalp and skull are gone)."""
     t = load_template()
-    sm = smooth_for(t.t1, t.affine, REGISTRATION_SPACING)
+    head = np.asarray(t.t1 * t.brain_mask, dtype=np.float32) if brain_only else t.t1
+    sm = smooth_for(head, t.affine, REGISTRATION_SPACING)
     shape, grid = fov_grid(t.t1.shape, t.affine, REGISTRATION_SPACING)
     arr = np.asarray(resample(sm, t.affine, shape, grid), dtype=np.float32)
     brain = np.asarray(resample(t.brain_mask.astype(np.float32), t.affine, shape, grid), dtype=np.float32) > 0.5
@@ -280,14 +283,14 @@ class AffineResult:
     starts: int
 
 
-def register_to_mni(subject: RegImage) -> AffineResult:
+def register_to_mni(subject: RegImage, *, brain_only: bool = False) -> AffineResult:
     """Affine (12 dof) registration of the template (fixed, brain-masked) to the subject (moving).
 
     Start: translation matching the centroids of the upper 100 mm of each foreground (neck-proof),
     then a similarity fit at 8 mm from several starting pitches/scales (robust to ±15–20° head
     rotations and to mislabelled voxel sizes); the best start goes on to an affine fit at 4 then
-    2 mm."""
-    tpl = template_reg_image()
+    2 mm. ``brain_only``: the subject is skull-stripped; the template's brain is the target."""
+    tpl = template_reg_image(brain_only)
     f_img, f_mask, m_img = tpl.to_sitk(), tpl.mask_sitk(), subject.to_sitk()
     tpl_brain = tpl.data > 0.1
     c_fix = _top_centroid(tpl, tpl_brain)

@@ -266,7 +266,9 @@ def _parse(fh: Any, head: bytes, size: int, where: str, limits: Limits) -> tuple
             raise DicomReadError("zip archive inside a zip archive; nested archives are not read", where)
         if where.lower().endswith((".nii", ".nii.gz")):
             raise DicomReadError(
-                "NIfTI file, not DICOM: give NIfTI inputs to `neuronav analyze --t1/--t1c/--t2/--flair`", where
+                "NIfTI file, not DICOM: analyse NIfTI inputs on their own (a folder of BraTS / BIDS-named "
+                "files, or --t1/--t1c/--t2/--flair)",
+                where,
             )
         raise DicomReadError("not a DICOM file (no 'DICM' marker)", where)
     dataset_size = size

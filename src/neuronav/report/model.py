@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from neuronav.findings import Change, Findings, ProducedBy
 
 # 1.1: the optional patient identity of clinical outputs; 1.2: readers' measurements, Signature.meaning,
-# reauthenticated_by, Narrative.clinical_information; 1.3: findings 1.4's Segmentation.edited (a corrected mask)
+# reauthenticated_by, Narrative.clinical_information; 1.3: findings 1.4's Segmentation.edited (a corrected mask), a lesion's probability (mean, max), Study.skull_stripped
 REPORT_SCHEMA_VERSION = "1.3"
 REPORT_ID_PATTERN = r"^NN-\d{8}-[0-9a-f]{8}$"
 Status = Literal["preliminary", "reviewed", "final", "amended"]
@@ -302,6 +302,8 @@ _LATER_LESION_DEFAULTS: dict[str, Any] = {
     "enhancing_max_diameter_mm": None,
     "oedema_max_diameter_mm": None,
     "satellites": 0,
+    "probability": None,  # schema 1.3
+    "probability_max": None,  # schema 1.3
 }
 _LATER_SEGMENTATION_DEFAULTS: dict[str, Any] = {"oedema_islands_ml": 0.0, "edited": None}
 _LATER_SIGNATURE_DEFAULTS: dict[str, Any] = {"meaning": SIGNATURE_MEANING, "reauthenticated_by": None}
@@ -318,6 +320,9 @@ def drop_later_defaults(data: dict[str, Any]) -> None:
     """Remove, in place, from a report's JSON data the fields added later that hold their default."""
     seg = (data.get("findings") or {}).get("segmentation") or {}
     _drop(seg, _LATER_SEGMENTATION_DEFAULTS)
+    study = (data.get("findings") or {}).get("study")
+    if isinstance(study, dict):
+        _drop(study, {"skull_stripped": None})  # schema 1.3
     for lesion in seg.get("lesions") or []:
         _drop(lesion, _LATER_LESION_DEFAULTS)
     if isinstance(data.get("narrative"), dict):
@@ -326,6 +331,19 @@ def drop_later_defaults(data: dict[str, Any]) -> None:
         _drop(data["signature"], _LATER_SIGNATURE_DEFAULTS)
     if data.get("reader_measurements") == []:  # schema 1.2
         del data["reader_measurements"]
+    _drop_provider(data.get("findings"))
+
+
+def _drop_provider(node: Any) -> None:
+    """Schema 1.3: ``execution_provider`` of every ``produced_by``, left out while it is None."""
+    if isinstance(node, dict):
+        if node.get("execution_provider", 0) is None and "kind" in node:
+            del node["execution_provider"]
+        for value in node.values():
+            _drop_provider(value)
+    elif isinstance(node, list):
+        for value in node:
+            _drop_provider(value)
 
 
 def model_info(p: ProducedBy) -> ModelInfo:

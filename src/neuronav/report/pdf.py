@@ -10,6 +10,7 @@ Laid out as a radiology report (ACR / RSNA RadReport order), the AI's detail in 
                  report status line (id, version, status; an amendment's reason)
                  Clinical information · Technique (sequences) · Comparison (prior and date, or none)
                  Findings (text, then one row per lesion: location in words, core diameters, volumes,
+                 the AI's mean tumour probability over the lesion,
                  oedema apart) · Impression (and the radiologist's comment) · Recommendations
                  Signature block: name, date and time, meaning (21 CFR 11.50), or "not signed"
     next         Key images (axial / coronal / sagittal with the segmentation, heatmap, legend)
@@ -309,7 +310,7 @@ def _lesion_table(r: Report, width: float) -> list[Any]:
     lesions = f.segmentation.lesions if f.detection.tumour_detected else []
     if not lesions:
         return []
-    head = ["Lesion", "Location", "Core, axial (mm)", "Core (mL)", "Enhancing (mL)", "Oedema (mL)"]
+    head = ["Lesion", "Location", "Core, axial (mm)", "Core (mL)", "Enhancing (mL)", "Oedema (mL)", "AI prob."]
     rows: list[list[Any]] = [[_t(h, "cellbold") for h in head]]
     for les in lesions:
         rows.append(
@@ -320,9 +321,10 @@ def _lesion_table(r: Report, width: float) -> list[Any]:
                 _t(_num(core_ml(les), 1)),
                 _t(_num(les.enhancing_ml, 1) if les.enhancing_ml is not None else "—"),
                 _t(_num(les.oedema_ml, 1) if les.oedema_ml is not None else "—"),
+                _t(_num(les.probability, 2) if les.probability is not None else "—"),
             ]
         )
-    w = [13 * mm, 0.0, 27 * mm, 18 * mm, 25 * mm, 22 * mm]
+    w = [13 * mm, 0.0, 27 * mm, 18 * mm, 25 * mm, 22 * mm, 16 * mm]
     w[1] = width - sum(w)
     return [Spacer(1, 3), _table(rows, w, extra=[("ALIGN", (2, 1), (-1, -1), "RIGHT")])]
 

@@ -4,7 +4,10 @@
    (0700, inside the data folder) under a server-generated name, counting bytes against the cap.
 2. The folder is scanned with :func:`neuronav.ingest.scan` (all the hostile-input checks: zip
    traversal and bombs, truncated files, absurd sizes). It must hold exactly one MR study with at
-   least one T1c, FLAIR or T2 series (:func:`neuronav.analysis.inputs.from_inventory`).
+   least one T1c, FLAIR or T2 series (:func:`neuronav.analysis.inputs.from_inventory`) — or, with no
+   DICOM in it, NIfTI files named after their sequences (a BraTS case, a BIDS anat folder; zipped:
+   the stored copy is decrypted as a zip, so the names inside it survive), read by
+   :func:`neuronav.analysis.inputs.from_paths` (no patient identity; content digest over the files).
 3. Only then are the files encrypted into the object store (no database transaction is open while
    steps 1-3 run: they take seconds) and the Study row written, in one short transaction; on any
    error the objects already stored are deleted again. The temporary folder is always removed.
@@ -297,23 +300,25 @@ def receive_files(db: Session, store: ObjectStore, settings: Settings, *, user_i
 
 
 def _receive(db: Session, store: ObjectStore, settings: Settings, *, user_id: str, source: FileSource) -> Received:
-    from neuronav.analysis.inputs import from_inventory
-    from neuronav.ingest import scan
+    from neuronav.analysis.inputs import from_inventory, from_paths, nifti_content, nifti_digest
+    from neuronav.ingest import PatientIdentity, scan
     from neuronav.pseudonym import pseudonymise
 
     folder = private_tmp(settings)
     try:
         spooled = source.spool(folder, settings.max_upload_bytes)
         inventory = scan([folder])
+        # a zip of NIfTI files named after their sequences (a BraTS case, a BIDS anat folder) is a study too
+        nifti = nifti_content([folder])[0] if not inventory.studies else []
         try:
-            inputs = from_inventory(inventory)
+            inputs = from_paths([folder]) if nifti else from_inventory(inventory)
         except NeuroNavError as exc:
             message = str(exc)
             for name, path in spooled:  # the client's file names, never the server's paths
                 message = message.replace(str(path), name)
             raise InputError(f"not an analysable brain MRI study: {message.replace(str(folder) + '/', '')}") from exc
-        study_info = next(iter(inventory.studies.values()))
-        digest = content_digest(inventory)
+        study_info = next(iter(inventory.studies.values())) if not nifti else None
+        digest = content_digest(inventory) if study_info is not None else nifti_digest(nifti)
         existing = _same_content(db, digest)
         if existing is not None:
             return Received(existing, created=False)
@@ -324,7 +329,7 @@ def _receive(db: Session, store: ObjectStore, settings: Settings, *, user_id: st
             source.discard(store)
             return Received(existing, created=False)
         key = store.field_key()
-        patient = study_info.patient
+        patient = study_info.patient if study_info is not None else PatientIdentity()  # NIfTI: no identity
 
         def enc(value: str, column: str) -> str | None:
             return encrypt_field(value, key, column) if value else None
@@ -336,10 +341,10 @@ def _receive(db: Session, store: ObjectStore, settings: Settings, *, user_id: st
                 "description": s.metadata.series_description[:64],
             }
             for name, s in inputs.series.items()
-        }
+        } or {name: {"images": 1, "description": "NIfTI"} for name in sorted(inputs.volumes)}
         study = StudyRow(
             content_sha256=digest,
-            study_uid_digest=pseudonymise(study_info.study_instance_uid)[4:],
+            study_uid_digest=pseudonymise(study_info.study_instance_uid)[4:] if study_info is not None else None,
             patient_pseudonym=inputs.patient_pseudonym,
             patient_name_enc=enc(patient.patient_name, "studies.patient_name"),
             patient_id_enc=enc(patient.patient_id, "studies.patient_id"),
@@ -348,11 +353,11 @@ def _receive(db: Session, store: ObjectStore, settings: Settings, *, user_id: st
             patient_id_issuer_enc=enc(patient.issuer_of_patient_id, "studies.patient_id_issuer"),
             accession_enc=enc(patient.accession_number, "studies.accession"),
             referring_physician_enc=enc(patient.referring_physician_name, "studies.referring_physician"),
-            study_uid_enc=enc(study_info.study_instance_uid, "studies.study_uid"),
-            study_date=(study_info.study_date or "")[:8] or None,
-            description=(study_info.study_description or "")[:200] or None,
+            study_uid_enc=enc(study_info.study_instance_uid, "studies.study_uid") if study_info else None,
+            study_date=(study_info.study_date or "")[:8] or None if study_info else None,
+            description=(study_info.study_description or "")[:200] or None if study_info else "NIfTI upload",
             sequences=sequences,
-            n_files=inventory.n_instances,
+            n_files=inventory.n_instances if study_info is not None else len(nifti),
             size_bytes=sum(p.stat().st_size for _, p in spooled),
             uploaded_by=user_id,
         )

@@ -2,8 +2,11 @@
 
 Every load verifies the sha256 of the file against its card before ONNX Runtime sees it
 (:class:`ModelIntegrityError` otherwise) and checks that the network's inputs and outputs are the
-ones its card declares. Sessions run on the CPU with ``NEURONAV_THREADS`` intra-op threads (a
-setting, :mod:`neuronav.config`; default: every core) and are cached per process, keyed by the
+ones its card declares. Sessions run where ``NEURONAV_ORT_PROVIDERS`` says (:func:`providers`:
+``auto``, the default, takes an accelerator ONNX Runtime offers — CUDA, ROCm, CoreML, DirectML — with
+the CPU behind it, else the CPU alone; ``cpu``; or an explicit list), with ``NEURONAV_THREADS``
+intra-op threads (default: every core); the provider a session got is recorded in each result's
+provenance (:meth:`LoadedModel.produced_by`). Sessions are cached per process, keyed by the
 file's path, size, mtime and checksum, so a replaced file is verified again. :func:`resolve`
 gives the loaded models of a task (:func:`neuronav.analysis.models.catalogue.select_models` says
 which).
@@ -41,6 +44,36 @@ def _session_options() -> ort.SessionOptions:
     return opts
 
 
+CPU = "CPUExecutionProvider"
+# accelerators ``auto`` takes, in order of preference (TensorRT is left out: it compiles engines for
+# minutes on first use)
+ACCELERATORS = ("CUDAExecutionProvider", "ROCMExecutionProvider", "CoreMLExecutionProvider", "DmlExecutionProvider")
+
+
+def providers(setting: str | None = None, available: Sequence[str] | None = None) -> list[str]:
+    """The ONNX Runtime providers to ask for, from ``NEURONAV_ORT_PROVIDERS`` (or ``setting``).
+
+    ``auto``: the first accelerator of :data:`ACCELERATORS` that ONNX Runtime offers
+    (``ort.get_available_providers()``), then the CPU; ``cpu``: the CPU only; else a comma-separated
+    list of provider names, each one ONNX Runtime must offer (:class:`ModelError` naming the missing
+    ones otherwise), the CPU appended as the fallback.
+    """
+    value = (read_settings().ort_providers if setting is None else setting).strip()
+    offered = list(ort.get_available_providers() if available is None else available)
+    if value.lower() in ("", "auto"):
+        return [*[p for p in ACCELERATORS if p in offered][:1], CPU]
+    if value.lower() == "cpu":
+        return [CPU]
+    wanted = [p.strip() for p in value.split(",") if p.strip()]
+    missing = [p for p in wanted if p not in offered]
+    if missing:
+        raise ModelError(
+            f"NEURONAV_ORT_PROVIDERS names {', '.join(missing)}, which this ONNX Runtime does not offer "
+            f"(it offers {', '.join(offered)}); use auto, cpu or some of those"
+        )
+    return wanted + ([] if CPU in wanted else [CPU])
+
+
 def _ort_dtype(ort_type: str) -> str:
     inner = ort_type.removeprefix("tensor(").removesuffix(")")
     return {"float": "float32", "double": "float64", "float16": "float16"}.get(inner, inner)
@@ -67,8 +100,19 @@ class LoadedModel:
     path: Path
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
+    @property
+    def provider(self) -> str:
+        """The provider ONNX Runtime runs this session on (the first it accepted)."""
+        return str(self.session.get_providers()[0])
+
     def produced_by(self) -> ProducedBy:
-        return ProducedBy(name=self.card.name, version=self.card.version, kind="model", sha256=self.card.sha256)
+        return ProducedBy(
+            name=self.card.name,
+            version=self.card.version,
+            kind="model",
+            sha256=self.card.sha256,
+            execution_provider=self.provider,
+        )
 
     def run(self, inputs: Mapping[str, npt.NDArray[Any]]) -> dict[str, npt.NDArray[Any]]:
         """Run the network; inputs by name (cast to the card's dtype), outputs by name."""
@@ -121,7 +165,8 @@ def load_registered(model: RegisteredModel) -> LoadedModel:
         st = path.stat()
     except OSError:
         raise ModelCardError(f"{path}: model file missing (the card {model.path / CARD_JSON} refers to it)") from None
-    key = (str(path.resolve()), st.st_mtime_ns, st.st_size, model.card.sha256)
+    wanted = providers()
+    key = (str(path.resolve()), st.st_mtime_ns, st.st_size, model.card.sha256 + "|" + ",".join(wanted))
     with _cache_lock:
         cached = _cache.get(key)
     if cached is not None:
@@ -132,12 +177,18 @@ def load_registered(model: RegisteredModel) -> LoadedModel:
     t0 = time.perf_counter()
     options = _session_options()
     try:
-        session = ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(str(path), sess_options=options, providers=wanted)
     except Exception as exc:  # onnxruntime's own exception types
         raise ModelCardError(f"{path}: ONNX Runtime cannot load the model: {exc}") from None
     check_io(session, model.card, str(path), ModelCardError)
     loaded = LoadedModel(card=model.card, session=session, where=model.where, path=model.path)
-    log.info("loaded model %s (%s) in %.2f s", model.card.spec, model.where, time.perf_counter() - t0)
+    log.info(
+        "loaded model %s (%s) on %s in %.2f s",
+        model.card.spec,
+        model.where,
+        session.get_providers()[0],
+        time.perf_counter() - t0,
+    )
     with _cache_lock:
         _cache[key] = loaded
     return loaded
