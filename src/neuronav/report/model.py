@@ -22,7 +22,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from neuronav.findings import Change, Findings, ProducedBy
 
 # 1.1: the optional patient identity of clinical outputs; 1.2: readers' measurements, Signature.meaning,
-# reauthenticated_by, Narrative.clinical_information; 1.3: findings 1.4's Segmentation.edited (a corrected mask), a lesion's probability (mean, max), Study.skull_stripped
+# reauthenticated_by, Narrative.clinical_information; 1.3: findings 1.4's Segmentation.edited (a corrected
+# mask), a lesion's probability (mean, max), Study.skull_stripped
 REPORT_SCHEMA_VERSION = "1.3"
 REPORT_ID_PATTERN = r"^NN-\d{8}-[0-9a-f]{8}$"
 Status = Literal["preliminary", "reviewed", "final", "amended"]
