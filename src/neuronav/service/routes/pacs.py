@@ -18,7 +18,7 @@ from neuronav.service.deps import AuthFirstRoute, DbDep, SettingsDep, StoreDep, 
 from neuronav.workflow import pacs
 from neuronav.workflow.pacs import PacsRetrieveIn, PacsRetrieveOut, PacsSearchIn, PacsSearchOut
 
-router = APIRouter(prefix="/api/pacs", tags=["pacs"], route_class=AuthFirstRoute)
+router = APIRouter(prefix="/api/pacs", tags=["studies"], route_class=AuthFirstRoute)  # a pull is an upload
 
 Puller = Annotated[Actor, Depends(requires_any(Permission.STUDY_UPLOAD, Permission.ANALYSIS_START))]
 
