@@ -193,9 +193,7 @@ def midline_shift(pre: Preprocessed) -> MidlineShift:
     return midline_shift_on_grid(pre.channels, pre.brain_mask, np.asarray(pre.grid.affine, dtype=np.float64))
 
 
-def midline_shift_on_grid(
-    channels: Mapping[str, F32], brain_mask: npt.NDArray[np.bool_], affine: F64
-) -> MidlineShift:
+def midline_shift_on_grid(channels: Mapping[str, F32], brain_mask: npt.NDArray[np.bool_], affine: F64) -> MidlineShift:
     """:func:`midline_shift` on z-scored channels of an axis-aligned RAS grid in MNI space."""
     score = csf_score(channels)
     x, prof = septum_profile(score, brain_mask, affine)

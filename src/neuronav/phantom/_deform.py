@@ -146,8 +146,9 @@ RIM_MM = 25.0
 
 
 def scale_to_shift(sources: list[MassSource], septum: F64, target_mm: float, anatomy: Anatomy) -> list[MassSource]:
-    """The sources with a wider-reaching push so that the septum at its level (:func:`septum_at_level_mm`)
-    moves by ``target_mm`` (magnitude) along x, away from the mass (a large mass effect: the enclosed brain transmits the push).
+    """The sources with a wider-reaching push so that the septum at its level
+    (:func:`septum_at_level_mm`) moves by ``target_mm`` (magnitude) along x, away from the mass
+    (a large mass effect: the enclosed brain transmits the push).
 
     One parameter t spreads the push: for t in [0, 1] the fall-off power goes from p to 1
     (p = 1 moves all tissue outside the ball by the same R, tapered) and the taper L grows by (1 + t);
