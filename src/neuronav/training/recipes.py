@@ -19,8 +19,8 @@ HEADS_VERSION = "1.0.0"
 # skull-stripped, 1 mm, motion, random intensities, large mass effect, ...). 1.0.0 was trained from
 # scratch for 1800 steps on seeds TRAIN_SEED_BASE..+239 (recipe version 1, see its card).
 SEGMENTATION_MEMBERS = {
-    "seg-a": TrainConfig(name="seg-a", seed=11, steps=700, base=16, threads=1, lr=5e-4, init_from="seg-a/1.0.0"),
-    "seg-b": TrainConfig(name="seg-b", seed=22, steps=700, base=16, threads=1, lr=5e-4, init_from="seg-b/1.0.0"),
+    "seg-a": TrainConfig(name="seg-a", seed=11, steps=100, base=16, threads=1, lr=5e-4, init_from="seg-a/1.0.0"),
+    "seg-b": TrainConfig(name="seg-b", seed=22, steps=100, base=16, threads=1, lr=5e-4, init_from="seg-b/1.0.0"),
 }
 TRAIN_SEEDS = list(range(TRAIN_SEED_BASE + 3000, TRAIN_SEED_BASE + 3076))
 VALIDATION_SEEDS = list(range(TRAIN_SEED_BASE + 3076, TRAIN_SEED_BASE + 3084))
