@@ -139,7 +139,7 @@ def septum_at_level_mm(sources: list[MassSource], septum: F64, anatomy: Anatomy 
             lo = mid
         else:
             hi = mid
-    return 0.5 * (lo + hi) - float(c[0])
+    return float(0.5 * (lo + hi) - float(c[0]))
 
 
 RIM_MM = 25.0

@@ -23,6 +23,6 @@ SEGMENTATION_MEMBERS = {
     "seg-b": TrainConfig(name="seg-b", seed=22, steps=100, base=16, threads=1, lr=5e-4, init_from="seg-b/1.0.0"),
 }
 TRAIN_SEEDS = list(range(TRAIN_SEED_BASE + 3000, TRAIN_SEED_BASE + 3076))
-VALIDATION_SEEDS = list(range(TRAIN_SEED_BASE + 3076, TRAIN_SEED_BASE + 3084))
+VALIDATION_SEEDS = list(range(TRAIN_SEED_BASE + 3076, TRAIN_SEED_BASE + 3081))
 HEAD_SEEDS = list(range(TRAIN_SEED_BASE + 400, TRAIN_SEED_BASE + 560))
 ENSEMBLE = "brats-seg-ensemble"
