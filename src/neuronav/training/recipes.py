@@ -18,7 +18,7 @@ HEADS_VERSION = "1.0.0"
 # 1.1.0: the 1.0.0 members fine-tuned on broadened cases (training.data AUGMENTATION_VERSION 2:
 # skull-stripped, 1 mm, motion, random intensities, large mass effect, ...). 1.0.0 was trained from
 # scratch for 1800 steps on seeds TRAIN_SEED_BASE..+239 (recipe version 1, see its card).
-# NOT SHIPPED: run once (2025-12-05, 100 steps, 76 cases, shared 2-core VM, ~9 min per member), its
+# NOT SHIPPED: run once (2026-12-05, 100 steps, 76 cases, shared 2-core VM, ~9 min per member), its
 # Dice on the 5 broadened validation seeds (WT/TC/ET) was seg-a 0.870/0.842/0.761 (1.0.0 on the same
 # cases: 0.880/0.858/0.767) and seg-b 0.892/0.869/0.777 (1.0.0: 0.888/0.855/0.766): no clear gain
 # from so short a run. The intended recipe is 1800 steps from scratch on >= 240 broadened cases.
