@@ -24,6 +24,7 @@ Validated on phantoms (see tests/analysis/test_measure_midline.py) against the g
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -34,7 +35,7 @@ from neuronav.analysis._measure_common import csf_score, produced_by
 from neuronav.analysis.preprocess import Preprocessed
 from neuronav.findings import MidlineShift
 
-__all__ = ["SeptumFit", "find_septum", "midline_shift", "symmetry_plane_x"]
+__all__ = ["SeptumFit", "find_septum", "midline_shift", "midline_shift_on_grid", "symmetry_plane_x"]
 
 F64 = npt.NDArray[np.float64]
 F32 = npt.NDArray[np.float32]
@@ -189,9 +190,13 @@ def midline_shift(pre: Preprocessed) -> MidlineShift:
 
     See the module docstring for the method. When no ventricular CSF is found in the septal region
     the shift is reported as 0 with ``level`` saying that it could not be measured."""
-    score = csf_score(pre.channels)
-    affine = np.asarray(pre.grid.affine, dtype=np.float64)
-    x, prof = septum_profile(score, pre.brain_mask, affine)
+    return midline_shift_on_grid(pre.channels, pre.brain_mask, np.asarray(pre.grid.affine, dtype=np.float64))
+
+
+def midline_shift_on_grid(channels: Mapping[str, F32], brain_mask: npt.NDArray[np.bool_], affine: F64) -> MidlineShift:
+    """:func:`midline_shift` on z-scored channels of an axis-aligned RAS grid in MNI space."""
+    score = csf_score(channels)
+    x, prof = septum_profile(score, brain_mask, affine)
     fit = find_septum(x, prof)
     by = produced_by("midline_shift")
     if fit is None:
@@ -202,7 +207,7 @@ def midline_shift(pre: Preprocessed) -> MidlineShift:
             produced_by=by,
         )
     centre = np.array([fit.x_mm, _CENTRE_Y, _CENTRE_Z])
-    plane = symmetry_plane_x(score, pre.brain_mask, affine, exclude_centre=centre)
+    plane = symmetry_plane_x(score, brain_mask, affine, exclude_centre=centre)
     shift = round(fit.x_mm - plane, 2)
     where = "septum pellucidum at the foramina of Monro"
     if fit.method == "lump":

@@ -4,7 +4,9 @@
 tissue maps shipped with nilearn, with lesions as BraTS labels (1 necrotic core, 2 oedema,
 3 enhancing), mass effect with a known midline shift, optional haemorrhage, bias field and Rician
 noise, in the acquisition geometry of a :data:`GEOMETRY_PROFILES` entry; and beside it the label map
-on each series' grid and ``truth.json``. The same seed gives the same study.
+on each series' grid and ``truth.json``. The same seed gives the same study. ``midline_shift_mm``
+asks for a large mass effect (the seed's mass pushed further until the septum moves that far; the
+truth is the deformation's own, exact); without it every seed gives what it always gave.
 """
 
 from neuronav.phantom._geometry import GEOMETRY_PROFILES, GeometryProfile, SeriesSpec

@@ -14,7 +14,13 @@ import numpy.typing as npt
 
 from neuronav.errors import InputError
 from neuronav.phantom._anatomy import SEPTUM_MNI, Anatomy, load_anatomy
-from neuronav.phantom._deform import MassSource, deform_tissue, forward_position
+from neuronav.phantom._deform import (
+    MassSource,
+    deform_tissue,
+    forward_position,
+    scale_to_shift,
+    septum_at_level_mm,
+)
 from neuronav.phantom._dicom_meta import VENDORS, UidSource, series_attributes, study_attributes
 from neuronav.phantom._geometry import (
     GEOMETRY_PROFILES,
@@ -81,6 +87,22 @@ class PhantomStudy:
             if s.name == name:
                 return s
         raise KeyError(name)
+
+
+# Range of the optional large mass effect (``midline_shift_mm``), magnitude in mm.
+LARGE_SHIFT_RANGE_MM = (2.0, 18.0)
+
+
+def _validate_shift(lesion: object, midline_shift_mm: object) -> None:
+    if midline_shift_mm is None:
+        return
+    if isinstance(midline_shift_mm, bool) or not isinstance(midline_shift_mm, (int, float, np.floating, np.integer)):
+        raise InputError(f"midline_shift_mm must be a number of millimetres, got {midline_shift_mm!r}")
+    lo, hi = LARGE_SHIFT_RANGE_MM
+    if not lo <= float(midline_shift_mm) <= hi:
+        raise InputError(f"midline_shift_mm must lie between {lo:g} and {hi:g} mm, got {midline_shift_mm}")
+    if lesion == "none":
+        raise InputError("a midline shift needs a lesion; lesion 'none' cannot have one")
 
 
 def _validate(seed: object, lesion: object, fmt: object, profile: object, haemorrhage: object) -> None:
@@ -169,9 +191,21 @@ class Subject:
 
 
 def simulate_subject(
-    seed: int, lesion: str, haemorrhage: bool | None = None, progress: ProgressFn | None = None
+    seed: int,
+    lesion: str,
+    haemorrhage: bool | None = None,
+    progress: ProgressFn | None = None,
+    midline_shift_mm: float | None = None,
 ) -> Subject:
-    """Lesions, mass effect and BraTS labels of one subject on the 1 mm template grid (no files)."""
+    """Lesions, mass effect and BraTS labels of one subject on the 1 mm template grid (no files).
+
+    ``midline_shift_mm`` (magnitude, mm): a large mass effect. The lesion's mass (the inserted balls
+    of the deformation) is grown by one common factor until the septum pellucidum moves by exactly
+    that much, away from the mass; the truth is then the deformation's own displacement of the
+    septum. None (the default) keeps the seed's own mass effect, so earlier studies are unchanged.
+    If the seed's lesion lies on the midline or cannot push it that far, the lesion is drawn again
+    from a stream of its own (the other random streams, and so contrast and geometry, are kept)."""
+    _validate_shift(lesion, midline_shift_mm)
     anatomy = load_anatomy()
     root = np.random.default_rng(seed)
     r_lesion, r_haem, r_contrast, r_geom, r_noise, r_meta = root.spawn(6)
@@ -184,6 +218,8 @@ def simulate_subject(
     if lesion == "glioma":
         shapes = [calibrate(s, anatomy, 4.0 / 3.0 * np.pi * float(np.prod(s.r_oedema)) / 1000.0) for s in shapes]
     sources: list[MassSource] = [mass_source(s, rasterise(s, anatomy, anatomy.wm, None)) for s in shapes]
+    if midline_shift_mm is not None:
+        shapes, sources = _large_mass(seed, anatomy, lesion, has_haem, shapes, sources, float(midline_shift_mm))
 
     _report(progress, "mass effect", 0.12)
     tissue = deform_tissue(anatomy, sources)
@@ -211,6 +247,41 @@ def simulate_subject(
     )
 
 
+def _large_mass(
+    seed: int,
+    anatomy: Anatomy,
+    lesion: str,
+    has_haem: bool,
+    shapes: list[LesionShape],
+    sources: list[MassSource],
+    target_mm: float,
+) -> tuple[list[LesionShape], list[MassSource]]:
+    """Shapes and sources whose mass moves the septum by ``target_mm`` (see :func:`simulate_subject`)."""
+    # a stream of its own (spawn key beyond the six of simulate_subject), so no other draw moves
+    redraw = np.random.default_rng([seed, 0x5EB7])
+    for attempt in range(40):
+        lateral = all(abs(s.centre[0]) >= 8.0 for s in shapes) and len({np.sign(s.centre[0]) for s in shapes}) == 1
+        if lateral:
+            try:
+                grown = scale_to_shift(sources, SEPTUM_MNI, target_mm, anatomy)
+            except ValueError:
+                grown = []
+            if grown:
+                # the push must cross the midline at the septum's level (a mass beside the lateral
+                # ventricles), not mostly press the septum down or back: then the septal tissue and
+                # the septum seen at the foramina of Monro are the same and the truth is unambiguous
+                moved = forward_position(SEPTUM_MNI, grown, anatomy=anatomy) - SEPTUM_MNI
+                if abs(moved[0]) >= 2.0 * float(np.linalg.norm(moved[1:])):
+                    return shapes, grown
+        shapes = choose_shapes(redraw, anatomy, lesion, need_core=has_haem)
+        if lesion == "glioma":
+            shapes = [calibrate(s, anatomy, 4.0 / 3.0 * np.pi * float(np.prod(s.r_oedema)) / 1000.0) for s in shapes]
+        if lesion == "metastasis" and attempt < 39:  # one dominant metastasis carries the mass
+            shapes = shapes[:1]
+        sources = [mass_source(s, rasterise(s, anatomy, anatomy.wm, None)) for s in shapes]
+    raise InputError(f"no {lesion} placement of this seed can shift the midline by {target_mm:g} mm; try another seed")
+
+
 def generate_study(
     out_dir: str | Path,
     *,
@@ -220,22 +291,26 @@ def generate_study(
     haemorrhage: bool | None = None,
     profile: str = "clinical",
     progress: ProgressFn | None = None,
+    midline_shift_mm: float | None = None,
 ) -> PhantomStudy:
     """Write a synthetic T1, T1c, T2 and FLAIR study and its ground truth into ``out_dir``.
 
     Layout: ``dicom/<NN>_<name>/IM*.dcm`` (or ``nifti/<name>.nii.gz``), ``truth/<name>_labels.nii.gz``
     (BraTS labels on each series' grid), ``truth/labels_1mm.nii.gz`` (the 1 mm label map the volumes
     are counted on) and ``truth.json``. The same arguments always give the same voxels, metadata and
-    truth. Raises InputError for bad arguments or an output folder holding other files.
+    truth. ``midline_shift_mm`` asks for a large mass effect of that magnitude (see
+    :func:`simulate_subject`; truth.json records the exact shift). Raises InputError for bad
+    arguments or an output folder holding other files.
     """
     _validate(seed, lesion, fmt, profile, haemorrhage)
+    _validate_shift(lesion, midline_shift_mm)
     seed = int(seed)
     out = Path(out_dir)
     _prepare_out_dir(out)
     geom: GeometryProfile = GEOMETRY_PROFILES[profile]
 
     _report(progress, "loading anatomy", 0.0)
-    subject = simulate_subject(seed, lesion, haemorrhage, progress)
+    subject = simulate_subject(seed, lesion, haemorrhage, progress, midline_shift_mm)
     anatomy, shapes, sources, tissue, rasters = (
         subject.anatomy,
         subject.shapes,
@@ -288,6 +363,8 @@ def generate_study(
     contrast = subject.contrast
     vendor = str(r_meta.choice(VENDORS))
     uid_key = f"neuronav-phantom/{GENERATOR_VERSION}/{seed}/{lesion}/{has_haem}/{profile}"
+    if midline_shift_mm is not None:
+        uid_key += f"/shift{float(midline_shift_mm):g}"
     study_attrs = study_attributes(r_meta, seed, uid_key, vendor)
     inv_world = np.linalg.inv(anatomy.affine) @ np.linalg.inv(head2scan)
     written: list[PhantomSeries] = []
@@ -343,6 +420,8 @@ def generate_study(
             }
         )
     truth["series"] = series_truth
+    if midline_shift_mm is not None:  # absent otherwise, so earlier studies' truth stays byte-identical
+        truth["large_mass_effect_requested_mm"] = float(midline_shift_mm)
     truth["vendor_style"] = vendor
     truth["study_instance_uid"] = study_attrs["StudyInstanceUID"] if fmt == "dicom" else None
     _report(progress, "writing truth", 0.98)
@@ -464,7 +543,7 @@ def _truth(
     if all_idx:
         c = anatomy.to_ras(np.concatenate(all_idx).mean(axis=0))
         wt_centroid = {"ras_mm": _round(to_scanner(c)), "template_mm": _round(c)}
-    septum_after = forward_position(SEPTUM_MNI, sources) if sources else SEPTUM_MNI.copy()
+    septum_after = forward_position(SEPTUM_MNI, sources, anatomy=anatomy) if sources else SEPTUM_MNI.copy()
     shift = float(septum_after[0] - SEPTUM_MNI[0])
     return {
         "schema_version": SCHEMA_VERSION,
@@ -490,6 +569,10 @@ def _truth(
         "midline_shift_convention": "signed lateral displacement of the septum pellucidum at the level "
         "of the foramina of Monro, along the head's own left-right axis: positive towards the "
         "patient's right (+x in RAS), negative towards the left",
+        "midline_shift_at_level_mm": round(septum_at_level_mm(sources, SEPTUM_MNI, anatomy), 3),
+        "midline_shift_at_level_note": "x where the midsagittal septum sheet crosses the septum's own level "
+        "(template y 4, z 12 mm) in the deformed head, minus 0: the shift a reader measures at the "
+        "foramina of Monro in the image (midline_shift_mm follows the septal tissue point itself)",
         "midline_shift_reference": {
             "before_template_mm": _round(SEPTUM_MNI),
             "after_template_mm": _round(septum_after),

@@ -8,6 +8,14 @@ the working grid through a random small affine (the residual error of a real reg
 Domain randomisation on top of the phantom's own: contrast tables (jittered per subject by the
 phantom, then a random gamma), bias-field strength, noise level, thick-slice acquisitions along a
 random axis, misregistration, and the lesion type, size, shape and position from the seed.
+
+Broadened (``make_case(..., version=2)``; no shipped model uses it yet: see ``recipes``), drawn from
+a stream of its own so that the draws above keep their values: skull-stripped cases (the phantom's
+brain mask, as BraTS ships them), BraTS-like 1 mm isotropic acquisitions (no slice blur, low noise), random in-plane
+resolution and slice thickness, motion ghosting along a random phase-encode axis, stronger bias and
+noise, field-strength-like contrast changes and, in the SynthSeg spirit, fully random tissue and
+lesion intensities in some cases (the network must then rely on shape and relative contrast), and
+large mass effect (midline shift 5–15 mm, exact truth from the phantom).
 """
 
 from __future__ import annotations
@@ -27,6 +35,13 @@ SEQUENCES = ("T1", "T1c", "T2", "FLAIR")
 LESION_MIX = (("glioma", 0.35), ("meningioma", 0.25), ("metastasis", 0.25), ("none", 0.15))
 # Training seeds start here; evaluation seeds (neuronav evaluate) are below 1,000,000 and disjoint.
 TRAIN_SEED_BASE = 1_000_000
+# the default, 1: the cases of the shipped 1.0.0 models (reproducible); 2: broadened (the docstring), opt-in
+AUGMENTATION_VERSION = 1
+P_SKULL_STRIPPED = 0.3
+P_BRATS_1MM = 0.2
+P_MOTION = 0.2
+P_RANDOM_INTENSITIES = 0.2
+P_LARGE_MASS = 0.15
 
 
 @dataclass(frozen=True)
@@ -36,6 +51,7 @@ class Case:
     brain_mask: npt.NDArray[np.bool_]
     lesion: str
     seed: int
+    midline_shift_mm: float = 0.0  # truth: septum shift at its level (phantom septum_at_level_mm, + right)
 
 
 def lesion_for(seed: int) -> str:
@@ -50,40 +66,126 @@ def lesion_for(seed: int) -> str:
 
 
 def random_misregistration(
-    rng: np.random.Generator, max_deg: float = 4.0, max_mm: float = 4.0
+    rng: np.random.Generator, max_deg: float = 4.0, max_mm: float = 4.0, max_scale: float = 0.04
 ) -> npt.NDArray[np.float64]:
     """A 4×4 world→world affine: small rotation, translation and anisotropic scale."""
     from scipy.spatial.transform import Rotation
 
     m = np.eye(4)
     rot = Rotation.from_euler("xyz", rng.uniform(-max_deg, max_deg, 3), degrees=True).as_matrix()
-    m[:3, :3] = rot @ np.diag(rng.uniform(0.96, 1.04, 3))
+    m[:3, :3] = rot @ np.diag(rng.uniform(1.0 - max_scale, 1.0 + max_scale, 3))
     m[:3, 3] = rng.uniform(-max_mm, max_mm, 3)
     return m
 
 
-def make_case(seed: int, lesion: str | None = None) -> Case:
-    """Render one training case (deterministic in ``seed``)."""
+@dataclass(frozen=True)
+class CaseStyle:
+    """The acquisition-style draws of a broadened case (stream [seed, 2]; none of the other draws move)."""
+
+    skull_stripped: bool
+    brats_1mm: bool
+    motion: bool
+    random_intensities: bool
+    large_mass_mm: float | None
+    field_contrast: float  # < 1 flattens tissue contrast (like a low field), > 1 sharpens it
+    misregistration: float = 1.0  # scale of the residual misregistration (±4°, ±4 mm, ±4 % at 1)
+
+
+def case_style(seed: int, lesion: str, version: int = AUGMENTATION_VERSION) -> CaseStyle:
+    if version < 2:
+        return CaseStyle(False, False, False, False, None, 1.0)
+    r = np.random.default_rng([seed, 2])
+    u = r.uniform(size=5)
+    return CaseStyle(
+        skull_stripped=bool(u[0] < P_SKULL_STRIPPED),
+        brats_1mm=bool(u[1] < P_BRATS_1MM),
+        motion=bool(u[2] < P_MOTION),
+        random_intensities=bool(u[3] < P_RANDOM_INTENSITIES),
+        large_mass_mm=float(r.uniform(5.0, 15.0)) if lesion != "none" and u[4] < P_LARGE_MASS else None,
+        field_contrast=float(r.uniform(0.75, 1.25)),
+    )
+
+
+def _randomise_tables(tables: dict[str, dict[str, float]], style: CaseStyle, rng: np.random.Generator) -> None:
+    """Field-strength-like contrast (tissues pulled towards or pushed from their mean) and, for a
+    SynthSeg-style case, independent random intensities per tissue and lesion compartment."""
+    for t in tables.values():
+        keys = [k for k in t if k != "air"]
+        mean = float(np.mean([t[k] for k in ("wm", "gm", "csf")]))
+        for k in keys:
+            t[k] = max(mean + (t[k] - mean) * style.field_contrast, 0.02 * mean)
+            if style.random_intensities:
+                t[k] *= float(np.exp(rng.normal(0.0, 0.3)))
+
+
+def _ghosts(world: npt.NDArray[np.float32], rng: np.random.Generator) -> None:
+    """Motion ghosting: faint shifted copies along a random phase-encode axis, plus a slight blur."""
     from scipy import ndimage
 
+    axis = int(rng.integers(3))
+    ghost = np.zeros_like(world)
+    for _ in range(int(rng.integers(1, 4))):
+        ghost += np.roll(world, int(rng.integers(8, world.shape[axis] // 2)), axis=axis) * np.float32(
+            rng.uniform(0.02, 0.08)
+        )
+    ndimage.gaussian_filter1d(world, float(rng.uniform(0.3, 1.2)), axis=axis, output=world)
+    world += ghost
+
+
+def make_case(
+    seed: int, lesion: str | None = None, version: int = AUGMENTATION_VERSION, style: CaseStyle | None = None
+) -> Case:
+    """Render one training case (deterministic in ``seed``, ``version`` and ``style``: by default
+    the seed's own draw, :func:`case_style`)."""
+    from scipy import ndimage
+
+    from neuronav.errors import InputError
     from neuronav.phantom import add_rician_noise, apply_bias, bias_field, render, simulate_subject
+    from neuronav.phantom._anatomy import SEPTUM_MNI
+    from neuronav.phantom._deform import septum_at_level_mm
 
     lesion = lesion or lesion_for(seed)
-    subject = simulate_subject(seed, lesion)
+    style = style or case_style(seed, lesion, version)
+    try:
+        subject = simulate_subject(seed, lesion, midline_shift_mm=style.large_mass_mm)
+    except InputError:  # no placement of this seed reaches the shift: its own mass effect
+        subject = simulate_subject(seed, lesion)
     anatomy = subject.anatomy
     rng = np.random.default_rng([seed, 1])
-    world_to_src = random_misregistration(rng)
+    r2 = np.random.default_rng([seed, 3])
+    if version >= 2:
+        _randomise_tables(subject.contrast.tables, style, r2)
+    strip = None
+    if style.skull_stripped:
+        strip = anatomy.brain | (subject.labels > 0)
+    k = style.misregistration
+    world_to_src = random_misregistration(rng, max_deg=4.0 * k, max_mm=4.0 * k, max_scale=0.04 * k)
     resampled: dict[str, npt.NDArray[np.float32]] = {}
     for seq in SEQUENCES:
         world = render(seq, subject.contrast, anatomy, subject.tissue, subject.rasters)
-        apply_bias(world, bias_field(rng, anatomy, strength=float(rng.uniform(0.03, 0.3))))
-        if rng.uniform() < 0.5:  # a thick-slice 2D acquisition along a random axis
+        strength = float(rng.uniform(0.03, 0.3)) * (float(r2.uniform(0.5, 1.8)) if version >= 2 else 1.0)
+        apply_bias(world, bias_field(rng, anatomy, strength=strength))
+        thick = rng.uniform() < 0.5
+        if thick and not style.brats_1mm:  # a thick-slice 2D acquisition along a random axis
             thickness = float(rng.uniform(3.0, 6.5))
             ndimage.gaussian_filter1d(world, thickness / np.sqrt(12.0), axis=int(rng.integers(3)), output=world)
+        elif thick:
+            rng.uniform(3.0, 6.5), rng.integers(3)  # keep the stream aligned
+        if version >= 2 and not style.brats_1mm and r2.uniform() < 0.5:  # in-plane resolution 1–2 mm
+            sig = r2.uniform(0.2, 0.8, 3)
+            sig[int(r2.integers(3))] = 0.0
+            world = ndimage.gaussian_filter(world, sig).astype(np.float32)
+        if style.motion:
+            _ghosts(world, r2)
         table = subject.contrast.tables[seq]
         ref = max(table["wm"], table["gm"], table["csf"])
-        world = add_rician_noise(world, float(rng.uniform(0.01, 0.06)) * ref, rng)
+        noise = float(rng.uniform(0.01, 0.06))
+        if version >= 2:
+            noise *= 0.5 if style.brats_1mm else float(r2.uniform(0.7, 1.4))
+        world = add_rician_noise(world, noise * ref, rng)
         world = np.power(np.maximum(world, 0.0) / ref, np.float32(rng.uniform(0.8, 1.25))).astype(np.float32)
+        if strip is not None:
+            world[~strip] = 0.0
         smooth = reg.smooth_for(world, anatomy.affine, WORKING_GRID.spacing[0])
         resampled[seq] = np.asarray(
             reg.resample(smooth, anatomy.affine, WORKING_GRID.shape, WORKING_GRID.affine, world_to_src),
@@ -94,9 +196,18 @@ def make_case(seed: int, lesion: str | None = None) -> Case:
         dtype=np.uint8,
     )
     mask = brain_mask_on_grid(resampled)
+    if strip is not None:  # a stripped brain: its own support is the mask (what BraTS ships)
+        support = np.asarray(
+            reg.resample(
+                strip.astype(np.float32), anatomy.affine, WORKING_GRID.shape, WORKING_GRID.affine, world_to_src
+            ),
+            dtype=np.float32,
+        )
+        mask = support > 0.5
     channels = [normalise_channel(reg.n4_bias_correct(resampled[s], mask), mask) for s in SEQUENCES]
     labels[~mask] = 0
-    return Case(np.stack(channels).astype(np.float16), labels, mask, lesion, seed)
+    shift = septum_at_level_mm(subject.sources, SEPTUM_MNI, anatomy)
+    return Case(np.stack(channels).astype(np.float16), labels, mask, lesion, seed, shift)
 
 
 def case_path(cache: Path, seed: int) -> Path:
@@ -134,10 +245,19 @@ def _write_case(args: tuple[Path, int]) -> None:
     case = make_case(seed)
     path = case_path(cache, seed)
     tmp = path.with_name(f".{path.name}.partial.npz")
-    np.savez(tmp, images=case.images, labels=case.labels, mask=case.brain_mask, lesion=case.lesion, seed=seed)
+    np.savez(
+        tmp,
+        images=case.images,
+        labels=case.labels,
+        mask=case.brain_mask,
+        lesion=case.lesion,
+        seed=seed,
+        midline_shift_mm=case.midline_shift_mm,
+    )
     tmp.replace(path)
 
 
 def load_case(path: Path) -> Case:
     with np.load(path) as z:
-        return Case(z["images"], z["labels"], z["mask"], str(z["lesion"]), int(z["seed"]))
+        shift = float(z["midline_shift_mm"]) if "midline_shift_mm" in z.files else 0.0
+        return Case(z["images"], z["labels"], z["mask"], str(z["lesion"]), int(z["seed"]), shift)
