@@ -88,7 +88,9 @@ export async function studyPage(main, life, studyId) {
   let pointA = null
   let annotations = []
   const lesions = manifest.lesions || []
+  const shared = new Map() // images several panes show (the segmentation) are fetched once
   const viewer = new StudyViewer(canvas, studyId, {
+    shared,
     onLocation: (loc) => {
       readout.textContent = readoutText(loc, viewer, lesions)
     },
@@ -110,9 +112,9 @@ export async function studyPage(main, life, studyId) {
   const others = hung.filter((q) => q !== manifest.reference_sequence)
   // (on a phone one image at a time: each gets the screen)
   const wide = window.matchMedia('(min-width: 900px)').matches
-  // without a graphics card (software WebGL) four views redraw slowly: one view first, the 2×2 one
-  // choice away (Layout)
-  const startLayout = others.length && wide && !software ? 'grid' : software ? 'mpr' : 'mpr3d'
+  // the 2×2 hanging protocol first (its panes open together: the segmentation is fetched once, no 3D
+  // gradient is computed for 2D views, linked redraws are one per frame); a phone gets one view
+  const startLayout = others.length && wide ? 'grid' : software ? 'mpr' : 'mpr3d'
   stage.dataset.layout = startLayout === 'grid' ? 'grid' : 'single'
   measure = new MeasureLayer({
     canMeasure: can('annotation:create'),
@@ -122,8 +124,14 @@ export async function studyPage(main, life, studyId) {
     select: (a) => markSelected(a),
   })
   measure.attach(current, viewer)
+  const firstOpen = viewer.open(startLayout === 'grid' ? 'axial' : startLayout, aiImages)
+  if (startLayout === 'grid') {
+    openGrid(firstOpen).catch((err) => {
+      if (!life.left) say(`The sequences could not be shown side by side: ${err.message || err}`, 'error')
+    })
+  }
   try {
-    await viewer.open(startLayout === 'grid' ? 'axial' : startLayout, aiImages)
+    await firstOpen
     if (life.left) return
     current.series = `${manifest.reference_sequence || 'Reference'} (analysed reference)`
     refreshPane(current, viewer)
@@ -141,33 +149,35 @@ export async function studyPage(main, life, studyId) {
   })
 
   // -- the hanging protocol --------------------------------------------------------------------
-  async function openGrid() {
+  // first: the first pane's opening when the page starts with the grid (all four panes load together)
+  async function openGrid(first = null) {
     stage.dataset.layout = 'grid'
-    viewer.setLayout('axial')
+    if (!first) viewer.setLayout('axial')
     if (extras.length) return
     const made = others.slice(0, 3).map((q) => {
       const c = h('canvas', { role: 'img', tabindex: 0, 'aria-label': `Image viewer: ${q}`, dataset: { sequence: q } })
       const p = pane(c, q)
       p.series = `${q} (as acquired)`
       stage.insertBefore(p.figure, priorPane.figure)
-      const v = new StudyViewer(c, studyId, { onChange: () => refreshPane(p, v) })
+      const v = new StudyViewer(c, studyId, { shared, onChange: () => refreshPane(p, v) })
       p.viewer = v
       measure.attach(p, v)
       return { pane: p, viewer: v }
     })
     extras = made
-    await Promise.all(made.map((e) => e.viewer.open('axial', aiImages, `sequence-${e.pane.sequence}`)))
+    await Promise.all([first, ...made.map((e) => e.viewer.open('axial', aiImages, `sequence-${e.pane.sequence}`))])
     if (life.left || extras !== made) return
     StudyViewer.link([viewer, ...made.map((e) => e.viewer)])
     viewer.follow()
     for (const e of made) {
-      e.viewer.setTool(tool.value)
+      e.viewer.setTool(measure.tool)
       e.viewer.applyLabels()
       refreshPane(e.pane, e.viewer)
     }
     requestAnimationFrame(() => {
-      if (life.left) return
-      const m = performance.measure('neuronav:open-to-grid', 'neuronav:study-open')
+      if (life.left || extras !== made) return
+      performance.mark('neuronav:grid-rendered')
+      const m = performance.measure('neuronav:open-to-grid', 'neuronav:study-open', 'neuronav:grid-rendered')
       window.__neuronav = { ...(window.__neuronav || {}), gridMs: m.duration }
       stage.dataset.gridReady = 'true'
     })
