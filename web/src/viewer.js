@@ -144,7 +144,9 @@ export class StudyViewer {
   async load(image, opts = {}) {
     const url = imageUrl(this.studyId, image)
     if (!this.shared.has(url)) {
-      const bytes = fetch(url, { credentials: 'same-origin' }).then((r) => {
+      // ?inflate=true: the same gzip bytes as the HTTP Content-Encoding, inflated by the browser natively
+      // (not by NiiVue's JavaScript on the page's thread)
+      const bytes = fetch(`${url}?inflate=true`, { credentials: 'same-origin' }).then((r) => {
         if (!r.ok) throw new Error(`${image}: ${r.status} ${r.statusText}`)
         return r.arrayBuffer()
       })
@@ -152,7 +154,7 @@ export class StudyViewer {
       this.shared.set(url, bytes)
     }
     const buffer = await this.shared.get(url)
-    return NVImage.loadFromUrl({ url, name: `${image}.nii.gz`, buffer: buffer.slice(0), ...opts })
+    return NVImage.loadFromUrl({ url, name: `${image}.nii`, buffer: buffer.slice(0), ...opts })
   }
 
   // The 3D render needs NiiVue's gradient texture (lighting); 2D views do not (it is skipped: lazyGradient).
