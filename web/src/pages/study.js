@@ -121,6 +121,7 @@ export async function studyPage(main, life, studyId) {
     userId: session.user.id,
     save: (body) => saveAnnotation(body),
     remove: (a) => deleteAnnotation(a),
+    move: (a, points) => moveAnnotation(a, points),
     select: (a) => markSelected(a),
   })
   measure.attach(current, viewer)
@@ -590,6 +591,16 @@ export async function studyPage(main, life, studyId) {
     } catch (err) {
       say(err.message, 'error')
     }
+  }
+  // dragged on the image by its author: the server computes the values again at the new place
+  async function moveAnnotation(a, points) {
+    try {
+      const moved = await api('PATCH', `/api/annotations/${a.id}`, { points_mm: points }, { signal })
+      say(`Moved: ${valueText(moved)}.`)
+    } catch (err) {
+      say(`Not moved: ${err.message}`, 'error')
+    }
+    await loadAnnotations()
   }
   const KIND_NAME = { text: 'Note', roi: 'Rectangle', ellipse: 'Ellipse', distance: 'Distance', bidimensional: 'Bidimensional' }
   function renderAnnotations(items) {
