@@ -210,10 +210,14 @@ def main() -> int:
     print("images of the grid: " + ", ".join(f"{n} {b / 1e6:.2f} MB" for n, b in sizes.items()))
     print(f"HTTP fetch of those {len(sizes)} images alone, one after another (server part): {fetch_s * 1000:.0f} ms")
     print(f"open → four linked sequences rendered, {args.runs} runs: " + ", ".join(f"{t:.2f}" for t in opens) + " s")
-    print(f"  median {med_open:.2f} s, max {max(opens):.2f} s; target ≤ {TARGET_OPEN_S:.1f} s → ratio "
-          f"{med_open / TARGET_OPEN_S:.2f}")
-    print(f"slice step, four views ({len(steps)} steps): median {med_step:.0f} ms, p95 {p95:.0f} ms, "
-          f"max {steps[-1]:.0f} ms; target ≤ {TARGET_STEP_MS:.0f} ms → ratio {med_step / TARGET_STEP_MS:.2f}")
+    print(
+        f"  median {med_open:.2f} s, max {max(opens):.2f} s; target ≤ {TARGET_OPEN_S:.1f} s → ratio "
+        f"{med_open / TARGET_OPEN_S:.2f}"
+    )
+    print(
+        f"slice step, four views ({len(steps)} steps): median {med_step:.0f} ms, p95 {p95:.0f} ms, "
+        f"max {steps[-1]:.0f} ms; target ≤ {TARGET_STEP_MS:.0f} ms → ratio {med_step / TARGET_STEP_MS:.2f}"
+    )
     print(f"steps that did not move all four panes: {unlinked}")
     return 0 if med_open <= TARGET_OPEN_S and med_step <= TARGET_STEP_MS and not unlinked else 1
 

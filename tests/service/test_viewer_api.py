@@ -158,7 +158,10 @@ def test_viewer_images_annotations_and_report_inclusion(
     # moved by its author (dragged on the image): the values are computed again at the new place
     roi_id = roi.json()["id"]
     lo2, hi2 = [lo[0] + 7.0, lo[1] - 3.0, lo[2]], [hi[0] + 7.0, hi[1] - 3.0, hi[2]]
-    assert client.patch(f"/api/annotations/{roi_id}", headers=rad.headers, json={"points_mm": [lo2, hi2]}).status_code == 403
+    assert (
+        client.patch(f"/api/annotations/{roi_id}", headers=rad.headers, json={"points_mm": [lo2, hi2]}).status_code
+        == 403
+    )
     short = client.patch(f"/api/annotations/{roi_id}", headers=neuro.headers, json={"points_mm": [lo2]})
     assert short.status_code == 400 and "needs 2 point" in short.json()["detail"]
     moved = client.patch(f"/api/annotations/{roi_id}", headers=neuro.headers, json={"points_mm": [lo2, hi2]})
@@ -198,7 +201,9 @@ def test_viewer_images_annotations_and_report_inclusion(
         f"/api/annotations/{dist.json()['id']}", headers=rad.headers, json={"points_mm": [a, [b[0] + 5.0, b[1], b[2]]]}
     )
     assert fixed.status_code == 409 and "in the report" in fixed.json()["detail"]
-    assert next(x for x in client.get(base, headers=rad.headers).json() if x["id"] == dist.json()["id"])["points_mm"] == [a, b]
+    assert next(x for x in client.get(base, headers=rad.headers).json() if x["id"] == dist.json()["id"])[
+        "points_mm"
+    ] == [a, b]
 
     signing = {"password": rad.password}
     assert client.post(f"/api/reports/{report_id}/sign", headers=rad.headers, json=signing).status_code == 200

@@ -2,7 +2,8 @@
 
 Saved on the server per user and shown to every reader of the study with its author. Values (length,
 roi area and intensity) are computed from the stored image by :mod:`neuronav.workflow.annotations`.
-The author may change the text, move it (its values computed again) or delete it; a radiologist includes an annotation in the report draft
+The author may change the text, move it (its values computed again) or delete
+it; a radiologist includes an annotation in the report draft
 (``POST /api/annotations/{id}/include``): its one-line statement is appended to the radiologist's
 comment through the report lifecycle, so it is recorded as an edit and exported in every format.
 
