@@ -143,6 +143,13 @@ export class StudyViewer {
   // (each viewer decodes its own copy: NiiVue keeps per-viewer state on the image).
   async load(image, opts = {}) {
     const url = imageUrl(this.studyId, image)
+    const buffer = await this.prefetch(image)
+    return NVImage.loadFromUrl({ url, name: `${image}.nii`, buffer: buffer.slice(0), ...opts })
+  }
+
+  // The bytes of an image (fetched once per `shared`), without decoding them yet.
+  prefetch(image) {
+    const url = imageUrl(this.studyId, image)
     if (!this.shared.has(url)) {
       // ?inflate=true: the same gzip bytes as the HTTP Content-Encoding, inflated by the browser natively
       // (not by NiiVue's JavaScript on the page's thread)
@@ -153,8 +160,7 @@ export class StudyViewer {
       bytes.catch(() => this.shared.delete(url)) // a failed fetch is tried again by the next viewer
       this.shared.set(url, bytes)
     }
-    const buffer = await this.shared.get(url)
-    return NVImage.loadFromUrl({ url, name: `${image}.nii`, buffer: buffer.slice(0), ...opts })
+    return this.shared.get(url)
   }
 
   // The 3D render needs NiiVue's gradient texture (lighting); 2D views do not (it is skipped: lazyGradient).

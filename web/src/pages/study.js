@@ -126,8 +126,10 @@ export async function studyPage(main, life, studyId) {
   })
   measure.attach(current, viewer)
   const firstOpen = viewer.open(startLayout === 'grid' ? 'axial' : startLayout, aiImages)
+  let sideShown
+  const sideReady = new Promise((resolve) => (sideShown = resolve)) // the report and measurements are on screen
   if (startLayout === 'grid') {
-    openGrid(firstOpen).catch((err) => {
+    openGrid(Promise.all([firstOpen, sideReady])).catch((err) => {
       if (!life.left) say(`The sequences could not be shown side by side: ${err.message || err}`, 'error')
     })
   }
@@ -150,7 +152,9 @@ export async function studyPage(main, life, studyId) {
   })
 
   // -- the hanging protocol --------------------------------------------------------------------
-  // first: the first pane's opening when the page starts with the grid (all four panes load together)
+  // first: when the page starts with the grid, the first pane's opening and the side panel's loading: the
+  // other panes' images are fetched meanwhile, and decoded and handed to the GPU after those (on the
+  // page's one thread they would hold back the report)
   async function openGrid(first = null) {
     stage.dataset.layout = 'grid'
     if (!first) viewer.setLayout('axial')
@@ -166,7 +170,10 @@ export async function studyPage(main, life, studyId) {
       return { pane: p, viewer: v }
     })
     extras = made
-    await Promise.all([first, ...made.map((e) => e.viewer.open('axial', aiImages, `sequence-${e.pane.sequence}`))])
+    for (const e of made) e.viewer.prefetch(`sequence-${e.pane.sequence}`).catch(() => {}) // (open() reports)
+    await first
+    if (life.left || extras !== made) return
+    await Promise.all(made.map((e) => e.viewer.open('axial', aiImages, `sequence-${e.pane.sequence}`)))
     if (life.left || extras !== made) return
     StudyViewer.link([viewer, ...made.map((e) => e.viewer)])
     viewer.follow()
@@ -706,9 +713,13 @@ export async function studyPage(main, life, studyId) {
       report = reportPanel(reportBox, manifest.report_id, { compact: true, signal })
     }
   }
-  // the report and the measurements first, then the hanging protocol's other sequences (a browser
-  // asks at most six things of a server at once: the images would hold the report back)
-  await Promise.all([report ? report.ready : null, loadAnnotations()])
+  // the report and the measurements first, then the hanging protocol's other sequences are decoded
+  // (their images are fetched meanwhile: openGrid)
+  try {
+    await Promise.all([report ? report.ready : null, loadAnnotations()])
+  } finally {
+    sideShown()
+  }
   if (life.left) return
   if (layoutSel.value === 'grid' && !extras.length) setLayout('grid')
 }
