@@ -117,6 +117,7 @@ export class StudyViewer {
     this.nv.opts.multiplanarShowRender = start.render ?? 0
     this.nv.opts.sliceType = start.slice
     this.nv.opts.lazyGradient = !showsRender(start)
+    this.attached = true // (from here NiiVue holds listeners and a WebGL context to release)
     await this.nv.attachToCanvas(this.canvas)
     if (this.destroyed) return this.release() // left while opening: the context made meanwhile goes too
     performance.mark('neuronav:viewer-attached')
@@ -428,6 +429,7 @@ export class StudyViewer {
   }
 
   release() {
+    if (!this.attached) return // never opened (a pane of the grid left before its turn): nothing held
     try {
       this.nv.broadcastTo([], {})
       this.nv.cleanup()
