@@ -214,6 +214,7 @@ export async function studyPage(main, life, studyId) {
       viewer.setLayout(key)
       if (prior) prior.setLayout(key)
     }
+    refreshPane(current, viewer) // its corners and orientation letters (none over MPR or 3D tiles)
     measure.redraw()
   }
 
