@@ -155,6 +155,32 @@ def test_viewer_images_annotations_and_report_inclusion(
     )
     assert patched.status_code == 200 and patched.json()["text"] == "compare with MR spectroscopy"
 
+    # moved by its author (dragged on the image): the values are computed again at the new place
+    roi_id = roi.json()["id"]
+    lo2, hi2 = [lo[0] + 7.0, lo[1] - 3.0, lo[2]], [hi[0] + 7.0, hi[1] - 3.0, hi[2]]
+    assert (
+        client.patch(f"/api/annotations/{roi_id}", headers=rad.headers, json={"points_mm": [lo2, hi2]}).status_code
+        == 403
+    )
+    short = client.patch(f"/api/annotations/{roi_id}", headers=neuro.headers, json={"points_mm": [lo2]})
+    assert short.status_code == 400 and "needs 2 point" in short.json()["detail"]
+    moved = client.patch(f"/api/annotations/{roi_id}", headers=neuro.headers, json={"points_mm": [lo2, hi2]})
+    assert moved.status_code == 200, moved.text
+    inside2 = (
+        (world[0] >= lo2[0])
+        & (world[0] <= hi2[0])
+        & (world[1] >= lo2[1])
+        & (world[1] <= hi2[1])
+        & (np.abs(world[2] - a[2]) <= half)
+    )
+    assert moved.json()["points_mm"] == [lo2, hi2] and moved.json()["plane"] == "axial"
+    assert moved.json()["values"]["n_voxels"] == int(inside2.sum()) > 0
+    assert moved.json()["values"]["mean"] == pytest.approx(data.reshape(-1)[inside2].mean(), abs=1e-2)
+    assert moved.json()["values"]["mean"] != pytest.approx(values["mean"], abs=1e-2)
+    again = next(x for x in client.get(base, headers=rad.headers).json() if x["id"] == roi_id)
+    assert again["values"] == moved.json()["values"] and again["points_mm"] == [lo2, hi2]
+    assert audit_events(settings, "annotation.move")[-1].detail == {"annotation": roi_id, "kind": "roi"}
+
     # -- the radiologist includes one in the report (a recorded edit of the comment) -------------
     assert client.post(f"/api/annotations/{dist.json()['id']}/include", headers=neuro.headers).status_code == 403
     inc = client.post(f"/api/annotations/{dist.json()['id']}/include", headers=rad.headers)
@@ -170,6 +196,14 @@ def test_viewer_images_annotations_and_report_inclusion(
     assert (row["value"], row["unit"], row["reader"]) == (10.0, "mm", "Dr Radiologist")
     twice = client.post(f"/api/annotations/{dist.json()['id']}/include", headers=rad.headers)
     assert twice.status_code == 409
+    # once in the report, a measurement keeps its place and values (the report has them)
+    fixed = client.patch(
+        f"/api/annotations/{dist.json()['id']}", headers=rad.headers, json={"points_mm": [a, [b[0] + 5.0, b[1], b[2]]]}
+    )
+    assert fixed.status_code == 409 and "in the report" in fixed.json()["detail"]
+    assert next(x for x in client.get(base, headers=rad.headers).json() if x["id"] == dist.json()["id"])[
+        "points_mm"
+    ] == [a, b]
 
     signing = {"password": rad.password}
     assert client.post(f"/api/reports/{report_id}/sign", headers=rad.headers, json=signing).status_code == 200

@@ -1,7 +1,9 @@
 // Readers' measurements as objects on the images: an SVG layer over each viewer pane draws every saved
 // measurement lying on the slice shown (distance, rectangle and ellipse ROIs, RANO bidimensional, notes)
 // at its scanner position, labelled with the value the server computed and saved; a click selects one,
-// Delete removes it (its author's own); the measuring tools draw here too and save what was drawn.
+// its author drags it to move it (the server computes its values again at the new place and the label
+// shows them), Delete removes it (its author's own); the measuring tools draw here too and save what
+// was drawn. Lines and labels carry a dark outline: legible on a bright or a dark background.
 import { num } from './ui.js'
 import { PLANE_AXIS } from './viewer.js'
 
@@ -48,11 +50,13 @@ export function perpendicular(first, start, end) {
 }
 
 export class MeasureLayer {
-  constructor({ canMeasure, userId, save, remove, select }) {
+  constructor({ canMeasure, userId, save, remove, select, move }) {
     this.canMeasure = canMeasure
     this.userId = userId
     this.save = save
     this.remove = remove
+    this.onMove = move // (annotation, new points_mm) → saved on the server
+    this.moving = null // { entry, a, plane, start, delta }: a measurement being dragged
     this.onSelect = select
     this.entries = new Map() // pane → { pane, viewer, layer }
     this.items = []
@@ -123,7 +127,59 @@ export class MeasureLayer {
   cancel() {
     this.draft = null
     this.first = null
+    this.stopMoving()
     this.select(null)
+  }
+
+  // -- moving (drag a selected measurement of your own) -----------------------------------------
+  canMove(a) {
+    return !!(this.canMeasure && this.onMove && a.author_id === this.userId && !a.include_in_report && a.kind !== 'text')
+  }
+
+  startMoving(entry, a, e) {
+    const plane = a.plane || entry.viewer.plane()
+    const { mm } = this.point(entry, e)
+    if (!mm) return
+    const onMove = (ev) => {
+      const m = this.moving
+      if (!m) return
+      const p = this.point(m.entry, ev).mm
+      if (!p) return
+      const d = sub(p, m.start)
+      d[PLANE_AXIS[m.plane]] = 0 // it stays on its slice
+      m.delta = d
+      this.redraw()
+    }
+    const onUp = (ev) => {
+      onMove(ev)
+      const m = this.moving
+      this.stopMoving()
+      if (!m || Math.hypot(...m.delta) < 0.5) return this.redraw() // a click: selected only
+      m.a.points_mm = m.a.points_mm.map((q) => add(q, m.delta)) // drawn there until the server answers
+      m.a.pending = true
+      this.redraw()
+      this.onMove(m.a, m.a.points_mm)
+    }
+    window.addEventListener('pointermove', onMove)
+    window.addEventListener('pointerup', onUp)
+    window.addEventListener('pointercancel', onUp)
+    this.moving = {
+      entry,
+      a,
+      plane,
+      start: mm,
+      delta: [0, 0, 0],
+      off: () => {
+        window.removeEventListener('pointermove', onMove)
+        window.removeEventListener('pointerup', onUp)
+        window.removeEventListener('pointercancel', onUp)
+      },
+    }
+  }
+
+  stopMoving() {
+    if (this.moving) this.moving.off()
+    this.moving = null
   }
 
   // -- drawing --------------------------------------------------------------------------------
@@ -196,7 +252,8 @@ export class MeasureLayer {
     })
   }
 
-  paint({ viewer, layer }) {
+  paint(entry) {
+    const { viewer, layer } = entry
     layer.replaceChildren()
     if (viewer.destroyed || !viewer.nv.volumes.length) return
     const here = viewer.crosshairMM()
@@ -206,16 +263,22 @@ export class MeasureLayer {
       const axis = PLANE_AXIS[plane]
       const tol = viewer.halfSlice(axis) + 0.01
       if (a.points_mm.some((p) => Math.abs(p[axis] - here[axis]) > tol)) continue
-      const pts = a.points_mm.map((p) => viewer.project(p, plane))
+      const moving = this.moving && this.moving.a.id === a.id ? this.moving.delta : null
+      const pts = a.points_mm.map((p) => viewer.project(moving ? add(p, moving) : p, plane))
       if (pts.some((p) => !p)) continue
-      const g = this.shape(a.kind, pts, valueText(a) + (a.text ? ` — ${a.text}` : ''))
+      // the value shown is the value saved: while it moves (and until the server answers) no value
+      const value = moving || a.pending ? 'moving…' : valueText(a)
+      const g = this.shape(a.kind, pts, value + (a.text ? ` — ${a.text}` : ''))
       g.classList.add('shape')
+      if (this.canMove(a)) g.classList.add('movable')
       if (this.selected && this.selected.id === a.id) g.classList.add('selected')
       g.dataset.annotationId = a.id
       g.addEventListener('pointerdown', (e) => {
-        if (layer.classList.contains('drawing')) return
+        if (layer.classList.contains('drawing') || e.button > 0) return
         e.stopPropagation()
+        e.preventDefault()
         this.select(a)
+        if (this.canMove(a)) this.startMoving(entry, a, e)
       })
       layer.append(g)
     }
@@ -233,7 +296,11 @@ export class MeasureLayer {
 
   shape(kind, pts, label, cls = '') {
     const g = svg('g', { class: cls })
-    const line = (a, b) => g.append(svg('line', { x1: a[0], y1: a[1], x2: b[0], y2: b[1] }))
+    // each line twice: a dark, wider one under the bright one (legible on any background)
+    const line = (a, b) => {
+      g.append(svg('line', { x1: a[0], y1: a[1], x2: b[0], y2: b[1], class: 'halo' }))
+      g.append(svg('line', { x1: a[0], y1: a[1], x2: b[0], y2: b[1] }))
+    }
     let at = pts[pts.length - 1]
     if (kind === 'distance') {
       line(pts[0], pts[1])
@@ -245,8 +312,11 @@ export class MeasureLayer {
     } else if (kind === 'roi' || kind === 'ellipse') {
       const [x0, x1] = [Math.min(pts[0][0], pts[1][0]), Math.max(pts[0][0], pts[1][0])]
       const [y0, y1] = [Math.min(pts[0][1], pts[1][1]), Math.max(pts[0][1], pts[1][1])]
-      if (kind === 'roi') g.append(svg('rect', { x: x0, y: y0, width: x1 - x0, height: y1 - y0 }))
-      else g.append(svg('ellipse', { cx: (x0 + x1) / 2, cy: (y0 + y1) / 2, rx: (x1 - x0) / 2, ry: (y1 - y0) / 2 }))
+      for (const c of ['halo', '']) {
+        const attrs = { class: c || null }
+        if (kind === 'roi') g.append(svg('rect', { x: x0, y: y0, width: x1 - x0, height: y1 - y0, ...attrs }))
+        else g.append(svg('ellipse', { cx: (x0 + x1) / 2, cy: (y0 + y1) / 2, rx: (x1 - x0) / 2, ry: (y1 - y0) / 2, ...attrs }))
+      }
       at = [x1, y0]
     } else {
       g.append(svg('circle', { cx: pts[0][0], cy: pts[0][1], r: 4 }))

@@ -36,6 +36,10 @@ export const PRESETS = {
 
 const BACK = [0.04, 0.05, 0.07, 1]
 
+function showsRender(layout) {
+  return layout.slice === SLICE_TYPE.RENDER || (layout.slice === SLICE_TYPE.MULTIPLANAR && !!layout.render)
+}
+
 export function imageUrl(studyId, image) {
   return `/api/studies/${encodeURIComponent(studyId)}/images/${encodeURIComponent(image)}`
 }
@@ -68,9 +72,12 @@ function labelColormap(visible, alpha = 255) {
 }
 
 export class StudyViewer {
-  constructor(canvas, studyId, { onLocation, onDrag, onMeasure, onChange } = {}) {
+  // shared: a Map the page's viewers share (ImageShare): an image several panes show (the segmentation) is
+  // fetched once
+  constructor(canvas, studyId, { onLocation, onDrag, onMeasure, onChange, shared } = {}) {
     this.canvas = canvas
     this.studyId = studyId
+    this.shared = shared || new Map()
     this.visible = { 1: true, 2: true, 3: true }
     this.overlayOpacity = 0.5
     this.overlayOn = true
@@ -90,11 +97,12 @@ export class StudyViewer {
       logLevel: 'warn',
       loadingText: 'Loading images…',
     })
+    this.nv.opts.lazyGradient = true // no gradient texture until a layout shows the 3D render (vite.config.js)
     this.onChange = onChange
     this.nv.onLocationChange = (loc) => {
       if (onLocation) onLocation(loc)
       if (onChange) onChange(this)
-      this.follow() // the linked viewers show the same position (mouse, wheel and keys on this canvas)
+      if (!StudyViewer.following) this.follow() // the linked viewers show the same position (mouse, wheel, keys)
     }
     this.nv.onIntensityChange = () => onChange && onChange(this)
     this.nv.onDragRelease = (p) => onDrag && onDrag(p)
@@ -108,18 +116,16 @@ export class StudyViewer {
     const start = LAYOUTS[layout] || LAYOUTS.mpr3d
     this.nv.opts.multiplanarShowRender = start.render ?? 0
     this.nv.opts.sliceType = start.slice
+    this.nv.opts.lazyGradient = !showsRender(start)
+    this.attached = true // (from here NiiVue holds listeners and a WebGL context to release)
     await this.nv.attachToCanvas(this.canvas)
     if (this.destroyed) return this.release() // left while opening: the context made meanwhile goes too
     performance.mark('neuronav:viewer-attached')
     // both images are fetched in parallel and handed to the GPU in ONE pass (every NiiVue volume change
     // re-processes all layers; colours are set before that pass)
     this.background = background
-    const loads = [NVImage.loadFromUrl({ url: imageUrl(this.studyId, background), name: `${background}.nii.gz`, colormap: 'gray' })]
-    if (withOverlay) {
-      loads.push(
-        NVImage.loadFromUrl({ url: imageUrl(this.studyId, 'segmentation'), name: 'segmentation.nii.gz', opacity: this.overlayOpacity }),
-      )
-    }
+    const loads = [this.load(background, { colormap: 'gray' })]
+    if (withOverlay) loads.push(this.load('segmentation', { opacity: this.overlayOpacity }))
     const [reference, segmentation] = await Promise.all(loads)
     if (this.destroyed) return
     if (segmentation) {
@@ -132,6 +138,37 @@ export class StudyViewer {
       this.nv.addVolume(reference)
     }
     performance.mark('neuronav:volumes-loaded')
+  }
+
+  // An image of the study as an NVImage; its bytes are fetched once for all the viewers sharing `shared`
+  // (each viewer decodes its own copy: NiiVue keeps per-viewer state on the image).
+  async load(image, opts = {}) {
+    const url = imageUrl(this.studyId, image)
+    const buffer = await this.prefetch(image)
+    return NVImage.loadFromUrl({ url, name: `${image}.nii`, buffer: buffer.slice(0), ...opts })
+  }
+
+  // The bytes of an image (fetched once per `shared`), without decoding them yet.
+  prefetch(image) {
+    const url = imageUrl(this.studyId, image)
+    if (!this.shared.has(url)) {
+      // ?inflate=true: the same gzip bytes as the HTTP Content-Encoding, inflated by the browser natively
+      // (not by NiiVue's JavaScript on the page's thread)
+      const bytes = fetch(`${url}?inflate=true`, { credentials: 'same-origin' }).then((r) => {
+        if (!r.ok) throw new Error(`${image}: ${r.status} ${r.statusText}`)
+        return r.arrayBuffer()
+      })
+      bytes.catch(() => this.shared.delete(url)) // a failed fetch is tried again by the next viewer
+      this.shared.set(url, bytes)
+    }
+    return this.shared.get(url)
+  }
+
+  // The 3D render needs NiiVue's gradient texture (lighting); 2D views do not (it is skipped: lazyGradient).
+  ensureGradient(layout) {
+    this.nv.opts.lazyGradient = !showsRender(layout)
+    if (!this.nv.opts.lazyGradient && !this.nv.gradientTexture && this.nv.volumes.length && this.nv.volumeTexture)
+      this.nv.gradientGL(this.nv.volumes[0].hdr)
   }
 
   applyLabels() {
@@ -173,9 +210,7 @@ export class StudyViewer {
   async setHeatmap(on) {
     this.heatmapOn = on
     if (on && !this.heatmap) {
-      const heatmap = await NVImage.loadFromUrl({
-        url: imageUrl(this.studyId, 'heatmap'),
-        name: 'probability.nii.gz',
+      const heatmap = await this.load('heatmap', {
         colormap: 'warm',
         cal_min: 0.1,
         cal_max: 1,
@@ -194,7 +229,7 @@ export class StudyViewer {
 
   async setBackground(image) {
     if (image === this.background) return
-    const vol = await NVImage.loadFromUrl({ url: imageUrl(this.studyId, image), name: `${image}.nii.gz`, colormap: 'gray' })
+    const vol = await this.load(image, { colormap: 'gray' })
     if (this.destroyed) return
     this.nv.volumes[0] = vol
     this.nv.setVolume(vol, 0)
@@ -227,6 +262,7 @@ export class StudyViewer {
   setLayout(key) {
     const layout = LAYOUTS[key] || LAYOUTS.mpr3d
     this.nv.opts.multiplanarShowRender = layout.render ?? 0
+    this.ensureGradient(layout)
     this.nv.setSliceType(layout.slice)
   }
 
@@ -332,11 +368,19 @@ export class StudyViewer {
   }
 
   // Every move (mouse, wheel and keys on a canvas: onLocationChange; the page's buttons: step, jumpTo) is
-  // buttons are passed on here: the peer shows the same scanner position (mm).
-  // (one pass: a peer's redraw does not pass the move on again — linked images of different grids
-  // would otherwise nudge each other for ever by rounding)
+  // passed on here: the peers show the same scanner position (mm), zoom and pan, drawn in the next frame
+  // (one draw per peer and frame however many moves came: a step both changes the location and asks to
+  // follow). One pass: a peer's redraw does not pass the move on again — linked images of different grids
+  // would otherwise nudge each other for ever by rounding.
   follow() {
-    if (StudyViewer.following || this.destroyed) return
+    if (StudyViewer.following || this.destroyed || this.followFrame) return
+    this.followFrame = requestAnimationFrame(() => {
+      this.followFrame = 0
+      if (!this.destroyed) this.syncPeers()
+    })
+  }
+
+  syncPeers() {
     StudyViewer.following = true
     try {
       const mm = this.crosshairMM()
@@ -377,12 +421,15 @@ export class StudyViewer {
     if (this.destroyed) return
     this.destroyed = true
     if (this.pending) cancelAnimationFrame(this.pending)
+    if (this.followFrame) cancelAnimationFrame(this.followFrame)
     this.pending = 0
+    this.followFrame = 0
     this.unsync()
     this.release()
   }
 
   release() {
+    if (!this.attached) return // never opened (a pane of the grid left before its turn): nothing held
     try {
       this.nv.broadcastTo([], {})
       this.nv.cleanup()

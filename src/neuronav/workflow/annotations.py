@@ -1,5 +1,5 @@
 """Readers' measurements and annotations on a study: validated geometry, values computed from the image,
-stored per author (list, create, change the text, delete, include in the report).
+stored per author (list, create, change the text, move, delete, include in the report).
 
 A viewer sends what the reader drew, in scanner (RAS) millimetres; the values stored with it are
 computed here from the stored image, never taken from the client:
@@ -323,6 +323,26 @@ def list_for_study(db: Session, actor: Actor, study_id: str) -> list[AnnotationO
     return [annotation_out(a, authors.get(a.author_id)) for a in rows]
 
 
+def _values(db: Session, settings: Settings, study_id: str, geometry: Geometry) -> dict[str, float | int]:
+    """The values of a measurement, computed from its geometry (and, for a region, the stored image)."""
+    values: dict[str, float | int] = {}
+    if geometry.kind == "distance":
+        values = {"length_mm": round(distance_mm(geometry), 2)}
+    elif geometry.kind == "bidimensional":
+        values = bidimensional_values(geometry)
+    elif geometry.kind in AREA_KINDS:
+        study = load_study(db, study_id)
+        done = latest_done(db, study)
+        file_name = image_file(done, geometry.image or "")
+        folder = private_tmp(settings, "roi-")
+        try:
+            volume = load_nifti(jobs.result_path(settings, db, done, file_name, folder))
+            values = roi_stats(geometry, volume)
+        finally:
+            remove_tmp(folder)
+    return values
+
+
 def create(
     db: Session,
     settings: Settings,
@@ -348,21 +368,7 @@ def create(
                 study_id=study_id,
                 detail={"image": geometry.image},
             )
-    values: dict[str, float | int] = {}
-    if geometry.kind == "distance":
-        values = {"length_mm": round(distance_mm(geometry), 2)}
-    elif geometry.kind == "bidimensional":
-        values = bidimensional_values(geometry)
-    elif geometry.kind in AREA_KINDS:
-        study = load_study(db, study_id)
-        done = latest_done(db, study)
-        file_name = image_file(done, geometry.image or "")
-        folder = private_tmp(settings, "roi-")
-        try:
-            volume = load_nifti(jobs.result_path(settings, db, done, file_name, folder))
-            values = roi_stats(geometry, volume)
-        finally:
-            remove_tmp(folder)
+    values = _values(db, settings, study_id, geometry)
     a = AnnotationRow(
         study_id=study_id,
         author_id=actor.id,
@@ -410,6 +416,35 @@ def update_text(db: Session, actor: Actor, annotation_id: str, text: str | None)
         raise InputError("a text annotation needs its text")
     a.text = (text or "").strip() or None
     audit_event(db, actor, "annotation.update", target_type="study", target_id=a.study_id, detail={"annotation": a.id})
+    return annotation_out(a, db.get(UserRow, a.author_id))
+
+
+def move(db: Session, settings: Settings, actor: Actor, annotation_id: str, points_mm: Any) -> AnnotationOut:
+    """Move your annotation (a reader dragged it on the image): its new points are checked as when it was
+    made, on the same plane and image, and its values computed again from the image at the new place. One
+    already included in the report is refused (409): the report keeps the values it was signed with."""
+    a = _own(db, actor, annotation_id)
+    if a.include_in_report:
+        raise LifecycleError(
+            f"annotation {a.id} is in the report with its values: draw a new measurement instead of moving it"
+        )
+    old = dict(a.geometry or {})
+    geometry = parse(a.kind, points_mm, old.get("plane"), old.get("image"), a.text)
+    values = _values(db, settings, a.study_id, geometry)
+    a.geometry = {
+        "points_mm": [list(p) for p in geometry.points_mm],
+        "plane": geometry.plane,
+        "image": geometry.image,
+        "values": values,
+    }
+    audit_event(
+        db,
+        actor,
+        "annotation.move",
+        target_type="study",
+        target_id=a.study_id,
+        detail={"annotation": a.id, "kind": a.kind},
+    )
     return annotation_out(a, db.get(UserRow, a.author_id))
 
 

@@ -89,7 +89,9 @@ export async function studyPage(main, life, studyId) {
   let pointA = null
   let annotations = []
   const lesions = manifest.lesions || []
+  const shared = new Map() // images several panes show (the segmentation) are fetched once
   const viewer = new StudyViewer(canvas, studyId, {
+    shared,
     onLocation: (loc) => {
       readout.textContent = readoutText(loc, viewer, lesions)
     },
@@ -111,20 +113,29 @@ export async function studyPage(main, life, studyId) {
   const others = hung.filter((q) => q !== manifest.reference_sequence)
   // (on a phone one image at a time: each gets the screen)
   const wide = window.matchMedia('(min-width: 900px)').matches
-  // without a graphics card (software WebGL) four views redraw slowly: one view first, the 2×2 one
-  // choice away (Layout)
-  const startLayout = others.length && wide && !software ? 'grid' : software ? 'mpr' : 'mpr3d'
+  // the 2×2 hanging protocol first (its panes open together: the segmentation is fetched once, no 3D
+  // gradient is computed for 2D views, linked redraws are one per frame); a phone gets one view
+  const startLayout = others.length && wide ? 'grid' : software ? 'mpr' : 'mpr3d'
   stage.dataset.layout = startLayout === 'grid' ? 'grid' : 'single'
   measure = new MeasureLayer({
     canMeasure: can('annotation:create'),
     userId: session.user.id,
     save: (body) => saveAnnotation(body),
     remove: (a) => deleteAnnotation(a),
+    move: (a, points) => moveAnnotation(a, points),
     select: (a) => markSelected(a),
   })
   measure.attach(current, viewer)
+  const firstOpen = viewer.open(startLayout === 'grid' ? 'axial' : startLayout, aiImages)
+  let sideShown
+  const sideReady = new Promise((resolve) => (sideShown = resolve)) // the report and measurements are on screen
+  if (startLayout === 'grid') {
+    openGrid(Promise.all([firstOpen, sideReady])).catch((err) => {
+      if (!life.left) say(`The sequences could not be shown side by side: ${err.message || err}`, 'error')
+    })
+  }
   try {
-    await viewer.open(startLayout === 'grid' ? 'axial' : startLayout, aiImages)
+    await firstOpen
     if (life.left) return
     current.series = `${manifest.reference_sequence || 'Reference'} (analysed reference)`
     refreshPane(current, viewer)
@@ -142,33 +153,40 @@ export async function studyPage(main, life, studyId) {
   })
 
   // -- the hanging protocol --------------------------------------------------------------------
-  async function openGrid() {
+  // first: when the page starts with the grid, the first pane's opening and the side panel's loading: the
+  // other panes' images are fetched meanwhile, and decoded and handed to the GPU after those (on the
+  // page's one thread they would hold back the report)
+  async function openGrid(first = null) {
     stage.dataset.layout = 'grid'
-    viewer.setLayout('axial')
+    if (!first) viewer.setLayout('axial')
     if (extras.length) return
     const made = others.slice(0, 3).map((q) => {
       const c = h('canvas', { role: 'img', tabindex: 0, 'aria-label': `Image viewer: ${q}`, dataset: { sequence: q } })
       const p = pane(c, q)
       p.series = `${q} (as acquired)`
       stage.insertBefore(p.figure, priorPane.figure)
-      const v = new StudyViewer(c, studyId, { onChange: () => refreshPane(p, v) })
+      const v = new StudyViewer(c, studyId, { shared, onChange: () => refreshPane(p, v) })
       p.viewer = v
       measure.attach(p, v)
       return { pane: p, viewer: v }
     })
     extras = made
+    for (const e of made) e.viewer.prefetch(`sequence-${e.pane.sequence}`).catch(() => {}) // (open() reports)
+    await first
+    if (life.left || extras !== made) return
     await Promise.all(made.map((e) => e.viewer.open('axial', aiImages, `sequence-${e.pane.sequence}`)))
     if (life.left || extras !== made) return
     StudyViewer.link([viewer, ...made.map((e) => e.viewer)])
     viewer.follow()
     for (const e of made) {
-      e.viewer.setTool(tool.value)
+      e.viewer.setTool(measure.tool)
       e.viewer.applyLabels()
       refreshPane(e.pane, e.viewer)
     }
     requestAnimationFrame(() => {
-      if (life.left) return
-      const m = performance.measure('neuronav:open-to-grid', 'neuronav:study-open')
+      if (life.left || extras !== made) return
+      performance.mark('neuronav:grid-rendered')
+      const m = performance.measure('neuronav:open-to-grid', 'neuronav:study-open', 'neuronav:grid-rendered')
       window.__neuronav = { ...(window.__neuronav || {}), gridMs: m.duration }
       stage.dataset.gridReady = 'true'
     })
@@ -197,6 +215,7 @@ export async function studyPage(main, life, studyId) {
       viewer.setLayout(key)
       if (prior) prior.setLayout(key)
     }
+    refreshPane(current, viewer) // its corners and orientation letters (none over MPR or 3D tiles)
     measure.redraw()
   }
 
@@ -582,6 +601,16 @@ export async function studyPage(main, life, studyId) {
       say(err.message, 'error')
     }
   }
+  // dragged on the image by its author: the server computes the values again at the new place
+  async function moveAnnotation(a, points) {
+    try {
+      const moved = await api('PATCH', `/api/annotations/${a.id}`, { points_mm: points }, { signal })
+      say(`Moved: ${valueText(moved)}.`)
+    } catch (err) {
+      say(`Not moved: ${err.message}`, 'error')
+    }
+    await loadAnnotations()
+  }
   const KIND_NAME = { text: 'Note', roi: 'Rectangle', ellipse: 'Ellipse', distance: 'Distance', bidimensional: 'Bidimensional' }
   function renderAnnotations(items) {
     if (!items.length) {
@@ -688,9 +717,13 @@ export async function studyPage(main, life, studyId) {
       report = reportPanel(reportBox, manifest.report_id, { compact: true, signal })
     }
   }
-  // the report and the measurements first, then the hanging protocol's other sequences (a browser
-  // asks at most six things of a server at once: the images would hold the report back)
-  await Promise.all([report ? report.ready : null, loadAnnotations()])
+  // the report and the measurements first, then the hanging protocol's other sequences are decoded
+  // (their images are fetched meanwhile: openGrid)
+  try {
+    await Promise.all([report ? report.ready : null, loadAnnotations()])
+  } finally {
+    sideShown()
+  }
   if (life.left) return
   if (layoutSel.value === 'grid' && !extras.length) setLayout('grid')
 }

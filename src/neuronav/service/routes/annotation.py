@@ -2,7 +2,8 @@
 
 Saved on the server per user and shown to every reader of the study with its author. Values (length,
 roi area and intensity) are computed from the stored image by :mod:`neuronav.workflow.annotations`.
-The author may change the text or delete; a radiologist includes an annotation in the report draft
+The author may change the text, move it (its values computed again) or delete
+it; a radiologist includes an annotation in the report draft
 (``POST /api/annotations/{id}/include``): its one-line statement is appended to the radiologist's
 comment through the report lifecycle, so it is recorded as an edit and exported in every format.
 
@@ -52,6 +53,12 @@ class AnnotationPatch(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     text: str | None = Field(default=None, max_length=logic.MAX_TEXT)
+    points_mm: list[list[float]] | None = Field(
+        default=None,
+        max_length=4,
+        description="Move it: its new points (as many as it has), on the same plane; its values are computed "
+        "again from the image. Refused (409) once it is included in the report.",
+    )
 
 
 @router.get("/api/studies/{study_id}/annotations", response_model=list[AnnotationOut])
@@ -79,9 +86,16 @@ def create_annotation(
 
 
 @router.patch("/api/annotations/{annotation_id}", response_model=AnnotationOut)
-def update_annotation(annotation_id: str, body: AnnotationPatch, user: Author, db: DbDep) -> AnnotationOut:
-    """Change the text of your annotation."""
-    return logic.update_text(db, user, annotation_id, body.text)
+def update_annotation(
+    annotation_id: str, body: AnnotationPatch, user: Author, db: DbDep, settings: SettingsDep
+) -> AnnotationOut:
+    """Change the text of your annotation, or move it (``points_mm``: its values are computed again)."""
+    if body.points_mm is None:
+        return logic.update_text(db, user, annotation_id, body.text)
+    out = logic.move(db, settings, user, annotation_id, body.points_mm)
+    if "text" in body.model_fields_set:
+        out = logic.update_text(db, user, annotation_id, body.text)
+    return out
 
 
 @router.delete("/api/annotations/{annotation_id}", status_code=204)

@@ -124,11 +124,32 @@ def analysis_result(
     response_class=FileResponse,
     responses={200: {"description": "The image, NIfTI gzipped.", "content": {"application/gzip": BINARY}}},
 )
-def study_image(study_id: str, image: str, user: ImageViewer, db: DbDep, settings: SettingsDep) -> FileResponse:
+def study_image(
+    study_id: str,
+    image: str,
+    user: ImageViewer,
+    db: DbDep,
+    settings: SettingsDep,
+    inflate: Annotated[
+        bool,
+        Query(
+            description="Send the NIfTI itself (.nii, application/octet-stream) with the same gzip bytes as the "
+            "HTTP Content-Encoding: a browser inflates it natively, off the page's thread (the web viewer does)."
+        ),
+    ] = False,
+) -> FileResponse:
     """A NIfTI image of the latest finished analysis for the viewer: ``reference``, ``segmentation``,
     ``heatmap`` or ``sequence-<NAME>`` (each analysed sequence as acquired, in scanner space). A technician
     (study:images, own uploads) gets the acquired images only, never the AI's."""
     found = studies.study_image(db, settings, user, study_id, image)
+    if inflate:
+        return FileResponse(
+            found.path,
+            media_type="application/octet-stream",
+            filename=f"{image}.nii",
+            headers={"Cache-Control": "private, no-store", "Content-Encoding": "gzip"},
+            background=BackgroundTask(remove_tmp, found.folder),
+        )
     return FileResponse(
         found.path,
         media_type="application/gzip",
