@@ -30,6 +30,7 @@ audit detail.
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import hmac
 import logging
@@ -38,6 +39,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from pydantic import BaseModel
+from pydicom.dataset import Dataset
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -46,7 +48,7 @@ from neuronav import audit
 from neuronav.config import Settings
 from neuronav.db.models import DicomArrivalRow, DicomInstanceRow, DicomNodeRow, StoredObjectRow, StudyRow
 from neuronav.db.session import session_scope
-from neuronav.errors import ConflictError, InputError, NeuroNavError
+from neuronav.errors import ConflictError, InputError, NeuroNavError, NotFoundError
 from neuronav.ingest.limits import DEFAULT_LIMITS, Limits
 from neuronav.ingest.model import Source
 from neuronav.ingest.reader import read_header
@@ -313,6 +315,101 @@ def list_arrivals(db: Session, *, state: str | None = None, limit: int = 200) ->
     ]
 
 
+# -- C-FIND: what a node may find here ------------------------------------------------------------------
+
+FIND_LEVELS = ("STUDY", "SERIES", "IMAGE")
+FIND_MAX_MATCHES = 500
+_STUDY_FILTERS = ("StudyInstanceUID", "PatientID", "AccessionNumber", "StudyDate")
+
+
+def _wildcard(value: str) -> bool:
+    return "*" in value or "?" in value
+
+
+def _matches(found: Dataset, query: Dataset) -> bool:
+    """PS3.4 C.2.2.2: single value (exact), wild card (``*``, ``?``) and, for dates, range matching of each
+    key the query gives a value; a key the answer lacks is not a reason to leave it out (not matched on)."""
+    for elem in query:
+        keyword = elem.keyword
+        if not keyword or keyword in ("QueryRetrieveLevel", "SpecificCharacterSet") or elem.VR == "SQ":
+            continue
+        wanted = "" if elem.value is None else str(elem.value)
+        if not wanted or wanted == "*" or keyword not in found:
+            continue
+        have = "" if found[keyword].value is None else str(found[keyword].value)
+        if elem.VR in ("DA", "TM", "DT") and "-" in wanted:
+            lo, _, hi = wanted.partition("-")
+            if not have or (lo and have < lo) or (hi and have > hi):
+                return False
+        elif _wildcard(wanted):
+            if not fnmatch.fnmatchcase(have.upper() if keyword == "PatientName" else have,
+                                       wanted.upper() if keyword == "PatientName" else wanted):  # fmt: skip
+                return False
+        elif elem.VR == "UI" and "\\" in wanted:  # list of UID matching
+            if have not in wanted.split("\\"):
+                return False
+        elif have != wanted:
+            return False
+    return True
+
+
+def _answer(found: Dataset, query: Dataset, level: str) -> Dataset:
+    """The response identifier: each key the query asked for, with the value held (empty when none)."""
+    out = Dataset()
+    out.SpecificCharacterSet = "ISO_IR 192"
+    for elem in query:
+        keyword = elem.keyword
+        if not keyword or keyword in ("SpecificCharacterSet", "QueryRetrieveLevel"):
+            continue
+        if keyword in found:
+            out[keyword] = found[keyword]
+        else:
+            out.add_new(elem.tag, elem.VR, None)
+    out.QueryRetrieveLevel = level
+    return out
+
+
+def find(settings: Settings, store: ObjectStore, node: DicomNodeRow, address: str, query: Dataset) -> list[Dataset]:
+    """A node's C-FIND (Study Root; STUDY, SERIES or IMAGE level) over the studies NeuroNav holds, through
+    the same workflow as QIDO-RS (:mod:`neuronav.workflow.dicomweb`). A node finds what its service account
+    may see: the studies it sent (``study:images``: the images, never the AI results), so a scanner or a
+    PACS can check that a study arrived whole. Audited as ``dicom.find``. :class:`InputError` for a query
+    this SCP cannot answer (no or an unknown level, a SERIES / IMAGE query without its StudyInstanceUID)."""
+    from neuronav.security.permissions import Permission
+    from neuronav.workflow import dicomweb
+
+    level = str(query.get("QueryRetrieveLevel", "") or "").strip().upper()
+    if level not in FIND_LEVELS:
+        raise InputError(f"QueryRetrieveLevel {level or '(none)'!r} is not one of {', '.join(FIND_LEVELS)}")
+    study_uid = str(query.get("StudyInstanceUID", "") or "").strip()
+    if level != "STUDY" and (not study_uid or _wildcard(study_uid) or "\\" in study_uid):
+        raise InputError(f"a {level} query needs the one StudyInstanceUID of its study (Study Root, hierarchical)")
+    may, action = Permission.STUDY_IMAGES, "dicom.find"
+    with session_scope(settings.database) as db:
+        actor = nodes.node_actor(db, node, client=f"{node.ae_title}@{address}")
+        try:
+            if level == "STUDY":
+                filters = {}
+                for key in _STUDY_FILTERS:
+                    value = str(query.get(key, "") or "").strip()
+                    if value and not _wildcard(value) and "\\" not in value:
+                        filters[key] = value
+                rows = dicomweb.search_studies(
+                    db, store, settings, actor, filters, FIND_MAX_MATCHES, 0, permission=may, action=action
+                )
+            elif level == "SERIES":
+                rows = dicomweb.search_series(db, store, settings, actor, "", study_uid, permission=may, action=action)
+            else:
+                series_uid = str(query.get("SeriesInstanceUID", "") or "").strip() or None
+                rows = dicomweb.search_instances(
+                    db, store, settings, actor, "", study_uid, series_uid, permission=may, action=action
+                )
+        except NotFoundError:
+            rows = []
+    found = [Dataset.from_json(r) for r in rows]
+    return [_answer(ds, query, level) for ds in found if _matches(ds, query)][:FIND_MAX_MATCHES]
+
+
 __all__ = [
     "INSTANCE_KIND",
     "ArrivalOut",
@@ -322,6 +419,7 @@ __all__ = [
     "association_ended",
     "complete",
     "complete_stable",
+    "find",
     "list_arrivals",
     "recover_at_start",
     "store_instance",

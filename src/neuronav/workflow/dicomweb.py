@@ -73,17 +73,18 @@ class Retrieved:
 # -- which studies --------------------------------------------------------------------------------
 
 
-def _readable(actor: Actor, study: StudyRow) -> bool:
-    return may_access(actor, study, Permission.STUDY_READ)
+def _readable(actor: Actor, study: StudyRow, permission: Permission = Permission.STUDY_READ) -> bool:
+    return may_access(actor, study, permission)
 
 
 def _uid_digest(uid: str) -> str:
     return pseudonymise(uid)[4:]  # as stored by neuronav.workflow.uploads
 
 
-def study_by_uid(db: Session, actor: Actor, study_uid: str) -> StudyRow:
-    """The newest held study with this StudyInstanceUID that ``actor`` may read (403 audited when it is
-    held but not readable by them, 404 when not held)."""
+def study_by_uid(db: Session, actor: Actor, study_uid: str, permission: Permission = Permission.STUDY_READ) -> StudyRow:
+    """The newest held study with this StudyInstanceUID that ``actor`` may read (``permission``: a DICOM
+    node's C-FIND asks ``study:images``, the studies it sent) — 403 audited when it is held but not
+    readable by them, 404 when not held."""
     if not study_uid.strip():
         raise InputError("no StudyInstanceUID given")
     rows = db.scalars(
@@ -94,9 +95,9 @@ def study_by_uid(db: Session, actor: Actor, study_uid: str) -> StudyRow:
     if not rows:
         raise NotFoundError(f"no study {study_uid} is held")
     for row in rows:
-        if _readable(actor, row):
+        if _readable(actor, row, permission):
             return row
-    authorize_object(db, actor, Permission.STUDY_READ, study_object(rows[0]))  # raises, audited
+    authorize_object(db, actor, permission, study_object(rows[0]))  # raises, audited
     raise NotFoundError(f"no study {study_uid} is held")  # pragma: no cover - authorize_object raised
 
 
@@ -108,17 +109,27 @@ def _date_matches(value: str | None, wanted: str) -> bool:
 
 
 def search_studies(
-    db: Session, store: ObjectStore, settings: Settings, actor: Actor, filters: dict[str, str], limit: int, offset: int
+    db: Session,
+    store: ObjectStore,
+    settings: Settings,
+    actor: Actor,
+    filters: dict[str, str],
+    limit: int,
+    offset: int,
+    *,
+    permission: Permission = Permission.STUDY_READ,
+    action: str = "dicomweb.query",
 ) -> list[dict[str, Any]]:
-    """QIDO-RS studies: the readable studies matching ``filters`` (exact values; StudyDate also a
-    ``from-to`` range), newest first, as DICOM JSON. Unknown filter keys are refused by the route."""
+    """QIDO-RS studies (and a DICOM node's C-FIND, :func:`neuronav.workflow.dicom.find`): the studies
+    ``actor`` holds ``permission`` on matching ``filters`` (exact values; StudyDate also a ``from-to``
+    range), newest first, as DICOM JSON. Unknown filter keys are refused by the route."""
     query = select(StudyRow).order_by(StudyRow.uploaded_at.desc()).limit(MAX_SCANNED)
     if uid := filters.get("StudyInstanceUID"):
         query = query.where(StudyRow.study_uid_digest == _uid_digest(uid))
     found: list[dict[str, Any]] = []
     skipped = 0
     for row in db.scalars(query):
-        if not _readable(actor, row):
+        if not _readable(actor, row, permission):
             continue
         if "StudyDate" in filters and not _date_matches(row.study_date, filters["StudyDate"]):
             continue
@@ -131,7 +142,7 @@ def search_studies(
         found.append(ds.to_json_dict())
         if len(found) >= limit:
             break
-    audit_event(db, actor, "dicomweb.query", detail={"level": "study", "results": len(found)})
+    audit_event(db, actor, action, detail={"level": "study", "results": len(found)})
     db.commit()
     return found
 
@@ -276,15 +287,19 @@ def retrieve(
     study_uid: str,
     series_uid: str | None = None,
     sop_uid: str | None = None,
+    *,
+    permission: Permission = Permission.STUDY_READ,
+    action: str = "dicomweb.retrieve",
 ) -> Retrieved:
-    """WADO-RS: the instances of a study, series or instance as files (audited); the caller closes it."""
-    study = study_by_uid(db, actor, study_uid)
+    """WADO-RS: the instances of a study, series or instance as files (audited as ``action``); the
+    caller closes it. ``permission``: see :func:`study_by_uid`."""
+    study = study_by_uid(db, actor, study_uid, permission)
     with _opened(db, store, settings, actor, study) as held:
         held.instances = _select(held, series_uid, sop_uid)
         audit_event(
             db,
             actor,
-            "dicomweb.retrieve",
+            action,
             target_type="study",
             target_id=study.id,
             detail={
@@ -329,10 +344,18 @@ SERIES_KEYS = ("Modality", "SeriesInstanceUID", "SeriesNumber", "SeriesDescripti
 
 
 def search_series(
-    db: Session, store: ObjectStore, settings: Settings, actor: Actor, base_url: str, study_uid: str
+    db: Session,
+    store: ObjectStore,
+    settings: Settings,
+    actor: Actor,
+    base_url: str,
+    study_uid: str,
+    *,
+    permission: Permission = Permission.STUDY_READ,
+    action: str = "dicomweb.retrieve",
 ) -> list[dict[str, Any]]:
     """QIDO-RS series of one study (source series and, for readers of the AI results, the results)."""
-    held = retrieve(db, store, settings, actor, study_uid)
+    held = retrieve(db, store, settings, actor, study_uid, permission=permission, action=action)
     try:
         series: dict[str, Dataset] = {}
         counts: dict[str, int] = {}
@@ -362,9 +385,12 @@ def search_instances(
     base_url: str,
     study_uid: str,
     series_uid: str | None = None,
+    *,
+    permission: Permission = Permission.STUDY_READ,
+    action: str = "dicomweb.retrieve",
 ) -> list[dict[str, Any]]:
     """QIDO-RS instances of a study or one of its series."""
-    held = retrieve(db, store, settings, actor, study_uid, series_uid)
+    held = retrieve(db, store, settings, actor, study_uid, series_uid, permission=permission, action=action)
     try:
         out = []
         for inst in held.instances:

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from pydicom import dcmread
+from pydicom import Dataset, dcmread
 from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage
 from pynetdicom import AE
 from pynetdicom.dimse_messages import C_STORE_RQ
@@ -49,7 +49,9 @@ def _stored_datasets(env: DicomEnv, study_id: str) -> dict[str, object]:
     return found
 
 
-def test_echoscu_and_storescu_send_a_study_that_is_analysed(dicom_env: DicomEnv, phantom_dicom: Path) -> None:
+def test_echoscu_storescu_and_findscu_a_study_that_is_analysed(
+    dicom_env: DicomEnv, phantom_dicom: Path, tmp_path: Path
+) -> None:
     echo = dcmtk("echoscu", "-aet", "STORESCU", "-aec", "NEURONAV", "127.0.0.1", dicom_env.port)
     assert echo.returncode == 0, echo.stderr
 
@@ -95,6 +97,45 @@ def test_echoscu_and_storescu_send_a_study_that_is_analysed(dicom_env: DicomEnv,
     # the listener audits an association when it is released: storescu may return a moment before
     wait_for(lambda: {"stored": 0, "duplicates": 576} in counts(), 30, "the second association's audit")
     assert {"stored": 576, "duplicates": 0} in counts()
+
+    # findscu (Study Root C-FIND) finds the study it sent at every level, with what was sent
+    first_ds = originals[next(iter(originals))]
+    study_uid, patient_id = str(first_ds.StudyInstanceUID), str(first_ds.PatientID)
+    studies = _findscu(dicom_env, tmp_path / "study", "STUDY", f"PatientID={patient_id}", "StudyInstanceUID",
+                       "PatientName", "StudyDate", "NumberOfStudyRelatedInstances")  # fmt: skip
+    assert [str(d.StudyInstanceUID) for d in studies] == [study_uid]
+    assert str(studies[0].PatientName) == str(first_ds.PatientName)
+    assert int(studies[0].NumberOfStudyRelatedInstances) == 576
+    by_name = _findscu(dicom_env, tmp_path / "name", "STUDY", f"PatientName={str(first_ds.PatientName)[:4]}*",
+                       "StudyInstanceUID")  # fmt: skip
+    assert [str(d.StudyInstanceUID) for d in by_name] == [study_uid]
+    assert _findscu(dicom_env, tmp_path / "other", "STUDY", "PatientID=SOMEONE-ELSE", "StudyInstanceUID") == []
+    series = _findscu(dicom_env, tmp_path / "series", "SERIES", f"StudyInstanceUID={study_uid}",
+                      "SeriesInstanceUID", "Modality", "NumberOfSeriesRelatedInstances")  # fmt: skip
+    sent_series = {str(ds.SeriesInstanceUID) for ds in originals.values()}
+    assert {str(d.SeriesInstanceUID) for d in series} == sent_series  # the images only: no AI result to a node
+    assert {str(d.Modality) for d in series} == {"MR"}
+    assert sum(int(d.NumberOfSeriesRelatedInstances) for d in series) == 576
+    one = sorted(sent_series)[0]
+    images = _findscu(dicom_env, tmp_path / "image", "IMAGE", f"StudyInstanceUID={study_uid}",
+                      f"SeriesInstanceUID={one}", "SOPInstanceUID")  # fmt: skip
+    assert {str(d.SOPInstanceUID) for d in images} == {u for u, ds in originals.items() if ds.SeriesInstanceUID == one}
+    assert {"level": "study", "results": 1} in [e.detail for e in _audit(dicom_env, "dicom.find")]
+    # a SERIES query without its study is refused with a failure status, not answered with everything
+    refused = dcmtk("findscu", "-v", "-S", "-aet", "STORESCU", "-aec", "NEURONAV", "-k", "QueryRetrieveLevel=SERIES",
+                    "-k", "SeriesInstanceUID", "127.0.0.1", dicom_env.port)  # fmt: skip
+    assert "Final Find Response (Error: DataSetDoesNotMatchSOPClass)" in refused.stderr, refused.stderr[-2000:]
+
+
+def _findscu(env: DicomEnv, out: Path, level: str, *keys: str) -> list[Dataset]:
+    """dcmtk findscu (Study Root) with ``keys``; its responses read back from the files it extracts."""
+    out.mkdir(parents=True)
+    args = ["-S", "-aet", "STORESCU", "-aec", "NEURONAV", "-X", "-od", str(out), "-k", f"QueryRetrieveLevel={level}"]
+    for key in keys:
+        args += ["-k", key]
+    done = dcmtk("findscu", *args, "127.0.0.1", env.port)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return [dcmread(p) for p in sorted(out.glob("rsp*.dcm"))]
 
 
 def test_a_study_that_is_not_a_brain_mr_is_kept_with_the_reason(dicom_env: DicomEnv, phantom_dicom: Path) -> None:

@@ -1,4 +1,4 @@
-"""The DICOM listener (Storage SCP and Verification SCP, pynetdicom): a thin edge over
+"""The DICOM listener (Storage SCP, Verification SCP and Study Root C-FIND SCP, pynetdicom): a thin edge over
 :mod:`neuronav.workflow.dicom`.
 
 An association flows like this:
@@ -14,7 +14,9 @@ An association flows like this:
 3. ``EVT_C_ECHO``: Success. ``EVT_C_STORE``: the instance is checked against the instance and
    association limits, then :func:`neuronav.workflow.dicom.store_instance` validates it, stores it
    encrypted and commits its rows; only then is Success answered. Any error becomes a failure status
-   in :mod:`.status` — the handlers never raise into pynetdicom.
+   in :mod:`.status` — the handlers never raise into pynetdicom. ``EVT_C_FIND`` (Study Root: STUDY,
+   SERIES, IMAGE): :func:`neuronav.workflow.dicom.find`, the QIDO-RS workflow with the node's service
+   account: a node finds the studies it sent (a scanner or PACS checks that a study arrived whole).
 4. ``EVT_CONN_CLOSE``: what the association brought is audited (counts).
 
 A peer that stalls is cut off: ACSE (negotiation, release), DIMSE (a message's parts) and network
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,6 +40,7 @@ from pynetdicom.transport import ThreadedAssociationServer
 
 from neuronav.config import Settings
 from neuronav.db.models import DicomNodeRow
+from neuronav.errors import InputError
 from neuronav.integrations.dimse import status
 from neuronav.storage.errors import UploadTooLargeError
 from neuronav.storage.store import ObjectStore
@@ -46,6 +50,7 @@ from neuronav.workflow.background import Periodic
 log = logging.getLogger(__name__)
 
 VERIFICATION = "1.2.840.10008.1.1"  # the Verification SOP Class (C-ECHO)
+STUDY_ROOT_FIND = "1.2.840.10008.5.1.4.1.2.2.1"  # Study Root Query/Retrieve Information Model - FIND
 STORAGE_CLASSES = (
     # MR, classic and enhanced
     uid.MRImageStorage,
@@ -152,6 +157,7 @@ class Listener:
         for cls in STORAGE_CLASSES:
             ae.add_supported_context(cls, syntaxes)
         ae.add_supported_context(VERIFICATION, [uid.ExplicitVRLittleEndian, uid.ImplicitVRLittleEndian])
+        ae.add_supported_context(STUDY_ROOT_FIND, [uid.ExplicitVRLittleEndian, uid.ImplicitVRLittleEndian])
         self.ae = ae
 
     @property
@@ -168,6 +174,7 @@ class Listener:
             (evt.EVT_REQUESTED, self._on_requested),
             (evt.EVT_C_ECHO, self._on_echo),
             (evt.EVT_C_STORE, self._on_store),
+            (evt.EVT_C_FIND, self._on_find),
             (evt.EVT_CONN_CLOSE, self._on_close),
         ]
         self._server = self.ae.start_server((self.host, self.port), block=False, evt_handlers=handlers)
@@ -237,6 +244,29 @@ class Listener:
         else:
             state.stored += 1
         return status.SUCCESS
+
+    def _on_find(self, event: Any) -> Iterator[tuple[int, Dataset | None]]:
+        """C-FIND (Study Root): what the node may find here (:func:`neuronav.workflow.dicom.find`)."""
+        with self._lock:
+            state = self._assocs.get(id(event.assoc))
+        if state is None:
+            yield status.PROCESSING_FAILURE, None
+            return
+        try:
+            matches = dicom.find(self.settings, self.store, state.node, state.address, event.identifier)
+        except InputError as exc:
+            log.warning("dicom: C-FIND from %s refused: %s", state.node.name, exc)
+            yield status.IDENTIFIER_DOES_NOT_MATCH, None
+            return
+        except Exception as exc:
+            log.warning("dicom: C-FIND from %s failed: %s", state.node.name, type(exc).__name__)
+            yield status.UNABLE_TO_PROCESS, None
+            return
+        for match in matches:
+            if event.is_cancelled:
+                yield status.CANCEL, None
+                return
+            yield status.PENDING, match
 
     def _on_close(self, event: Any) -> None:
         with self._lock:

@@ -46,6 +46,11 @@ SUCCESS = 0x0000
 OUT_OF_RESOURCES = 0xA700
 CANNOT_UNDERSTAND = 0xC000
 PROCESSING_FAILURE = 0x0110
+# C-FIND (PS3.4 C.4.1.1.4)
+PENDING = 0xFF00
+CANCEL = 0xFE00
+IDENTIFIER_DOES_NOT_MATCH = 0xA900  # Identifier does not match SOP Class
+UNABLE_TO_PROCESS = 0xC001  # Unable to process (failure)
 
 
 def status_code(exc: BaseException) -> int:
