@@ -18,14 +18,12 @@ and the callers that link studies to a patient also compare the answers exactly.
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from pydicom.dataset import Dataset
-from pynetdicom import AE, evt
+from pynetdicom import AE
 from pynetdicom.association import Association
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     StudyRootQueryRetrieveInformationModelFind,
@@ -36,7 +34,7 @@ from neuronav.config import Settings
 from neuronav.db.models import DicomNodeRow
 from neuronav.errors import InputError
 from neuronav.integrations.dimse.errors import DicomNetworkError
-from neuronav.integrations.dimse.scu import Peer, _describe_rejection
+from neuronav.integrations.dimse.scu import Peer, associate
 
 MAX_RESULTS = 500  # a broader query is cut (and said so: FindResult.truncated)
 MOVE_DESTINATION_UNKNOWN = 0xA801
@@ -164,21 +162,7 @@ def _association(
     ae = AE(ae_title=calling_ae)
     ae.acse_timeout, ae.dimse_timeout, ae.network_timeout = acse_timeout, dimse_timeout, network_timeout
     ae.add_requested_context(context)
-    connected = threading.Event()
-    started = time.monotonic()
-    assoc = ae.associate(
-        peer.host, peer.port, ae_title=peer.ae_title, evt_handlers=[(evt.EVT_CONN_OPEN, lambda _e: connected.set())]
-    )
-    if assoc.is_rejected:
-        raise DicomNetworkError(f"{where} refused the association ({_describe_rejection(assoc)})", failure="refused")
-    if not assoc.is_established:
-        if not connected.is_set():
-            raise DicomNetworkError(f"{where} is unreachable (no connection could be made)", failure="unreachable")
-        if time.monotonic() - started >= acse_timeout:
-            raise DicomNetworkError(
-                f"{where} did not answer the association request within {acse_timeout:g} s", failure="timeout"
-            )
-        raise DicomNetworkError(f"{where} aborted the association request", failure="aborted")
+    assoc = associate(ae, peer)
     try:
         if not any(c.abstract_syntax == context for c in assoc.accepted_contexts):
             raise DicomNetworkError(f"{where} does not offer the Study Root query/retrieve service", failure="refused")

@@ -74,6 +74,30 @@ def _describe_rejection(assoc: Association) -> str:
     return f"{kind}, {rsp.reason_str}" if getattr(rsp, "reason_str", None) else kind
 
 
+def associate(ae: AE, peer: Peer) -> Association:
+    """Open an association from ``ae`` (its contexts and timeouts set) to ``peer``; a
+    :class:`DicomNetworkError` says why none was made: refused (with the peer's reason), unreachable, no
+    answer within the ACSE timeout, or aborted."""
+    where = f"{peer.ae_title}@{peer.host}:{peer.port}"
+    timeout = float(ae.acse_timeout or 0.0)
+    connected = threading.Event()
+    started = time.monotonic()
+    assoc = ae.associate(
+        peer.host, peer.port, ae_title=peer.ae_title, evt_handlers=[(evt.EVT_CONN_OPEN, lambda _e: connected.set())]
+    )
+    if assoc.is_rejected:
+        raise DicomNetworkError(f"{where} refused the association ({_describe_rejection(assoc)})", failure="refused")
+    if not assoc.is_established:
+        if not connected.is_set():
+            raise DicomNetworkError(f"{where} is unreachable (no connection could be made)", failure="unreachable")
+        if time.monotonic() - started >= timeout:
+            raise DicomNetworkError(
+                f"{where} did not answer the association request within {timeout:g} s", failure="timeout"
+            )
+        raise DicomNetworkError(f"{where} aborted the association request", failure="aborted")
+    return assoc
+
+
 def send_files(
     peer: Peer,
     files: Sequence[Path],
@@ -112,21 +136,7 @@ def send_files(
         raise InputError(f"{len(proposed)} SOP classes in one send: at most 128 per association")
     for sop, syntaxes in proposed.items():
         ae.add_requested_context(sop, syntaxes)
-    connected = threading.Event()
-    started = time.monotonic()
-    assoc = ae.associate(
-        peer.host, peer.port, ae_title=peer.ae_title, evt_handlers=[(evt.EVT_CONN_OPEN, lambda _e: connected.set())]
-    )
-    if assoc.is_rejected:
-        raise DicomNetworkError(f"{where} refused the association ({_describe_rejection(assoc)})", failure="refused")
-    if not assoc.is_established:
-        if not connected.is_set():
-            raise DicomNetworkError(f"{where} is unreachable (no connection could be made)", failure="unreachable")
-        if time.monotonic() - started >= acse_timeout:
-            raise DicomNetworkError(
-                f"{where} did not answer the association request within {acse_timeout:g} s", failure="timeout"
-            )
-        raise DicomNetworkError(f"{where} aborted the association request", failure="aborted")
+    assoc = associate(ae, peer)
     statuses: list[InstanceStatus] = []
     try:
         for ds in datasets:
