@@ -33,15 +33,16 @@ def test_a_good_map_is_read_exactly_gzipped_or_not() -> None:
     ("payload", "message"),
     [
         (b"not an image at all", "not a NIfTI-1 image"),
-        (gzip.compress(b"\x00" * 10), "not a NIfTI-1 image"),
+        (gzip.compress(b"\x00" * 10, mtime=0), "not a NIfTI-1 image"),
         (b"\x1f\x8b\x08\x00broken", "not a readable gzip file"),
-        (gzip.compress(b"\x00" * (int(np.prod(SHAPE)) * 8 + 1_000_100)), "larger than a 12×10×8 image"),
+        (gzip.compress(b"\x00" * (int(np.prod(SHAPE)) * 8 + 1_000_100), mtime=0), "larger than a 12×10×8 image"),
         (_bytes(np.zeros((12, 10, 9), np.uint8)), "12×10×9 voxels; the segmentation it corrects is 12×10×8"),
         (_bytes(np.zeros(SHAPE, np.uint8), np.eye(4)), "not on the reference grid"),
         (_bytes(np.full(SHAPE, 1.5, np.float32)), "not whole numbers"),
         (_bytes(np.full(SHAPE, 4, np.uint8)), "holds 4: labels are 0 background"),
         (_bytes(np.full(SHAPE, -1, np.int16)), "holds -1"),
     ],
+    ids=lambda value: value if isinstance(value, str) else "map",  # same names in every xdist worker
 )
 def test_a_bad_map_is_refused_naming_the_problem(payload: bytes, message: str) -> None:
     with pytest.raises(InputError, match=message):
