@@ -15,9 +15,10 @@ from neuronav.training.segmentation import TrainConfig
 
 SEGMENTATION_VERSION = "1.0.0"
 HEADS_VERSION = "1.0.0"
-# An experiment, NOT shipped (2026-12-05, shared 2-core VM): the 1.0.0 members fine-tuned for 100 steps
-# (lr 5e-4, TrainConfig.init_from) on 76 broadened cases (training.data.make_case(version=2): skull-stripped,
-# 1 mm, motion, random intensities, large mass effect), seeds TRAIN_SEED_BASE+3000..+3075. Dice on 5
+# An experiment, NOT shipped and not kept as code (2026-12-05, shared 2-core VM): the 1.0.0 members
+# fine-tuned for 100 steps (lr 5e-4, from their ONNX weights) on 76 broadened cases
+# (training.data.make_case(version=2): skull-stripped, 1 mm, motion, random intensities, large mass
+# effect), seeds TRAIN_SEED_BASE+3000..+3075. Dice on 5
 # broadened validation seeds (WT/TC/ET): seg-a 0.870/0.842/0.761 (1.0.0 on the same cases 0.880/0.858/
 # 0.767), seg-b 0.892/0.869/0.777 (1.0.0: 0.888/0.855/0.766): no clear gain from so short a run. The
 # intended recipe is 1800 steps from scratch on >= 240 broadened cases; these recipes still reproduce 1.0.0.

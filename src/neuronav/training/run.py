@@ -28,16 +28,6 @@ DATA_RECIPE = (
     "normalised exactly as inference (brain mask, N4, z-score) on the 2 mm MNI working grid."
 )
 
-DATA_RECIPE_BROADENED = (
-    "Fine-tuned from the 1.0.0 member (whose data: " + DATA_RECIPE + ") on broadened phantom cases "
-    "(neuronav.training.data, augmentation version 2): 30 % skull-stripped with the phantom's brain mask "
-    "(as BraTS), 20 % BraTS-like 1 mm acquisitions (no slice blur, half the noise), random in-plane blur "
-    "(1-2 mm) besides the thick slices, 20 % motion ghosting, bias ×0.5-1.8, noise ×0.7-1.4, "
-    "field-strength-like contrast (tissue contrast ×0.75-1.25), 20 % SynthSeg-style random tissue and "
-    "lesion intensities (×exp(N(0, 0.3)) each), 15 % of lesion cases with a large mass effect "
-    "(midline shift 5-15 mm)."
-)
-
 
 def _progress(log: Log, what: str) -> Callable[[int, int], None]:
     last = [0.0]
@@ -114,7 +104,7 @@ def train_segmentation_member(
         "labels": {"0": "background", "1": "necrotic / non-enhancing core", "2": "oedema", "3": "enhancing tumour"},
         "input_space": "NeuroNav working grid: MNI152 2 mm, 96×112×96, z-scored within the brain mask",
         "training": {
-            "data": DATA_RECIPE_BROADENED if cfg.init_from else DATA_RECIPE,
+            "data": DATA_RECIPE,
             "train_seeds": f"{recipes.TRAIN_SEEDS[0]}..{recipes.TRAIN_SEEDS[-1]}",
             "validation_seeds": f"{recipes.VALIDATION_SEEDS[0]}..{recipes.VALIDATION_SEEDS[-1]}",
             "config": record["config"],

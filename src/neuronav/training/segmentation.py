@@ -41,7 +41,6 @@ class TrainConfig:
     threads: int = 2
     checkpoint_every: int = 100
     validate_every: int = 500
-    init_from: str | None = None  # "member/version" of a shipped model to fine-tune from (None: from scratch)
 
 
 def dice_scores(pred: npt.NDArray[np.integer[Any]], truth: npt.NDArray[np.integer[Any]]) -> dict[str, float]:
@@ -111,11 +110,7 @@ def train(
     log(f"{cfg.name}: {len(cases)} training cases loaded in {time.perf_counter() - t_load:.0f} s")
     sampler = _Sampler(cases, cfg)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")  # faster on a GPU when present
-    model = UNet3D(INPUT_CHANNELS, N_CLASSES, base=cfg.base)
-    if cfg.init_from is not None:
-        load_onnx_weights(model, shipped_onnx(cfg.init_from))
-        log(f"{cfg.name}: starting from the weights of {cfg.init_from}")
-    model = model.to(device)
+    model = UNet3D(INPUT_CHANNELS, N_CLASSES, base=cfg.base).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     step0, history = 0, []
     if ckpt_path.exists():
@@ -176,31 +171,6 @@ def train(
         "final_loss": float(np.mean(history[-50:])) if history else None,
         "n_train_cases": len(train_files),
     }
-
-
-def shipped_onnx(ref: str) -> Path:
-    """The ONNX file of shipped model ``"name/version"`` (src/neuronav/shipped_models)."""
-    import neuronav
-
-    path = Path(neuronav.__file__).parent / "shipped_models" / ref / "model.onnx"
-    if not path.is_file():
-        raise FileNotFoundError(f"no shipped model {ref} to start from ({path})")
-    return path
-
-
-def load_onnx_weights(model: Any, onnx_path: Path) -> None:
-    """Copy the weights of an ONNX file exported by :func:`export_onnx` into ``model`` (same layout)."""
-    import onnx
-    import torch
-    from onnx import numpy_helper
-
-    graph = onnx.load(str(onnx_path)).graph
-    weights = {i.name.removeprefix("net."): numpy_helper.to_array(i) for i in graph.initializer}
-    state = model.state_dict()
-    missing = [k for k in state if k not in weights]
-    if missing:
-        raise ValueError(f"{onnx_path} lacks {len(missing)} weights of this network (e.g. {missing[0]})")
-    model.load_state_dict({k: torch.from_numpy(weights[k].copy()) for k in state})
 
 
 def validate(model: Any, files: list[Path], window: int = 64) -> dict[str, float]:
